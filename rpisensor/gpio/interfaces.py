@@ -1,0 +1,61 @@
+"""
+What every GPIO backend provides, and the errors they raise.
+"""
+
+from __future__ import annotations
+
+from zope.interface import Attribute, Interface
+
+PULLS = ("up", "down", "off")
+NUMBERINGS = ("board", "bcm")
+
+
+class GPIOError(Exception):
+    """Base class of every GPIO problem rpisensor reports."""
+
+
+class GPIOUnavailable(GPIOError, RuntimeError):
+    """Real GPIO cannot work here; the message says why and what to do."""
+
+
+class PinError(GPIOError, ValueError):
+    """A channel number that is not a GPIO pin in the chosen numbering."""
+
+
+class PinModeError(GPIOError, ValueError):
+    """A pin was used in a way its set-up does not allow (e.g. read before set-up)."""
+
+
+class SensorReadError(GPIOError, IOError):
+    """Reading an input failed; the reading is unknown."""
+
+
+class IGPIOBackend(Interface):
+    """
+    Digital inputs, by channel number in one numbering scheme.
+
+    C{setup_input}, C{read} and C{cleanup} may block (hardware, slow sensors):
+    call them from a worker thread, never from the reactor thread.
+    """
+
+    name = Attribute("Short name of the backend: C{'rpi'} or C{'sim'}.")
+    numbering = Attribute("Channel numbering: C{'board'} (header pins) or C{'bcm'}.")
+
+    def setup_input(channel: int, pull: str) -> None:
+        """
+        Make C{channel} an input with pull C{'up'}, C{'down'} or C{'off'}.
+
+        @raise PinError: C{channel} is not a GPIO pin.
+        @raise GPIOUnavailable: the hardware cannot be accessed.
+        """
+
+    def read(channel: int) -> bool:
+        """
+        Return the level of input C{channel}: C{True} for high, C{False} for low.
+
+        @raise PinModeError: C{channel} was not set up as an input.
+        @raise SensorReadError: the read failed.
+        """
+
+    def cleanup() -> None:
+        """Release the channels this backend set up, and only those."""

@@ -1,0 +1,202 @@
+"""
+Reading named inputs without ever blocking the reactor.
+
+Blocking reads run in a small dedicated thread pool (not the reactor's
+default pool, which also resolves host names). Requests for an input whose
+read is already queued or in flight share that read, and all the reads queued
+in one reactor turn go to the pool as one job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorThreads, IReactorTime
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+
+from rpisensor.gpio.interfaces import IGPIOBackend
+from rpisensor.inputs import InputSpec
+
+#: Runs a blocking callable elsewhere: C{runner(f, *args)} fires with f's result.
+Runner = Callable[..., Deferred]
+
+
+class UnknownInput(KeyError):
+    """No input has the requested name."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class Reading:
+    """The level of one input, and when (clock seconds) the read finished."""
+
+    input: InputSpec
+    high: bool
+    time: float
+
+    @property
+    def text(self) -> str:
+        return self.input.text_for(self.high)
+
+
+def read_levels(backend: IGPIOBackend, pins: Sequence[int]) -> list[bool | Exception]:
+    """
+    Read C{pins} one after another; runs in a worker thread.
+
+    A failed read gives its exception in place of a level, so one bad input
+    does not lose the others' readings.
+    """
+    results: list[bool | Exception] = []
+    for pin in pins:
+        try:
+            results.append(backend.read(pin))
+        except Exception as e:
+            results.append(e)
+    return results
+
+
+class InputReader:
+    """
+    Reads named inputs through C{runner}, sharing reads (single flight) and
+    batching one reactor turn's reads into one job.
+
+    @param max_age: seconds a finished reading may be served again instead of
+        reading anew; 0 (the default) means every request waits for a read
+        that was queued or in flight when it arrived.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        backend: IGPIOBackend,
+        inputs: Sequence[InputSpec],
+        runner: Runner,
+        clock: IReactorTime,
+        max_age: float = 0.0,
+    ) -> None:
+        if not inputs:
+            raise ValueError("at least one input is needed")
+        self.backend = backend
+        self.inputs = {spec.name: spec for spec in inputs}
+        self.first = inputs[0]
+        self.max_age = max_age
+        self._runner = runner
+        self._clock = clock
+        self._waiters: dict[str, list[Deferred]] = {}
+        self._queued: list[str] = []
+        self._flush_call = None
+        self._latest: dict[str, Reading] = {}
+        #: How many pool jobs and input reads were started: for tests and the benchmark.
+        self.jobs = 0
+        self.reads = 0
+
+    def setup(self) -> None:
+        """Configure every input on the backend. Blocking; call at start-up."""
+        for spec in self.inputs.values():
+            self.backend.setup_input(spec.pin, spec.pull)
+
+    def read(self, name: str) -> Deferred[Reading]:
+        """
+        A Deferred that fires with a fresh L{Reading} of input C{name}, or fails
+        with the backend's error.
+
+        @raise UnknownInput: no input has that name.
+        """
+        if name not in self.inputs:
+            raise UnknownInput(
+                f"no input named {name!r}; inputs are: {', '.join(self.inputs)}"
+            )
+        if self.max_age > 0:
+            latest = self._latest.get(name)
+            if latest is not None and self._clock.seconds() - latest.time <= self.max_age:
+                return succeed(latest)
+        d: Deferred[Reading] = Deferred()
+        waiters = self._waiters.get(name)
+        if waiters is not None:
+            waiters.append(d)
+            return d
+        self._waiters[name] = [d]
+        self._queued.append(name)
+        if self._flush_call is None:
+            self._flush_call = self._clock.callLater(0, self._flush)
+        return d
+
+    def _flush(self) -> None:
+        self._flush_call = None
+        names, self._queued = self._queued, []
+        pins = [self.inputs[name].pin for name in names]
+        self.jobs += 1
+        self.reads += len(names)
+        job = self._runner(read_levels, self.backend, pins)
+        job.addCallbacks(self._deliver, self._job_failed, (names,), None, (names,))
+
+    def _deliver(self, results: list[bool | Exception], names: list[str]) -> None:
+        now = self._clock.seconds()
+        for name, result in zip(names, results):
+            waiters = self._waiters.pop(name)
+            if isinstance(result, Exception):
+                outcome: Reading | Failure = Failure(result)
+            else:
+                outcome = self._latest[name] = Reading(self.inputs[name], result, now)
+            for waiter in waiters:
+                if isinstance(outcome, Failure):
+                    waiter.errback(outcome)
+                else:
+                    waiter.callback(outcome)
+
+    def _job_failed(self, failure: Failure, names: list[str]) -> None:
+        self._log.failure("A read job failed outside the backend", failure)
+        for name in names:
+            for waiter in self._waiters.pop(name):
+                waiter.errback(failure)
+
+    def flush_now(self) -> None:
+        """Hand reads queued for the next turn to the pool now (at shutdown)."""
+        if self._flush_call is not None:
+            self._flush_call.cancel()
+            self._flush()
+
+
+class ReaderService(Service):
+    """
+    Owns the read thread pool and the GPIO channels for the life of the service:
+    the pool starts with the service; on stop, the pool finishes its jobs and
+    the channels this process set up are released.
+
+    @param threads: largest number of worker threads; one serialises all GPIO
+        access, which is what real pins want.
+    """
+
+    _log = Logger()
+
+    def __init__(self, reactor: IReactorThreads, threads: int = 1) -> None:
+        self.pool = ThreadPool(minthreads=0, maxthreads=threads, name="rpisensor-reads")
+        self.runner: Runner = partial(deferToThreadPool, reactor, self.pool)
+        self._reader: InputReader | None = None
+
+    def attach(self, reader: InputReader) -> None:
+        """Release C{reader}'s channels when this service stops."""
+        self._reader = reader
+
+    def startService(self) -> None:
+        super().startService()
+        self.pool.start()
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._reader is not None:
+            self._reader.flush_now()
+        self.pool.stop()
+        if self._reader is not None:
+            self._reader.backend.cleanup()
+            self._log.info("Released the GPIO channels this process set up.")

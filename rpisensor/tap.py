@@ -1,0 +1,223 @@
+"""
+The twistd plugin's options and service: C{twistd -n rpisensor [serve] ...}.
+
+Options are parsed and checked here; the services are assembled by each
+role's module from the collaborators (backend, reader, endpoints) built here.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from twisted.application.service import IService
+from twisted.internet import endpoints
+from twisted.python import usage
+
+from rpisensor import wire
+from rpisensor.gpio import BACKEND_NAMES, GPIOError, open_backend
+from rpisensor.inputs import DEFAULT_INPUT, InputSpec, parse_input
+
+
+def _positive_float(option: str, value) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise usage.UsageError(f"--{option} must be a number of seconds, got {value!r}") from None
+    if number < 0:
+        raise usage.UsageError(f"--{option} must not be negative, got {value!r}")
+    return number
+
+
+def _count(option: str, value, minimum: int = 0) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise usage.UsageError(f"--{option} must be a whole number, got {value!r}") from None
+    if number < minimum:
+        raise usage.UsageError(f"--{option} must be at least {minimum}, got {value!r}")
+    return number
+
+
+class _Options(usage.Options):
+    """Options whose help text is folded to single spaces, docstrings included."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        for name, doc in self.docs.items():
+            self.docs[name] = " ".join(doc.split())
+
+
+class GPIOOptions(_Options):
+    """Options of every role that reads pins: serve and report."""
+
+    optParameters = [
+        ["gpio", None, "auto",
+         "GPIO backend: auto (real pins on a Pi, simulated elsewhere), rpi or sim. "
+         "Example: --gpio sim"],
+        ["numbering", None, "board",
+         "Pin numbering of --input: board (header pins, as the tutorial) or bcm. "
+         "Example: --numbering bcm"],
+        ["sim-latency", None, "0",
+         "Simulated pins only: seconds each read takes, to play a slow sensor. "
+         "Example: --sim-latency 0.05"],
+        ["sim-fail-every", None, "0",
+         "Simulated pins only: every Nth read fails (0: never). Example: --sim-fail-every 10"],
+        ["read-threads", None, "1",
+         "Worker threads for blocking reads; 1 serialises GPIO access. Example: --read-threads 2"],
+        ["max-age", None, "0",
+         "Seconds a reading may be reused for later requests (0: every request waits "
+         "for a fresh read). Example: --max-age 0.5"],
+    ]  # fmt: skip
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._input_texts: list[str] = []
+        self["inputs"] = [DEFAULT_INPUT]
+
+    def opt_input(self, value: str) -> None:
+        """
+        A named input NAME=PIN[,pull=up|down|off][,active=low|high][,on=TEXT][,off=TEXT]
+        (repeatable; the first answers 'go'). Default: button=24,pull=up,active=low,
+        with the tutorial's texts. Example: --input door=18,pull=up,active=high
+        """
+        self._input_texts.append(value)
+
+    def postOptions(self) -> None:
+        if self["gpio"] not in BACKEND_NAMES:
+            raise usage.UsageError(
+                f"--gpio must be one of {', '.join(BACKEND_NAMES)}, got {self['gpio']!r}"
+            )
+        if self["numbering"] not in ("board", "bcm"):
+            raise usage.UsageError(f"--numbering must be board or bcm, got {self['numbering']!r}")
+        self["sim-latency"] = _positive_float("sim-latency", self["sim-latency"])
+        self["sim-fail-every"] = _count("sim-fail-every", self["sim-fail-every"])
+        self["read-threads"] = _count("read-threads", self["read-threads"], minimum=1)
+        self["max-age"] = _positive_float("max-age", self["max-age"])
+        if self._input_texts:
+            self["inputs"] = [self._parse_input(text) for text in self._input_texts]
+        names = [spec.name for spec in self["inputs"]]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise usage.UsageError(f"--input: name {duplicates[0]!r} is given more than once")
+
+    def _parse_input(self, text: str) -> InputSpec:
+        try:
+            return parse_input(text, self["numbering"])
+        except ValueError as e:
+            raise usage.UsageError(f"--input {text}: {e}") from None
+
+
+class ServeOptions(GPIOOptions):
+    """C{serve}: answer clients' commands with the inputs' state."""
+
+    synopsis = "[options]"
+    longdesc = (
+        "Listen for clients and answer 'go' with the first input's text ('Button pressed' "
+        "or 'Button released'), as the tutorial's DataServer1 does, to any number of clients. "
+        "Also: 'read NAME', 'list', 'ping', 'help'. Example: "
+        "twistd -n rpisensor serve --listen tcp:22000 --input button=24"
+    )
+    optParameters = [
+        ["max-message-bytes", None, str(wire.DEFAULT_MAX_MESSAGE_BYTES),
+         "Longest command accepted, in bytes; a longer one closes that connection. "
+         "Example: --max-message-bytes 1024"],
+    ]  # fmt: skip
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["listen"] = []
+
+    def opt_listen(self, description: str) -> None:
+        """
+        Where to listen, as a Twisted server endpoint (repeatable; default tcp:22000).
+        Examples: --listen tcp:22000:interface=0.0.0.0  --listen tcp6:22000
+        --listen unix:/run/rpisensor.sock  --listen systemd:domain=INET:index=0
+        --listen ssl:22443:privateKey=key.pem:certKey=cert.pem
+        """
+        self["listen"].append(description)
+
+    def postOptions(self) -> None:
+        super().postOptions()
+        self["max-message-bytes"] = _count("max-message-bytes", self["max-message-bytes"], 1)
+        if not self["listen"]:
+            self["listen"] = ["tcp:22000"]
+        for description in self["listen"]:
+            _check_endpoint("listen", description, endpoints.serverFromString)
+
+
+def _check_endpoint(option: str, description: str, parse) -> None:
+    """Build the endpoint once, so that a typo is a usage error naming the option."""
+    from twisted.internet import reactor
+
+    try:
+        parse(reactor, description)
+    except Exception as e:
+        raise usage.UsageError(f"--{option} {description}: {e}") from None
+
+
+class Options(usage.Options):
+    """C{twistd rpisensor}: one sub-command per role; C{serve} is the default."""
+
+    synopsis = ""
+    longdesc = (
+        "Raspberry Pi sensors over TCP: NUL-terminated UTF-8 messages, compatible with "
+        "the 'TCP/IP communication' tutorial and its tcpcom library. Without a sub-command, "
+        "runs 'serve' with its defaults: port 22000, the button on BOARD pin 24. "
+        "See 'twistd rpisensor serve --help'."
+    )
+    subCommands = [
+        ["serve", None, ServeOptions, "Answer clients' 'go' with the inputs' state (default)."],
+    ]
+    defaultSubCommand = "serve"
+
+    def parseOptions(self, options=None):
+        """Let C{rpisensor --gpio sim} mean C{rpisensor serve --gpio sim}."""
+        if options is None:
+            options = sys.argv[1:]
+        if options and options[0].startswith("-") and options[0] not in ("--help", "--version"):
+            options = [self.defaultSubCommand, *options]
+        super().parseOptions(options)
+
+
+def open_inputs(options: GPIOOptions, reactor):
+    """
+    Open the backend the options name, and a reader for their inputs, with
+    its inputs set up. Stops the program with one line saying why if the
+    backend cannot work here.
+    """
+    from rpisensor.reader import InputReader, ReaderService
+
+    try:
+        backend = open_backend(
+            options["gpio"],
+            options["numbering"],
+            latency=options["sim-latency"],
+            fail_every=options["sim-fail-every"],
+        )
+        reader_service = ReaderService(reactor, threads=options["read-threads"])
+        reader = InputReader(
+            backend, options["inputs"], reader_service.runner, reactor, options["max-age"]
+        )
+        reader.setup()
+    except GPIOError as e:
+        raise SystemExit(f"rpisensor: cannot use GPIO: {e}") from None
+    reader_service.attach(reader)
+    return reader, reader_service
+
+
+def makeService(options: Options) -> IService:
+    from twisted.internet import reactor
+
+    role = options.subOptions
+    if options.subCommand == "serve":
+        from rpisensor.server import build_server_service
+
+        reader, reader_service = open_inputs(role, reactor)
+        return build_server_service(
+            reactor,
+            reader,
+            reader_service,
+            role["listen"],
+            max_message_bytes=role["max-message-bytes"],
+        )
+    raise usage.UsageError(f"unknown sub-command {options.subCommand!r}")  # pragma: no cover
