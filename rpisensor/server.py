@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections import deque
 
-from twisted.application import strports
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory
@@ -15,6 +14,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from rpisensor import wire
+from rpisensor.listening import ListenerService
 from rpisensor.protocol import NullTerminatedProtocol, peer_text
 from rpisensor.reader import InputReader, Reading, UnknownInput
 
@@ -122,6 +122,7 @@ class SensorServerFactory(Factory):
     """
 
     protocol = SensorServerProtocol
+    noisy = False
 
     def __init__(
         self, reader: InputReader, max_message_bytes: int = wire.DEFAULT_MAX_MESSAGE_BYTES
@@ -146,6 +147,6 @@ def build_server_service(
     reader_service.setServiceParent(top)
     factory = SensorServerFactory(reader, max_message_bytes)
     for description in listen:
-        strports.service(description, factory, reactor=reactor).setServiceParent(top)
+        ListenerService(reactor, description, factory).setServiceParent(top)
     top.factory = factory
     return top
