@@ -131,6 +131,10 @@ class InputReader:
             self._flush_call = self._clock.callLater(0, self._flush)
         return d
 
+    def waiting(self, name: str) -> int:
+        """How many requests wait for input C{name}'s queued or pending read."""
+        return len(self._waiters.get(name, ()))
+
     def _flush(self) -> None:
         self._flush_call = None
         names, self._queued = self._queued, []

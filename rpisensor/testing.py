@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.interfaces import IListeningPort
+from twisted.internet.task import deferLater
 
 from rpisensor.client import RequestProtocol
 from rpisensor.gpio.simulated import SimulatedGPIO, SimulatedPin
@@ -155,3 +156,19 @@ def send_message(
             client.transport.loseConnection()
 
     return Deferred.fromCoroutine(exchange())
+
+
+async def wait_until(predicate, reactor=None, timeout: float = 30.0, interval: float = 0.01) -> None:
+    """
+    Wait, without blocking the reactor, until C{predicate()} is true.
+
+    @raise TimeoutError: still false after C{timeout} seconds (a generous
+        deadline for loaded machines, not a measurement).
+    """
+    if reactor is None:
+        from twisted.internet import reactor
+    deadline = reactor.seconds() + timeout
+    while not predicate():
+        if reactor.seconds() > deadline:
+            raise TimeoutError(f"condition still false after {timeout} s: {predicate!r}")
+        await deferLater(reactor, interval, lambda: None)

@@ -89,6 +89,8 @@ class SimulatedGPIO:
         self._levels: dict[int, bool] = {}
         self._inputs: set[int] = set()
         self._failure: str | None = None
+        self._gate = threading.Event()
+        self._gate.set()
         self.reads = 0
         self.history: list[LevelChange] = []
 
@@ -107,6 +109,7 @@ class SimulatedGPIO:
             self.reads += 1
             count = self.reads
             failure = self._failure
+        self._gate.wait()
         if self.latency:
             time.sleep(self.latency)
         if failure is None and self.fail_every and count % self.fail_every == 0:
@@ -141,6 +144,15 @@ class SimulatedGPIO:
         """Make every read fail with C{message} until called with C{None}."""
         with self._lock:
             self._failure = message
+
+    def pause_reads(self) -> None:
+        """Hold every read that starts from now on until L{resume_reads}: a sensor
+        that takes as long as the test wants, without timing."""
+        self._gate.clear()
+
+    def resume_reads(self) -> None:
+        """Let held and future reads finish."""
+        self._gate.set()
 
     @property
     def set_up_channels(self) -> frozenset[int]:
