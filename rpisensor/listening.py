@@ -27,9 +27,13 @@ class _AnnouncingEndpoint:
 
     def _announce(self, port: IListeningPort) -> IListeningPort:
         host = port.getHost()
-        address = getattr(host, "port", None) or getattr(host, "name", None) or host
+        if hasattr(host, "port"):
+            address = f"port {host.port}"
+        else:
+            name = getattr(host, "name", None)
+            address = name.decode(errors="replace") if isinstance(name, bytes) else str(name)
         self._log.info(
-            "Listening on {description} (port {address})",
+            "Listening on {description} ({address})",
             description=self._description,
             address=address,
         )

@@ -107,5 +107,11 @@ def peer_text(transport) -> str:
     if host is not None and port is not None:
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     name = getattr(peer, "name", None)
-    return str(name) if name else str(peer)
+    if not name:  # a Unix socket's client has no name: say which socket it came in on
+        name = getattr(transport.getHost(), "name", None)
+        if not name:
+            return "a local client"
+    if isinstance(name, bytes):
+        name = name.decode(errors="replace")
+    return f"local socket {name}"
 

@@ -83,6 +83,7 @@ class GPIOOptions(_Options):
         self._input_texts.append(value)
 
     def postOptions(self) -> None:
+        super().postOptions()
         if self["gpio"] not in BACKEND_NAMES:
             raise usage.UsageError(
                 f"--gpio must be one of {', '.join(BACKEND_NAMES)}, got {self['gpio']!r}"
@@ -107,19 +108,12 @@ class GPIOOptions(_Options):
             raise usage.UsageError(f"--input {text}: {e}") from None
 
 
-class ServeOptions(GPIOOptions):
-    """C{serve}: answer clients' commands with the inputs' state."""
+class ListenOptions(_Options):
+    """Options of the server roles: serve and collect."""
 
-    synopsis = "[options]"
-    longdesc = (
-        "Listen for clients and answer 'go' with the first input's text ('Button pressed' "
-        "or 'Button released'), as the tutorial's DataServer1 does, to any number of clients. "
-        "Also: 'read NAME', 'list', 'ping', 'help'. Example: "
-        "twistd -n rpisensor serve --listen tcp:22000 --input button=24"
-    )
     optParameters = [
         ["max-message-bytes", None, str(wire.DEFAULT_MAX_MESSAGE_BYTES),
-         "Longest command accepted, in bytes; a longer one closes that connection. "
+         "Longest message accepted, in bytes; a longer one closes that connection. "
          "Example: --max-message-bytes 1024"],
     ]  # fmt: skip
 
@@ -145,6 +139,121 @@ class ServeOptions(GPIOOptions):
             _check_endpoint("listen", description, endpoints.serverFromString)
 
 
+class ConnectOptions(_Options):
+    """Options of the client roles: poll and report."""
+
+    optParameters = [
+        ["connect", None, None,
+         "The server, as a Twisted client endpoint (required). "
+         "Examples: --connect tcp:host=192.168.0.17:port=22000  "
+         "--connect tls:host=myhome.example.org:port=22443  --connect unix:path=/run/rpisensor.sock"],
+        ["max-delay", None, "60",
+         "Longest wait, in seconds, between reconnection attempts; waits grow from 1 s "
+         "to this. Example: --max-delay 30"],
+        ["interval", None, "2", "Seconds between messages, as the tutorial's 2 s. Example: --interval 1"],
+    ]  # fmt: skip
+
+    def postOptions(self) -> None:
+        super().postOptions()
+        if not self["connect"]:
+            raise usage.UsageError("--connect is required, e.g. --connect tcp:host=192.168.0.17:port=22000")
+        _check_endpoint("connect", self["connect"], endpoints.clientFromString)
+        self["max-delay"] = _positive_float("max-delay", self["max-delay"])
+        if self["max-delay"] < 1:
+            raise usage.UsageError(f"--max-delay must be at least 1 second, got {self['max-delay']}")
+        self["interval"] = _positive_float("interval", self["interval"])
+        if self["interval"] <= 0:
+            raise usage.UsageError("--interval must be more than 0 seconds")
+
+
+class ServeOptions(GPIOOptions, ListenOptions):
+    """C{serve}: answer clients' commands with the inputs' state."""
+
+    synopsis = "[options]"
+    longdesc = (
+        "Listen for clients and answer 'go' with the first input's text ('Button pressed' "
+        "or 'Button released'), as the tutorial's DataServer1 does, to any number of clients. "
+        "Also: 'read NAME', 'list', 'ping', 'help'. Example: "
+        "twistd -n rpisensor serve --listen tcp:22000 --input button=24"
+    )
+
+
+class PollOptions(ConnectOptions):
+    """C{poll}: ask a server for its state every few seconds."""
+
+    synopsis = "--connect ENDPOINT [options]"
+    longdesc = (
+        "Send 'go' to a sensor server every 2 s and log each reply with its time, as the "
+        "tutorial's DataClient1/2; reconnect by itself when the link drops. Example: "
+        "twistd -n rpisensor poll --connect tcp:host=192.168.0.17:port=22000"
+    )
+    optParameters = [
+        ["command", None, "go", "The message sent each time. Example: --command 'read door'"],
+        ["timeout", None, "10",
+         "Seconds to wait for a reply before calling the link dead and reconnecting. "
+         "Example: --timeout 5"],
+    ]  # fmt: skip
+
+    def postOptions(self) -> None:
+        super().postOptions()
+        self["timeout"] = _positive_float("timeout", self["timeout"])
+        if self["timeout"] <= 0:
+            raise usage.UsageError("--timeout must be more than 0 seconds")
+        if "\0" in self["command"] or not self["command"].strip():
+            raise usage.UsageError("--command must be non-empty text without NUL")
+
+
+class ReportOptions(GPIOOptions, ConnectOptions):
+    """C{report}: push the inputs' state to a server."""
+
+    synopsis = "--connect ENDPOINT [options]"
+    longdesc = (
+        "Read the inputs every 2 s and send their text ('Button pressed' / 'Button "
+        "released') to a server, as the tutorial's DataClient3; keep sampling while the "
+        "link is down and send the current state as soon as it is back. Example: "
+        "twistd -n rpisensor report --connect tcp:host=myhome.example.org:port=22000"
+    )
+    optFlags = [
+        ["on-change", None, "Send only changes, plus every input's state each --heartbeat seconds."],
+    ]
+    optParameters = [
+        ["heartbeat", None, "60",
+         "With --on-change: seconds between full-state messages. Example: --heartbeat 30"],
+    ]
+
+    def postOptions(self) -> None:
+        super().postOptions()
+        self["heartbeat"] = _positive_float("heartbeat", self["heartbeat"])
+        if self["heartbeat"] <= 0:
+            raise usage.UsageError("--heartbeat must be more than 0 seconds")
+
+
+class CollectOptions(ListenOptions):
+    """C{collect}: accept reporters and store what they send."""
+
+    synopsis = "[options]"
+    longdesc = (
+        "Accept any number of reporters, log every message with its sender and time, and "
+        "append it to --store, as the tutorial's DataServer3 with a memory. Example: "
+        "twistd -n rpisensor collect --listen tcp:22000 --store readings.jsonl"
+    )
+    optParameters = [
+        ["store", None, None,
+         "File to append messages to: .jsonl (JSON Lines) or .sqlite/.db (SQLite). Without "
+         "it messages are only logged. Example: --store readings.sqlite"],
+    ]  # fmt: skip
+
+    def postOptions(self) -> None:
+        super().postOptions()
+        if self["store"] is not None:
+            from rpisensor.store import store_file_for
+
+            try:
+                store_file_for(self["store"])
+            except ValueError as e:
+                raise usage.UsageError(f"--store: {e}") from None
+
+
 def _check_endpoint(option: str, description: str, parse) -> None:
     """Build the endpoint once, so that a typo is a usage error naming the option."""
     from twisted.internet import reactor
@@ -166,9 +275,24 @@ class Options(usage.Options):
         "See 'twistd rpisensor serve --help'."
     )
     subCommands = [
-        ["serve", None, ServeOptions, "Answer clients' 'go' with the inputs' state (default)."],
+        ["serve", None, ServeOptions, "On the Pi: answer clients' 'go' with the inputs' state (default)."],
+        ["poll", None, PollOptions, "On the PC: send 'go' to a server every 2 s, log the replies."],
+        ["report", None, ReportOptions, "On the Pi: push the inputs' state to a server."],
+        ["collect", None, CollectOptions, "On the PC: accept reporters, log and store what they send."],
     ]
     defaultSubCommand = "serve"
+
+    def getUsage(self, width=None) -> str:
+        """The top-level help also lists every sub-command's options."""
+        parts = [super().getUsage(width)]
+        for name, _, options_class, _ in self.subCommands:
+            sub = options_class()
+            sub.parent, self.subCommand = self, name
+            try:
+                parts.append(sub.getUsage(width))
+            finally:
+                self.subCommand = None
+        return "\n".join(parts)
 
     def parseOptions(self, options=None):
         """Let C{rpisensor --gpio sim} mean C{rpisensor serve --gpio sim}."""
@@ -206,18 +330,48 @@ def open_inputs(options: GPIOOptions, reactor):
 
 
 def makeService(options: Options) -> IService:
+    """The service of the chosen role, which exits 0 on SIGTERM/SIGINT under twistd."""
+    from twisted.application.service import MultiService
     from twisted.internet import reactor
 
+    from rpisensor.signals import ExitCleanlyOnSignals
+
+    role_service = _role_service(options, reactor)
+    top = MultiService()
+    ExitCleanlyOnSignals(reactor).setServiceParent(top)
+    role_service.setServiceParent(top)
+    top.role = role_service
+    return top
+
+
+def _role_service(options: Options, reactor) -> IService:
     role = options.subOptions
     if options.subCommand == "serve":
         from rpisensor.server import build_server_service
 
         reader, reader_service = open_inputs(role, reactor)
         return build_server_service(
-            reactor,
-            reader,
-            reader_service,
-            role["listen"],
-            max_message_bytes=role["max-message-bytes"],
+            reactor, reader, reader_service, role["listen"], role["max-message-bytes"]
+        )
+    if options.subCommand == "poll":
+        from rpisensor.poll import build_poll_service
+
+        return build_poll_service(
+            reactor, role["connect"], role["command"], role["interval"], role["timeout"],
+            role["max-delay"],
+        )  # fmt: skip
+    if options.subCommand == "report":
+        from rpisensor.report import build_report_service
+
+        reader, reader_service = open_inputs(role, reactor)
+        return build_report_service(
+            reactor, reader, reader_service, role["connect"], role["interval"],
+            role["on-change"], role["heartbeat"], role["max-delay"],
+        )  # fmt: skip
+    if options.subCommand == "collect":
+        from rpisensor.collect import build_collect_service
+
+        return build_collect_service(
+            reactor, role["listen"], role["store"], role["max-message-bytes"]
         )
     raise usage.UsageError(f"unknown sub-command {options.subCommand!r}")  # pragma: no cover

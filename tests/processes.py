@@ -183,14 +183,14 @@ class Twistd:
 
     def wait_listening(self, description: str | None = None, timeout: float = DEADLINE) -> str:
         """
-        Wait for C{Listening on DESCRIPTION (port ADDRESS)} and return ADDRESS
-        as logged: a port number for TCP, the socket's name for unix.
+        Wait for C{Listening on DESCRIPTION (ADDRESS)} and return ADDRESS as
+        logged: C{port N} for TCP, the socket's path for unix.
 
         @param description: the endpoint string as given to C{--listen}; any
             listener when C{None}.
         """
         wanted = re.escape(description) if description is not None else r"\S+"
-        pattern = rf"Listening on {wanted} \(port (?P<address>[^)\n]*)\)"
+        pattern = rf"Listening on {wanted} \((?P<address>[^)\n]*)\)"
         return self.wait_for(pattern, timeout).group("address")
 
     def wait_port(self, description: str | None = None, timeout: float = DEADLINE) -> int:
@@ -199,9 +199,9 @@ class Twistd:
         its port number, the real one when the endpoint asked for port 0.
         """
         address = self.wait_listening(description, timeout)
-        if not address.isdigit():
+        if not re.fullmatch(r"port \d+", address):
             raise AssertionError(f"expected a port number, got {address!r}:\n{self.log()}")
-        return int(address)
+        return int(address.split()[1])
 
     def stop(self, signum: int = signal.SIGTERM, timeout: float = DEADLINE) -> Exited:
         """
