@@ -58,10 +58,9 @@ def parse_input(value: str, numbering: str = "board") -> InputSpec:
     if not sep or not name or not name.isidentifier():
         raise ValueError(f"expected NAME=PIN[,pull=up|down|off][,active=low|high], got {value!r}")
     pin_text, *settings = rest.split(",")
-    try:
-        pin = int(pin_text)
-    except ValueError:
-        raise ValueError(f"pin of input {name!r} must be a number, got {pin_text!r}") from None
+    if not pin_text.strip().isdigit():
+        raise ValueError(f"pin of input {name!r} must be a number, got {pin_text!r}")
+    pin = int(pin_text)
     try:
         to_bcm(numbering, pin)
     except PinError as e:

@@ -90,7 +90,7 @@ class BadOptionTests(SynchronousTestCase):
 class MakeServiceTests(SynchronousTestCase):
     def test_serve_service(self):
         """makeService builds the read pool and one listener per --listen."""
-        service = makeService(parse("--gpio", "sim", "--listen", "tcp:0", "--listen", "tcp:0"))
+        service = makeService(parse("--gpio", "sim", "--listen", "tcp:0", "--listen", "tcp:0")).role
         self.assertIsInstance(service, MultiService)
         children = list(service)
         self.assertIsInstance(children[0], ReaderService)
@@ -99,9 +99,17 @@ class MakeServiceTests(SynchronousTestCase):
 
     def test_sim_options_reach_backend(self):
         """--sim-latency and --sim-fail-every configure the simulated pins."""
-        service = makeService(parse("--gpio", "sim", "--sim-latency", "0.25", "--sim-fail-every", "3"))
+        service = makeService(parse("--gpio", "sim", "--sim-latency", "0.25", "--sim-fail-every", "3")).role
         backend = service.factory.reader.backend
         self.assertEqual((backend.latency, backend.fail_every), (0.25, 3))
+
+    def test_twistd_service_exits_cleanly_on_signals(self):
+        """Under twistd the role's service sits beside the clean-exit signal handlers."""
+        from rpisensor.signals import ExitCleanlyOnSignals
+
+        top = makeService(parse("--gpio", "sim"))
+        self.assertIsInstance(list(top)[0], ExitCleanlyOnSignals)
+        self.assertIn(top.role, list(top))
 
     def test_rpi_unavailable_exits_with_one_line(self):
         """--gpio rpi on a machine without a Pi exits with one line saying why."""

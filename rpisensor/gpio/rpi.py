@@ -15,8 +15,10 @@ from pathlib import Path
 from zope.interface import implementer
 
 from rpisensor.gpio.interfaces import (
+    NUMBERINGS,
     GPIOUnavailable,
     IGPIOBackend,
+    PinError,
     PinModeError,
     SensorReadError,
 )
@@ -46,7 +48,7 @@ def describe_board(cpuinfo: str, model: str) -> tuple[bool, bool]:
     is_pi = model.startswith("Raspberry Pi") or bool(
         re.search(r"^Hardware\s*:\s*BCM\d+", cpuinfo, re.MULTILINE)
     )
-    rp1 = "Raspberry Pi 5" in model or "Raspberry Pi 500" in model
+    rp1 = any(name in model for name in ("Raspberry Pi 5", "Raspberry Pi 500", "Compute Module 5"))
     revision = re.search(r"^Revision\s*:\s*([0-9a-fA-F]+)", cpuinfo, re.MULTILINE)
     if revision:
         is_pi = is_pi or "Raspberry Pi" in cpuinfo
@@ -112,6 +114,8 @@ class RPiGPIO:
         if gpio is None:
             check_available()
             import RPi.GPIO as gpio
+        if numbering not in NUMBERINGS:
+            raise PinError(f"unknown numbering {numbering!r}; use 'board' or 'bcm'")
         self._gpio = gpio
         self.numbering = numbering
         self._channels: list[int] = []
