@@ -144,18 +144,21 @@ def retry_policy(
 
 def reconnecting_client(
     reactor,
-    description: str,
+    endpoint: str | IStreamClientEndpoint,
     factory,
     max_delay: float = 60.0,
     jitter: Callable[[], float] = random.random,
 ) -> ClientService:
     """
-    A service that keeps a connection to the client endpoint C{description}
-    (C{tcp:host=...:port=...}, C{tls:...}, C{unix:...}) open: it never gives up,
-    and waits longer after each failed attempt, up to C{max_delay} seconds.
-    A successful connection resets the delay.
+    A service that keeps a connection to C{endpoint} open: it never gives up,
+    and waits longer after each failed attempt, up to C{max_delay} seconds
+    (plus jitter). A successful connection resets the wait.
+
+    @param endpoint: a client endpoint string (C{tcp:host=...:port=...},
+        C{tls:...}, C{unix:path=...}), or an endpoint object.
     """
-    endpoint = StoryEndpoint(clientFromString(reactor, description), description)
+    if isinstance(endpoint, str):
+        endpoint = StoryEndpoint(clientFromString(reactor, endpoint), endpoint)
     return ClientService(
         endpoint,
         factory,

@@ -49,14 +49,14 @@ class CollectorProtocol(NullTerminatedProtocol):
         stored.addCallbacks(self._stored, self._store_failed, (record,), None, (record,))
 
     def _stored(self, _, record: Record) -> None:
-        self._log.info("Message from {peer}: {message}", peer=record.peer, message=record.message)
+        self._log.info("Message from {peer}: {text}", peer=record.peer, text=record.message)
 
     def _store_failed(self, failure: Failure, record: Record) -> None:
         self._log.error(
-            "Could not store the message from {peer} ({message!r}): {error}. "
+            "Could not store the message from {peer} ({text!r}): {error}. "
             "Check the disk and the store file.",
             peer=record.peer,
-            message=record.message,
+            text=record.message,
             error=failure.getErrorMessage(),
         )
 

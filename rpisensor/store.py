@@ -107,24 +107,32 @@ def store_file_for(path: str | Path) -> JsonLinesFile | SQLiteFile:
 
 class StoreService(Service):
     """
-    Writes records to an opened store file from one dedicated thread. Records appended in one reactor
-    turn are written as one batch; L{append}'s Deferred fires once its record
-    is written (or fails with the write's error).
+    Writes records to an opened store file from one dedicated thread, in
+    arrival order. Records appended in one reactor turn are written as one
+    batch; L{append}'s Deferred fires once its record is written (or fails
+    with the write's error).
+
+    @param runner: runs blocking calls, C{runner(f, *args) -> Deferred}; by
+        default the service's own one-thread pool. Tests pass a fake.
     """
 
     _log = Logger()
 
-    def __init__(self, reactor, file: JsonLinesFile | SQLiteFile) -> None:
+    def __init__(self, reactor, file: JsonLinesFile | SQLiteFile, runner=None) -> None:
         self.file = file
         self._reactor = reactor
-        self._pool = ThreadPool(minthreads=1, maxthreads=1, name="rpisensor-store")
-        self._run = partial(deferToThreadPool, reactor, self._pool)
+        self._pool: ThreadPool | None = None
+        if runner is None:
+            self._pool = ThreadPool(minthreads=1, maxthreads=1, name="rpisensor-store")
+            runner = partial(deferToThreadPool, reactor, self._pool)
+        self._run = runner
         self._batch: list[tuple[Record, Deferred]] = []
         self._flush_call = None
 
     def startService(self) -> None:
         super().startService()
-        self._pool.start()
+        if self._pool is not None:
+            self._pool.start()
 
     def append(self, record: Record) -> Deferred[None]:
         d: Deferred[None] = Deferred()
@@ -153,5 +161,6 @@ class StoreService(Service):
         if self._flush_call is not None:
             self._flush_call.cancel()
             self._flush()
-        self._pool.callInThread(self.file.close)
-        self._pool.stop()
+        self._run(self.file.close)  # queued behind the writes, in the same thread
+        if self._pool is not None:
+            self._pool.stop()

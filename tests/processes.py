@@ -282,3 +282,22 @@ def read_reply(sock: socket.socket) -> bytes:
             raise AssertionError(f"connection closed before the end of a reply; got {data!r}")
         data += block
     return data
+
+
+def wait_until(predicate, timeout: float = DEADLINE, describe=None):
+    """
+    Call C{predicate()} until it returns something true, and return that.
+
+    @param describe: a callable giving text for the failure message (a log,
+        the data so far), called only if the wait fails.
+    @raise AssertionError: still false after C{timeout} seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            detail = f":\n{describe()}" if describe is not None else ""
+            raise AssertionError(f"condition still false after {timeout} s{detail}")
+        time.sleep(_POLL_INTERVAL)

@@ -1,0 +1,126 @@
+"""Tests for rpisensor.collect, with StringTransport, Clock and a fake writer."""
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionLost
+from twisted.internet.task import Clock
+from twisted.internet.testing import EventLoggingObserver, StringTransport
+from twisted.logger import globalLogPublisher
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from rpisensor.collect import CollectorFactory, utc_now_iso
+from rpisensor.store import JsonLinesFile, StoreService
+from rpisensor.testing import FakeRunner
+from tests.test_store import read_jsonl
+
+
+class CollectorHarness:
+    def __init__(self, test, store=True, **options):
+        self.clock = Clock()
+        self.clock.advance(1764075600.25)  # 2025-11-25T13:00:00.250Z
+        self.runner = FakeRunner()
+        self.path = test.mktemp() + ".jsonl"
+        self.store = None
+        if store:
+            file = JsonLinesFile(self.path)
+            file.open()
+            self.store = StoreService(self.clock, file, runner=self.runner)
+        self.factory = CollectorFactory(self.store, self.clock, **options)
+
+    def connect(self, port=40000):
+        protocol = self.factory.buildProtocol(None)
+        transport = StringTransport(peerAddress=IPv4Address("TCP", "192.168.0.17", port))
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    def write(self):
+        self.clock.advance(0)
+        self.runner.run_all()
+
+
+class CollectorTests(SynchronousTestCase):
+    def test_time_format(self):
+        """Times are UTC ISO 8601 with milliseconds and a Z."""
+        clock = Clock()
+        clock.advance(1764075600.25)
+        self.assertEqual(utc_now_iso(clock), "2025-11-25T13:00:00.250Z")
+
+    def test_messages_stored_with_time_and_peer(self):
+        """Each whole message is stored with the time and the sender's address."""
+        h = CollectorHarness(self)
+        protocol, _ = h.connect()
+        protocol.dataReceived(b"Button pressed\0Button released\0")
+        h.write()
+        self.assertEqual(read_jsonl(h.path), [
+            {"time": "2025-11-25T13:00:00.250Z", "peer": "192.168.0.17:40000", "message": "Button pressed"},
+            {"time": "2025-11-25T13:00:00.250Z", "peer": "192.168.0.17:40000", "message": "Button released"},
+        ])  # fmt: skip
+
+    def test_logged_only_after_stored(self):
+        """A message is logged as received only once it is written."""
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        h = CollectorHarness(self)
+        protocol, _ = h.connect()
+        protocol.dataReceived(b"Button pressed\0")
+        h.clock.advance(0)
+        self.assertEqual([e for e in events if e.get("text") == "Button pressed"], [])
+        h.runner.run_all()
+        self.assertEqual(len([e for e in events if e.get("text") == "Button pressed"]), 1)
+
+    def test_partial_message_never_stored(self):
+        """A message cut off by a lost connection (no NUL) is not stored."""
+        h = CollectorHarness(self)
+        protocol, _ = h.connect()
+        protocol.dataReceived(b"Button pressed\0Button rel")
+        protocol.connectionLost(Failure(ConnectionLost()))
+        h.write()
+        self.assertEqual([r["message"] for r in read_jsonl(h.path)], ["Button pressed"])
+
+    def test_many_reporters(self):
+        """Several reporters at once are all recorded, each with its own peer."""
+        h = CollectorHarness(self)
+        for port in (40001, 40002, 40003):
+            protocol, _ = h.connect(port)
+            protocol.dataReceived(f"from {port}\0".encode())
+        h.write()
+        peers = {r["peer"]: r["message"] for r in read_jsonl(h.path)}
+        self.assertEqual(peers, {f"192.168.0.17:{p}": f"from {p}" for p in (40001, 40002, 40003)})
+        self.assertEqual(len(h.factory.connections), 3)
+
+    def test_never_replies(self):
+        """Like the tutorial's DataServer3, the collector sends nothing back."""
+        h = CollectorHarness(self)
+        protocol, transport = h.connect()
+        protocol.dataReceived(b"Button pressed\0")
+        h.write()
+        self.assertEqual(transport.value(), b"")
+
+    def test_without_store_only_logs(self):
+        """With no store, each message is logged at once."""
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        h = CollectorHarness(self, store=False)
+        protocol, _ = h.connect()
+        protocol.dataReceived(b"Button pressed\0")
+        self.assertEqual(len([e for e in events if e.get("text") == "Button pressed"]), 1)
+
+    def test_store_failure_is_logged(self):
+        """A failed write is logged as an error naming the sender and message."""
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        h = CollectorHarness(self)
+        protocol, _ = h.connect()
+        protocol.dataReceived(b"Button pressed\0")
+        h.clock.advance(0)
+        h.store.file.close()
+        h.runner.run_all()
+        errors = [e for e in events if e["log_level"].name == "error"]
+        self.assertEqual(len(errors), 1)
+        self.assertEqual(errors[0]["text"], "Button pressed")
+
+    def test_too_long_message_closes(self):
+        """A message over the limit closes that connection and is not stored."""
+        h = CollectorHarness(self, max_message_bytes=10)
+        protocol, transport = h.connect()
+        protocol.dataReceived(b"ok\0" + b"x" * 11)
+        h.write()
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual([r["message"] for r in read_jsonl(h.path)], ["ok"])
