@@ -45,6 +45,7 @@ class Reporter:
         self.heartbeat = heartbeat
         self.latest: dict[str, str] = {}
         self._protocol: ReportProtocol | None = None
+        self._sampling_now: Deferred | None = None
         self._sampling = LoopingCall(self.sample)
         self._sampling.clock = clock
         self._heartbeat = LoopingCall(self.send_all)
@@ -61,12 +62,23 @@ class Reporter:
                 loop.stop()
 
     def sample(self) -> Deferred:
-        """Read every input once; send what the mode says to send."""
+        """
+        Read every input once; send what the mode says to send. A sample still
+        in progress (slow sensor) is shared, not doubled.
+        """
+        if self._sampling_now is not None:
+            return self._sampling_now
         reads = [
             self.reader.read(name).addCallbacks(self._sampled, self._read_failed, errbackArgs=(name,))
             for name in self.reader.inputs
         ]
-        return DeferredList(reads)
+        sampling = self._sampling_now = DeferredList(reads)
+        sampling.addCallback(self._sample_done)  # may run at once, if every reading was cached
+        return sampling
+
+    def _sample_done(self, result):
+        self._sampling_now = None
+        return result
 
     def _sampled(self, reading: Reading) -> None:
         name, text = reading.input.name, reading.text
@@ -96,6 +108,7 @@ class Reporter:
         self._log.debug("Sent {text}", text=text)
 
     def attach(self, protocol: ReportProtocol) -> None:
+        """A connection is up: send the current state now (or when the first sample ends)."""
         self._protocol = protocol
         if self.latest:
             self.send_all()

@@ -122,3 +122,23 @@ class ReportTests(SynchronousTestCase):
         reads = h.backend.reads
         h.tick(5.0)
         self.assertEqual(h.backend.reads, reads)
+
+
+class CachedReadingTests(SynchronousTestCase):
+    def test_cached_readings_do_not_stall_sampling(self):
+        """With max-age, samples answered from the cache still let the next sample run."""
+        clock = Clock()
+        backend = simulated_pins(clock=clock)
+        reader = InputReader(backend, [DEFAULT_INPUT], inline_runner, clock, max_age=100.0)
+        reader.setup()
+        reporter = Reporter(reader, clock, interval=1.0)
+        reporter.start()
+        clock.advance(0)
+        protocol = ReportFactory(reporter).buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        transport.clear()
+        for _ in range(3):
+            clock.advance(1.0)
+        self.assertEqual(sent(transport), ["Button released"] * 3)
+        self.assertEqual(backend.reads, 1)
