@@ -204,3 +204,24 @@ class ReaderService(Service):
         if self._reader is not None:
             self._reader.backend.cleanup()
             self._log.info("Released the GPIO channels this process set up.")
+
+
+def open_reader(
+    reactor,
+    backend: IGPIOBackend,
+    inputs: Sequence[InputSpec],
+    threads: int = 1,
+    max_age: float = 0.0,
+) -> tuple[InputReader, ReaderService]:
+    """
+    An L{InputReader} for C{inputs} with its channels set up now, and the
+    service that runs its reads and releases the channels when it stops.
+    Start the service (or give it a parent) before reads can finish.
+
+    @raise rpisensor.gpio.GPIOError: the backend cannot set up an input.
+    """
+    service = ReaderService(reactor, threads=threads)
+    reader = InputReader(backend, inputs, service.runner, reactor, max_age=max_age)
+    reader.setup()
+    service.attach(reader)
+    return reader, service

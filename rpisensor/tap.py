@@ -305,11 +305,10 @@ class Options(usage.Options):
 
 def open_inputs(options: GPIOOptions, reactor):
     """
-    Open the backend the options name, and a reader for their inputs, with
-    its inputs set up. Stops the program with one line saying why if the
-    backend cannot work here.
+    Open the backend the options name and a reader for their inputs. Stops
+    the program with one line saying why if the backend cannot work here.
     """
-    from rpisensor.reader import InputReader, ReaderService
+    from rpisensor.reader import open_reader
 
     try:
         backend = open_backend(
@@ -318,15 +317,11 @@ def open_inputs(options: GPIOOptions, reactor):
             latency=options["sim-latency"],
             fail_every=options["sim-fail-every"],
         )
-        reader_service = ReaderService(reactor, threads=options["read-threads"])
-        reader = InputReader(
-            backend, options["inputs"], reader_service.runner, reactor, options["max-age"]
+        return open_reader(
+            reactor, backend, options["inputs"], options["read-threads"], options["max-age"]
         )
-        reader.setup()
     except GPIOError as e:
         raise SystemExit(f"rpisensor: cannot use GPIO: {e}") from None
-    reader_service.attach(reader)
-    return reader, reader_service
 
 
 def makeService(options: Options) -> IService:

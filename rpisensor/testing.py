@@ -25,7 +25,7 @@ from twisted.internet.task import deferLater
 from rpisensor.client import RequestProtocol
 from rpisensor.gpio.simulated import SimulatedGPIO, SimulatedPin
 from rpisensor.inputs import DEFAULT_INPUT, InputSpec
-from rpisensor.reader import InputReader, ReaderService
+from rpisensor.reader import InputReader, ReaderService, open_reader
 from rpisensor.server import SensorServerFactory
 
 
@@ -121,10 +121,7 @@ def start_server(
         from twisted.internet import reactor
     if backend is None:
         backend = simulated_pins(clock=reactor)
-    reader_service = ReaderService(reactor)
-    reader = InputReader(backend, list(inputs), reader_service.runner, reactor)
-    reader.setup()
-    reader_service.attach(reader)
+    reader, reader_service = open_reader(reactor, backend, list(inputs))
     reader_service.startService()
     factory = SensorServerFactory(reader, **factory_options)
     listening = reactor.listenTCP(port, factory, interface="127.0.0.1")

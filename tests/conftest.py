@@ -27,3 +27,9 @@ def reactor():
     return reactor
 
 
+
+
+@pytest.fixture(autouse=True)
+def _work_in_tmp_path(tmp_path, monkeypatch):
+    """trial's mktemp() is relative to the working directory: keep it out of the checkout."""
+    monkeypatch.chdir(tmp_path)

@@ -301,3 +301,10 @@ def wait_until(predicate, timeout: float = DEADLINE, describe=None):
             detail = f":\n{describe()}" if describe is not None else ""
             raise AssertionError(f"condition still false after {timeout} s{detail}")
         time.sleep(_POLL_INTERVAL)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago (for programs that cannot take port 0)."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]

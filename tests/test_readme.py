@@ -1,0 +1,117 @@
+"""
+The README's code examples, run exactly as written (only the address is
+changed to a free loopback port), so the README stays true.
+"""
+
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.processes import DEADLINE, Twistd, connect_tcp, free_port, request
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def example(marker: str) -> str:
+    """The fenced code block that follows C{<!-- marker -->} in the README."""
+    text = README.read_text(encoding="utf-8")
+    match = re.search(rf"<!-- {marker} -->\s*```\w*\n(.*?)```", text, re.DOTALL)
+    if match is None:
+        raise AssertionError(f"README has no example marked {marker}")
+    return match.group(1)
+
+
+class ExampleProcess:
+    """Runs a Python snippet in a subprocess, collecting its output in a file."""
+
+    def __init__(self, test, code: str):
+        directory = Path(test.mktemp()).resolve()
+        directory.mkdir()
+        script = directory / "example.py"
+        script.write_text(code, encoding="utf-8")
+        self.output = directory / "output.txt"
+        self._out = open(self.output, "w")
+        self.process = subprocess.Popen(
+            [sys.executable, str(script)], cwd=directory, stdout=self._out, stderr=subprocess.STDOUT
+        )
+        test.addCleanup(self.close)
+
+    def text(self) -> str:
+        return self.output.read_text()
+
+    def close(self):
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        self._out.close()
+
+
+def wait_for(condition, describe):
+    import time
+
+    deadline = time.monotonic() + DEADLINE
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting: {describe()}")
+        time.sleep(0.05)
+
+
+class EmbeddingExampleTests(SynchronousTestCase):
+    def test_server_example(self):
+        """The README's embedded server answers a tutorial-style 'go' in its own reactor."""
+        port = free_port()
+        code = example("embedding-server-example")
+        self.assertIn("22000", code)
+        running = ExampleProcess(self, code.replace("22000", str(port)))
+
+        def answered():
+            if running.process.poll() is not None:
+                raise AssertionError(f"example exited:\n{running.text()}")
+            try:
+                with connect_tcp(port, timeout=2) as sock:
+                    self.reply = request(sock, b"go")
+                return True
+            except OSError:
+                return False
+
+        wait_for(answered, running.text)
+        self.assertEqual(self.reply, b"Button released\0")
+
+    def test_client_example(self):
+        """The README's reconnecting client example prints the server's replies."""
+        server = Twistd("rpisensor", "serve", "--gpio", "sim", "--listen", "tcp:0:interface=127.0.0.1")
+        self.addCleanup(server.close)
+        port = server.wait_port()
+        code = example("embedding-client-example")
+        self.assertIn("tcp:host=192.168.0.17:port=22000", code)
+        running = ExampleProcess(
+            self, code.replace("tcp:host=192.168.0.17:port=22000", f"tcp:host=127.0.0.1:port={port}")
+        )
+        wait_for(lambda: running.text().count("Button released") >= 2, running.text)
+
+    def test_testing_example(self):
+        """The README's pytest example passes when run with pytest, as a user would."""
+        directory = Path(self.mktemp()).resolve()
+        directory.mkdir()
+        (directory / "test_example.py").write_text(example("testing-example"), encoding="utf-8")
+        result = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(directory),
+             str(directory)],
+            capture_output=True, text=True, timeout=120, cwd=directory,
+        )  # fmt: skip
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertIn("1 passed", result.stdout)
+
+
+class QuickStartTests(SynchronousTestCase):
+    def test_quick_start_commands_are_the_ci_commands(self):
+        """The README's test command is the one .ci/run runs."""
+        readme = README.read_text(encoding="utf-8")
+        commands = re.findall(r"```sh\n(.*?)\n```", readme, re.DOTALL)
+        self.assertIn("twistd -n rpisensor", commands[0])
+        ci = (README.parent / ".ci" / "run").read_text()
+        self.assertIn(textwrap.dedent(commands[1]).strip(), ci)
