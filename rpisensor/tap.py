@@ -283,7 +283,9 @@ class Options(usage.Options):
     defaultSubCommand = "serve"
 
     def getUsage(self, width=None) -> str:
-        """The top-level help also lists every sub-command's options."""
+        """Before a sub-command is chosen (--help), also list every sub-command's options."""
+        if self.subCommand is not None:
+            return super().getUsage(width)
         parts = [super().getUsage(width)]
         for name, _, options_class, _ in self.subCommands:
             sub = options_class()

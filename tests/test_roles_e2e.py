@@ -146,7 +146,7 @@ class ReportToCollectTests(_CollectorTestMixin, SynchronousTestCase):
             store, lambda collector: len(stored_messages(collector)) >= 3
         )
         self.assertReportedByOnePeer(records, log)
-        logged = [(peer, message) for peer, message in STORED_LINE.findall(log)]
+        logged = STORED_LINE.findall(log)
         self.assertEqual(
             [(r["peer"], r["message"]) for r in records[: len(logged)]], logged, records
         )
@@ -197,7 +197,7 @@ class ConcurrentReportersTests(_CollectorTestMixin, SynchronousTestCase):
     """Several reporters connected to one collector at once."""
 
     def test_three_raw_reporters_interleaved(self) -> None:
-        """Three connections sending halves of messages in turn each get their own messages stored."""
+        """Three connections sending halves of messages in turn all get stored under their peers."""
         store = self.store_path("readings.jsonl")
         collector, port = self.start_collector(store)
         socks = [connect_tcp(port) for _ in range(3)]
@@ -278,7 +278,9 @@ class BadStoreTests(SynchronousTestCase):
     """C{--store} values that cannot work stop C{collect} at once, in one line."""
 
     def run_collect(self, store: str):
-        exited = run_twistd(*FOREGROUND, "rpisensor", "collect", "--listen", LOOPBACK, "--store", store)
+        exited = run_twistd(
+            *FOREGROUND, "rpisensor", "collect", "--listen", LOOPBACK, "--store", store
+        )
         self.assertNotEqual(exited.code, 0, exited.log)
         self.assertNotIn("Traceback", exited.log)
         return exited
@@ -298,9 +300,9 @@ class BadStoreTests(SynchronousTestCase):
         self.assertNotIn("Listening on", exited.log)
 
     def test_missing_directory_jsonl(self) -> None:
-        """A C{.jsonl} store in a directory that does not exist: one line naming it, exit non-zero."""
+        """A C{.jsonl} store in a missing directory: one line naming it, exit non-zero."""
         self.assertOneLineNamingPath("/nonexistent-dir/x.jsonl")
 
     def test_missing_directory_sqlite(self) -> None:
-        """A C{.sqlite} store in a directory that does not exist: one line naming it, exit non-zero."""
+        """A C{.sqlite} store in a missing directory: one line naming it, exit non-zero."""
         self.assertOneLineNamingPath("/nonexistent-dir/x.sqlite")
