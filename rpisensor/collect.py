@@ -8,13 +8,11 @@ from __future__ import annotations
 import sqlite3
 from datetime import datetime, timezone
 
-from twisted.application.service import MultiService
-from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from rpisensor import wire
-from rpisensor.protocol import NullTerminatedProtocol, peer_text
+from rpisensor.access import AccessPolicy
+from rpisensor.guard import DrainService, GuardedFactory, ServerConnection, ServerLimits, StopInOrder
 from rpisensor.listening import ListenerService
 from rpisensor.store import Record, StoreService, store_file_for
 
@@ -27,31 +25,38 @@ def utc_now_iso(clock) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-class CollectorProtocol(NullTerminatedProtocol):
+class CollectorProtocol(ServerConnection):
     """
     One reporter's connection. Each whole message is stored, then logged; a
     message cut off by a lost connection (no NUL yet) is never stored.
     """
 
     _log = Logger()
+    peer_role = "Reporter"
 
     def connectionMade(self) -> None:
-        self.peer = peer_text(self.transport)
-        self.factory.connections.add(self)
-        self._log.info("Reporter connected from {peer}", peer=self.peer)
+        super().connectionMade()
+        self._unstored = 0
+
+    @property
+    def busy(self) -> bool:
+        return self._unstored > 0
 
     def messageReceived(self, text: str) -> None:
         record = Record(utc_now_iso(self.factory.clock), self.peer, text)
         if self.factory.store is None:
             self._stored(None, record)
             return
+        self._unstored += 1
         stored = self.factory.store.append(record)
         stored.addCallbacks(self._stored, self._store_failed, (record,), None, (record,))
 
     def _stored(self, _, record: Record) -> None:
+        self._unstored = max(0, self._unstored - 1)
         self._log.info("Message from {peer}: {text}", peer=record.peer, text=record.message)
 
     def _store_failed(self, failure: Failure, record: Record) -> None:
+        self._unstored -= 1
         self._log.error(
             "Could not store the message from {peer} ({text!r}): {error}. "
             "Check the disk and the store file.",
@@ -60,47 +65,44 @@ class CollectorProtocol(NullTerminatedProtocol):
             error=failure.getErrorMessage(),
         )
 
-    def connectionLost(self, reason: Failure) -> None:
-        self.factory.connections.discard(self)
-        self._log.info("Reporter {peer} disconnected", peer=self.peer)
 
-
-class CollectorFactory(Factory):
+class CollectorFactory(GuardedFactory):
     """
     Builds L{CollectorProtocol}s that store into C{store} (or only log, if C{None}).
-
-    @param max_message_bytes: largest message accepted, in bytes.
     """
 
     protocol = CollectorProtocol
-    noisy = False
 
     def __init__(
         self,
         store: StoreService | None,
         clock,
-        max_message_bytes: int = wire.DEFAULT_MAX_MESSAGE_BYTES,
+        limits: ServerLimits = ServerLimits(),
+        policy: AccessPolicy | None = None,
     ) -> None:
+        super().__init__(limits, policy)
         self.store = store
         self.clock = clock
-        self.maxMessageBytes = max_message_bytes
-        self.connections: set[CollectorProtocol] = set()
 
 
 def build_collect_service(
     reactor,
     listen: list[str],
     store_path: str | None,
-    max_message_bytes: int = wire.DEFAULT_MAX_MESSAGE_BYTES,
-) -> MultiService:
+    limits: ServerLimits = ServerLimits(),
+    policy: AccessPolicy | None = None,
+    client_ca: bytes | None = None,
+) -> StopInOrder:
     """
     The whole collector: the store's writer (when C{store_path} is given) and
-    one listener per endpoint description in C{listen}.
+    one listener per endpoint description in C{listen}. It stops in order:
+    the listeners, then the reporters' connections once their messages are
+    stored, then the store, flushed and closed.
 
     Opens the store at once, so that a bad path stops the program at start-up
     with one line saying why.
     """
-    top = MultiService()
+    top = StopInOrder()
     store = None
     if store_path is None:
         _log.info("No --store given: messages are only logged. Add --store readings.jsonl to keep them.")
@@ -113,8 +115,9 @@ def build_collect_service(
         store = StoreService(reactor, file)
         store.setServiceParent(top)
         _log.info("Appending messages to {path}", path=store_path)
-    factory = CollectorFactory(store, reactor, max_message_bytes)
+    factory = CollectorFactory(store, reactor, limits, policy)
+    DrainService(factory, reactor, timeout=10.0).setServiceParent(top)
     for description in listen:
-        ListenerService(reactor, description, factory).setServiceParent(top)
+        ListenerService(reactor, description, factory, client_ca).setServiceParent(top)
     top.factory = factory
     return top

@@ -8,8 +8,32 @@ from __future__ import annotations
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
+from twisted.internet.ssl import Certificate, CertificateOptions
 from twisted.logger import Logger
 from zope.interface import implementer
+
+
+def require_client_certificates(endpoint, ca_pem: bytes) -> None:
+    """
+    Make an C{ssl:} endpoint refuse, during the TLS handshake, every client
+    without a certificate signed by the CA in C{ca_pem}.
+
+    Twisted's C{ssl:} strings have no option for a CA file, so the endpoint's
+    certificate options are rebuilt with the same key and chain plus the CA.
+
+    @raise ValueError: the endpoint is not an C{ssl:} one.
+    """
+    current = getattr(endpoint, "_sslContextFactory", None)
+    if not isinstance(current, CertificateOptions):
+        raise ValueError("client certificates can only be required on ssl: listeners")
+    endpoint._sslContextFactory = CertificateOptions(
+        privateKey=current.privateKey,
+        certificate=current.certificate,
+        extraCertChain=current.extraCertChain,
+        dhParameters=current.dhParameters,
+        trustRoot=Certificate.loadPEM(ca_pem),
+        requireCertificate=True,
+    )
 
 
 @implementer(IStreamServerEndpoint)
@@ -51,9 +75,11 @@ class ListenerService(StreamServerEndpointService):
 
     _raiseSynchronously = True
 
-    def __init__(self, reactor, description: str, factory) -> None:
-        endpoint = _AnnouncingEndpoint(serverFromString(reactor, description), description)
-        super().__init__(endpoint, factory)
+    def __init__(self, reactor, description: str, factory, client_ca: bytes | None = None) -> None:
+        endpoint = serverFromString(reactor, description)
+        if client_ca is not None:
+            require_client_certificates(endpoint, client_ca)
+        super().__init__(_AnnouncingEndpoint(endpoint, description), factory)
         self.description = description
 
     def privilegedStartService(self) -> None:

@@ -9,19 +9,20 @@ in one reactor turn go to the pool as one job.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorThreads, IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from rpisensor.gpio.interfaces import IGPIOBackend
+from rpisensor.gpio.interfaces import IGPIOBackend, SensorReadError
 from rpisensor.inputs import InputSpec
 
 #: Runs a blocking callable elsewhere: C{runner(f, *args)} fires with f's result.
@@ -64,6 +65,10 @@ def read_levels(backend: IGPIOBackend, pins: Sequence[int]) -> list[bool | Excep
     return results
 
 
+class ReadTimeout(SensorReadError):
+    """A read took longer than the read timeout; the sensor may be hung."""
+
+
 class InputReader:
     """
     Reads named inputs through C{runner}, sharing reads (single flight) and
@@ -72,6 +77,11 @@ class InputReader:
     @param max_age: seconds a finished reading may be served again instead of
         reading anew; 0 (the default) means every request waits for a read
         that was queued or in flight when it arrived.
+    @param read_timeout: seconds after which the requests waiting on a read
+        fail with L{ReadTimeout}. The read's thread cannot be stopped: until it
+        returns, its inputs are "stuck" and requests for them fail at once,
+        and C{on_stuck(+1)} / C{on_stuck(-1)} let the pool lend a thread so
+        the other inputs are still read.
     """
 
     _log = Logger()
@@ -83,6 +93,8 @@ class InputReader:
         runner: Runner,
         clock: IReactorTime,
         max_age: float = 0.0,
+        read_timeout: float = 10.0,
+        on_stuck: Callable[[int], object] | None = None,
     ) -> None:
         if not inputs:
             raise ValueError("at least one input is needed")
@@ -90,12 +102,16 @@ class InputReader:
         self.inputs = {spec.name: spec for spec in inputs}
         self.first = inputs[0]
         self.max_age = max_age
+        self.read_timeout = read_timeout
+        self._on_stuck = on_stuck
         self._runner = runner
         self._clock = clock
         self._waiters: dict[str, list[Deferred]] = {}
         self._queued: list[str] = []
         self._flush_call = None
         self._latest: dict[str, Reading] = {}
+        #: Input name -> when its stuck read started.
+        self.stuck: dict[str, float] = {}
         #: How many pool jobs and input reads were started: for tests and the benchmark.
         self.jobs = 0
         self.reads = 0
@@ -108,18 +124,21 @@ class InputReader:
     def read(self, name: str) -> Deferred[Reading]:
         """
         A Deferred that fires with a fresh L{Reading} of input C{name}, or fails
-        with the backend's error.
+        with the backend's error or L{ReadTimeout}.
 
         @raise UnknownInput: no input has that name.
         """
         if name not in self.inputs:
-            raise UnknownInput(
-                f"no input named {name!r}; inputs are: {', '.join(self.inputs)}"
-            )
+            raise UnknownInput(f"no input named {name!r}; inputs are: {', '.join(self.inputs)}")
         if self.max_age > 0:
             latest = self._latest.get(name)
             if latest is not None and self._clock.seconds() - latest.time <= self.max_age:
                 return succeed(latest)
+        if name in self.stuck:
+            since = self._clock.seconds() - self.stuck[name]
+            return fail(ReadTimeout(
+                f"input {name} is not answering: a read has been running for {since:.0f} s"
+            ))  # fmt: skip
         d: Deferred[Reading] = Deferred()
         waiters = self._waiters.get(name)
         if waiters is not None:
@@ -141,34 +160,63 @@ class InputReader:
         pins = [self.inputs[name].pin for name in names]
         self.jobs += 1
         self.reads += len(names)
+        started = self._clock.seconds()
+        timer = self._clock.callLater(self.read_timeout, self._timed_out, names, started)
         job = self._runner(read_levels, self.backend, pins)
-        job.addCallbacks(self._deliver, self._job_failed, (names,), None, (names,))
+        job.addBoth(self._job_done, names, timer)
 
-    def _deliver(self, results: list[bool | Exception], names: list[str]) -> None:
+    def _timed_out(self, names: list[str], started: float) -> None:
+        self._log.warn(
+            "Reading {names} took more than {timeout} s: the sensor may be hung. Requests for "
+            "it get an error until the read returns; other inputs are still read.",
+            names=", ".join(names),
+            timeout=self.read_timeout,
+        )
+        error = ReadTimeout(f"reading {', '.join(names)} took more than {self.read_timeout:g} s")
+        for name in names:
+            self.stuck[name] = started
+            for waiter in self._waiters.pop(name):
+                waiter.errback(Failure(error))
+        if self._on_stuck is not None:
+            self._on_stuck(+1)
+
+    def _job_done(self, results: list[bool | Exception] | Failure, names: list[str], timer) -> None:
+        timed_out = not timer.active()
+        if timed_out:  # its waiters have had their error already
+            for name in names:
+                del self.stuck[name]
+            if self._on_stuck is not None:
+                self._on_stuck(-1)
+            self._log.info("The stuck read of {names} returned.", names=", ".join(names))
+        else:
+            timer.cancel()
+        if isinstance(results, Failure):
+            self._log.failure("A read job failed outside the backend", results)
+            results = [results.value] * len(names)
         now = self._clock.seconds()
         for name, result in zip(names, results):
-            waiters = self._waiters.pop(name)
             if isinstance(result, Exception):
                 outcome: Reading | Failure = Failure(result)
             else:
                 outcome = self._latest[name] = Reading(self.inputs[name], result, now)
-            for waiter in waiters:
+            if timed_out:
+                continue
+            for waiter in self._waiters.pop(name):
                 if isinstance(outcome, Failure):
                     waiter.errback(outcome)
                 else:
                     waiter.callback(outcome)
-
-    def _job_failed(self, failure: Failure, names: list[str]) -> None:
-        self._log.failure("A read job failed outside the backend", failure)
-        for name in names:
-            for waiter in self._waiters.pop(name):
-                waiter.errback(failure)
 
     def flush_now(self) -> None:
         """Hand reads queued for the next turn to the pool now (at shutdown)."""
         if self._flush_call is not None:
             self._flush_call.cancel()
             self._flush()
+
+
+def _daemon_thread(*args, **kwargs) -> threading.Thread:
+    # A read stuck in a driver must not keep the process alive at exit.
+    return threading.Thread(*args, daemon=True, **kwargs)
 
 
 class ReaderService(Service):
@@ -185,8 +233,13 @@ class ReaderService(Service):
 
     def __init__(self, reactor: IReactorThreads, threads: int = 1) -> None:
         self.pool = ThreadPool(minthreads=0, maxthreads=threads, name="rpisensor-reads")
+        self.pool.threadFactory = _daemon_thread
         self.runner: Runner = partial(deferToThreadPool, reactor, self.pool)
         self._reader: InputReader | None = None
+
+    def lend_thread(self, change: int) -> None:
+        """Grow (+1) or shrink (-1) the pool while a read is stuck in a thread."""
+        self.pool.adjustPoolsize(self.pool.min, self.pool.max + change)
 
     def attach(self, reader: InputReader) -> None:
         """Release C{reader}'s channels when this service stops."""
@@ -198,11 +251,18 @@ class ReaderService(Service):
 
     def stopService(self) -> None:
         super().stopService()
-        if self._reader is not None:
-            self._reader.flush_now()
-        self.pool.stop()
-        if self._reader is not None:
-            self._reader.backend.cleanup()
+        reader = self._reader
+        if reader is not None:
+            reader.flush_now()
+        if reader is not None and reader.stuck:
+            self._log.warn(
+                "Not waiting for the stuck read of {names}; its thread ends with the process.",
+                names=", ".join(reader.stuck),
+            )
+        else:
+            self.pool.stop()
+        if reader is not None:
+            reader.backend.cleanup()
             self._log.info("Released the GPIO channels this process set up.")
 
 
@@ -212,6 +272,7 @@ def open_reader(
     inputs: Sequence[InputSpec],
     threads: int = 1,
     max_age: float = 0.0,
+    read_timeout: float = 10.0,
 ) -> tuple[InputReader, ReaderService]:
     """
     An L{InputReader} for C{inputs} with its channels set up now, and the
@@ -221,7 +282,9 @@ def open_reader(
     @raise rpisensor.gpio.GPIOError: the backend cannot set up an input.
     """
     service = ReaderService(reactor, threads=threads)
-    reader = InputReader(backend, inputs, service.runner, reactor, max_age=max_age)
+    reader = InputReader(
+        backend, inputs, service.runner, reactor, max_age, read_timeout, service.lend_thread
+    )
     reader.setup()
     service.attach(reader)
     return reader, service

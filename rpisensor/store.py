@@ -17,7 +17,7 @@ from functools import partial
 from pathlib import Path
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -105,6 +105,10 @@ def store_file_for(path: str | Path) -> JsonLinesFile | SQLiteFile:
     )
 
 
+class StoreClosed(RuntimeError):
+    """A record arrived after the store was closed."""
+
+
 class StoreService(Service):
     """
     Writes records to an opened store file from one dedicated thread, in
@@ -135,6 +139,9 @@ class StoreService(Service):
             self._pool.start()
 
     def append(self, record: Record) -> Deferred[None]:
+        """Queue C{record}; the result fires once it is written."""
+        if not self.running:
+            return fail(StoreClosed(f"the store {self.file.path} is closed (the collector is stopping)"))
         d: Deferred[None] = Deferred()
         self._batch.append((record, d))
         if self._flush_call is None:

@@ -13,7 +13,8 @@ from twisted.application.service import IService
 from twisted.internet import endpoints
 from twisted.python import usage
 
-from rpisensor import wire
+from rpisensor.access import AccessPolicy
+from rpisensor.guard import ServerLimits
 from rpisensor.gpio import BACKEND_NAMES, GPIOError, open_backend
 from rpisensor.inputs import DEFAULT_INPUT, InputSpec, parse_input
 
@@ -67,6 +68,9 @@ class GPIOOptions(_Options):
         ["max-age", None, "0",
          "Seconds a reading may be reused for later requests (0: every request waits "
          "for a fresh read). Example: --max-age 0.5"],
+        ["read-timeout", None, "10",
+         "Seconds a read may take before its requests get an error; the input then counts "
+         "as hung until the read returns. Example: --read-timeout 2"],
     ]  # fmt: skip
 
     def __init__(self) -> None:
@@ -94,6 +98,9 @@ class GPIOOptions(_Options):
         self["sim-fail-every"] = _count("sim-fail-every", self["sim-fail-every"])
         self["read-threads"] = _count("read-threads", self["read-threads"], minimum=1)
         self["max-age"] = _positive_float("max-age", self["max-age"])
+        self["read-timeout"] = _positive_float("read-timeout", self["read-timeout"])
+        if self["read-timeout"] <= 0:
+            raise usage.UsageError("--read-timeout must be more than 0 seconds")
         if self._input_texts:
             self["inputs"] = [self._parse_input(text) for text in self._input_texts]
         names = [spec.name for spec in self["inputs"]]
@@ -112,14 +119,37 @@ class ListenOptions(_Options):
     """Options of the server roles: serve and collect."""
 
     optParameters = [
-        ["max-message-bytes", None, str(wire.DEFAULT_MAX_MESSAGE_BYTES),
+        ["max-message-bytes", None, str(ServerLimits.max_message_bytes),
          "Longest message accepted, in bytes; a longer one closes that connection. "
          "Example: --max-message-bytes 1024"],
+        ["max-connections", None, str(ServerLimits.max_connections),
+         "Connections open at once; more are refused and logged. Example: --max-connections 50"],
+        ["idle-timeout", None, f"{ServerLimits.idle_timeout:g}",
+         "Seconds a connection may send nothing before it is closed (0: never). "
+         "Example: --idle-timeout 60"],
+        ["client-ca", None, None,
+         "PEM file of a certificate authority: ssl: listeners then refuse, during the TLS "
+         "handshake, every client without a certificate it signed (mutual TLS). Every "
+         "--listen must then be ssl: or unix:. Example: --client-ca ca.pem"],
     ]  # fmt: skip
 
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
+        self["allow"] = []
+
+    def opt_allow(self, network: str) -> None:
+        """
+        A network whose clients may connect (repeatable). Default: loopback, private and
+        link-local networks only (or anyone with a valid certificate, with --client-ca).
+        Examples: --allow 192.168.0.0/24  --allow 203.0.113.7  --allow 0.0.0.0/0
+        """
+        from rpisensor.access import parse_network
+
+        try:
+            self["allow"].append(parse_network(network))
+        except ValueError as e:
+            raise usage.UsageError(f"--allow: {e}") from None
 
     def opt_listen(self, description: str) -> None:
         """
@@ -133,10 +163,48 @@ class ListenOptions(_Options):
     def postOptions(self) -> None:
         super().postOptions()
         self["max-message-bytes"] = _count("max-message-bytes", self["max-message-bytes"], 1)
+        self["max-connections"] = _count("max-connections", self["max-connections"], 1)
+        self["idle-timeout"] = _positive_float("idle-timeout", self["idle-timeout"])
         if not self["listen"]:
             self["listen"] = ["tcp:22000"]
         for description in self["listen"]:
             _check_endpoint("listen", description, endpoints.serverFromString)
+        if self["client-ca"] is not None:
+            self["client-ca"] = _read_ca(self["client-ca"])
+            plain = [d for d in self["listen"] if not d.startswith(("ssl:", "unix:"))]
+            if plain:
+                raise usage.UsageError(
+                    f"--client-ca needs every --listen to be ssl: or unix:, but {plain[0]} is "
+                    "not: it would accept clients without a certificate"
+                )
+
+    def limits(self) -> ServerLimits:
+        return ServerLimits(
+            max_message_bytes=self["max-message-bytes"],
+            max_connections=self["max-connections"],
+            idle_timeout=self["idle-timeout"],
+            max_pending=self.get("max-pending", ServerLimits.max_pending),
+        )
+
+    def policy(self) -> AccessPolicy:
+        if self["allow"]:
+            return AccessPolicy(self["allow"])
+        if self["client-ca"] is not None:
+            return AccessPolicy([])  # the certificate is the credential
+        return AccessPolicy()
+
+
+def _read_ca(path: str) -> bytes:
+    """The PEM of a CA certificate file, checked now so a mistake is a usage error."""
+    from twisted.internet.ssl import Certificate
+
+    try:
+        with open(path, "rb") as f:
+            pem = f.read()
+        Certificate.loadPEM(pem)
+    except Exception as e:
+        raise usage.UsageError(f"--client-ca {path}: not a readable PEM certificate ({e})") from None
+    return pem
 
 
 class ConnectOptions(_Options):
@@ -168,6 +236,16 @@ class ConnectOptions(_Options):
 
 class ServeOptions(GPIOOptions, ListenOptions):
     """C{serve}: answer clients' commands with the inputs' state."""
+
+    optParameters = [
+        ["max-pending", None, str(ServerLimits.max_pending),
+         "Commands one connection may have waiting for replies; beyond that the server "
+         "stops reading from it until replies go out. Example: --max-pending 10"],
+    ]  # fmt: skip
+
+    def postOptions(self) -> None:
+        super().postOptions()
+        self["max-pending"] = _count("max-pending", self["max-pending"], 1)
 
     synopsis = "[options]"
     longdesc = (
@@ -320,8 +398,9 @@ def open_inputs(options: GPIOOptions, reactor):
             fail_every=options["sim-fail-every"],
         )
         return open_reader(
-            reactor, backend, options["inputs"], options["read-threads"], options["max-age"]
-        )
+            reactor, backend, options["inputs"], options["read-threads"], options["max-age"],
+            options["read-timeout"],
+        )  # fmt: skip
     except GPIOError as e:
         raise SystemExit(f"rpisensor: cannot use GPIO: {e}") from None
 
@@ -348,8 +427,9 @@ def _role_service(options: Options, reactor) -> IService:
 
         reader, reader_service = open_inputs(role, reactor)
         return build_server_service(
-            reactor, reader, reader_service, role["listen"], role["max-message-bytes"]
-        )
+            reactor, reader, reader_service, role["listen"], role.limits(), role.policy(),
+            role["client-ca"],
+        )  # fmt: skip
     if options.subCommand == "poll":
         from rpisensor.poll import build_poll_service
 
@@ -369,6 +449,6 @@ def _role_service(options: Options, reactor) -> IService:
         from rpisensor.collect import build_collect_service
 
         return build_collect_service(
-            reactor, role["listen"], role["store"], role["max-message-bytes"]
+            reactor, role["listen"], role["store"], role.limits(), role.policy(), role["client-ca"]
         )
     raise usage.UsageError(f"unknown sub-command {options.subCommand!r}")  # pragma: no cover

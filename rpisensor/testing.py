@@ -115,7 +115,8 @@ def start_server(
 ) -> Deferred[RunningServer]:
     """
     Start a sensor server on 127.0.0.1 (a free port unless C{port} is given),
-    reading through a real one-thread pool as in production.
+    reading through a real one-thread pool as in production. C{factory_options}
+    (C{limits}, C{policy}) go to L{SensorServerFactory}.
     """
     if reactor is None:
         from twisted.internet import reactor

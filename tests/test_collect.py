@@ -9,6 +9,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from rpisensor.collect import CollectorFactory, utc_now_iso
+from rpisensor.guard import ServerLimits
 from rpisensor.store import JsonLinesFile, StoreService
 from rpisensor.testing import FakeRunner
 from tests.test_store import read_jsonl
@@ -25,6 +26,7 @@ class CollectorHarness:
             file = JsonLinesFile(self.path)
             file.open()
             self.store = StoreService(self.clock, file, runner=self.runner)
+            self.store.startService()
         self.factory = CollectorFactory(self.store, self.clock, **options)
 
     def connect(self, port=40000):
@@ -118,7 +120,7 @@ class CollectorTests(SynchronousTestCase):
 
     def test_too_long_message_closes(self):
         """A message over the limit closes that connection and is not stored."""
-        h = CollectorHarness(self, max_message_bytes=10)
+        h = CollectorHarness(self, limits=ServerLimits(max_message_bytes=10))
         protocol, transport = h.connect()
         protocol.dataReceived(b"ok\0" + b"x" * 11)
         h.write()

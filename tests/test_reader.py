@@ -142,3 +142,59 @@ class ReaderServiceTests(SynchronousTestCase):
         service = ReaderService(reactor, threads=2)
         self.assertEqual(service.pool.max, 2)
         self.assertIsNot(service.pool, reactor.getThreadPool())
+
+
+class ReadTimeoutTests(SynchronousTestCase):
+    def setUp(self):
+        self.clock = Clock()
+        self.backend = simulated_pins(clock=self.clock)
+        self.runner = FakeRunner()
+        self.lent = []
+        self.reader = InputReader(self.backend, [DEFAULT_INPUT, DOOR], self.runner, self.clock,
+                                  read_timeout=5.0, on_stuck=self.lent.append)  # fmt: skip
+        self.reader.setup()
+
+    def test_hung_read_fails_waiters_after_timeout(self):
+        """Requests waiting on a read that hangs get ReadTimeout after read_timeout seconds."""
+        from rpisensor.reader import ReadTimeout
+
+        waiting = self.reader.read("button")
+        self.clock.advance(0)
+        self.clock.advance(4.9)
+        self.assertNoResult(waiting)
+        self.clock.advance(0.2)
+        self.failureResultOf(waiting, ReadTimeout)
+        self.assertEqual(self.lent, [1])  # the pool lends a thread for the other inputs
+
+    def test_stuck_input_fails_fast_others_still_read(self):
+        """While a read is stuck, its input fails at once and other inputs are still read."""
+        from rpisensor.reader import ReadTimeout
+
+        first = self.reader.read("button")
+        self.clock.advance(0)
+        stuck_job = self.runner.jobs.pop()
+        self.clock.advance(6.0)
+        self.failureResultOf(first, ReadTimeout)
+        error = self.failureResultOf(self.reader.read("button"), ReadTimeout)
+        self.assertIn("not answering", str(error.value))
+        door = self.reader.read("door")
+        self.clock.advance(0)
+        self.runner.run_all()
+        self.assertEqual(self.successResultOf(door).text, "closed")
+        stuck_job.run()  # the hung read finally returns
+        self.assertEqual(self.lent, [1, -1])
+        self.assertEqual(self.reader.stuck, {})
+        again = self.reader.read("button")
+        self.clock.advance(0)
+        self.runner.run_all()
+        self.assertEqual(self.successResultOf(again).text, "Button released")
+
+    def test_lend_thread_grows_the_pool(self):
+        """The read service grows its pool by one per stuck read and shrinks it back."""
+        from twisted.internet import reactor
+
+        service = ReaderService(reactor, threads=1)
+        service.lend_thread(+1)
+        self.assertEqual(service.pool.max, 2)
+        service.lend_thread(-1)
+        self.assertEqual(service.pool.max, 1)

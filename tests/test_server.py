@@ -4,6 +4,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
+from rpisensor.guard import ServerLimits
 from rpisensor.inputs import DEFAULT_INPUT, InputSpec
 from rpisensor.reader import InputReader
 from rpisensor.server import HELP_TEXT, SensorServerFactory
@@ -125,7 +126,7 @@ class CommandTests(SynchronousTestCase):
 
     def test_too_long_closes(self):
         """A command longer than the limit closes the connection."""
-        harness = ServerHarness(max_message_bytes=8)
+        harness = ServerHarness(limits=ServerLimits(max_message_bytes=8))
         protocol, transport = harness.connect()
         protocol.dataReceived(b"ping\0" + b"x" * 9)
         self.assertEqual(replies(transport), [b"pong"])

@@ -5,6 +5,7 @@ from twisted.plugin import getPlugins
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
+from rpisensor.guard import DrainService
 from rpisensor.inputs import DEFAULT_INPUT
 from rpisensor.listening import ListenerService
 from rpisensor.reader import ReaderService
@@ -94,7 +95,8 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertIsInstance(service, MultiService)
         children = list(service)
         self.assertIsInstance(children[0], ReaderService)
-        self.assertEqual([type(c) for c in children[1:]], [ListenerService, ListenerService])
+        self.assertIsInstance(children[1], DrainService)  # stops after the listeners
+        self.assertEqual([type(c) for c in children[2:]], [ListenerService, ListenerService])
         self.assertEqual(service.factory.reader.backend.name, "sim")
 
     def test_sim_options_reach_backend(self):

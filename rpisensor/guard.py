@@ -1,0 +1,181 @@
+"""
+What the server roles (serve, collect) share: who may connect, how many at
+once, how long a connection may stay idle, and a stop that lets the work in
+flight finish.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.interfaces import IHandshakeListener, ISSLTransport
+from twisted.internet.protocol import Factory
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+from twisted.protocols.policies import TimeoutMixin
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from rpisensor import wire
+from rpisensor.access import AccessPolicy
+from rpisensor.protocol import NullTerminatedProtocol, peer_text
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """
+    Bounds on what one server accepts; each has an option of the same name.
+
+    @ivar max_message_bytes: longest message, in bytes.
+    @ivar max_connections: connections open at once; more are refused.
+    @ivar idle_timeout: seconds without a byte from the peer before its
+        connection is closed (0: never).
+    @ivar max_pending: commands a connection may have waiting for their
+        replies before the server stops reading from it.
+    """
+
+    max_message_bytes: int = wire.DEFAULT_MAX_MESSAGE_BYTES
+    max_connections: int = 2000
+    idle_timeout: float = 300.0
+    max_pending: int = 100
+
+
+@implementer(IHandshakeListener)
+class ServerConnection(NullTerminatedProtocol, TimeoutMixin):
+    """
+    Base of the server roles' connections: logs arrivals and departures with
+    the peer's address, closes idle connections, and says when a TLS client
+    was refused during the handshake (no or a wrong client certificate).
+    """
+
+    _log = Logger()
+    #: How the log calls the peer.
+    peer_role = "Client"
+    tls_established = False
+
+    def connectionMade(self) -> None:
+        self.peer = peer_text(self.transport)
+        self.factory.connections.add(self)
+        self.setTimeout(self.factory.limits.idle_timeout or None)
+        self._log.info("{role} connected from {peer}", role=self.peer_role, peer=self.peer)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.resetTimeout()
+        super().dataReceived(data)
+
+    def handshakeCompleted(self) -> None:
+        self.tls_established = True
+
+    def timeoutConnection(self) -> None:
+        self._log.info(
+            "Closing the connection from {peer}: nothing received for {seconds} s "
+            "(--idle-timeout).",
+            peer=self.peer,
+            seconds=self.factory.limits.idle_timeout,
+        )
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure) -> None:
+        self.setTimeout(None)
+        self.factory.connections.discard(self)
+        if ISSLTransport.providedBy(self.transport) and not self.tls_established:
+            self._log.warn(
+                "Refused {peer}: the TLS handshake failed ({reason}). A client needs a "
+                "certificate signed by --client-ca, and must trust this server's certificate.",
+                peer=self.peer,
+                reason=reason.getErrorMessage(),
+            )
+        else:
+            self._log.info("{role} {peer} disconnected", role=self.peer_role, peer=self.peer)
+
+    @property
+    def busy(self) -> bool:
+        """Whether work for this connection is still in flight (see L{GuardedFactory.drain})."""
+        return False
+
+
+class GuardedFactory(Factory):
+    """
+    Base of the server roles' factories: refuses peers the access policy does
+    not allow, and connections beyond C{limits.max_connections}.
+    """
+
+    _log = Logger()
+    noisy = False
+
+    def __init__(self, limits: ServerLimits, policy: AccessPolicy | None = None) -> None:
+        self.limits = limits
+        self.maxMessageBytes = limits.max_message_bytes
+        self.policy = policy if policy is not None else AccessPolicy()
+        self.connections: set[ServerConnection] = set()
+        self.refused = 0
+
+    def buildProtocol(self, addr):
+        host = getattr(addr, "host", None)
+        if host is not None and not self.policy.allows(host):
+            self.refused += 1
+            self._log.warn(
+                "Refused a connection from {host}: it is not in the allowed networks ({allowed}). "
+                "To accept it, add --allow with its network (e.g. --allow {host}/32), ideally "
+                "together with TLS and --client-ca; see the README's Security section.",
+                host=host,
+                allowed=self.policy.describe(),
+            )
+            return None
+        if len(self.connections) >= self.limits.max_connections:
+            self.refused += 1
+            self._log.warn(
+                "Refused a connection from {host}: {count} connections are open, the limit "
+                "(--max-connections).",
+                host=host or "a local client",
+                count=len(self.connections),
+            )
+            return None
+        return super().buildProtocol(addr)
+
+    async def drain(self, clock, timeout: float) -> None:
+        """
+        Let every connection finish the work in flight (replies to commands
+        already received), then close them all; give up waiting after
+        C{timeout} seconds and close them anyway.
+        """
+        deadline = clock.seconds() + timeout
+        while any(c.busy for c in self.connections) and clock.seconds() < deadline:
+            await deferLater(clock, 0.05, lambda: None)
+        for connection in list(self.connections):
+            connection.transport.loseConnection()
+        while self.connections and clock.seconds() < deadline:
+            await deferLater(clock, 0.05, lambda: None)
+        for connection in list(self.connections):
+            connection.transport.abortConnection()
+
+
+class DrainService(Service):
+    """On stop, drains C{factory}'s connections (see L{GuardedFactory.drain})."""
+
+    def __init__(self, factory: GuardedFactory, clock, timeout: float) -> None:
+        self.factory = factory
+        self._clock = clock
+        self.timeout = timeout
+
+    def stopService(self) -> Deferred:
+        super().stopService()
+        return Deferred.fromCoroutine(self.factory.drain(self._clock, self.timeout))
+
+
+class StopInOrder(MultiService):
+    """
+    A MultiService whose children stop one after the other, last added first,
+    each once the one before it has finished: listeners, then the connections'
+    work in flight, then the pools and files they use.
+    """
+
+    def stopService(self) -> Deferred:
+        Service.stopService(self)
+        return Deferred.fromCoroutine(self._stop_children())
+
+    async def _stop_children(self) -> None:
+        for child in reversed(list(self)):
+            await maybeDeferred(child.stopService)
