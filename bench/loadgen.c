@@ -9,20 +9,25 @@
  * "Button released" or "Button pressed", "ping" must get "pong", anything
  * else must not start with "error". One JSON object is printed on stdout.
  *
- * Modes:
- *   closed   N clients in a closed loop for --duration seconds after
- *            --warmup seconds; optional prober (--prober-ms) sending "ping"
- *            at a fixed rate on its own connection, latency measured from
- *            the time each ping was due (no coordinated omission).
- *   oneshot  N connections are opened and each checked with one "ping";
- *            then every connection sends one command at once and the time
- *            until the last reply is reported (or --timeout expires).
- *   idle     N connections are opened and held without sending anything;
- *            "READY n" is printed; after a line on stdin (or --hold seconds
- *            when stdin is not used) --fresh new clients are opened one after
- *            another, each sends one command, and their latencies are reported.
+ * Every mode first opens its connections and checks each end to end with one
+ * "ping" (at most --connect-batch opening or unchecked at a time, so a short
+ * listen backlog is not overrun); that set-up is never part of a measurement.
  *
- * Exit status: 0 ok, 2 usage, 3 bad reply / connection error / incomplete.
+ * Modes:
+ *   closed   N clients in a closed loop (send, wait for the reply, send
+ *            again) for --duration seconds after --warmup seconds; optional
+ *            prober (--prober-ms) on its own connection sending "ping" at a
+ *            fixed rate. A ping held back because the previous reply came
+ *            late is timed from when it was due (no coordinated omission).
+ *   oneshot  every connection sends one command at once; reports the time
+ *            until the last reply (or "complete": false at --timeout).
+ *   idle     the connections are held without sending anything more;
+ *            "READY n" is printed; after a line on stdin (or --hold seconds)
+ *            --fresh new clients are opened one after another (20 ms apart),
+ *            each sends one command, and their latencies are reported.
+ *
+ * Exit status: 0 ok (an incomplete one-shot is a result, not a failure),
+ * 2 usage, 3 a wrong reply, a connection error or a set-up timeout.
  *
  * Build: gcc -O2 -Wall -o loadgen loadgen.c
  */
@@ -48,7 +53,7 @@
 #define KIND_CLIENT 0
 #define KIND_PROBER 1
 
-enum { ST_CONNECTING, ST_IDLE, ST_WAITING, ST_DONE };
+enum { ST_CONNECTING, ST_VERIFYING, ST_IDLE, ST_WAITING, ST_DONE };
 
 struct conn {
     int fd;
@@ -177,36 +182,51 @@ static void ep_mod(int fd, uint32_t events, int idx) {
     if (epoll_ctl(epfd, EPOLL_CTL_MOD, fd, &ev) != 0) die("epoll_ctl mod");
 }
 
+static int send_frame(struct conn *c, const char *body, int len);
+typedef void (*reply_fn)(struct conn *c, int idx, const char *reply, int64_t t);
+static int drain(struct conn *c, int idx, reply_fn on_reply);
+static void check_reply(const char *sent, const char *reply);
+
+static int verified = 0;
+
+static void verify_on_reply(struct conn *c, int idx, const char *reply, int64_t t) {
+    (void)idx;
+    (void)t;
+    check_reply("ping", reply);
+    if (c->state == ST_VERIFYING) {
+        c->state = ST_IDLE;
+        verified++;
+    }
+}
+
 /*
- * Open conns[0..n) with at most connect_batch handshakes in flight, so a
- * server's short listen backlog is not overrun. Returns 0 when all are
- * connected, -1 on error or timeout.
+ * Open conns[0..n) and check each end to end with one "ping" (so each is known
+ * to be accepted by the server and answered), with at most connect_batch
+ * connections opening or unchecked at a time: a client's connect() completes
+ * as soon as the kernel queues the connection, so without this window the
+ * clients would overrun a server's short listen backlog (Twisted's is 50) and
+ * wait out SYN retransmissions (1 s, 3 s, ...). Returns 0 when all are
+ * connected and checked, -1 on error or timeout.
  */
 static int connect_all(int n) {
-    int started = 0, done = 0, inflight = 0;
+    int started = 0;
     int64_t deadline = now_ns() + (int64_t)(connect_timeout * 1e9);
     struct epoll_event evs[256];
-    while (done < n) {
-        while (started < n && inflight < connect_batch) {
+    verified = 0;
+    while (verified < n) {
+        while (started < n && started - verified < connect_batch) {
             struct conn *c = &conns[started];
             c->fd = open_socket();
             c->state = ST_CONNECTING;
             c->rlen = 0;
             int r = connect(c->fd, (struct sockaddr *)&server_addr, sizeof server_addr);
-            if (r == 0) {
-                c->state = ST_IDLE;
-                ep_add(c->fd, EPOLLIN, started);
-                done++;
-            } else if (errno == EINPROGRESS) {
-                ep_add(c->fd, EPOLLOUT, started);
-                inflight++;
-            } else {
+            if (r != 0 && errno != EINPROGRESS) {
                 record_error("connect", errno);
                 return -1;
             }
+            ep_add(c->fd, EPOLLOUT, started);
             started++;
         }
-        if (done == n) break;
         if (now_ns() > deadline) {
             record_error("connect timeout", ETIMEDOUT);
             return -1;
@@ -214,19 +234,22 @@ static int connect_all(int n) {
         int k = epoll_wait(epfd, evs, 256, 100);
         if (k < 0 && errno != EINTR) die("epoll_wait");
         for (int i = 0; i < k; i++) {
-            struct conn *c = &conns[evs[i].data.u32];
-            if (c->state != ST_CONNECTING) continue;
-            int err = 0;
-            socklen_t len = sizeof err;
-            getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
-            if (err) {
-                record_error("connect", err);
-                return -1;
+            int idx = (int)evs[i].data.u32;
+            struct conn *c = &conns[idx];
+            if (c->state == ST_CONNECTING) {
+                int err = 0;
+                socklen_t len = sizeof err;
+                getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+                if (err) {
+                    record_error("connect", err);
+                    return -1;
+                }
+                c->state = ST_VERIFYING;
+                ep_mod(c->fd, EPOLLIN, idx);
+                if (send_frame(c, "ping", 4) != 0) return -1;
+            } else if (c->state == ST_VERIFYING) {
+                if (drain(c, idx, verify_on_reply) != 0) return -1;
             }
-            c->state = ST_IDLE;
-            ep_mod(c->fd, EPOLLIN, (int)evs[i].data.u32);
-            inflight--;
-            done++;
         }
     }
     return 0;
@@ -267,8 +290,6 @@ static int reply_ok(const char *sent, const char *reply) {
  * Read what is available on c; for each complete reply call on_reply.
  * Returns -1 when the connection failed or closed.
  */
-typedef void (*reply_fn)(struct conn *c, int idx, const char *reply, int64_t t);
-
 static int drain(struct conn *c, int idx, reply_fn on_reply) {
     for (;;) {
         ssize_t r = read(c->fd, c->rbuf + c->rlen, RBUF - 1 - c->rlen);
@@ -453,7 +474,6 @@ static int run_closed(void) {
 
 /* ---------- one shot ---------- */
 static long oneshot_pending = 0;
-static int oneshot_phase_ping = 1;
 static int64_t oneshot_last = 0;
 
 static void oneshot_on_reply(struct conn *c, int idx, const char *reply, int64_t t) {
@@ -463,11 +483,9 @@ static void oneshot_on_reply(struct conn *c, int idx, const char *reply, int64_t
         if (!first_bad[0]) snprintf(first_bad, sizeof first_bad, "unrequested: %s", reply);
         return;
     }
-    check_reply(oneshot_phase_ping ? "ping" : cmd, reply);
-    if (!oneshot_phase_ping) {
-        push(&lat_clients, t - c->sent_ns);
-        if (t > oneshot_last) oneshot_last = t;
-    }
+    check_reply(cmd, reply);
+    push(&lat_clients, t - c->sent_ns);
+    if (t > oneshot_last) oneshot_last = t;
     c->state = ST_IDLE;
     oneshot_pending--;
 }
@@ -499,17 +517,6 @@ static int run_oneshot(void) {
     nconns = nclients;
     conns = calloc(nconns, sizeof *conns);
     if (connect_all(nconns) != 0) return -1;
-    /* Check every connection end to end (the server has accepted it and answers). */
-    oneshot_pending = nconns;
-    for (int i = 0; i < nconns; i++) {
-        conns[i].state = ST_WAITING;
-        if (send_frame(&conns[i], ping_frame, 4) != 0) return -1;
-    }
-    if (wait_pending(now_ns() + (int64_t)(connect_timeout * 1e9)) != 0) {
-        record_error("ping before the shot timed out", ETIMEDOUT);
-        return -1;
-    }
-    oneshot_phase_ping = 0;
     usleep(50000); /* let the server settle after the pings */
 
     double cpu0 = cpu_seconds();
@@ -587,7 +594,6 @@ static int run_idle(void) {
         c->sent_ns = t_send;
         if (send_frame(c, cmd, cmd_len) != 0) return -1;
         ep_add(c->fd, EPOLLIN, idx);
-        oneshot_phase_ping = 0;
         oneshot_pending = 1;
         size_t before = lat_clients.n;
         if (wait_pending(now_ns() + (int64_t)(timeout_s * 1e9)) != 0) {

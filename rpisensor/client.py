@@ -12,9 +12,9 @@ from collections import deque
 from collections.abc import Callable
 
 from twisted.application.internet import ClientService, backoffPolicy
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import clientFromString
-from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.interfaces import IHandshakeListener, ISSLTransport, IStreamClientEndpoint
 from twisted.internet.error import ConnectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -23,17 +23,60 @@ from zope.interface import implementer
 from rpisensor.protocol import NullTerminatedProtocol, peer_text
 
 
+@implementer(IHandshakeListener)
 class StoryProtocol(NullTerminatedProtocol):
-    """Base of the client roles' protocols: logs disconnects in the tutorial's words."""
+    """
+    Base of the client roles' protocols. It knows when a connection is ready
+    (at once for plain TCP, after the handshake for TLS), and logs disconnects
+    in the tutorial's words, and TLS failures with what to check.
+    """
 
     _log = Logger()
+    ready = False
+
+    def connectionMade(self) -> None:
+        self._ready_waiters: list[Deferred] = []
+        if not ISSLTransport.providedBy(self.transport):
+            self.ready = True
+
+    def handshakeCompleted(self) -> None:
+        self.ready = True
+        waiters, self._ready_waiters = self._ready_waiters, []
+        for d in waiters:
+            d.callback(self)
+
+    def when_ready(self) -> Deferred:
+        """Fires with this protocol once the connection is usable (TLS handshake done)."""
+        if self.ready:
+            return succeed(self)
+        d: Deferred = Deferred()
+        self._ready_waiters.append(d)
+        return d
 
     def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
-        self._log.info(
-            "Disconnected from {where}: {reason}",
-            where=peer_text(self.transport),
+        where = peer_text(self.transport)
+        if self.ready:
+            self._log.info("Disconnected from {where}: {reason}", where=where, reason=reason.getErrorMessage())
+            return
+        self._log.warn(
+            "TLS with {where} failed: {reason}. Check that trustRoots= names the CA that "
+            "signed the server's certificate, that host= is a name in that certificate, and, "
+            "if the server wants client certificates, certificate= and privateKey=.",
+            where=where,
             reason=reason.getErrorMessage(),
         )
+        waiters, self._ready_waiters = self._ready_waiters, []
+        for d in waiters:
+            d.errback(reason)
+
+
+def wait_until_ready(protocol) -> Deferred | None:
+    """
+    For C{ClientService(prepareConnection=...)}: with a L{StoryProtocol}, a
+    failed TLS handshake counts as a failed attempt (so backoff applies).
+    """
+    when_ready = getattr(protocol, "when_ready", None)
+    return when_ready() if when_ready is not None else None
 
 
 class RequestProtocol(StoryProtocol):
@@ -57,6 +100,7 @@ class RequestProtocol(StoryProtocol):
         return len(self._waiting)
 
     def connectionMade(self) -> None:
+        super().connectionMade()
         self.connected_deferred.callback(self)
 
     def request(self, text: str) -> Deferred[str]:
@@ -164,4 +208,5 @@ def reconnecting_client(
         factory,
         retryPolicy=retry_policy(max_delay=max_delay, jitter=jitter),
         clock=reactor,
+        prepareConnection=wait_until_ready,
     )

@@ -16,6 +16,7 @@ from twisted.internet.endpoints import clientFromString, connectProtocol
 from twisted.internet.task import react
 from twisted.python import usage
 from twisted.python.failure import Failure
+from service_identity import VerificationError
 
 from rpisensor.client import RequestProtocol
 
@@ -65,6 +66,8 @@ def _explain(failure, endpoint: str, timeout: float) -> str:
         from OpenSSL.SSL import Error as TLSError
     except ImportError:  # pragma: no cover
         TLSError = ()
+    if failure.check(VerificationError):
+        return f"{endpoint}: TLS failed: the server's certificate does not match host= ({failure.getErrorMessage()})"
     if TLSError and failure.check(TLSError):
         return f"{endpoint}: TLS failed: {failure.getErrorMessage()}"
     return f"{endpoint}: {failure.getErrorMessage()}"
@@ -74,6 +77,7 @@ async def query(reactor, endpoint: str, messages: list[str], timeout: float) -> 
     """Send C{messages} over one connection and return the replies, in order."""
     connecting = connectProtocol(clientFromString(reactor, endpoint), RequestProtocol())
     client = await connecting.addTimeout(timeout, reactor)
+    await client.when_ready().addTimeout(timeout, reactor)
     try:
         pending = [client.request(message) for message in messages]
         return [await reply.addTimeout(timeout, reactor) for reply in pending]

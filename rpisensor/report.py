@@ -126,6 +126,7 @@ class ReportProtocol(StoryProtocol):
     _log = Logger()
 
     def connectionMade(self) -> None:
+        super().connectionMade()
         self.factory.reporter.attach(self)
 
     def messageReceived(self, text: str) -> None:
