@@ -43,6 +43,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <signal.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -82,6 +83,7 @@ static double timeout_s = 10.0;
 static int fresh = 20;
 static double hold_s = -1.0; /* idle: <0 means wait for a line on stdin */
 static int connect_batch = 32;
+static int signal_pid = 0; /* closed/oneshot: SIGUSR2 to this pid when measuring starts and ends */
 static double connect_timeout = 30.0;
 
 /* ---------- state ---------- */
@@ -108,6 +110,11 @@ static double cpu_seconds(void) {
     getrusage(RUSAGE_SELF, &ru);
     return ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + ru.ru_stime.tv_sec +
            ru.ru_stime.tv_usec / 1e6;
+}
+
+/* Ask the server to print its counters (see bench/peers): marks the window. */
+static void mark_window(void) {
+    if (signal_pid > 0) kill(signal_pid, SIGUSR2);
 }
 
 static void die(const char *what) {
@@ -431,8 +438,14 @@ static int run_closed(void) {
     struct epoll_event evs[512];
     for (;;) {
         int64_t t = now_ns();
-        if (cpu_at_start < 0 && t >= win_start) cpu_at_start = cpu_seconds();
-        if (t >= win_end) break;
+        if (cpu_at_start < 0 && t >= win_start) {
+            cpu_at_start = cpu_seconds();
+            mark_window();
+        }
+        if (t >= win_end) {
+            mark_window();
+            break;
+        }
         prober_maybe_send(t);
         int64_t until = win_end;
         if (cpu_at_start < 0 && win_start < until) until = win_start;
@@ -519,6 +532,7 @@ static int run_oneshot(void) {
     if (connect_all(nconns) != 0) return -1;
     usleep(50000); /* let the server settle after the pings */
 
+    mark_window();
     double cpu0 = cpu_seconds();
     int64_t t0 = now_ns();
     oneshot_pending = nconns;
@@ -530,6 +544,7 @@ static int run_oneshot(void) {
     int64_t t_sent = now_ns();
     int complete = wait_pending(t0 + (int64_t)(timeout_s * 1e9)) == 0;
     int64_t t_end = now_ns();
+    mark_window();
     double cpu = cpu_seconds() - cpu0;
     sort_samples(&lat_clients);
     printf("{");
@@ -630,7 +645,9 @@ static void usage(void) {
             "  closed:  [--duration S] [--warmup S] [--cmd go] [--prober-ms MS]\n"
             "  oneshot: [--cmd go] [--timeout S]\n"
             "  idle:    [--fresh K] [--hold S (default: wait for a line on stdin)] [--cmd go]\n"
-            "  all:     [--connect-batch B] [--connect-timeout S]\n");
+            "  all:     [--connect-batch B] [--connect-timeout S]\n"
+            "           [--signal-pid PID (closed, oneshot: SIGUSR2 to PID when the\n"
+            "            measured window starts and when it ends)]\n");
     exit(2);
 }
 
@@ -653,6 +670,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--hold")) hold_s = atof(v);
         else if (!strcmp(a, "--connect-batch")) connect_batch = atoi(v);
         else if (!strcmp(a, "--connect-timeout")) connect_timeout = atof(v);
+        else if (!strcmp(a, "--signal-pid")) signal_pid = atoi(v);
         else usage();
     }
     if (port <= 0 || nclients < 0 || strlen(cmd) == 0 || strlen(cmd) > 200 ||

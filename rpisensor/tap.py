@@ -422,6 +422,10 @@ def makeService(options: Options) -> IService:
 
 def _role_service(options: Options, reactor) -> IService:
     role = options.subOptions
+    if isinstance(role, ListenOptions):
+        from rpisensor.guard import ensure_file_limit
+
+        ensure_file_limit(role["max-connections"])
     if options.subCommand == "serve":
         from rpisensor.server import build_server_service
 
