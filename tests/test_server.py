@@ -145,6 +145,19 @@ class ConnectionTests(SynchronousTestCase):
         self.assertEqual(replies(t1), [b"Button released"])
         self.assertEqual(replies(t2), [b"Button released"])
 
+    def test_failed_read_answers_every_waiter_with_error(self):
+        """A read that fails gives every client waiting on it an 'error:' reply, from one read."""
+        harness = ServerHarness()
+        clients = [harness.connect() for _ in range(3)]
+        for protocol, _ in clients:
+            protocol.dataReceived(b"go\0")
+        harness.backend.fail_reads("probe unplugged")
+        harness.finish_reads()
+        self.assertEqual(harness.backend.reads, 1)
+        for _, transport in clients:
+            self.assertEqual(replies(transport), [b"error: reading failed: probe unplugged"])
+            self.assertFalse(transport.disconnecting)
+
     def test_connections_tracked(self):
         """The factory knows its open connections."""
         harness = ServerHarness()
