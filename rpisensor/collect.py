@@ -80,9 +80,8 @@ class CollectorFactory(GuardedFactory):
         limits: ServerLimits = ServerLimits(),
         policy: AccessPolicy | None = None,
     ) -> None:
-        super().__init__(limits, policy)
+        super().__init__(limits, policy, clock)
         self.store = store
-        self.clock = clock
 
 
 def build_collect_service(

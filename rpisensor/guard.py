@@ -60,6 +60,7 @@ class ServerConnection(NullTerminatedProtocol, TimeoutMixin):
     def connectionMade(self) -> None:
         self.peer = peer_text(self.transport)
         self.factory.connections.add(self)
+        self.callLater = self.factory.clock.callLater  # TimeoutMixin's clock
         self.setTimeout(self.factory.limits.idle_timeout or None)
         self._log.info("{role} connected from {peer}", role=self.peer_role, peer=self.peer)
 
@@ -107,8 +108,9 @@ class GuardedFactory(Factory):
     _log = Logger()
     noisy = False
 
-    def __init__(self, limits: ServerLimits, policy: AccessPolicy | None = None) -> None:
+    def __init__(self, limits: ServerLimits, policy: AccessPolicy | None, clock) -> None:
         self.limits = limits
+        self.clock = clock
         self.maxMessageBytes = limits.max_message_bytes
         self.policy = policy if policy is not None else AccessPolicy()
         self.connections: set[ServerConnection] = set()

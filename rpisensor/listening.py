@@ -32,7 +32,6 @@ def require_client_certificates(endpoint, ca_pem: bytes) -> None:
         extraCertChain=current.extraCertChain,
         dhParameters=current.dhParameters,
         trustRoot=Certificate.loadPEM(ca_pem),
-        requireCertificate=True,
     )
 
 

@@ -105,7 +105,8 @@ class InputReader:
         self.read_timeout = read_timeout
         self._on_stuck = on_stuck
         self._runner = runner
-        self._clock = clock
+        #: The clock for timeouts and the readings' times.
+        self.clock = clock
         self._waiters: dict[str, list[Deferred]] = {}
         self._queued: list[str] = []
         self._flush_call = None
@@ -132,10 +133,10 @@ class InputReader:
             raise UnknownInput(f"no input named {name!r}; inputs are: {', '.join(self.inputs)}")
         if self.max_age > 0:
             latest = self._latest.get(name)
-            if latest is not None and self._clock.seconds() - latest.time <= self.max_age:
+            if latest is not None and self.clock.seconds() - latest.time <= self.max_age:
                 return succeed(latest)
         if name in self.stuck:
-            since = self._clock.seconds() - self.stuck[name]
+            since = self.clock.seconds() - self.stuck[name]
             return fail(ReadTimeout(
                 f"input {name} is not answering: a read has been running for {since:.0f} s"
             ))  # fmt: skip
@@ -147,7 +148,7 @@ class InputReader:
         self._waiters[name] = [d]
         self._queued.append(name)
         if self._flush_call is None:
-            self._flush_call = self._clock.callLater(0, self._flush)
+            self._flush_call = self.clock.callLater(0, self._flush)
         return d
 
     def waiting(self, name: str) -> int:
@@ -160,8 +161,8 @@ class InputReader:
         pins = [self.inputs[name].pin for name in names]
         self.jobs += 1
         self.reads += len(names)
-        started = self._clock.seconds()
-        timer = self._clock.callLater(self.read_timeout, self._timed_out, names, started)
+        started = self.clock.seconds()
+        timer = self.clock.callLater(self.read_timeout, self._timed_out, names, started)
         job = self._runner(read_levels, self.backend, pins)
         job.addBoth(self._job_done, names, timer)
 
@@ -193,7 +194,7 @@ class InputReader:
         if isinstance(results, Failure):
             self._log.failure("A read job failed outside the backend", results)
             results = [results.value] * len(names)
-        now = self._clock.seconds()
+        now = self.clock.seconds()
         for name, result in zip(names, results):
             if isinstance(result, Exception):
                 outcome: Reading | Failure = Failure(result)

@@ -164,7 +164,7 @@ class SensorServerFactory(GuardedFactory):
         limits: ServerLimits = ServerLimits(),
         policy: AccessPolicy | None = None,
     ) -> None:
-        super().__init__(limits, policy)
+        super().__init__(limits, policy, reader.clock)
         self.reader = reader
 
 

@@ -94,16 +94,15 @@ class RunningServer:
         return f"tcp:host=127.0.0.1:port={self.port}"
 
     def stop(self) -> Deferred:
-        """Stop listening, drop the clients, stop the read pool."""
-        d = maybeDeferred(self.listening.stopListening)
-        for connection in list(self.factory.connections):
-            connection.transport.abortConnection()
+        """Stop listening, drop the clients and wait until they are gone, stop the read pool."""
+        return Deferred.fromCoroutine(self._stop())
 
-        def stop_pool(_):
-            if self.reader_service.running:
-                self.reader_service.stopService()
-
-        return d.addCallback(stop_pool)
+    async def _stop(self) -> None:
+        await maybeDeferred(self.listening.stopListening)
+        await self.factory.drain(self.reader.clock, timeout=0)
+        await wait_until(lambda: not self.factory.connections, self.reader.clock)
+        if self.reader_service.running:
+            self.reader_service.stopService()
 
 
 def start_server(
