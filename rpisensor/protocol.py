@@ -34,14 +34,37 @@ class NullTerminatedProtocol(LineOnlyReceiver):
             self.MAX_LENGTH = limit
         super().makeConnection(transport)
 
+    def dataReceived(self, data: bytes) -> None:
+        """
+        Split C{data} into messages. Most traffic is ASCII (C{go}, the replies):
+        then the whole chunk is decoded once, instead of once per message,
+        which is faster than the base class. Anything else takes the base
+        class's path, one message at a time.
+        """
+        buffer = self._buffer + data if self._buffer else data
+        if not buffer.isascii():
+            self._buffer = b""
+            return super().dataReceived(buffer)
+        messages = buffer.decode("ascii").split("\0")
+        rest = messages.pop()
+        self._buffer = rest.encode("ascii")
+        limit = self.MAX_LENGTH
+        transport = self.transport
+        received = self.messageReceived
+        for text in messages:
+            if transport.disconnecting:
+                return
+            if len(text) > limit:
+                return self.messageTooLong(len(text))
+            received(text)
+        if len(rest) > limit:
+            self.messageTooLong(len(rest))
+
     def lineReceived(self, line: bytes) -> None:
         try:
-            text = line.decode("utf-8")
-        except UnicodeDecodeError:
-            try:
-                wire.decode(line)
-            except wire.MessageError as error:
-                self.invalidMessageReceived(line, error)
+            text = wire.decode(line)
+        except wire.MessageError as error:
+            self.invalidMessageReceived(line, error)
             return
         self.messageReceived(text)
 
