@@ -12,9 +12,10 @@ from collections import deque
 from collections.abc import Callable
 
 from twisted.application.internet import ClientService, backoffPolicy
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.endpoints import clientFromString
-from twisted.internet.interfaces import IHandshakeListener, ISSLTransport, IStreamClientEndpoint
+from twisted.internet.interfaces import IHandshakeListener, IStreamClientEndpoint
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.error import ConnectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -23,60 +24,17 @@ from zope.interface import implementer
 from rpisensor.protocol import NullTerminatedProtocol, peer_text
 
 
-@implementer(IHandshakeListener)
 class StoryProtocol(NullTerminatedProtocol):
-    """
-    Base of the client roles' protocols. It knows when a connection is ready
-    (at once for plain TCP, after the handshake for TLS), and logs disconnects
-    in the tutorial's words, and TLS failures with what to check.
-    """
+    """Base of the client roles' protocols: logs disconnects in the tutorial's words."""
 
     _log = Logger()
-    ready = False
-
-    def connectionMade(self) -> None:
-        self._ready_waiters: list[Deferred] = []
-        if not ISSLTransport.providedBy(self.transport):
-            self.ready = True
-
-    def handshakeCompleted(self) -> None:
-        self.ready = True
-        waiters, self._ready_waiters = self._ready_waiters, []
-        for d in waiters:
-            d.callback(self)
-
-    def when_ready(self) -> Deferred:
-        """Fires with this protocol once the connection is usable (TLS handshake done)."""
-        if self.ready:
-            return succeed(self)
-        d: Deferred = Deferred()
-        self._ready_waiters.append(d)
-        return d
 
     def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
-        where = peer_text(self.transport)
-        if self.ready:
-            self._log.info("Disconnected from {where}: {reason}", where=where, reason=reason.getErrorMessage())
-            return
-        self._log.warn(
-            "TLS with {where} failed: {reason}. Check that trustRoots= names the CA that "
-            "signed the server's certificate, that host= is a name in that certificate, and, "
-            "if the server wants client certificates, certificate= and privateKey=.",
-            where=where,
+        self._log.info(
+            "Disconnected from {where}: {reason}",
+            where=peer_text(self.transport),
             reason=reason.getErrorMessage(),
         )
-        waiters, self._ready_waiters = self._ready_waiters, []
-        for d in waiters:
-            d.errback(reason)
-
-
-def wait_until_ready(protocol) -> Deferred | None:
-    """
-    For C{ClientService(prepareConnection=...)}: with a L{StoryProtocol}, a
-    failed TLS handshake counts as a failed attempt (so backoff applies).
-    """
-    when_ready = getattr(protocol, "when_ready", None)
-    return when_ready() if when_ready is not None else None
 
 
 class RequestProtocol(StoryProtocol):
@@ -91,17 +49,13 @@ class RequestProtocol(StoryProtocol):
 
     def __init__(self) -> None:
         self._waiting: deque[Deferred[str]] = deque()
-        self.connected_deferred: Deferred[RequestProtocol] = Deferred()
+        #: Fires when the connection has ended.
         self.lost: Deferred[None] = Deferred()
 
     @property
     def outstanding(self) -> int:
         """How many requests still wait for their reply."""
         return len(self._waiting)
-
-    def connectionMade(self) -> None:
-        super().connectionMade()
-        self.connected_deferred.callback(self)
 
     def request(self, text: str) -> Deferred[str]:
         """
@@ -136,11 +90,84 @@ class RequestProtocol(StoryProtocol):
         self.lost.callback(None)
 
 
+class HandshakeFailed(ConnectionError):
+    """
+    The connection closed before its TLS handshake completed.
+
+    @ivar reason: the L{Failure} that closed it (an OpenSSL error, or a
+        C{service_identity} verification error for a name mismatch).
+    """
+
+    def __init__(self, message: str, reason: Failure) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@implementer(IHandshakeListener)
+class _Gate(Protocol):
+    """
+    Holds a new connection until it is usable, then hands it to the protocol
+    the caller's factory builds: at once for plain TCP, after the handshake
+    for TLS. So a failed handshake is a failed connection attempt (backoff
+    applies), not a connection made and lost.
+    """
+
+    def __init__(self, factory, addr, ready: Deferred, tls: bool) -> None:
+        self._factory = factory
+        self._addr = addr
+        self._ready = ready
+        self._tls = tls
+        self._inner = None
+
+    def connectionMade(self) -> None:
+        if not self._tls:
+            self._open()
+
+    def handshakeCompleted(self) -> None:
+        self._open()
+        if IHandshakeListener.providedBy(self._inner):
+            self._inner.handshakeCompleted()
+
+    def _open(self) -> None:
+        inner = self._factory.buildProtocol(self._addr)
+        if inner is None:
+            self.transport.loseConnection()
+            return
+        self._inner = inner
+        self.dataReceived = inner.dataReceived  # from now on, straight through
+        inner.makeConnection(self.transport)
+        if not self._ready.called:
+            self._ready.callback(inner)
+
+    def dataReceived(self, data: bytes) -> None:
+        pass  # nothing can arrive before the handshake
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+        if self._inner is not None:
+            self._inner.connectionLost(reason)
+        elif not self._ready.called:
+            what = "TLS handshake failed" if self._tls else "closed at once"
+            self._ready.errback(HandshakeFailed(f"{what}: {reason.getErrorMessage()}", reason))
+
+
+class _GateFactory(Factory):
+    noisy = False
+
+    def __init__(self, factory, ready: Deferred, tls: bool) -> None:
+        self._factory = factory
+        self._ready = ready
+        self._tls = tls
+
+    def buildProtocol(self, addr) -> _Gate:
+        return _Gate(self._factory, addr, self._ready, self._tls)
+
+
 @implementer(IStreamClientEndpoint)
 class StoryEndpoint:
     """
-    Wraps a client endpoint to tell the connection story in the log in the
-    tcpcom tutorial's words: connecting, connected, connection failed.
+    Wraps a client endpoint so that a connection counts once it is usable
+    (after the TLS handshake, for C{tls:}), and tells the connection story in
+    the log in the tcpcom tutorial's words: connecting, connected, failed.
     """
 
     _log = Logger(namespace="rpisensor.client")
@@ -148,24 +175,45 @@ class StoryEndpoint:
     def __init__(self, endpoint: IStreamClientEndpoint, description: str) -> None:
         self._endpoint = endpoint
         self.description = description
+        self._tls = description.startswith(("tls:", "ssl:"))
 
-    def connect(self, factory):
+    def connect(self, factory) -> Deferred:
         self._log.info("Connecting to {where}...", where=self.description)
-        d = self._endpoint.connect(factory)
-        d.addCallbacks(self._connected, self._failed)
-        return d
+        gates: list[_Gate] = []
+
+        def cancel(_):
+            connecting.cancel()
+            for gate in gates:
+                if gate.transport is not None:
+                    gate.transport.abortConnection()
+
+        ready: Deferred = Deferred(cancel)
+        gate_factory = _GateFactory(factory, ready, self._tls)
+        connecting = self._endpoint.connect(gate_factory)
+        connecting.addCallbacks(gates.append, lambda failure: ready.called or ready.errback(failure))
+        return ready.addCallbacks(self._connected, self._failed)
 
     def _connected(self, protocol):
         self._log.info("Connected to {where}", where=self.description)
         return protocol
 
     def _failed(self, failure: Failure) -> Failure:
-        self._log.warn(
-            "Connection to {where} failed: {reason}. Retrying with backoff; check the "
-            "address, and that the server is running and reachable.",
-            where=self.description,
-            reason=failure.getErrorMessage(),
-        )
+        if failure.check(HandshakeFailed) and self._tls:
+            self._log.warn(
+                "Connection to {where} failed: {reason}. Check that trustRoots= names the CA "
+                "that signed the server's certificate, that host= is a name in that "
+                "certificate, and, if the server wants client certificates, certificate= and "
+                "privateKey=. Retrying with backoff.",
+                where=self.description,
+                reason=failure.getErrorMessage(),
+            )
+        elif not failure.check(CancelledError):
+            self._log.warn(
+                "Connection to {where} failed: {reason}. Retrying with backoff; check the "
+                "address, and that the server is running and reachable.",
+                where=self.description,
+                reason=failure.getErrorMessage(),
+            )
         return failure
 
     def __repr__(self) -> str:
@@ -208,5 +256,4 @@ def reconnecting_client(
         factory,
         retryPolicy=retry_policy(max_delay=max_delay, jitter=jitter),
         clock=reactor,
-        prepareConnection=wait_until_ready,
     )

@@ -43,6 +43,8 @@ class CollectorProtocol(ServerConnection):
         return self._unstored > 0
 
     def messageReceived(self, text: str) -> None:
+        if not text:
+            return  # an empty message carries no reading (serve ignores them too)
         record = Record(utc_now_iso(self.factory.clock), self.peer, text)
         if self.factory.store is None:
             self._stored(None, record)
@@ -54,9 +56,11 @@ class CollectorProtocol(ServerConnection):
     def _stored(self, _, record: Record) -> None:
         self._unstored = max(0, self._unstored - 1)
         self._log.info("Message from {peer}: {text}", peer=record.peer, text=record.message)
+        self.workDone()
 
     def _store_failed(self, failure: Failure, record: Record) -> None:
         self._unstored -= 1
+        self.workDone()
         self._log.error(
             "Could not store the message from {peer} ({text!r}): {error}. "
             "Check the disk and the store file.",

@@ -56,6 +56,11 @@ class ServerConnection(NullTerminatedProtocol, TimeoutMixin):
     #: How the log calls the peer.
     peer_role = "Client"
     tls_established = False
+    #: True once the connection only finishes its work in flight, then closes.
+    closing = False
+    _close_timer = None
+    #: Seconds a closing connection may take to flush before it is aborted.
+    CLOSE_GRACE = 10.0
 
     def connectionMade(self) -> None:
         self.peer = peer_text(self.transport)
@@ -65,8 +70,33 @@ class ServerConnection(NullTerminatedProtocol, TimeoutMixin):
         self._log.info("{role} connected from {peer}", role=self.peer_role, peer=self.peer)
 
     def dataReceived(self, data: bytes) -> None:
+        if self.closing:
+            return
         self.resetTimeout()
         super().dataReceived(data)
+
+    def messageTooLong(self, length: int) -> None:
+        """Stop reading, answer what came before the long message, then close."""
+        self.logTooLong(length)
+        self.closeAfterWork()
+
+    def closeAfterWork(self) -> None:
+        """
+        Read nothing more; close once the work in flight is done (L{busy} is
+        false), or abort after C{CLOSE_GRACE} seconds, whichever comes first.
+        """
+        if self.closing:
+            return
+        self.closing = True
+        self.transport.pauseProducing()
+        self.pauseMessages()
+        self._close_timer = self.factory.clock.callLater(self.CLOSE_GRACE, self.transport.abortConnection)
+        self.workDone()
+
+    def workDone(self) -> None:
+        """Subclasses call this when work in flight finished; closes if closing."""
+        if self.closing and not self.busy:
+            self.transport.loseConnection()
 
     def handshakeCompleted(self) -> None:
         self.tls_established = True
@@ -78,15 +108,17 @@ class ServerConnection(NullTerminatedProtocol, TimeoutMixin):
             peer=self.peer,
             seconds=self.factory.limits.idle_timeout,
         )
-        self.transport.loseConnection()
+        self.closeAfterWork()
 
     def connectionLost(self, reason: Failure) -> None:
         self.setTimeout(None)
+        if self._close_timer is not None and self._close_timer.active():
+            self._close_timer.cancel()
         self.factory.connections.discard(self)
         if ISSLTransport.providedBy(self.transport) and not self.tls_established:
             self._log.warn(
-                "Refused {peer}: the TLS handshake failed ({reason}). A client needs a "
-                "certificate signed by --client-ca, and must trust this server's certificate.",
+                "Refused {peer}: the TLS handshake failed ({reason}). The client may lack a "
+                "certificate signed by --client-ca, or may not trust this server's certificate.",
                 peer=self.peer,
                 reason=reason.getErrorMessage(),
             )

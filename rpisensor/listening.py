@@ -76,7 +76,7 @@ class ListenerService(StreamServerEndpointService):
 
     def __init__(self, reactor, description: str, factory, client_ca: bytes | None = None) -> None:
         endpoint = serverFromString(reactor, description)
-        if client_ca is not None:
+        if client_ca is not None and not description.startswith("unix:"):
             require_client_certificates(endpoint, client_ca)
         super().__init__(_AnnouncingEndpoint(endpoint, description), factory)
         self.description = description

@@ -14,19 +14,24 @@ class NullTerminatedProtocol(LineOnlyReceiver):
     """
     Messages are UTF-8 text ended by one NUL byte (C{delimiter = b"\\0"}).
 
-    Subclasses override L{messageReceived} and call L{sendMessage}. Framing is
-    Twisted's L{LineOnlyReceiver}: a message may arrive split across any number
-    of TCP segments, or many messages in one.
+    Subclasses override L{messageReceived} and call L{sendMessage}. A message
+    may arrive split across any number of TCP segments, or many messages in
+    one.
 
     C{MAX_LENGTH} bounds one message body in bytes (default
     L{wire.DEFAULT_MAX_MESSAGE_BYTES}); a factory may set C{maxMessageBytes} to
     change it per listener. A longer message goes to L{messageTooLong}; a body
     that is not UTF-8 goes to L{invalidMessageReceived}. Neither raises.
+
+    L{pauseMessages} stops the delivery of messages already received (the
+    rest of a segment stays buffered) until L{resumeMessages}: with the
+    transport paused too, that bounds what one peer can make us hold.
     """
 
     delimiter = wire.DELIMITER
     MAX_LENGTH = wire.DEFAULT_MAX_MESSAGE_BYTES
     _log = Logger()
+    _held = False
 
     def makeConnection(self, transport):
         limit = getattr(self.factory, "maxMessageBytes", None)
@@ -36,29 +41,53 @@ class NullTerminatedProtocol(LineOnlyReceiver):
 
     def dataReceived(self, data: bytes) -> None:
         """
-        Split C{data} into messages. Most traffic is ASCII (C{go}, the replies):
-        then the whole chunk is decoded once, instead of once per message,
-        which is faster than the base class. Anything else takes the base
-        class's path, one message at a time.
+        Split the buffered bytes into messages and deliver them, in order.
+
+        Twisted's C{LineOnlyReceiver} splits the same way but cannot pause and
+        hands up bytes. Most traffic is ASCII (C{go}, the replies): then the
+        whole segment is decoded once, rather than once per message, which
+        makes this faster per message than decoding behind the base class.
         """
         buffer = self._buffer + data if self._buffer else data
-        if not buffer.isascii():
-            self._buffer = b""
-            return super().dataReceived(buffer)
-        messages = buffer.decode("ascii").split("\0")
-        rest = messages.pop()
-        self._buffer = rest.encode("ascii")
+        if self._held:
+            self._buffer = buffer
+            return
+        ascii = buffer.isascii()
+        parts = buffer.decode("ascii").split("\0") if ascii else buffer.split(b"\0")
+        rest = parts.pop()
+        self._buffer = b""
+        deliver = self.messageReceived if ascii else self.lineReceived
         limit = self.MAX_LENGTH
         transport = self.transport
-        received = self.messageReceived
-        for text in messages:
+        remaining = iter(parts)
+        for part in remaining:
             if transport.disconnecting:
                 return
-            if len(text) > limit:
-                return self.messageTooLong(len(text))
-            received(text)
+            if len(part) > limit:
+                return self.messageTooLong(len(part))
+            deliver(part)
+            if self._held:
+                undelivered = list(remaining)
+                if ascii:
+                    undelivered = [p.encode("ascii") for p in undelivered]
+                self._buffer = b"".join(p + b"\0" for p in undelivered) + (
+                    rest.encode("ascii") if ascii else rest
+                )
+                return
+        self._buffer = rest.encode("ascii") if ascii else rest
         if len(rest) > limit:
             self.messageTooLong(len(rest))
+
+    def pauseMessages(self) -> None:
+        """Deliver no more messages until L{resumeMessages}; keep them buffered."""
+        self._held = True
+
+    def resumeMessages(self) -> None:
+        """Deliver the buffered messages, and new ones as they come."""
+        if self._held:
+            self._held = False
+            if self._buffer and not self.transport.disconnecting:
+                self.dataReceived(b"")
 
     def lineReceived(self, line: bytes) -> None:
         try:
@@ -109,6 +138,10 @@ class NullTerminatedProtocol(LineOnlyReceiver):
         stream cannot be trusted after that, so by default the connection is
         closed, after the messages before it were delivered.
         """
+        self.logTooLong(length)
+        self.transport.loseConnection()
+
+    def logTooLong(self, length: int) -> None:
         self._log.warn(
             "Closing the connection from {peer}: a message reached {length} bytes, "
             "over the limit of {limit}; raise the limit if such messages are expected.",
@@ -116,7 +149,6 @@ class NullTerminatedProtocol(LineOnlyReceiver):
             length=length,
             limit=self.MAX_LENGTH,
         )
-        self.transport.loseConnection()
 
 
 def peer_text(transport) -> str:

@@ -18,7 +18,7 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from service_identity import VerificationError
 
-from rpisensor.client import RequestProtocol
+from rpisensor.client import HandshakeFailed, RequestProtocol, StoryEndpoint
 
 
 class QueryOptions(usage.Options):
@@ -62,22 +62,24 @@ def _explain(failure, endpoint: str, timeout: float) -> str:
         return f"{endpoint}: cannot resolve the host name"
     if failure.check(error.ConnectionDone, error.ConnectionLost):
         return f"{endpoint}: the server closed the connection before replying"
-    try:
-        from OpenSSL.SSL import Error as TLSError
-    except ImportError:  # pragma: no cover
-        TLSError = ()
-    if failure.check(VerificationError):
-        return f"{endpoint}: TLS failed: the server's certificate does not match host= ({failure.getErrorMessage()})"
-    if TLSError and failure.check(TLSError):
-        return f"{endpoint}: TLS failed: {failure.getErrorMessage()}"
+    if failure.check(HandshakeFailed):
+        reason = failure.value.reason
+        if reason.check(VerificationError):
+            return (
+                f"{endpoint}: TLS failed: the server's certificate does not name the host= "
+                f"given ({reason.getErrorMessage()})"
+            )
+        return (
+            f"{endpoint}: TLS failed: {reason.getErrorMessage()}; check trustRoots= (the CA "
+            "that signed the server's certificate) and, if the server wants one, certificate="
+        )
     return f"{endpoint}: {failure.getErrorMessage()}"
 
 
 async def query(reactor, endpoint: str, messages: list[str], timeout: float) -> list[str]:
     """Send C{messages} over one connection and return the replies, in order."""
-    connecting = connectProtocol(clientFromString(reactor, endpoint), RequestProtocol())
+    connecting = connectProtocol(StoryEndpoint(clientFromString(reactor, endpoint), endpoint), RequestProtocol())
     client = await connecting.addTimeout(timeout, reactor)
-    await client.when_ready().addTimeout(timeout, reactor)
     try:
         pending = [client.request(message) for message in messages]
         return [await reply.addTimeout(timeout, reactor) for reply in pending]

@@ -90,6 +90,8 @@ class SensorServerProtocol(ServerConnection):
                 self.sendMessage(text)
         if len(replies) < self.factory.limits.max_pending:
             self._resume("pending")
+        if not replies:
+            self.workDone()
 
     def _error_text(self, failure: Failure) -> str:
         self._log.warn("Reading failed for {peer}: {error}", peer=self.peer, error=str(failure.value))
@@ -110,13 +112,15 @@ class SensorServerProtocol(ServerConnection):
     def _pause(self, reason: str) -> None:
         if not self._paused_for:
             self.transport.pauseProducing()
+            self.pauseMessages()
         self._paused_for.add(reason)
 
     def _resume(self, reason: str) -> None:
         if reason in self._paused_for:
             self._paused_for.discard(reason)
-            if not self._paused_for and not self.transport.disconnecting:
+            if not self._paused_for and not self.closing:
                 self.transport.resumeProducing()
+                self.resumeMessages()
 
     # Commands: each takes the message's arguments and returns the reply text,
     # or a Deferred that fires with a Reading.

@@ -164,6 +164,8 @@ class StoreService(Service):
 
     def stopService(self) -> None:
         """Write what is queued, then close the file and stop the writer thread."""
+        if not self.running:
+            return
         super().stopService()
         if self._flush_call is not None:
             self._flush_call.cancel()
