@@ -9,7 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from tests.processes import DEADLINE, Twistd, connect_tcp, free_port, request
 
@@ -115,3 +115,35 @@ class QuickStartTests(SynchronousTestCase):
         self.assertIn("twistd -n rpisensor", commands[0])
         ci = (README.parent / ".ci" / "run").read_text()
         self.assertIn(textwrap.dedent(commands[1]).strip(), ci)
+
+
+class TLSRecipeTests(SynchronousTestCase):
+    def test_recipe_and_commands(self):
+        """The README's certificate recipe works, and its serve and query commands talk over mutual TLS."""
+        import shlex
+        import shutil
+
+        if shutil.which("openssl") is None:
+            raise SkipTest("the openssl command is not installed")
+        directory = Path(self.mktemp()).resolve()
+        directory.mkdir()
+        recipe = example("tls-recipe").replace("HOST=raspberrypi.local", "HOST=localhost")
+        made = subprocess.run(["bash", "-e", "-c", recipe], cwd=directory, capture_output=True, text=True)
+        self.assertEqual(made.returncode, 0, made.stderr)
+        serve, query, _poll = example("tls-commands").strip().splitlines()
+        serve_args = shlex.split(serve.replace("ssl:22443:", "ssl:0:interface=127.0.0.1:"))
+        self.assertEqual(serve_args[:3], ["twistd", "-n", "rpisensor"])
+        server = Twistd(*serve_args[2:], cwd=directory)
+        self.addCleanup(server.close)
+        port = server.wait_port()
+        query_args = shlex.split(query.replace("$HOST", "localhost").replace("22443", str(port)))
+        self.assertEqual(query_args[0], "rpisensor")
+        rpisensor = str(Path(sys.executable).parent / "rpisensor")
+        answered = subprocess.run([rpisensor, *query_args[1:]], cwd=directory, capture_output=True,
+                                  text=True, timeout=DEADLINE)  # fmt: skip
+        self.assertEqual((answered.returncode, answered.stdout), (0, "Button released\n"), answered.stderr)
+        without_certificate = [a for a in query_args[1:] if a.startswith("tls:")][0].split(":certificate=")[0]
+        refused = subprocess.run([rpisensor, "query", without_certificate, "go"], cwd=directory,
+                                 capture_output=True, text=True, timeout=DEADLINE)  # fmt: skip
+        self.assertEqual(refused.returncode, 1, refused.stdout)
+        self.assertIn("TLS", refused.stderr)
