@@ -16,6 +16,7 @@ from twisted.internet.endpoints import clientFromString, connectProtocol
 from twisted.internet.task import react
 from twisted.python import usage
 from twisted.python.failure import Failure
+from OpenSSL import SSL
 from service_identity import VerificationError
 
 from rpisensor.client import HandshakeFailed, RequestProtocol, StoryEndpoint
@@ -72,6 +73,11 @@ def _explain(failure, endpoint: str, timeout: float) -> str:
         return (
             f"{endpoint}: TLS failed: {reason.getErrorMessage()}; check trustRoots= (the CA "
             "that signed the server's certificate) and, if the server wants one, certificate="
+        )
+    if failure.check(SSL.Error):  # after the handshake, e.g. TLS 1.3's late client-certificate check
+        return (
+            f"{endpoint}: TLS failed: {failure.getErrorMessage()}; if the server requires a "
+            "client certificate, give certificate= and privateKey="
         )
     return f"{endpoint}: {failure.getErrorMessage()}"
 
