@@ -6,6 +6,7 @@ when it cannot, stops the program with one line saying why.
 from __future__ import annotations
 
 from twisted.application.internet import StreamServerEndpointService
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.internet.ssl import Certificate, CertificateOptions
@@ -44,11 +45,24 @@ class _AnnouncingEndpoint:
     def __init__(self, endpoint: IStreamServerEndpoint, description: str) -> None:
         self._endpoint = endpoint
         self._description = description
+        self.port: IListeningPort | None = None
+        self._waiting: list[Deferred] = []
 
     def listen(self, factory):
         return self._endpoint.listen(factory).addCallback(self._announce)
 
+    def when_listening(self) -> Deferred:
+        if self.port is not None:
+            return succeed(self.port)
+        d: Deferred = Deferred()
+        self._waiting.append(d)
+        return d
+
     def _announce(self, port: IListeningPort) -> IListeningPort:
+        self.port = port
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.callback(port)
         host = port.getHost()
         if hasattr(host, "port"):
             address = f"port {host.port}"
@@ -78,8 +92,13 @@ class ListenerService(StreamServerEndpointService):
         endpoint = serverFromString(reactor, description)
         if client_ca is not None and not description.startswith("unix:"):
             require_client_certificates(endpoint, client_ca)
-        super().__init__(_AnnouncingEndpoint(endpoint, description), factory)
+        self._announcing = _AnnouncingEndpoint(endpoint, description)
+        super().__init__(self._announcing, factory)
         self.description = description
+
+    def when_listening(self) -> Deferred:
+        """Fires with the listening port once the service listens (for tests and embedding)."""
+        return self._announcing.when_listening()
 
     def privilegedStartService(self) -> None:
         try:

@@ -26,8 +26,7 @@ from twisted.internet.task import deferLater
 
 from rpisensor.collect import build_collect_service
 from rpisensor.guard import ServerLimits
-from rpisensor.listening import ListenerService
-from rpisensor.testing import send_message, start_server, wait_until
+from rpisensor.testing import listening_port, send_message, start_server, wait_until
 
 LISTEN = "tcp:0:interface=127.0.0.1"
 ROLES = ["serve", "collect"]
@@ -83,17 +82,6 @@ def reset_socket(sock: socket.socket) -> None:
 # -- the two server roles ------------------------------------------------------
 
 
-def listening_port(service) -> Deferred:
-    """Fires with the port of C{service}'s first listener, leaving it for the service's stop."""
-    listener = next(child for child in service if isinstance(child, ListenerService))
-    found: Deferred = Deferred()
-
-    def got(port):
-        found.callback(port)
-        return port
-
-    listener._waitingForPort.addCallback(got)
-    return found
 
 
 class ServeRole:

@@ -10,7 +10,6 @@ condition (30 s deadline); nothing asserts a duration.
 
 from __future__ import annotations
 
-import json
 import random
 
 import pytest_twisted
@@ -20,11 +19,10 @@ from twisted.internet.protocol import Factory, Protocol
 
 from rpisensor.collect import build_collect_service
 from rpisensor.inputs import DEFAULT_INPUT
-from rpisensor.listening import ListenerService
 from rpisensor.poll import build_poll_service
 from rpisensor.reader import open_reader
 from rpisensor.report import build_report_service
-from rpisensor.testing import simulated_pins, start_server, wait_until
+from rpisensor.testing import listening_port, simulated_pins, start_server, stored_messages, wait_until
 
 
 class _Side(Protocol):
@@ -149,25 +147,8 @@ class CuttingProxy(Factory):
         await wait_until(lambda: not self.sides, self.reactor)
 
 
-def listening_port(service) -> Deferred:
-    """Fires with the port of C{service}'s first listener, leaving it for the service's stop."""
-    listener = next(child for child in service if isinstance(child, ListenerService))
-    found: Deferred = Deferred()
-
-    def got(port):
-        found.callback(port)
-        return port
-
-    listener._waitingForPort.addCallback(got)
-    return found
 
 
-def stored_messages(path) -> list[str]:
-    """The messages of a JSON Lines store (whole lines only: the writer may be mid-line)."""
-    if not path.exists():
-        return []
-    lines = path.read_text(encoding="utf-8").split("\n")[:-1]
-    return [json.loads(line)["message"] for line in lines]
 
 
 @pytest_twisted.ensureDeferred

@@ -11,7 +11,6 @@ asserts a duration.
 
 from __future__ import annotations
 
-import json
 import threading
 
 import pytest
@@ -30,16 +29,17 @@ from rpisensor.collect import build_collect_service
 from rpisensor.gpio.simulated import SimulatedGPIO
 from rpisensor.guard import ServerLimits
 from rpisensor.inputs import DEFAULT_INPUT, InputSpec
-from rpisensor.listening import ListenerService
 from rpisensor.reader import InputReader, open_reader
 from rpisensor.server import SensorServerFactory, build_server_service
 from rpisensor.store import StoreService
 from rpisensor.testing import (
     FakeRunner,
     connect,
+    listening_port,
     send_message,
     simulated_pins,
     start_server,
+    stored_messages,
     wait_until,
 )
 
@@ -71,25 +71,8 @@ async def close(client) -> None:
     await client.lost
 
 
-def listening_port(service) -> Deferred:
-    """Fires with the port of C{service}'s first listener, leaving it for the service's stop."""
-    listener = next(child for child in service if isinstance(child, ListenerService))
-    found: Deferred = Deferred()
-
-    def got(port):
-        found.callback(port)
-        return port
-
-    listener._waitingForPort.addCallback(got)
-    return found
 
 
-def read_messages(path) -> list[str]:
-    """The messages of a JSON Lines store (whole lines only)."""
-    if not path.exists():
-        return []
-    lines = path.read_text(encoding="utf-8").split("\n")[:-1]
-    return [json.loads(line)["message"] for line in lines]
 
 
 # -- unit level: pending commands and a client that does not read ---------------
@@ -391,7 +374,7 @@ async def test_collect_stop_keeps_received_messages(reactor, tmp_path):
         blocked.gate.set()
         await stopped
         await client.lost
-        assert read_messages(path) == ["first"] + later
+        assert stored_messages(path) == ["first"] + later
     finally:
         blocked.gate.set()
         if not client.lost.called:
@@ -418,7 +401,7 @@ async def test_collect_message_after_store_closed_is_logged(reactor, tmp_path):
     client = await open_client(reactor, port)
     try:
         client.transport.write(b"before\0")
-        await wait_until(lambda: read_messages(path) == ["before"], reactor)
+        await wait_until(lambda: stored_messages(path) == ["before"], reactor)
         store.stopService()
         store.stopService = lambda: None  # already stopped: the top service's stop skips it
         client.transport.write(b"too late\0")
@@ -426,7 +409,7 @@ async def test_collect_message_after_store_closed_is_logged(reactor, tmp_path):
         (error,) = errors
         assert error["text"] == "too late"
         assert "closed" in error["error"]
-        assert read_messages(path) == ["before"]
+        assert stored_messages(path) == ["before"]
     finally:
         globalLogPublisher.removeObserver(observe)
         await close(client)
