@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rpisensor import wire
 from rpisensor.gpio.interfaces import PULLS, PinError
 from rpisensor.gpio.pins import to_bcm
 
@@ -31,9 +32,20 @@ class InputSpec:
     active_text: str = "Button pressed"
     inactive_text: str = "Button released"
 
+    def __post_init__(self) -> None:
+        # The wire form of each reply, encoded once: the server's hot path sends these.
+        frames = {
+            high: wire.frame(self.text_for(high)) for high in (False, True)
+        }  # fmt: skip
+        object.__setattr__(self, "_frames", frames)
+
     def text_for(self, high: bool) -> str:
         """The text for a pin level: active when the level is the active one."""
         return self.active_text if high != self.active_low else self.inactive_text
+
+    def frame_for(self, high: bool) -> bytes:
+        """The text for a pin level as one message on the wire, NUL included."""
+        return self._frames[high]
 
 
 #: The tutorial's button: BOARD pin 24, pull-up, pressed pulls it low.

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorThreads, IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -32,8 +32,12 @@ Runner = Callable[..., Deferred]
 class UnknownInput(KeyError):
     """No input has the requested name."""
 
+    def __init__(self, name: str, names) -> None:
+        super().__init__(name)
+        self.names = list(names)
+
     def __str__(self) -> str:
-        return str(self.args[0])
+        return f"no input named {self.args[0]!r}; inputs are: {', '.join(self.names)}"
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,11 @@ class Reading:
     @property
     def text(self) -> str:
         return self.input.text_for(self.high)
+
+    @property
+    def frame(self) -> bytes:
+        """The text as one message on the wire, NUL included."""
+        return self.input.frame_for(self.high)
 
 
 def read_levels(backend: IGPIOBackend, pins: Sequence[int]) -> list[bool | Exception]:
@@ -107,7 +116,7 @@ class InputReader:
         self._runner = runner
         #: The clock for timeouts and the readings' times.
         self.clock = clock
-        self._waiters: dict[str, list[Deferred]] = {}
+        self._waiters: dict[str, list[Callable[[Reading | Failure], object]]] = {}
         self._queued: list[str] = []
         self._flush_call = None
         self._latest: dict[str, Reading] = {}
@@ -129,27 +138,39 @@ class InputReader:
 
         @raise UnknownInput: no input has that name.
         """
+        d: Deferred[Reading] = Deferred()
+        self.when_read(name, partial(_settle, d))
+        return d
+
+    def when_read(self, name: str, callback: Callable[[Reading | Failure], object]) -> None:
+        """
+        As L{read}, but call C{callback} with the L{Reading} or a L{Failure}
+        (at once, if the answer is already known): the server's hot path,
+        without a Deferred per request.
+
+        @raise UnknownInput: no input has that name.
+        """
         if name not in self.inputs:
-            raise UnknownInput(f"no input named {name!r}; inputs are: {', '.join(self.inputs)}")
+            raise UnknownInput(name, self.inputs)
         if self.max_age > 0:
             latest = self._latest.get(name)
             if latest is not None and self.clock.seconds() - latest.time <= self.max_age:
-                return succeed(latest)
+                callback(latest)
+                return
         if name in self.stuck:
             since = self.clock.seconds() - self.stuck[name]
-            return fail(ReadTimeout(
+            callback(Failure(ReadTimeout(
                 f"input {name} is not answering: a read has been running for {since:.0f} s"
-            ))  # fmt: skip
-        d: Deferred[Reading] = Deferred()
+            )))  # fmt: skip
+            return
         waiters = self._waiters.get(name)
         if waiters is not None:
-            waiters.append(d)
-            return d
-        self._waiters[name] = [d]
+            waiters.append(callback)
+            return
+        self._waiters[name] = [callback]
         self._queued.append(name)
         if self._flush_call is None:
             self._flush_call = self.clock.callLater(0, self._flush)
-        return d
 
     def waiting(self, name: str) -> int:
         """How many requests wait for input C{name}'s queued or pending read."""
@@ -173,11 +194,12 @@ class InputReader:
             names=", ".join(names),
             timeout=self.read_timeout,
         )
-        error = ReadTimeout(f"reading {', '.join(names)} took more than {self.read_timeout:g} s")
+        error = Failure(
+            ReadTimeout(f"reading {', '.join(names)} took more than {self.read_timeout:g} s")
+        )
         for name in names:
             self.stuck[name] = started
-            for waiter in self._waiters.pop(name):
-                waiter.errback(Failure(error))
+            _notify(self._waiters.pop(name), error)
         if self._on_stuck is not None:
             self._on_stuck(+1)
 
@@ -200,19 +222,33 @@ class InputReader:
                 outcome: Reading | Failure = Failure(result)
             else:
                 outcome = self._latest[name] = Reading(self.inputs[name], result, now)
-            if timed_out:
-                continue
-            for waiter in self._waiters.pop(name):
-                if isinstance(outcome, Failure):
-                    waiter.errback(outcome)
-                else:
-                    waiter.callback(outcome)
+            if not timed_out:
+                _notify(self._waiters.pop(name), outcome)
 
     def flush_now(self) -> None:
         """Hand reads queued for the next turn to the pool now (at shutdown)."""
         if self._flush_call is not None:
             self._flush_call.cancel()
             self._flush()
+
+
+def _settle(d: Deferred, outcome: Reading | Failure) -> None:
+    if isinstance(outcome, Failure):
+        d.errback(outcome)
+    else:
+        d.callback(outcome)
+
+
+_notify_log = Logger(namespace="rpisensor.reader")
+
+
+def _notify(waiters: list[Callable], outcome: Reading | Failure) -> None:
+    """Give C{outcome} to every waiter; one that raises does not stop the others."""
+    for waiter in waiters:
+        try:
+            waiter(outcome)
+        except Exception:
+            _notify_log.failure("A reading's receiver failed")
 
 
 def _daemon_thread(*args, **kwargs) -> threading.Thread:

@@ -6,9 +6,9 @@ of the inputs, to any number of clients at once.
 from __future__ import annotations
 
 from collections import deque
+from functools import partial
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -40,7 +40,9 @@ class SensorServerProtocol(ServerConnection):
 
     def connectionMade(self) -> None:
         super().connectionMade()
-        self._replies: deque[list[str | None]] = deque()
+        # One slot per command, in arrival order: a one-item list holding the
+        # reply's wire bytes once it is known. Replies leave strictly in order.
+        self._replies: deque[list[bytes | None]] = deque()
         self._paused_for: set[str] = set()
         self.transport.registerProducer(self, True)
 
@@ -49,53 +51,59 @@ class SensorServerProtocol(ServerConnection):
         return bool(self._replies)
 
     def messageReceived(self, text: str) -> None:
+        if text == "go":  # the tutorial's command, as it sends it: the hot path
+            self._reply_with_reading(self.factory.reader.first.name)
+            return
         verb, args = wire.parse_command(text)
         if not verb:
             return
         handler = getattr(self, f"command_{verb}", None)
         if handler is None:
             self._log.debug("Unknown command {verb!r} from {peer}", verb=verb, peer=self.peer)
-            reply = f"error: unknown command {verb!r}; send 'help' for the list"
+            self._reply(f"error: unknown command {verb!r}; send 'help' for the list")
         else:
-            reply = handler(args)
-        self._queue_reply(reply)
+            handler(args)
 
     def invalidMessageReceived(self, body: bytes, error: wire.MessageError) -> None:
         super().invalidMessageReceived(body, error)
-        self._queue_reply(f"error: {error}")
+        self._reply(f"error: {error}")
 
-    def _queue_reply(self, reply: str | Deferred) -> None:
-        # A one-item list per command, filled with the reply text when it is
-        # ready; replies leave strictly in command order.
-        slot: list[str | None] = [None]
-        self._replies.append(slot)
-        if isinstance(reply, str):
-            slot[0] = reply
-        else:
-            reply.addCallbacks(_reading_text, self._error_text)
-            reply.addCallback(self._reply_ready, slot)
+    def _reply(self, text: str) -> None:
+        """Queue a reply that is known now."""
+        self._replies.append([wire.frame(text)])
         self._send_ready_replies()
-        if len(self._replies) >= self.factory.limits.max_pending:
+
+    def _reply_with_reading(self, name: str) -> None:
+        """Queue a reply that is input C{name}'s reading, once it is read."""
+        slot: list[bytes | None] = [None]
+        self._replies.append(slot)
+        self.factory.reader.when_read(name, partial(self._reading_ready, slot))
+        if slot[0] is None and len(self._replies) >= self.factory.limits.max_pending:
             self._pause("pending")
 
-    def _reply_ready(self, text: str, slot: list[str | None]) -> None:
-        slot[0] = text
+    def _reading_ready(self, slot: list[bytes | None], outcome: Reading | Failure) -> None:
+        if isinstance(outcome, Failure):
+            self._log.warn(
+                "Reading failed for {peer}: {error}", peer=self.peer, error=outcome.getErrorMessage()
+            )
+            slot[0] = wire.frame(f"error: reading failed: {outcome.getErrorMessage()}")
+        else:
+            slot[0] = outcome.frame
         self._send_ready_replies()
 
     def _send_ready_replies(self) -> None:
         replies = self._replies
+        if not replies or replies[0][0] is None:
+            return
+        ready = []
         while replies and replies[0][0] is not None:
-            text = replies.popleft()[0]
-            if not self.transport.disconnecting:
-                self.sendMessage(text)
+            ready.append(replies.popleft()[0])
+        if not self.transport.disconnecting:
+            self.transport.writeSequence(ready)
         if len(replies) < self.factory.limits.max_pending:
             self._resume("pending")
         if not replies:
             self.workDone()
-
-    def _error_text(self, failure: Failure) -> str:
-        self._log.warn("Reading failed for {peer}: {error}", peer=self.peer, error=str(failure.value))
-        return f"error: reading failed: {failure.value}"
 
     # Flow control. As a producer of replies, the transport pauses us when its
     # buffer is full; we then stop reading commands.
@@ -122,34 +130,30 @@ class SensorServerProtocol(ServerConnection):
                 self.transport.resumeProducing()
                 self.resumeMessages()
 
-    # Commands: each takes the message's arguments and returns the reply text,
-    # or a Deferred that fires with a Reading.
+    # Commands: each takes the message's arguments and queues its reply.
 
-    def command_go(self, args: list[str]) -> str | Deferred[Reading]:
+    def command_go(self, args: list[str]) -> None:
         if args:
-            return "error: go takes no arguments"
-        return self.factory.reader.read(self.factory.reader.first.name)
+            self._reply("error: go takes no arguments")
+        else:
+            self._reply_with_reading(self.factory.reader.first.name)
 
-    def command_read(self, args: list[str]) -> str | Deferred[Reading]:
+    def command_read(self, args: list[str]) -> None:
         if len(args) != 1:
-            return "error: usage: read NAME (send 'list' for the names)"
-        try:
-            return self.factory.reader.read(args[0])
-        except UnknownInput as e:
-            return f"error: {e}"
+            self._reply("error: usage: read NAME (send 'list' for the names)")
+        elif args[0] not in self.factory.reader.inputs:
+            self._reply(f"error: {UnknownInput(args[0], self.factory.reader.inputs)}")
+        else:
+            self._reply_with_reading(args[0])
 
-    def command_list(self, args: list[str]) -> str:
-        return " ".join(self.factory.reader.inputs)
+    def command_list(self, args: list[str]) -> None:
+        self._reply(" ".join(self.factory.reader.inputs))
 
-    def command_ping(self, args: list[str]) -> str:
-        return "pong"
+    def command_ping(self, args: list[str]) -> None:
+        self._reply("pong")
 
-    def command_help(self, args: list[str]) -> str:
-        return HELP_TEXT
-
-
-def _reading_text(reading: Reading) -> str:
-    return reading.text
+    def command_help(self, args: list[str]) -> None:
+        self._reply(HELP_TEXT)
 
 
 class SensorServerFactory(GuardedFactory):
