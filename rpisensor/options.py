@@ -1,0 +1,381 @@
+"""
+The command line of C{twistd rpisensor}: one sub-command per role, each
+option checked here so a mistake is a usage error naming the option.
+"""
+
+
+from __future__ import annotations
+
+import sys
+
+from twisted.internet import endpoints
+from twisted.python import usage
+
+from rpisensor.access import AccessPolicy
+from rpisensor.guard import ServerLimits
+from rpisensor.gpio import BACKEND_NAMES
+from rpisensor.inputs import DEFAULT_INPUT, InputSpec, parse_input
+
+
+def _positive_float(option: str, value) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise usage.UsageError(f"--{option} must be a number of seconds, got {value!r}") from None
+    if number < 0:
+        raise usage.UsageError(f"--{option} must not be negative, got {value!r}")
+    return number
+
+
+def _count(option: str, value, minimum: int = 0) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise usage.UsageError(f"--{option} must be a whole number, got {value!r}") from None
+    if number < minimum:
+        raise usage.UsageError(f"--{option} must be at least {minimum}, got {value!r}")
+    return number
+
+
+class _Options(usage.Options):
+    """Options whose help text is folded to single spaces, docstrings included."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        for name, doc in self.docs.items():
+            self.docs[name] = " ".join(doc.split())
+
+
+class GPIOOptions(_Options):
+    """Options of every role that reads pins: serve and report."""
+
+    optParameters = [
+        ["gpio", None, "auto",
+         "GPIO backend: auto (real pins on a Pi, simulated elsewhere), rpi or sim. "
+         "Example: --gpio sim"],
+        ["numbering", None, "board",
+         "Pin numbering of --input: board (header pins, as the tutorial) or bcm. "
+         "Example: --numbering bcm"],
+        ["sim-latency", None, "0",
+         "Simulated pins only: seconds each read takes, to play a slow sensor. "
+         "Example: --sim-latency 0.05"],
+        ["sim-fail-every", None, "0",
+         "Simulated pins only: every Nth read fails (0: never). Example: --sim-fail-every 10"],
+        ["read-threads", None, "1",
+         "Worker threads for blocking reads; 1 serialises GPIO access. Example: --read-threads 2"],
+        ["max-age", None, "0",
+         "Seconds a reading may be reused for later requests (0: every request waits "
+         "for a fresh read). Example: --max-age 0.5"],
+        ["read-timeout", None, "10",
+         "Seconds a read may take before its requests get an error; the input then counts "
+         "as hung until the read returns. Example: --read-timeout 2"],
+    ]  # fmt: skip
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._input_texts: list[str] = []
+        self["inputs"] = [DEFAULT_INPUT]
+
+    def opt_input(self, value: str) -> None:
+        """
+        A named input NAME=PIN[,pull=up|down|off][,active=low|high][,on=TEXT][,off=TEXT]
+        (repeatable; the first answers 'go'). Default: button=24,pull=up,active=low,
+        with the tutorial's texts. Example: --input door=18,pull=up,active=high
+        """
+        self._input_texts.append(value)
+
+    def postOptions(self) -> None:
+        super().postOptions()
+        if self["gpio"] not in BACKEND_NAMES:
+            raise usage.UsageError(
+                f"--gpio must be one of {', '.join(BACKEND_NAMES)}, got {self['gpio']!r}"
+            )
+        if self["numbering"] not in ("board", "bcm"):
+            raise usage.UsageError(f"--numbering must be board or bcm, got {self['numbering']!r}")
+        self["sim-latency"] = _positive_float("sim-latency", self["sim-latency"])
+        self["sim-fail-every"] = _count("sim-fail-every", self["sim-fail-every"])
+        self["read-threads"] = _count("read-threads", self["read-threads"], minimum=1)
+        self["max-age"] = _positive_float("max-age", self["max-age"])
+        self["read-timeout"] = _positive_float("read-timeout", self["read-timeout"])
+        if self["read-timeout"] <= 0:
+            raise usage.UsageError("--read-timeout must be more than 0 seconds")
+        if self._input_texts:
+            self["inputs"] = [self._parse_input(text) for text in self._input_texts]
+        names = [spec.name for spec in self["inputs"]]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise usage.UsageError(f"--input: name {duplicates[0]!r} is given more than once")
+
+    def _parse_input(self, text: str) -> InputSpec:
+        try:
+            return parse_input(text, self["numbering"])
+        except ValueError as e:
+            raise usage.UsageError(f"--input {text}: {e}") from None
+
+
+class ListenOptions(_Options):
+    """Options of the server roles: serve and collect."""
+
+    optParameters = [
+        ["max-message-bytes", None, str(ServerLimits.max_message_bytes),
+         "Longest message accepted, in bytes; a longer one closes that connection. "
+         "Example: --max-message-bytes 1024"],
+        ["max-connections", None, str(ServerLimits.max_connections),
+         "Connections open at once; more are refused and logged. Example: --max-connections 50"],
+        ["idle-timeout", None, f"{ServerLimits.idle_timeout:g}",
+         "Seconds a connection may send nothing before it is closed (0: never). "
+         "Example: --idle-timeout 60"],
+        ["client-ca", None, None,
+         "PEM file of a certificate authority: ssl: listeners then refuse, during the TLS "
+         "handshake, every client without a certificate it signed (mutual TLS). Every "
+         "--listen must then be ssl: or unix:. Example: --client-ca ca.pem"],
+    ]  # fmt: skip
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["listen"] = []
+        self["allow"] = []
+
+    def opt_allow(self, network: str) -> None:
+        """
+        A network whose clients may connect (repeatable). Default: loopback, private and
+        link-local networks only (or anyone with a valid certificate, with --client-ca).
+        Examples: --allow 192.168.0.0/24  --allow 203.0.113.7  --allow 0.0.0.0/0
+        """
+        from rpisensor.access import parse_network
+
+        try:
+            self["allow"].append(parse_network(network))
+        except ValueError as e:
+            raise usage.UsageError(f"--allow: {e}") from None
+
+    def opt_listen(self, description: str) -> None:
+        """
+        Where to listen, as a Twisted server endpoint (repeatable; default tcp:22000).
+        Examples: --listen tcp:22000:interface=0.0.0.0  --listen tcp6:22000
+        --listen unix:/run/rpisensor.sock  --listen systemd:domain=INET:index=0
+        --listen ssl:22443:privateKey=key.pem:certKey=cert.pem
+        """
+        self["listen"].append(description)
+
+    def postOptions(self) -> None:
+        super().postOptions()
+        self["max-message-bytes"] = _count("max-message-bytes", self["max-message-bytes"], 1)
+        self["max-connections"] = _count("max-connections", self["max-connections"], 1)
+        self["idle-timeout"] = _positive_float("idle-timeout", self["idle-timeout"])
+        if not self["listen"]:
+            self["listen"] = ["tcp:22000"]
+        for description in self["listen"]:
+            _check_endpoint("listen", description, endpoints.serverFromString)
+        if self["client-ca"] is not None:
+            self["client-ca"] = _read_ca(self["client-ca"])
+            plain = [d for d in self["listen"] if not d.startswith(("ssl:", "unix:"))]
+            if plain:
+                raise usage.UsageError(
+                    f"--client-ca needs every --listen to be ssl: or unix:, but {plain[0]} is "
+                    "not: it would accept clients without a certificate"
+                )
+
+    def limits(self) -> ServerLimits:
+        return ServerLimits(
+            max_message_bytes=self["max-message-bytes"],
+            max_connections=self["max-connections"],
+            idle_timeout=self["idle-timeout"],
+            max_pending=self.get("max-pending", ServerLimits.max_pending),
+        )
+
+    def policy(self) -> AccessPolicy:
+        if self["allow"]:
+            return AccessPolicy(self["allow"])
+        if self["client-ca"] is not None:
+            return AccessPolicy([])  # the certificate is the credential
+        return AccessPolicy()
+
+
+def _read_ca(path: str) -> bytes:
+    """The PEM of a CA certificate file, checked now so a mistake is a usage error."""
+    from twisted.internet.ssl import Certificate
+
+    try:
+        with open(path, "rb") as f:
+            pem = f.read()
+        Certificate.loadPEM(pem)
+    except Exception as e:
+        raise usage.UsageError(f"--client-ca {path}: not a readable PEM certificate ({e})") from None
+    return pem
+
+
+class ConnectOptions(_Options):
+    """Options of the client roles: poll and report."""
+
+    optParameters = [
+        ["connect", None, None,
+         "The server, as a Twisted client endpoint (required). "
+         "Examples: --connect tcp:host=192.168.0.17:port=22000  "
+         "--connect tls:host=myhome.example.org:port=22443  --connect unix:path=/run/rpisensor.sock"],
+        ["max-delay", None, "60",
+         "Longest wait, in seconds, between reconnection attempts; waits grow from 1 s "
+         "to this. Example: --max-delay 30"],
+        ["interval", None, "2", "Seconds between messages, as the tutorial's 2 s. Example: --interval 1"],
+    ]  # fmt: skip
+
+    def postOptions(self) -> None:
+        super().postOptions()
+        if not self["connect"]:
+            raise usage.UsageError("--connect is required, e.g. --connect tcp:host=192.168.0.17:port=22000")
+        _check_endpoint("connect", self["connect"], endpoints.clientFromString)
+        self["max-delay"] = _positive_float("max-delay", self["max-delay"])
+        if self["max-delay"] < 1:
+            raise usage.UsageError(f"--max-delay must be at least 1 second, got {self['max-delay']}")
+        self["interval"] = _positive_float("interval", self["interval"])
+        if self["interval"] <= 0:
+            raise usage.UsageError("--interval must be more than 0 seconds")
+
+
+class ServeOptions(GPIOOptions, ListenOptions):
+    """C{serve}: answer clients' commands with the inputs' state."""
+
+    optParameters = [
+        ["max-pending", None, str(ServerLimits.max_pending),
+         "Commands one connection may have waiting for replies; beyond that the server "
+         "stops reading from it until replies go out. Example: --max-pending 10"],
+    ]  # fmt: skip
+
+    def postOptions(self) -> None:
+        super().postOptions()
+        self["max-pending"] = _count("max-pending", self["max-pending"], 1)
+
+    synopsis = "[options]"
+    longdesc = (
+        "Listen for clients and answer 'go' with the first input's text ('Button pressed' "
+        "or 'Button released'), as the tutorial's DataServer1 does, to any number of clients. "
+        "Also: 'read NAME', 'list', 'ping', 'help'. Example: "
+        "twistd -n rpisensor serve --listen tcp:22000 --input button=24"
+    )
+
+
+class PollOptions(ConnectOptions):
+    """C{poll}: ask a server for its state every few seconds."""
+
+    synopsis = "--connect ENDPOINT [options]"
+    longdesc = (
+        "Send 'go' to a sensor server every 2 s and log each reply with its time, as the "
+        "tutorial's DataClient1/2; reconnect by itself when the link drops. Example: "
+        "twistd -n rpisensor poll --connect tcp:host=192.168.0.17:port=22000"
+    )
+    optParameters = [
+        ["command", None, "go", "The message sent each time. Example: --command 'read door'"],
+        ["timeout", None, "10",
+         "Seconds to wait for a reply before calling the link dead and reconnecting. "
+         "Example: --timeout 5"],
+    ]  # fmt: skip
+
+    def postOptions(self) -> None:
+        super().postOptions()
+        self["timeout"] = _positive_float("timeout", self["timeout"])
+        if self["timeout"] <= 0:
+            raise usage.UsageError("--timeout must be more than 0 seconds")
+        if "\0" in self["command"] or not self["command"].strip():
+            raise usage.UsageError("--command must be non-empty text without NUL")
+
+
+class ReportOptions(GPIOOptions, ConnectOptions):
+    """C{report}: push the inputs' state to a server."""
+
+    synopsis = "--connect ENDPOINT [options]"
+    longdesc = (
+        "Read the inputs every 2 s and send their text ('Button pressed' / 'Button "
+        "released') to a server, as the tutorial's DataClient3; keep sampling while the "
+        "link is down and send the current state as soon as it is back. Example: "
+        "twistd -n rpisensor report --connect tcp:host=myhome.example.org:port=22000"
+    )
+    optFlags = [
+        ["on-change", None, "Send only changes, plus every input's state each --heartbeat seconds."],
+    ]
+    optParameters = [
+        ["heartbeat", None, "60",
+         "With --on-change: seconds between full-state messages. Example: --heartbeat 30"],
+    ]
+
+    def postOptions(self) -> None:
+        super().postOptions()
+        self["heartbeat"] = _positive_float("heartbeat", self["heartbeat"])
+        if self["heartbeat"] <= 0:
+            raise usage.UsageError("--heartbeat must be more than 0 seconds")
+
+
+class CollectOptions(ListenOptions):
+    """C{collect}: accept reporters and store what they send."""
+
+    synopsis = "[options]"
+    longdesc = (
+        "Accept any number of reporters, log every message with its sender and time, and "
+        "append it to --store, as the tutorial's DataServer3 with a memory. Example: "
+        "twistd -n rpisensor collect --listen tcp:22000 --store readings.jsonl"
+    )
+    optParameters = [
+        ["store", None, None,
+         "File to append messages to: .jsonl (JSON Lines) or .sqlite/.db (SQLite). Without "
+         "it messages are only logged. Example: --store readings.sqlite"],
+    ]  # fmt: skip
+
+    def postOptions(self) -> None:
+        super().postOptions()
+        if self["store"] is not None:
+            from rpisensor.store import store_file_for
+
+            try:
+                store_file_for(self["store"])
+            except ValueError as e:
+                raise usage.UsageError(f"--store: {e}") from None
+
+
+def _check_endpoint(option: str, description: str, parse) -> None:
+    """Build the endpoint once, so that a typo is a usage error naming the option."""
+    from twisted.internet import reactor
+
+    try:
+        parse(reactor, description)
+    except Exception as e:
+        raise usage.UsageError(f"--{option} {description}: {e}") from None
+
+
+class Options(usage.Options):
+    """C{twistd rpisensor}: one sub-command per role; C{serve} is the default."""
+
+    synopsis = ""
+    longdesc = (
+        "Raspberry Pi sensors over TCP: NUL-terminated UTF-8 messages, compatible with "
+        "the 'TCP/IP communication' tutorial and its tcpcom library. Without a sub-command, "
+        "runs 'serve' with its defaults: port 22000, the button on BOARD pin 24. "
+        "See 'twistd rpisensor serve --help'."
+    )
+    subCommands = [
+        ["serve", None, ServeOptions, "On the Pi: answer clients' 'go' with the inputs' state (default)."],
+        ["poll", None, PollOptions, "On the PC: send 'go' to a server every 2 s, log the replies."],
+        ["report", None, ReportOptions, "On the Pi: push the inputs' state to a server."],
+        ["collect", None, CollectOptions, "On the PC: accept reporters, log and store what they send."],
+    ]
+    defaultSubCommand = "serve"
+
+    def getUsage(self, width=None) -> str:
+        """Before a sub-command is chosen (--help), also list every sub-command's options."""
+        if self.subCommand is not None:
+            return super().getUsage(width)
+        parts = [super().getUsage(width)]
+        for name, _, options_class, _ in self.subCommands:
+            sub = options_class()
+            sub.parent, self.subCommand = self, name
+            try:
+                parts.append(sub.getUsage(width))
+            finally:
+                self.subCommand = None
+        return "\n".join(parts)
+
+    def parseOptions(self, options=None):
+        """Let C{rpisensor --gpio sim} mean C{rpisensor serve --gpio sim}."""
+        if options is None:
+            options = sys.argv[1:]
+        if options and options[0].startswith("-") and options[0] not in ("--help", "--version"):
+            options = [self.defaultSubCommand, *options]
+        super().parseOptions(options)
