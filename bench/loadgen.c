@@ -299,7 +299,8 @@ static int reply_ok(const char *sent, const char *reply) {
  */
 static int drain(struct conn *c, int idx, reply_fn on_reply) {
     for (;;) {
-        ssize_t r = read(c->fd, c->rbuf + c->rlen, RBUF - 1 - c->rlen);
+        ssize_t want = RBUF - 1 - c->rlen;
+        ssize_t r = read(c->fd, c->rbuf + c->rlen, want);
         if (r > 0) {
             int64_t t = now_ns();
             c->rlen += (int)r;
@@ -318,6 +319,9 @@ static int drain(struct conn *c, int idx, reply_fn on_reply) {
                 record_error("reply too long", EMSGSIZE);
                 return -1;
             }
+            /* A short read emptied the socket: epoll is level-triggered and will
+             * report more, so skip the read that would only say EAGAIN. */
+            if (r < want) return 0;
             continue;
         }
         if (r == 0) {
