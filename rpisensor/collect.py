@@ -12,7 +12,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from rpisensor.access import AccessPolicy
-from rpisensor.guard import DrainService, GuardedFactory, ServerConnection, ServerLimits, StopInOrder
+from rpisensor.guard import DrainService, GuardedFactory, ServerConnection, StopInOrder
+from rpisensor.limits import ServerLimits
 from rpisensor.listening import ListenerService
 from rpisensor.store import Record, StoreService, store_file_for
 

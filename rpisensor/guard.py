@@ -6,50 +6,29 @@ flight finish.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IHandshakeListener, ISSLTransport
 from twisted.internet.protocol import Factory
-from twisted.internet.task import deferLater
+from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
-from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from rpisensor import wire
 from rpisensor.access import AccessPolicy
+from rpisensor.limits import ServerLimits
 from rpisensor.protocol import NullTerminatedProtocol, peer_text
 
 _log = Logger(namespace="rpisensor.guard")
 
 
-@dataclass(frozen=True)
-class ServerLimits:
-    """
-    Bounds on what one server accepts; each has an option of the same name.
-
-    @ivar max_message_bytes: longest message, in bytes.
-    @ivar max_connections: connections open at once; more are refused.
-    @ivar idle_timeout: seconds without a byte from the peer before its
-        connection is closed (0: never).
-    @ivar max_pending: commands a connection may have waiting for their
-        replies before the server stops reading from it.
-    """
-
-    max_message_bytes: int = wire.DEFAULT_MAX_MESSAGE_BYTES
-    max_connections: int = 2000
-    idle_timeout: float = 300.0
-    max_pending: int = 100
-
-
 @implementer(IHandshakeListener)
-class ServerConnection(NullTerminatedProtocol, TimeoutMixin):
+class ServerConnection(NullTerminatedProtocol):
     """
     Base of the server roles' connections: logs arrivals and departures with
-    the peer's address, closes idle connections, and says when a TLS client
-    was refused during the handshake (no or a wrong client certificate).
+    the peer's address, closes idle connections (see L{GuardedFactory}), and
+    says when a TLS client was refused during the handshake (no or a wrong
+    client certificate).
     """
 
     _log = Logger()
@@ -64,15 +43,14 @@ class ServerConnection(NullTerminatedProtocol, TimeoutMixin):
 
     def connectionMade(self) -> None:
         self.peer = peer_text(self.transport)
-        self.factory.connections.add(self)
-        self.callLater = self.factory.clock.callLater  # TimeoutMixin's clock
-        self.setTimeout(self.factory.limits.idle_timeout or None)
+        self.last_heard = self.factory.clock.seconds()
+        self.factory.connection_opened(self)
         self._log.info("{role} connected from {peer}", role=self.peer_role, peer=self.peer)
 
     def dataReceived(self, data: bytes) -> None:
         if self.closing:
             return
-        self.resetTimeout()
+        self.last_heard = self.factory.clock.seconds()
         super().dataReceived(data)
 
     def messageTooLong(self, length: int) -> None:
@@ -111,10 +89,9 @@ class ServerConnection(NullTerminatedProtocol, TimeoutMixin):
         self.closeAfterWork()
 
     def connectionLost(self, reason: Failure) -> None:
-        self.setTimeout(None)
         if self._close_timer is not None and self._close_timer.active():
             self._close_timer.cancel()
-        self.factory.connections.discard(self)
+        self.factory.connection_closed(self)
         if ISSLTransport.providedBy(self.transport) and not self.tls_established:
             self._log.warn(
                 "Refused {peer}: the TLS handshake failed ({reason}). The client may lack a "
@@ -147,6 +124,26 @@ class GuardedFactory(Factory):
         self.policy = policy if policy is not None else AccessPolicy()
         self.connections: set[ServerConnection] = set()
         self.refused = 0
+        self._sweeper: LoopingCall | None = None
+
+    def connection_opened(self, connection: ServerConnection) -> None:
+        self.connections.add(connection)
+        if self._sweeper is None and self.limits.idle_timeout > 0:
+            self._sweeper = LoopingCall(self._close_idle)
+            self._sweeper.clock = self.clock
+            self._sweeper.start(self.limits.idle_timeout / 4, now=False)
+
+    def connection_closed(self, connection: ServerConnection) -> None:
+        self.connections.discard(connection)
+        if not self.connections and self._sweeper is not None:
+            self._sweeper.stop()
+            self._sweeper = None
+
+    def _close_idle(self) -> None:
+        quiet_since = self.clock.seconds() - self.limits.idle_timeout
+        for connection in [c for c in self.connections if c.last_heard <= quiet_since]:
+            if not connection.closing:
+                connection.timeoutConnection()
 
     def buildProtocol(self, addr):
         host = getattr(addr, "host", None)

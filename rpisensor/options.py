@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import sys
 
-from twisted.internet import endpoints
 from twisted.python import usage
 
 from rpisensor.access import AccessPolicy
-from rpisensor.guard import ServerLimits
+from rpisensor.limits import ServerLimits
 from rpisensor.gpio import BACKEND_NAMES
 from rpisensor.inputs import DEFAULT_INPUT, InputSpec, parse_input
 
@@ -166,7 +165,7 @@ class ListenOptions(_Options):
         if not self["listen"]:
             self["listen"] = ["tcp:22000"]
         for description in self["listen"]:
-            _check_endpoint("listen", description, endpoints.serverFromString)
+            _check_endpoint("listen", description, "serverFromString")
         if self["client-ca"] is not None:
             self["client-ca"] = _read_ca(self["client-ca"])
             plain = [d for d in self["listen"] if not d.startswith(("ssl:", "unix:"))]
@@ -223,7 +222,7 @@ class ConnectOptions(_Options):
         super().postOptions()
         if not self["connect"]:
             raise usage.UsageError("--connect is required, e.g. --connect tcp:host=192.168.0.17:port=22000")
-        _check_endpoint("connect", self["connect"], endpoints.clientFromString)
+        _check_endpoint("connect", self["connect"], "clientFromString")
         self["max-delay"] = _positive_float("max-delay", self["max-delay"])
         if self["max-delay"] < 1:
             raise usage.UsageError(f"--max-delay must be at least 1 second, got {self['max-delay']}")
@@ -330,10 +329,14 @@ class CollectOptions(ListenOptions):
                 raise usage.UsageError(f"--store: {e}") from None
 
 
-def _check_endpoint(option: str, description: str, parse) -> None:
-    """Build the endpoint once, so that a typo is a usage error naming the option."""
-    from twisted.internet import reactor
+def _check_endpoint(option: str, description: str, parser: str) -> None:
+    """
+    Build the endpoint once, so that a typo is a usage error naming the option.
+    Imported here, not at the top: endpoints load TLS, which C{--help} never needs.
+    """
+    from twisted.internet import endpoints, reactor
 
+    parse = getattr(endpoints, parser)
     try:
         parse(reactor, description)
     except Exception as e:

@@ -16,11 +16,16 @@ from zope.interface import implementer
 
 from rpisensor import wire
 from rpisensor.access import AccessPolicy
-from rpisensor.guard import DrainService, GuardedFactory, ServerConnection, ServerLimits, StopInOrder
+from rpisensor.guard import DrainService, GuardedFactory, ServerConnection, StopInOrder
+from rpisensor.limits import ServerLimits
 from rpisensor.listening import ListenerService
 from rpisensor.reader import InputReader, Reading, UnknownInput
 
 HELP_TEXT = "commands: go | read NAME | list | ping | help"
+
+# Reasons to stop reading from a client, as bits.
+_WRITES = 1  # its replies fill the socket buffer: it does not read them
+_PENDING = 2  # max_pending commands wait for their replies
 
 
 @implementer(IPushProducer)
@@ -38,12 +43,15 @@ class SensorServerProtocol(ServerConnection):
 
     _log = Logger()
 
+    # One slot per command waiting for its reply, in arrival order: a one-item
+    # list holding the reply's wire bytes once known; created on first need,
+    # as most connections never have one waiting (memory per idle client).
+    _replies: deque[list[bytes | None]] | None = None
+    # Why reading is paused: a bit per reason.
+    _paused_for = 0
+
     def connectionMade(self) -> None:
         super().connectionMade()
-        # One slot per command, in arrival order: a one-item list holding the
-        # reply's wire bytes once it is known. Replies leave strictly in order.
-        self._replies: deque[list[bytes | None]] = deque()
-        self._paused_for: set[str] = set()
         self.transport.registerProducer(self, True)
 
     @property
@@ -69,17 +77,22 @@ class SensorServerProtocol(ServerConnection):
         self._reply(f"error: {error}")
 
     def _reply(self, text: str) -> None:
-        """Queue a reply that is known now."""
-        self._replies.append([wire.frame(text)])
-        self._send_ready_replies()
+        """Send a reply that is known now, or queue it behind replies still pending."""
+        if self._replies:
+            self._replies.append([wire.frame(text)])
+            self._send_ready_replies()
+        elif not self.transport.disconnecting:
+            self.transport.write(wire.frame(text))
 
     def _reply_with_reading(self, name: str) -> None:
         """Queue a reply that is input C{name}'s reading, once it is read."""
         slot: list[bytes | None] = [None]
+        if self._replies is None:
+            self._replies = deque()
         self._replies.append(slot)
         self.factory.reader.when_read(name, partial(self._reading_ready, slot))
         if slot[0] is None and len(self._replies) >= self.factory.limits.max_pending:
-            self._pause("pending")
+            self._pause(_PENDING)
 
     def _reading_ready(self, slot: list[bytes | None], outcome: Reading | Failure) -> None:
         if isinstance(outcome, Failure):
@@ -101,7 +114,7 @@ class SensorServerProtocol(ServerConnection):
         if not self.transport.disconnecting:
             self.transport.writeSequence(ready)
         if len(replies) < self.factory.limits.max_pending:
-            self._resume("pending")
+            self._resume(_PENDING)
         if not replies:
             self.workDone()
 
@@ -109,23 +122,23 @@ class SensorServerProtocol(ServerConnection):
     # buffer is full; we then stop reading commands.
 
     def pauseProducing(self) -> None:
-        self._pause("writes")
+        self._pause(_WRITES)
 
     def resumeProducing(self) -> None:
-        self._resume("writes")
+        self._resume(_WRITES)
 
     def stopProducing(self) -> None:
         pass
 
-    def _pause(self, reason: str) -> None:
+    def _pause(self, reason: int) -> None:
         if not self._paused_for:
             self.transport.pauseProducing()
             self.pauseMessages()
-        self._paused_for.add(reason)
+        self._paused_for |= reason
 
-    def _resume(self, reason: str) -> None:
-        if reason in self._paused_for:
-            self._paused_for.discard(reason)
+    def _resume(self, reason: int) -> None:
+        if self._paused_for & reason:
+            self._paused_for &= ~reason
             if not self._paused_for and not self.closing:
                 self.transport.resumeProducing()
                 self.resumeMessages()

@@ -22,7 +22,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from rpisensor.access import LOCAL_NETWORKS, AccessPolicy, parse_network
-from rpisensor.guard import ServerLimits
+from rpisensor.limits import ServerLimits
 from rpisensor.inputs import DEFAULT_INPUT
 from rpisensor.reader import open_reader
 from rpisensor.server import SensorServerFactory, SensorServerProtocol

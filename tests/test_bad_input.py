@@ -25,7 +25,7 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.task import deferLater
 
 from rpisensor.collect import build_collect_service
-from rpisensor.guard import ServerLimits
+from rpisensor.limits import ServerLimits
 from rpisensor.testing import listening_port, send_message, start_server, wait_until
 
 LISTEN = "tcp:0:interface=127.0.0.1"

@@ -9,7 +9,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from rpisensor.collect import CollectorFactory, utc_now_iso
-from rpisensor.guard import ServerLimits
+from rpisensor.limits import ServerLimits
 from rpisensor.store import JsonLinesFile, StoreService
 from rpisensor.testing import FakeRunner
 from tests.test_store import read_jsonl

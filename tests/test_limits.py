@@ -27,7 +27,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from rpisensor.collect import build_collect_service
 from rpisensor.gpio.simulated import SimulatedGPIO
-from rpisensor.guard import ServerLimits
+from rpisensor.limits import ServerLimits
 from rpisensor.inputs import DEFAULT_INPUT, InputSpec
 from rpisensor.reader import InputReader, open_reader
 from rpisensor.server import SensorServerFactory, build_server_service

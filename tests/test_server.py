@@ -4,7 +4,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from rpisensor.guard import ServerLimits
+from rpisensor.limits import ServerLimits
 from rpisensor.inputs import DEFAULT_INPUT, InputSpec
 from rpisensor.reader import InputReader
 from rpisensor.server import HELP_TEXT, SensorServerFactory
