@@ -145,11 +145,36 @@ class GuardedFactory(Factory):
             if not connection.closing:
                 connection.timeoutConnection()
 
+    #: Refusals logged one by one per window; beyond that they are counted,
+    #: and the count is logged, so a flood cannot fill the disk with log lines.
+    REFUSALS_LOGGED_PER_WINDOW = 5
+    REFUSAL_WINDOW = 10.0
+    _window_start = float("-inf")
+    _logged_in_window = 0
+    _unlogged_refusals = 0
+
+    def _refuse(self, format: str, **fields) -> None:
+        self.refused += 1
+        now = self.clock.seconds()
+        if now - self._window_start >= self.REFUSAL_WINDOW:
+            if self._unlogged_refusals:
+                self._log.warn(
+                    "{count} more connections were refused in the last {seconds:.0f} s "
+                    "(not logged one by one).",
+                    count=self._unlogged_refusals,
+                    seconds=now - self._window_start,
+                )
+            self._window_start, self._logged_in_window, self._unlogged_refusals = now, 0, 0
+        if self._logged_in_window < self.REFUSALS_LOGGED_PER_WINDOW:
+            self._logged_in_window += 1
+            self._log.warn(format, **fields)
+        else:
+            self._unlogged_refusals += 1
+
     def buildProtocol(self, addr):
         host = getattr(addr, "host", None)
         if host is not None and not self.policy.allows(host):
-            self.refused += 1
-            self._log.warn(
+            self._refuse(
                 "Refused a connection from {host}: it is not in the allowed networks ({allowed}). "
                 "To accept it, add --allow with its network (e.g. --allow {host}/32), ideally "
                 "together with TLS and --client-ca; see the README's Security section.",
@@ -158,8 +183,7 @@ class GuardedFactory(Factory):
             )
             return None
         if len(self.connections) >= self.limits.max_connections:
-            self.refused += 1
-            self._log.warn(
+            self._refuse(
                 "Refused a connection from {host}: {count} connections are open, the limit "
                 "(--max-connections).",
                 host=host or "a local client",

@@ -35,7 +35,9 @@ def open_inputs(options: GPIOOptions, reactor):
             options["read-timeout"],
         )  # fmt: skip
     except GPIOError as e:
-        raise SystemExit(f"rpisensor: cannot use GPIO: {e}") from None
+        raise SystemExit(
+            f"rpisensor: cannot use GPIO: {e}. (To run without real pins: --gpio sim.)"
+        ) from None
 
 
 def makeService(options: Options) -> IService:

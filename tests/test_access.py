@@ -431,3 +431,21 @@ class AllowOverLoopbackTests(SynchronousTestCase):
         )  # fmt: skip
         self.assertUsageError(exited, "--allow", "10.0.0.0/33")
 
+
+
+class RefusalLogFloodTests(SynchronousTestCase):
+    def test_flood_of_refusals_is_summarised(self):
+        """Past five refusals in ten seconds, refusals are counted and the count logged once."""
+        from rpisensor.collect import CollectorFactory
+
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        clock = Clock()
+        factory = CollectorFactory(None, clock)
+        for port in range(20):
+            self.assertIsNone(factory.buildProtocol(IPv4Address("TCP", "203.0.113.7", 5000 + port)))
+        self.assertEqual(len([e for e in events if e.get("host") == "203.0.113.7"]), 5)
+        clock.advance(10)
+        factory.buildProtocol(IPv4Address("TCP", "203.0.113.7", 6000))
+        summaries = [e for e in events if "count" in e and "seconds" in e]
+        self.assertEqual([e["count"] for e in summaries], [15])
+        self.assertEqual(factory.refused, 21)

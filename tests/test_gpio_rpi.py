@@ -167,12 +167,9 @@ class CheckAvailableTests(SynchronousTestCase):
         self.assertEqual(str(error), message)
 
     def test_pc(self) -> None:
-        """On a PC, the reason is that this is not a Pi, and the fix is --gpio sim."""
+        """On a PC, the reason is that this is not a Pi."""
         self.board(PC_CPUINFO)
-        self.assertUnavailable(
-            "this machine is not a Raspberry Pi (no BCM hardware in /proc/cpuinfo); "
-            "use --gpio sim for simulated pins"
-        )
+        self.assertUnavailable("this machine is not a Raspberry Pi (no BCM hardware in /proc/cpuinfo)")
 
     def test_pi5_without_lgpio(self) -> None:
         """On a Pi 5 without rpi-lgpio, the reason names the Pi 5 and the package to install."""

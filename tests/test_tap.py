@@ -118,6 +118,7 @@ class MakeServiceTests(SynchronousTestCase):
         error = self.assertRaises(SystemExit, makeService, parse("--gpio", "rpi"))
         message = str(error.code)
         self.assertTrue(message.startswith("rpisensor: cannot use GPIO: "))
+        self.assertIn("--gpio sim", message)
         self.assertNotIn("\n", message)
 
 

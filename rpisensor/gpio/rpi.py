@@ -74,8 +74,7 @@ def check_available() -> None:
     is_pi, rp1 = describe_board(_read_text(CPUINFO), _read_text(DEVICE_TREE_MODEL))
     if not is_pi:
         raise GPIOUnavailable(
-            "this machine is not a Raspberry Pi (no BCM hardware in /proc/cpuinfo); "
-            "use --gpio sim for simulated pins"
+            "this machine is not a Raspberry Pi (no BCM hardware in /proc/cpuinfo)"
         )
     lgpio = _has_lgpio_shim()
     if rp1 and not lgpio:
