@@ -8,6 +8,7 @@ guarantees it), so each reply completes the oldest outstanding request.
 from __future__ import annotations
 
 import random
+from functools import partial
 from collections import deque
 from collections.abc import Callable
 
@@ -16,7 +17,7 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.endpoints import clientFromString
 from twisted.internet.interfaces import IHandshakeListener, IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.error import ConnectionDone
+from twisted.internet.error import ConnectingCancelledError, ConnectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -162,6 +163,12 @@ class _GateFactory(Factory):
         return _Gate(self._factory, addr, self._ready, self._tls)
 
 
+def _connect_failed(ready: Deferred, failure: Failure) -> None:
+    # A cancelled attempt is already settled by ready's own cancel (CancelledError).
+    if not ready.called and not failure.check(ConnectingCancelledError, CancelledError):
+        ready.errback(failure)
+
+
 @implementer(IStreamClientEndpoint)
 class StoryEndpoint:
     """
@@ -172,8 +179,14 @@ class StoryEndpoint:
 
     _log = Logger(namespace="rpisensor.client")
 
-    def __init__(self, endpoint: IStreamClientEndpoint, description: str) -> None:
+    #: Seconds a TLS handshake may take before the attempt counts as failed.
+    HANDSHAKE_TIMEOUT = 30.0
+
+    def __init__(self, endpoint: IStreamClientEndpoint, description: str, clock=None) -> None:
+        if clock is None:
+            from twisted.internet import reactor as clock
         self._endpoint = endpoint
+        self._clock = clock
         self.description = description
         self._tls = description.startswith(("tls:", "ssl:"))
 
@@ -188,9 +201,11 @@ class StoryEndpoint:
                     gate.transport.abortConnection()
 
         ready: Deferred = Deferred(cancel)
+        if self._tls:  # a peer that accepts TCP but never completes the handshake
+            ready.addTimeout(self.HANDSHAKE_TIMEOUT, self._clock)
         gate_factory = _GateFactory(factory, ready, self._tls)
         connecting = self._endpoint.connect(gate_factory)
-        connecting.addCallbacks(gates.append, lambda failure: ready.called or ready.errback(failure))
+        connecting.addCallbacks(gates.append, partial(_connect_failed, ready))
         return ready.addCallbacks(self._connected, self._failed)
 
     def _connected(self, protocol):
@@ -250,7 +265,7 @@ def reconnecting_client(
         C{tls:...}, C{unix:path=...}), or an endpoint object.
     """
     if isinstance(endpoint, str):
-        endpoint = StoryEndpoint(clientFromString(reactor, endpoint), endpoint)
+        endpoint = StoryEndpoint(clientFromString(reactor, endpoint), endpoint, reactor)
     return ClientService(
         endpoint,
         factory,

@@ -89,6 +89,7 @@ class ServerConnection(NullTerminatedProtocol):
         self.closeAfterWork()
 
     def connectionLost(self, reason: Failure) -> None:
+        self.closing = True  # nothing more is read or delivered for this peer
         if self._close_timer is not None and self._close_timer.active():
             self._close_timer.cancel()
         self.factory.connection_closed(self)
@@ -199,10 +200,8 @@ class GuardedFactory(Factory):
         C{timeout} seconds and close them anyway.
         """
         deadline = clock.seconds() + timeout
-        while any(c.busy for c in self.connections) and clock.seconds() < deadline:
-            await deferLater(clock, 0.05, lambda: None)
         for connection in list(self.connections):
-            connection.transport.loseConnection()
+            connection.closeAfterWork()  # reads nothing more; closes once its work is done
         while self.connections and clock.seconds() < deadline:
             await deferLater(clock, 0.05, lambda: None)
         for connection in list(self.connections):
@@ -235,7 +234,10 @@ class StopInOrder(MultiService):
 
     async def _stop_children(self) -> None:
         for child in reversed(list(self)):
-            await maybeDeferred(child.stopService)
+            try:
+                await maybeDeferred(child.stopService)
+            except Exception:
+                _log.failure("Stopping {child} failed; stopping the others anyway", child=child)
 
 
 def ensure_file_limit(max_connections: int, spare: int = 64) -> None:

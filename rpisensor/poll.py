@@ -40,6 +40,7 @@ class PollProtocol(RequestProtocol):
         factory = self.factory
         d = self.request(factory.command).addTimeout(factory.timeout, factory.clock)
         d.addCallbacks(self._replied, self._failed)
+        d.addErrback(lambda failure: self._log.failure("Handling the reply failed", failure))
 
     def _replied(self, text: str) -> None:
         self._log.info("Message from {peer}: {text}", peer=self.peer, text=text)

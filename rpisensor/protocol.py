@@ -97,9 +97,6 @@ class NullTerminatedProtocol(LineOnlyReceiver):
             return
         self.messageReceived(text)
 
-    def lineLengthExceeded(self, line: bytes) -> None:
-        self.messageTooLong(len(line))
-
     def sendLine(self, line: bytes) -> None:
         """
         Send one message body; refuse one containing NUL, which the base class

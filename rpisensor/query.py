@@ -86,10 +86,12 @@ async def query(reactor, endpoint: str, messages: list[str], timeout: float) -> 
     """Send C{messages} over one connection and return the replies, in order."""
     connecting = connectProtocol(StoryEndpoint(clientFromString(reactor, endpoint), endpoint), RequestProtocol())
     client = await connecting.addTimeout(timeout, reactor)
+    pending = [client.request(message) for message in messages]
     try:
-        pending = [client.request(message) for message in messages]
         return [await reply.addTimeout(timeout, reactor) for reply in pending]
     finally:
+        for reply in pending:  # those not awaited fail when the connection closes
+            reply.addErrback(lambda _: None)
         client.transport.loseConnection()
 
 

@@ -17,6 +17,7 @@ from functools import partial
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorThreads, IReactorTime
+from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -124,6 +125,8 @@ class InputReader:
         self.stuck: dict[str, float] = {}
         #: How many pool jobs and input reads were started: for tests and the benchmark.
         self.jobs = 0
+        #: Pool jobs started and not yet returned (stuck ones included).
+        self.jobs_in_flight = 0
         self.reads = 0
 
     def setup(self) -> None:
@@ -181,6 +184,7 @@ class InputReader:
         names, self._queued = self._queued, []
         pins = [self.inputs[name].pin for name in names]
         self.jobs += 1
+        self.jobs_in_flight += 1
         self.reads += len(names)
         started = self.clock.seconds()
         timer = self.clock.callLater(self.read_timeout, self._timed_out, names, started)
@@ -204,6 +208,7 @@ class InputReader:
             self._on_stuck(+1)
 
     def _job_done(self, results: list[bool | Exception] | Failure, names: list[str], timer) -> None:
+        self.jobs_in_flight -= 1
         timed_out = not timer.active()
         if timed_out:  # its waiters have had their error already
             for name in names:
@@ -259,8 +264,10 @@ def _daemon_thread(*args, **kwargs) -> threading.Thread:
 class ReaderService(Service):
     """
     Owns the read thread pool and the GPIO channels for the life of the service:
-    the pool starts with the service; on stop, the pool finishes its jobs and
-    the channels this process set up are released.
+    the pool starts with the service. On stop, reads in flight may finish (for
+    up to the read timeout, without blocking the reactor); then the pool stops
+    and the channels this process set up are released. A read still running
+    after that is left to end with the process, and its channels with it.
 
     @param threads: largest number of worker threads; one serialises all GPIO
         access, which is what real pins want.
@@ -269,6 +276,7 @@ class ReaderService(Service):
     _log = Logger()
 
     def __init__(self, reactor: IReactorThreads, threads: int = 1) -> None:
+        self._reactor = reactor
         self.pool = ThreadPool(minthreads=0, maxthreads=threads, name="rpisensor-reads")
         self.pool.threadFactory = _daemon_thread
         self.runner: Runner = partial(deferToThreadPool, reactor, self.pool)
@@ -277,6 +285,10 @@ class ReaderService(Service):
     def lend_thread(self, change: int) -> None:
         """Grow (+1) or shrink (-1) the pool while a read is stuck in a thread."""
         self.pool.adjustPoolsize(self.pool.min, self.pool.max + change)
+        if change > 0:
+            # A larger limit alone starts no worker for jobs already queued
+            # behind the stuck one; a new job does, and it takes them first.
+            self.pool.callInThread(_nothing)
 
     def attach(self, reader: InputReader) -> None:
         """Release C{reader}'s channels when this service stops."""
@@ -286,21 +298,33 @@ class ReaderService(Service):
         super().startService()
         self.pool.start()
 
-    def stopService(self) -> None:
+    def stopService(self) -> Deferred:
         super().stopService()
+        return Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
         reader = self._reader
-        if reader is not None:
-            reader.flush_now()
-        if reader is not None and reader.stuck:
-            self._log.warn(
-                "Not waiting for the stuck read of {names}; its thread ends with the process.",
-                names=", ".join(reader.stuck),
-            )
-        else:
+        if reader is None:
             self.pool.stop()
-        if reader is not None:
-            reader.backend.cleanup()
-            self._log.info("Released the GPIO channels this process set up.")
+            return
+        reader.flush_now()
+        deadline = self._reactor.seconds() + reader.read_timeout
+        while reader.jobs_in_flight and self._reactor.seconds() < deadline:
+            await deferLater(self._reactor, 0.02, _nothing)
+        if reader.jobs_in_flight:
+            self._log.warn(
+                "Not waiting for a read that is still running ({names}): its thread and the "
+                "GPIO channels are released when the process ends.",
+                names=", ".join(reader.stuck) or "a read past the timeout",
+            )
+            return
+        self.pool.stop()  # idle now: returns at once
+        reader.backend.cleanup()
+        self._log.info("Released the GPIO channels this process set up.")
+
+
+def _nothing() -> None:
+    pass
 
 
 def open_reader(

@@ -6,7 +6,7 @@ away on the Internet; keep sampling while the link is down.
 
 from __future__ import annotations
 
-from twisted.application.service import MultiService, Service
+from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.protocol import Factory
 from twisted.internet.task import LoopingCall
@@ -14,6 +14,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from rpisensor.client import StoryProtocol, reconnecting_client
+from rpisensor.guard import StopInOrder
 from rpisensor.reader import InputReader, Reading
 
 
@@ -169,12 +170,12 @@ def build_report_service(
     on_change: bool = False,
     heartbeat: float = 60.0,
     max_delay: float = 60.0,
-) -> MultiService:
+) -> StopInOrder:
     """
     The whole reporter: the read pool, the sampling, and a connection to the
     client endpoint C{connect} kept open for as long as the service runs.
     """
-    top = MultiService()
+    top = StopInOrder()  # the connection and the sampling stop before the reads
     reader_service.setServiceParent(top)
     reporter = Reporter(reader, reactor, interval, on_change, heartbeat)
     ReporterService(reporter).setServiceParent(top)

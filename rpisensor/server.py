@@ -81,6 +81,8 @@ class SensorServerProtocol(ServerConnection):
         if self._replies:
             self._replies.append([wire.frame(text)])
             self._send_ready_replies()
+            if len(self._replies) >= self.factory.limits.max_pending:
+                self._pause(_PENDING)
         elif not self.transport.disconnecting:
             self.transport.write(wire.frame(text))
 

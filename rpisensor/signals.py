@@ -33,12 +33,11 @@ class ExitCleanlyOnSignals(Service):
             signal.signal(number, self._stop)
 
     def _stop(self, number, frame) -> None:
-        self._log.info(
-            "Received {signal}: finishing work in flight, then stopping.",
-            signal=signal.Signals(number).name,
-        )
-        self._reactor.callFromThread(self._stop_once)
+        # Only hand over to the reactor here: logging from a signal handler can
+        # re-enter a log file that was being written.
+        self._reactor.callFromThread(self._stop_once, signal.Signals(number).name)
 
-    def _stop_once(self) -> None:
+    def _stop_once(self, name: str) -> None:
+        self._log.info("Received {signal}: finishing work in flight, then stopping.", signal=name)
         if self._reactor.running:
             self._reactor.stop()

@@ -102,7 +102,7 @@ class RunningServer:
         await self.factory.drain(self.reader.clock, timeout=0)
         await wait_until(lambda: not self.factory.connections, self.reader.clock)
         if self.reader_service.running:
-            self.reader_service.stopService()
+            await self.reader_service.stopService()
 
 
 def start_server(

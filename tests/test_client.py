@@ -110,3 +110,42 @@ class RequestProtocolTests(SynchronousTestCase):
         later = self.protocol.request("go")
         self.assertEqual(seen, ["hello"])
         self.assertNoResult(later)
+
+
+class CancelTests(SynchronousTestCase):
+    def test_cancelled_attempt_logs_no_failure(self):
+        """Stopping a client mid-connect cancels the attempt without a 'failed' warning."""
+        from twisted.internet.defer import Deferred
+        from twisted.internet.testing import EventLoggingObserver
+        from twisted.logger import LogLevel, globalLogPublisher
+
+        from rpisensor.client import StoryEndpoint
+
+        class Hanging:
+            def connect(self, factory):
+                return Deferred()  # never connects; cancel errbacks it
+
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        clock = Clock()
+        attempt = StoryEndpoint(Hanging(), "tcp:host=192.0.2.1:port=22000", clock).connect(Factory())
+        attempt.cancel()
+        self.failureResultOf(attempt)
+        self.assertEqual([e for e in events if e["log_level"] == LogLevel.warn], [])
+
+    def test_tls_handshake_times_out(self):
+        """A TLS peer that never completes the handshake fails the attempt after the timeout."""
+        from twisted.internet.defer import Deferred, TimeoutError
+
+        from rpisensor.client import StoryEndpoint
+
+        class Hanging:
+            def connect(self, factory):
+                return Deferred()
+
+        clock = Clock()
+        endpoint = StoryEndpoint(Hanging(), "tls:host=localhost:port=22443", clock)
+        attempt = endpoint.connect(Factory())
+        clock.advance(StoryEndpoint.HANDSHAKE_TIMEOUT - 1)
+        self.assertNoResult(attempt)
+        clock.advance(1)
+        self.failureResultOf(attempt, TimeoutError)

@@ -21,6 +21,8 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet import error
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
@@ -123,6 +125,25 @@ class FlowControlTests(SynchronousTestCase):
         self.assertEqual(transport.value(), b"Button released\0" * 999 + b"pong\0")
         self.assertEqual(rounds, 100)
         self.assertEqual(transport.producerState, "producing")
+
+    def test_instant_replies_behind_a_pending_one_count(self):
+        """Pings queued behind a pending 'go' count toward max_pending, so reading pauses."""
+        protocol, transport = self.connect(max_pending=3)
+        protocol.dataReceived(b"go\0ping\0ping\0ping\0ping\0")
+        self.assertEqual(transport.producerState, "paused")
+        self.assertLessEqual(len(protocol._replies), 3)
+        self.finish_reads()
+        self.assertEqual(transport.value(), b"Button released\0" + b"pong\0" * 4)
+
+    def test_nothing_delivered_after_the_connection_is_lost(self):
+        """Commands held while paused are dropped when the peer goes, and start no reads."""
+        protocol, transport = self.connect(max_pending=1)
+        protocol.dataReceived(b"go\0go\0go\0")  # one taken, two held
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.finish_reads()
+        self.clock.advance(0)
+        self.assertEqual(self.runner.jobs, [])
+        self.assertEqual(protocol.factory.reader.reads, 1)
 
     def test_instant_replies_do_not_count_as_pending(self):
         """Commands answered at once (ping) never pause reading."""
@@ -288,7 +309,7 @@ async def test_hung_read_times_out_and_others_are_answered(reactor):
             client.transport.loseConnection()
             await client.lost
         await listening.stopListening()
-        reader_service.stopService()
+        await reader_service.stopService()
 
 
 async def connection_refused(reactor, port: int) -> bool:
@@ -414,3 +435,24 @@ async def test_collect_message_after_store_closed_is_logged(reactor, tmp_path):
         globalLogPublisher.removeObserver(observe)
         await close(client)
         await top.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_read_queued_behind_a_hung_read_is_answered(reactor):
+    """A read queued behind a hung one in the one-thread pool is done once the hung one times out."""
+    from rpisensor.reader import ReadTimeout
+
+    backend = HangingPin(DEFAULT_INPUT.pin, clock=reactor)
+    reader, reader_service = open_reader(reactor, backend, [DEFAULT_INPUT, DOOR], read_timeout=0.3)
+    reader_service.startService()
+    try:
+        button = reader.read("button")
+        await wait_until(backend.hung.is_set, reactor)
+        door = reader.read("door")  # queued behind the hung read
+        assert (await door).text == "Door closed"
+        with pytest.raises(ReadTimeout):
+            await button
+    finally:
+        backend.release.set()
+        await wait_until(lambda: not reader.jobs_in_flight, reactor)
+        await reader_service.stopService()
