@@ -38,6 +38,7 @@ class CollectorProtocol(ServerConnection):
     def connectionMade(self) -> None:
         super().connectionMade()
         self._unstored = 0
+        self._paused = False
 
     @property
     def busy(self) -> bool:
@@ -48,20 +49,22 @@ class CollectorProtocol(ServerConnection):
             return  # an empty message carries no reading (serve ignores them too)
         record = Record(utc_now_iso(self.factory.clock), self.peer, text)
         if self.factory.store is None:
-            self._stored(None, record)
+            self._log_message(record)
             return
         self._unstored += 1
         stored = self.factory.store.append(record)
         stored.addCallbacks(self._stored, self._store_failed, (record,), None, (record,))
+        if self._unstored >= self.factory.limits.max_pending and not self._paused:
+            # The disk is behind: stop reading this reporter until it catches up.
+            self._paused = True
+            self.transport.pauseProducing()
+            self.pauseMessages()
 
     def _stored(self, _, record: Record) -> None:
-        self._unstored = max(0, self._unstored - 1)
-        self._log.info("Message from {peer}: {text}", peer=record.peer, text=record.message)
-        self.workDone()
+        self._log_message(record)
+        self._written()
 
     def _store_failed(self, failure: Failure, record: Record) -> None:
-        self._unstored -= 1
-        self.workDone()
         self._log.error(
             "Could not store the message from {peer} ({text!r}): {error}. "
             "Check the disk and the store file.",
@@ -69,6 +72,19 @@ class CollectorProtocol(ServerConnection):
             text=record.message,
             error=failure.getErrorMessage(),
         )
+        self._written()
+
+    def _log_message(self, record: Record) -> None:
+        self._log.info("Message from {peer}: {text}", peer=record.peer, text=record.message)
+
+    def _written(self) -> None:
+        self._unstored -= 1
+        if self._paused and self._unstored < self.factory.limits.max_pending:
+            self._paused = False
+            if not self.closing:
+                self.transport.resumeProducing()
+            self.resumeMessages()  # whole messages already received are stored, even at a close
+        self.workDone()
 
 
 class CollectorFactory(GuardedFactory):

@@ -37,6 +37,8 @@ class ServerConnection(NullTerminatedProtocol):
     tls_established = False
     #: True once the connection only finishes its work in flight, then closes.
     closing = False
+    #: True once the peer has gone.
+    gone = False
     _close_timer = None
     #: Seconds a closing connection may take to flush before it is aborted.
     CLOSE_GRACE = 10.0
@@ -48,9 +50,10 @@ class ServerConnection(NullTerminatedProtocol):
         self._log.info("{role} connected from {peer}", role=self.peer_role, peer=self.peer)
 
     def dataReceived(self, data: bytes) -> None:
-        if self.closing:
-            return
-        self.last_heard = self.factory.clock.seconds()
+        if data:  # (b"" is a replay of held messages, not the peer speaking)
+            if self.closing:
+                return  # bytes after we decided to close are not read
+            self.last_heard = self.factory.clock.seconds()
         super().dataReceived(data)
 
     def messageTooLong(self, length: int) -> None:
@@ -66,14 +69,13 @@ class ServerConnection(NullTerminatedProtocol):
         if self.closing:
             return
         self.closing = True
-        self.transport.pauseProducing()
-        self.pauseMessages()
+        self.transport.pauseProducing()  # messages already received are still handled
         self._close_timer = self.factory.clock.callLater(self.CLOSE_GRACE, self.transport.abortConnection)
         self.workDone()
 
     def workDone(self) -> None:
         """Subclasses call this when work in flight finished; closes if closing."""
-        if self.closing and not self.busy:
+        if self.closing and not self.busy and not (self._held and self._buffer):
             self.transport.loseConnection()
 
     def handshakeCompleted(self) -> None:
@@ -89,7 +91,7 @@ class ServerConnection(NullTerminatedProtocol):
         self.closeAfterWork()
 
     def connectionLost(self, reason: Failure) -> None:
-        self.closing = True  # nothing more is read or delivered for this peer
+        self.closing = self.gone = True
         if self._close_timer is not None and self._close_timer.active():
             self._close_timer.cancel()
         self.factory.connection_closed(self)

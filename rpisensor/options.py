@@ -16,7 +16,7 @@ from rpisensor.gpio import BACKEND_NAMES
 from rpisensor.inputs import DEFAULT_INPUT, InputSpec, parse_input
 
 
-def _positive_float(option: str, value) -> float:
+def _non_negative_float(option: str, value) -> float:
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -91,11 +91,11 @@ class GPIOOptions(_Options):
             )
         if self["numbering"] not in ("board", "bcm"):
             raise usage.UsageError(f"--numbering must be board or bcm, got {self['numbering']!r}")
-        self["sim-latency"] = _positive_float("sim-latency", self["sim-latency"])
+        self["sim-latency"] = _non_negative_float("sim-latency", self["sim-latency"])
         self["sim-fail-every"] = _count("sim-fail-every", self["sim-fail-every"])
         self["read-threads"] = _count("read-threads", self["read-threads"], minimum=1)
-        self["max-age"] = _positive_float("max-age", self["max-age"])
-        self["read-timeout"] = _positive_float("read-timeout", self["read-timeout"])
+        self["max-age"] = _non_negative_float("max-age", self["max-age"])
+        self["read-timeout"] = _non_negative_float("read-timeout", self["read-timeout"])
         if self["read-timeout"] <= 0:
             raise usage.UsageError("--read-timeout must be more than 0 seconds")
         if self._input_texts:
@@ -161,7 +161,7 @@ class ListenOptions(_Options):
         super().postOptions()
         self["max-message-bytes"] = _count("max-message-bytes", self["max-message-bytes"], 1)
         self["max-connections"] = _count("max-connections", self["max-connections"], 1)
-        self["idle-timeout"] = _positive_float("idle-timeout", self["idle-timeout"])
+        self["idle-timeout"] = _non_negative_float("idle-timeout", self["idle-timeout"])
         if not self["listen"]:
             self["listen"] = ["tcp:22000"]
         for description in self["listen"]:
@@ -223,10 +223,10 @@ class ConnectOptions(_Options):
         if not self["connect"]:
             raise usage.UsageError("--connect is required, e.g. --connect tcp:host=192.168.0.17:port=22000")
         _check_endpoint("connect", self["connect"], "clientFromString")
-        self["max-delay"] = _positive_float("max-delay", self["max-delay"])
+        self["max-delay"] = _non_negative_float("max-delay", self["max-delay"])
         if self["max-delay"] < 1:
             raise usage.UsageError(f"--max-delay must be at least 1 second, got {self['max-delay']}")
-        self["interval"] = _positive_float("interval", self["interval"])
+        self["interval"] = _non_negative_float("interval", self["interval"])
         if self["interval"] <= 0:
             raise usage.UsageError("--interval must be more than 0 seconds")
 
@@ -271,7 +271,7 @@ class PollOptions(ConnectOptions):
 
     def postOptions(self) -> None:
         super().postOptions()
-        self["timeout"] = _positive_float("timeout", self["timeout"])
+        self["timeout"] = _non_negative_float("timeout", self["timeout"])
         if self["timeout"] <= 0:
             raise usage.UsageError("--timeout must be more than 0 seconds")
         if "\0" in self["command"] or not self["command"].strip():
@@ -298,7 +298,7 @@ class ReportOptions(GPIOOptions, ConnectOptions):
 
     def postOptions(self) -> None:
         super().postOptions()
-        self["heartbeat"] = _positive_float("heartbeat", self["heartbeat"])
+        self["heartbeat"] = _non_negative_float("heartbeat", self["heartbeat"])
         if self["heartbeat"] <= 0:
             raise usage.UsageError("--heartbeat must be more than 0 seconds")
 

@@ -141,9 +141,11 @@ class SensorServerProtocol(ServerConnection):
     def _resume(self, reason: int) -> None:
         if self._paused_for & reason:
             self._paused_for &= ~reason
-            if not self._paused_for and not self.closing:
+            if self._paused_for or self.gone:
+                return  # a client that left gets no more work done for it
+            if not self.closing:
                 self.transport.resumeProducing()
-                self.resumeMessages()
+            self.resumeMessages()
 
     # Commands: each takes the message's arguments and queues its reply.
 

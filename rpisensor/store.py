@@ -68,7 +68,8 @@ class SQLiteFile:
         self._db: sqlite3.Connection | None = None
 
     def open(self) -> None:
-        # Opened in the writer thread and used only there.
+        # Opened at start-up (so a bad path is a start-up error), then used
+        # only by the writer thread.
         self._db = sqlite3.connect(self.path, check_same_thread=False)
         with self._db:
             for statement in self.SCHEMA:

@@ -126,3 +126,14 @@ class CollectorTests(SynchronousTestCase):
         h.write()
         self.assertTrue(transport.disconnecting)
         self.assertEqual([r["message"] for r in read_jsonl(h.path)], ["ok"])
+
+    def test_slow_store_pauses_the_reporter(self):
+        """With max-pending messages unwritten, reading pauses; held messages are stored after."""
+        h = CollectorHarness(self, limits=ServerLimits(max_pending=2))
+        protocol, transport = h.connect()
+        protocol.dataReceived(b"a\0b\0c\0d\0")
+        self.assertEqual(transport.producerState, "paused")
+        h.write()  # a and b written: c and d are delivered, then written
+        h.write()
+        self.assertEqual([r["message"] for r in read_jsonl(h.path)], ["a", "b", "c", "d"])
+        self.assertEqual(transport.producerState, "producing")

@@ -390,7 +390,8 @@ async def test_collect_stop_keeps_received_messages(reactor, tmp_path):
         await wait_until(blocked.entered.is_set, reactor)  # the writer thread holds "first"
         later = [f"message {i}" for i in range(100)]
         client.transport.write(b"".join(m.encode() + b"\0" for m in later))
-        await wait_until(lambda: len(appended) == 101, reactor)
+        # 100 unstored messages (max-pending) pause the reporter: the last one waits, held.
+        await wait_until(lambda: len(appended) == 100, reactor)
         stopped = top.stopService()
         blocked.gate.set()
         await stopped
