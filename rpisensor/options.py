@@ -121,6 +121,10 @@ class ListenOptions(_Options):
          "Example: --max-message-bytes 1024"],
         ["max-connections", None, str(ServerLimits.max_connections),
          "Connections open at once; more are refused and logged. Example: --max-connections 50"],
+        ["max-pending", None, str(ServerLimits.max_pending),
+         "Work one connection may have waiting (serve: commands waiting for replies; "
+         "collect: messages waiting for the disk); beyond that the server stops reading "
+         "from it until the work is done. Example: --max-pending 10"],
         ["idle-timeout", None, f"{ServerLimits.idle_timeout:g}",
          "Seconds a connection may send nothing before it is closed (0: never). "
          "Example: --idle-timeout 60"],
@@ -161,6 +165,7 @@ class ListenOptions(_Options):
         super().postOptions()
         self["max-message-bytes"] = _count("max-message-bytes", self["max-message-bytes"], 1)
         self["max-connections"] = _count("max-connections", self["max-connections"], 1)
+        self["max-pending"] = _count("max-pending", self["max-pending"], 1)
         self["idle-timeout"] = _non_negative_float("idle-timeout", self["idle-timeout"])
         if not self["listen"]:
             self["listen"] = ["tcp:22000"]
@@ -180,7 +185,7 @@ class ListenOptions(_Options):
             max_message_bytes=self["max-message-bytes"],
             max_connections=self["max-connections"],
             idle_timeout=self["idle-timeout"],
-            max_pending=self.get("max-pending", ServerLimits.max_pending),
+            max_pending=self["max-pending"],
         )
 
     def policy(self) -> AccessPolicy:
@@ -233,16 +238,6 @@ class ConnectOptions(_Options):
 
 class ServeOptions(GPIOOptions, ListenOptions):
     """C{serve}: answer clients' commands with the inputs' state."""
-
-    optParameters = [
-        ["max-pending", None, str(ServerLimits.max_pending),
-         "Commands one connection may have waiting for replies; beyond that the server "
-         "stops reading from it until replies go out. Example: --max-pending 10"],
-    ]  # fmt: skip
-
-    def postOptions(self) -> None:
-        super().postOptions()
-        self["max-pending"] = _count("max-pending", self["max-pending"], 1)
 
     synopsis = "[options]"
     longdesc = (
