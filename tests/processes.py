@@ -224,6 +224,18 @@ class Twistd:
         self._log_file.close()
         return Exited(code, self.log())
 
+    def stop_cleanly(self, signum: int = signal.SIGTERM) -> str:
+        """
+        Stop the child and check it ended well: status 0, no traceback in its
+        log. Return the log.
+
+        @raise AssertionError: it did not, with the log.
+        """
+        exited = self.stop(signum)
+        if exited.code != 0 or "Traceback" in exited.log:
+            raise AssertionError(f"twistd ended with status {exited.code}:\n{exited.log}")
+        return exited.log
+
     def close(self) -> None:
         """Kill the child if it still runs, and remove the temporary directory."""
         if self.process.poll() is None:

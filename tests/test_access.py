@@ -340,30 +340,17 @@ class AllowOverLoopbackTests(SynchronousTestCase):
         self.addCleanup(twistd.close)
         return twistd, twistd.wait_port(LOOPBACK)
 
-    def assertStopsCleanly(self, twistd: Twistd) -> str:
-        """SIGTERM ends it with status 0 and no traceback; return its log."""
-        exited = twistd.stop()
-        self.assertEqual(exited.code, 0, exited.log)
-        self.assertNotIn("Traceback", exited.log)
-        return exited.log
-
     def test_loopback_refused_when_not_allowed(self) -> None:
         """
         With only 10.0.0.0/8 allowed, a client from 127.0.0.1 is closed without a reply, and the log
         says why.
         """
         twistd, port = self.start_serve("10.0.0.0/8")
-        with connect_tcp(port) as sock:
-            try:
-                sock.sendall(b"go\0")
-                received = sock.recv(4096)
-            except (ConnectionResetError, BrokenPipeError):
-                received = b""
-        self.assertEqual(received, b"")
+        self.assertEqual(go_reply_or_nothing(port), b"")
         line = twistd.wait_for(r"Refused a connection from 127\.0\.0\.1\b.*").group(0)
         self.assertIn("--allow", line)
         self.assertIn("10.0.0.0/8", line)
-        log = self.assertStopsCleanly(twistd)
+        log = twistd.stop_cleanly()
         self.assertNotIn("Client connected from", log)
 
     def test_loopback_served_when_allowed(self) -> None:
@@ -371,7 +358,7 @@ class AllowOverLoopbackTests(SynchronousTestCase):
         twistd, port = self.start_serve("127.0.0.1")
         with connect_tcp(port) as sock:
             self.assertEqual(request(sock, b"go"), RELEASED)
-        log = self.assertStopsCleanly(twistd)
+        log = twistd.stop_cleanly()
         self.assertNotIn("Refused", log)
 
     def test_default_serves_loopback(self) -> None:
@@ -379,7 +366,7 @@ class AllowOverLoopbackTests(SynchronousTestCase):
         twistd, port = self.start_serve()
         with connect_tcp(port) as sock:
             self.assertEqual(request(sock, b"go"), RELEASED)
-        self.assertNotIn("Refused", self.assertStopsCleanly(twistd))
+        self.assertNotIn("Refused", twistd.stop_cleanly())
 
     def test_refused_client_leaves_server_serving(self) -> None:
         """
@@ -387,13 +374,7 @@ class AllowOverLoopbackTests(SynchronousTestCase):
         is served.
         """
         twistd, port = self.start_serve("127.0.0.2")
-        with connect_tcp(port) as sock:
-            try:
-                sock.sendall(b"go\0")
-                received = sock.recv(4096)
-            except (ConnectionResetError, BrokenPipeError):
-                received = b""
-        self.assertEqual(received, b"")
+        self.assertEqual(go_reply_or_nothing(port), b"")
         twistd.wait_for(r"Refused a connection from 127\.0\.0\.1\b")
         try:
             sock = socket.create_connection(
@@ -403,7 +384,7 @@ class AllowOverLoopbackTests(SynchronousTestCase):
             raise SkipTest(f"cannot connect from 127.0.0.2 here: {e}") from None
         with sock:
             self.assertEqual(request(sock, b"go"), RELEASED)
-        log = self.assertStopsCleanly(twistd)
+        log = twistd.stop_cleanly()
         self.assertIn("Client connected from 127.0.0.2:", log)
         self.assertEqual(log.count("Refused a connection"), 1, log)
 
@@ -449,3 +430,13 @@ class RefusalLogFloodTests(SynchronousTestCase):
         summaries = [e for e in events if "count" in e and "seconds" in e]
         self.assertEqual([e["count"] for e in summaries], [15])
         self.assertEqual(factory.refused, 21)
+
+
+def go_reply_or_nothing(port: int) -> bytes:
+    """Send C{go} from 127.0.0.1; what comes back before the server closes (b"" if refused)."""
+    with connect_tcp(port) as sock:
+        try:
+            sock.sendall(b"go\0")
+            return sock.recv(4096)
+        except (ConnectionResetError, BrokenPipeError):
+            return b""

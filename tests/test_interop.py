@@ -199,13 +199,6 @@ class _TwistdTestMixin:
         self.addCleanup(twistd.close)
         return twistd
 
-    def assertStopsCleanly(self, twistd: Twistd) -> str:
-        """SIGTERM ends C{twistd} with status 0 and no traceback; return its log."""
-        exited = twistd.stop()
-        self.assertEqual(exited.code, 0, exited.log)
-        self.assertNotIn("Traceback", exited.log)
-        return exited.log
-
 
 class PollWithDataServer1Tests(_TwistdTestMixin, SynchronousTestCase):
     """C{rpisensor poll} against the tutorial's DataServer1."""
@@ -217,7 +210,7 @@ class PollWithDataServer1Tests(_TwistdTestMixin, SynchronousTestCase):
         poll = self.start("poll", "--interval", "0.2", "--connect", server.endpoint)
         pattern = re.compile(rf"Message from 127\.0\.0\.1:{server.port}: Button pressed$", re.M)
         wait_until(lambda: len(pattern.findall(poll.log())) >= 2, describe=poll.log)
-        log = self.assertStopsCleanly(poll)
+        log = poll.stop_cleanly()
         self.assertGreaterEqual(len(pattern.findall(log)), 2, log)
         self.assertNotIn("No reply", log)
         self.assertGreaterEqual(len(server.commands), 2)
@@ -235,7 +228,7 @@ class ReportToDataServer3Tests(_TwistdTestMixin, SynchronousTestCase):
             "report", "--gpio", "sim", "--interval", "0.2", "--connect", server.endpoint
         )
         wait_until(lambda: len(server.messages) >= 2, describe=report.log)
-        self.assertStopsCleanly(report)
+        report.stop_cleanly()
         messages = list(server.messages)
         self.assertGreaterEqual(len(messages), 2)
         self.assertEqual(set(messages), {"Button released"})
@@ -256,4 +249,4 @@ class DataClient1WithServeTests(_TwistdTestMixin, SynchronousTestCase):
             replies.append(client.received.get(timeout=DEADLINE))
         self.assertEqual(replies, [b"Button released\0"] * 3)
         client.close()
-        self.assertStopsCleanly(serve)
+        serve.stop_cleanly()

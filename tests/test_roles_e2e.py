@@ -89,13 +89,6 @@ class _CollectorTestMixin:
             "--connect", f"tcp:host=127.0.0.1:port={port}",
         )  # fmt: skip
 
-    def assertStopsCleanly(self, twistd: Twistd) -> str:
-        """SIGTERM ends C{twistd} with status 0 and no traceback; return its log."""
-        exited = twistd.stop()
-        self.assertEqual(exited.code, 0, exited.log)
-        self.assertNotIn("Traceback", exited.log)
-        return exited.log
-
     def assertWellFormed(self, records: list[dict]) -> None:
         """Each record has exactly time, peer, message; times are UTC and never go back."""
         times = []
@@ -121,8 +114,8 @@ class ReportToCollectTests(_CollectorTestMixin, SynchronousTestCase):
         collector, port = self.start_collector(store)
         reporter = self.start_reporter(port)
         wait_until(lambda: wait(collector), describe=lambda: collector.log() + reporter.log())
-        self.assertStopsCleanly(reporter)
-        log = self.assertStopsCleanly(collector)
+        reporter.stop_cleanly()
+        log = collector.stop_cleanly()
         return read_store(store), log
 
     def assertReportedByOnePeer(self, records: list[dict], collector_log: str) -> None:
@@ -176,7 +169,7 @@ class CutOffReporterTests(_CollectorTestMixin, SynchronousTestCase):
                 lambda: any(r["message"] == "after" for r in read_jsonl(store)),
                 describe=collector.log,
             )
-        self.assertStopsCleanly(collector)
+        collector.stop_cleanly()
         records = read_jsonl(store)
         self.assertWellFormed(records)
         self.assertEqual(
@@ -216,7 +209,7 @@ class ConcurrentReportersTests(_CollectorTestMixin, SynchronousTestCase):
         wait_until(lambda: len(read_jsonl(store)) >= 9, describe=collector.log)
         for sock in socks:
             sock.close()
-        self.assertStopsCleanly(collector)
+        collector.stop_cleanly()
         records = read_jsonl(store)
         self.assertWellFormed(records)
         self.assertEqual(len(records), 9, records)
@@ -235,8 +228,8 @@ class ConcurrentReportersTests(_CollectorTestMixin, SynchronousTestCase):
 
         wait_until(lambda: len(peers_with_two_messages()) >= 3, describe=collector.log)
         for reporter in reporters:
-            self.assertStopsCleanly(reporter)
-        log = self.assertStopsCleanly(collector)
+            reporter.stop_cleanly()
+        log = collector.stop_cleanly()
         records = read_sqlite(store)
         self.assertWellFormed(records)
         self.assertEqual({r["message"] for r in records}, {RELEASED})
@@ -260,7 +253,7 @@ class RestartTests(_CollectorTestMixin, SynchronousTestCase):
                     sock.sendall(message.encode() + b"\0")
                     sent.append((peer, message))
                 collector.wait_for(re.escape(f"Message from {peer}: {run} run, message 1"))
-            self.assertStopsCleanly(collector)
+            collector.stop_cleanly()
         records = read_store(store)
         self.assertWellFormed(records)
         self.assertEqual([(r["peer"], r["message"]) for r in records], sent)

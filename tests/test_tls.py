@@ -118,13 +118,6 @@ class _TLSTestMixin:
         twistd = self.start("serve", "--gpio", "sim", "--listen", listen, *options)
         return twistd, twistd.wait_port(listen)
 
-    def assertStopsCleanly(self, twistd: Twistd) -> str:
-        """SIGTERM ends C{twistd} with status 0 and no traceback; return its log."""
-        exited = twistd.stop()
-        self.assertEqual(exited.code, 0, exited.log)
-        self.assertNotIn("Traceback", exited.log)
-        return exited.log
-
     def assertReplies(self, endpoint: str, *pairs: tuple[str, str]) -> None:
         """
         C{rpisensor query ENDPOINT} with each pair's message prints each pair's reply and exits 0.
@@ -162,14 +155,14 @@ class QueryOverTLSTests(_TLSTestMixin, SynchronousTestCase):
         """A query trusting the CA, for host C{localhost}, gets C{Button released} and exits 0."""
         twistd, port = self.start_tls_serve()
         self.assertReplies(tls_client(port, self.pki.trust_dir), ("go", RELEASED), ("ping", "pong"))
-        log = self.assertStopsCleanly(twistd)
+        log = twistd.stop_cleanly()
         self.assertRegex(log, r"Client connected from 127\.0\.0\.1:\d+")
 
     def test_ip_address_in_certificate(self) -> None:
         """C{host=127.0.0.1} is accepted too: the certificate names that address."""
         twistd, port = self.start_tls_serve()
         self.assertReplies(tls_client(port, self.pki.trust_dir, host="127.0.0.1"), ("go", RELEASED))
-        self.assertStopsCleanly(twistd)
+        twistd.stop_cleanly()
 
     def test_wrong_hostname(self) -> None:
         """
@@ -186,7 +179,7 @@ class QueryOverTLSTests(_TLSTestMixin, SynchronousTestCase):
             tls_client(port, self.pki.trust_dir, host="otherhost", via=f"tcp:127.0.0.1:{port}"),
             ("go", RELEASED),
         )
-        self.assertStopsCleanly(twistd)
+        twistd.stop_cleanly()
 
     def test_ip_address_not_in_certificate(self) -> None:
         """
@@ -194,7 +187,7 @@ class QueryOverTLSTests(_TLSTestMixin, SynchronousTestCase):
         """
         twistd, port = self.start_tls_serve(wrong_name=True)
         self.assertQueryFailsWithTLSLine(tls_client(port, self.pki.trust_dir, host="127.0.0.1"))
-        self.assertStopsCleanly(twistd)
+        twistd.stop_cleanly()
 
     def test_unknown_ca(self) -> None:
         """
@@ -205,7 +198,7 @@ class QueryOverTLSTests(_TLSTestMixin, SynchronousTestCase):
         line = self.assertQueryFailsWithTLSLine(tls_client(port, self.pki.other_trust_dir))
         self.assertIn("certificate verify failed", line)
         self.assertReplies(tls_client(port, self.pki.trust_dir), ("go", RELEASED))
-        self.assertStopsCleanly(twistd)
+        twistd.stop_cleanly()
 
     def test_plain_client_gets_no_reply(self) -> None:
         """
@@ -223,7 +216,7 @@ class QueryOverTLSTests(_TLSTestMixin, SynchronousTestCase):
                 pass
         self.assertNotIn(RELEASED.encode(), received)
         self.assertReplies(tls_client(port, self.pki.trust_dir), ("go", RELEASED))
-        self.assertStopsCleanly(twistd)
+        twistd.stop_cleanly()
 
 
 class MutualTLSTests(_TLSTestMixin, SynchronousTestCase):
@@ -268,7 +261,7 @@ class MutualTLSTests(_TLSTestMixin, SynchronousTestCase):
         )  # fmt: skip
         _, received = self.ssl_exchange(port, pki.client_cert, pki.client_key)
         self.assertEqual(received, f"{RELEASED}\0".encode())
-        log = self.assertStopsCleanly(twistd)
+        log = twistd.stop_cleanly()
         self.assertNotRegex(log, REFUSED_TLS)
 
     def assertRefusedInHandshake(
@@ -291,7 +284,7 @@ class MutualTLSTests(_TLSTestMixin, SynchronousTestCase):
         self.assertRefusedInHandshake(port, twistd, None, None)
         self.assertQueryFailsWithTLSLine(tls_client(port, self.pki.trust_dir))
         self.assertServed(port)
-        log = self.assertStopsCleanly(twistd)
+        log = twistd.stop_cleanly()
         self.assertEqual(len(re.findall(REFUSED_TLS, log)), 2, log)
 
     def test_client_from_other_ca(self) -> None:
@@ -306,7 +299,7 @@ class MutualTLSTests(_TLSTestMixin, SynchronousTestCase):
             tls_client(port, pki.trust_dir, cert=pki.other_client_cert, key=pki.other_client_key)
         )
         self.assertServed(port)
-        log = self.assertStopsCleanly(twistd)
+        log = twistd.stop_cleanly()
         self.assertEqual(len(re.findall(REFUSED_TLS, log)), 2, log)
 
     def test_unix_listener_beside_ssl(self) -> None:
@@ -326,7 +319,7 @@ class MutualTLSTests(_TLSTestMixin, SynchronousTestCase):
             self.assertEqual(request(sock, b"go"), f"{RELEASED}\0".encode())
         self.assertServed(port)
         self.assertRefusedInHandshake(port, twistd, None, None)
-        self.assertStopsCleanly(twistd)
+        twistd.stop_cleanly()
 
 
 class ClientCAOptionTests(_TLSTestMixin, SynchronousTestCase):
@@ -425,7 +418,7 @@ class ReconnectingClientTLSTests(_TLSTestMixin, SynchronousTestCase):
         self.assertReplies(tls_client(port, self.pki.trust_dir), ("go", RELEASED))
         exited = poll.stop()
         self.assertEqual(exited.code, 0, exited.log)
-        self.assertStopsCleanly(server)
+        server.stop_cleanly()
         return exited.log, port
 
     def test_retries_with_growing_attempt_numbers(self) -> None:
@@ -493,8 +486,8 @@ class ReportOverTLSTests(_TLSTestMixin, SynchronousTestCase):
             lambda: len(read_jsonl(store)) >= 3,
             describe=lambda: collector.log() + reporter.log(),
         )
-        self.assertStopsCleanly(reporter)
-        log = self.assertStopsCleanly(collector)
+        reporter.stop_cleanly()
+        log = collector.stop_cleanly()
         self.assertNotRegex(log, REFUSED_TLS)
         return read_jsonl(store)
 
