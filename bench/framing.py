@@ -29,7 +29,7 @@ import time
 from twisted.internet.testing import StringTransport
 from twisted.protocols.basic import LineOnlyReceiver
 
-from rpisensor.protocol import NullTerminatedProtocol
+from rpisensor.net.framing import NullTerminatedProtocol
 
 MESSAGE = b"go"
 

@@ -8,7 +8,7 @@ import os
 
 from twisted.application.service import Application
 
-from rpisensor.tap import Options, makeService
+from rpisensor.app.tap import Options, makeService
 
 LISTEN = os.environ.get("RPISENSOR_LISTEN", "tcp:22000")
 STORE = os.environ.get("RPISENSOR_STORE", "readings.jsonl")

@@ -10,7 +10,7 @@ import os
 
 from twisted.application.service import Application
 
-from rpisensor.tap import Options, makeService
+from rpisensor.app.tap import Options, makeService
 
 CONNECT = os.environ.get("RPISENSOR_CONNECT", "tcp:host=192.168.0.111:port=22000")
 GPIO = os.environ.get("RPISENSOR_GPIO", "auto")

@@ -1,5 +1,5 @@
 """
-Who may connect to a server role: L{rpisensor.access.AccessPolicy} on its own,
+Who may connect to a server role: L{rpisensor.net.access.AccessPolicy} on its own,
 applied by the server factory to fake peers, and C{--allow} on a real
 C{twistd} over loopback.
 
@@ -21,12 +21,14 @@ from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from rpisensor.access import LOCAL_NETWORKS, AccessPolicy, parse_network
-from rpisensor.limits import ServerLimits
-from rpisensor.inputs import DEFAULT_INPUT
-from rpisensor.reader import open_reader
-from rpisensor.server import SensorServerFactory, SensorServerProtocol
-from rpisensor.tap import Options
+from rpisensor.net.limits import ListenSettings
+from rpisensor.net.access import LOCAL_NETWORKS, AccessPolicy, parse_network
+from rpisensor.net.limits import ServerLimits
+from rpisensor.sensing.inputs import DEFAULT_INPUT
+from rpisensor.sensing.pool import open_reader
+from rpisensor.roles.serve.connection import SensorServerProtocol
+from rpisensor.roles.serve.service import SensorServerFactory
+from rpisensor.app.tap import Options
 from rpisensor.testing import simulated_pins
 from tests.certs import escape, write_pki
 from tests.processes import FOREGROUND, Twistd, connect_tcp, request, run_twistd
@@ -178,7 +180,7 @@ class OptionsPolicyTests(SynchronousTestCase):
         """The access policy of C{twistd rpisensor serve --gpio sim OPTIONS}."""
         parsed = Options()
         parsed.parseOptions(["serve", "--gpio", "sim", *options])
-        return parsed.subOptions.policy()
+        return parsed.subOptions.listen_settings().policy
 
     def mutual_tls_options(self) -> list[str]:
         """C{--client-ca} and an C{ssl:} listener, with certificates made for this test."""
@@ -223,7 +225,7 @@ class OptionsPolicyTests(SynchronousTestCase):
 def make_factory(**options) -> SensorServerFactory:
     """A server factory over simulated pins; its read pool is never started."""
     reader, _ = open_reader(Clock(), simulated_pins(), [DEFAULT_INPUT])
-    return SensorServerFactory(reader, **options)
+    return SensorServerFactory(reader, ListenSettings(**options))
 
 
 #: No idle timer, so no delayed call is left in the global reactor.
@@ -417,7 +419,7 @@ class AllowOverLoopbackTests(SynchronousTestCase):
 class RefusalLogFloodTests(SynchronousTestCase):
     def test_flood_of_refusals_is_summarised(self):
         """Past five refusals in ten seconds, refusals are counted and the count logged once."""
-        from rpisensor.collect import CollectorFactory
+        from rpisensor.roles.collect.collector import CollectorFactory
 
         events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         clock = Clock()

@@ -24,8 +24,9 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import deferLater
 
-from rpisensor.collect import build_collect_service
-from rpisensor.limits import ServerLimits
+from rpisensor.net.limits import ListenSettings
+from rpisensor.roles.collect.collector import build_collect_service
+from rpisensor.net.limits import ServerLimits
 from rpisensor.testing import listening_port, send_message, start_server, wait_until
 
 LISTEN = "tcp:0:interface=127.0.0.1"
@@ -123,7 +124,7 @@ class CollectRole:
     @classmethod
     async def start(cls, reactor, tmp_path, limits: ServerLimits) -> CollectRole:
         path = tmp_path / "readings.jsonl"
-        top = build_collect_service(reactor, [LISTEN], str(path), limits)
+        top = build_collect_service(reactor, str(path), ListenSettings((LISTEN,), limits))
         top.startService()
         port = await listening_port(top)
         return cls(reactor, top, path, port.getHost().port)
@@ -272,7 +273,7 @@ async def test_serve_empty_messages(reactor, tmp_path):
         assert client.replies() == [
             "Button released",
             "pong",
-            "commands: go | read NAME | list | ping | help",
+            "commands: go | read NAME | list | ping | help | sim NAME press|release|toggle",
         ]
         await close(client)
         await server.assert_healthy()

@@ -8,7 +8,8 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from rpisensor.client import RequestProtocol, reconnecting_client, retry_policy
+from rpisensor.net.reconnect import reconnecting_client, retry_policy
+from rpisensor.net.request import RequestProtocol
 
 
 class FakeEndpoint:
@@ -119,7 +120,7 @@ class CancelTests(SynchronousTestCase):
         from twisted.internet.testing import EventLoggingObserver
         from twisted.logger import LogLevel, globalLogPublisher
 
-        from rpisensor.client import StoryEndpoint
+        from rpisensor.net.reconnect import ReadyEndpoint
 
         class Hanging:
             def connect(self, factory):
@@ -127,7 +128,7 @@ class CancelTests(SynchronousTestCase):
 
         events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         clock = Clock()
-        attempt = StoryEndpoint(Hanging(), "tcp:host=192.0.2.1:port=22000", clock).connect(Factory())
+        attempt = ReadyEndpoint(Hanging(), "tcp:host=192.0.2.1:port=22000", clock).connect(Factory())
         attempt.cancel()
         self.failureResultOf(attempt)
         self.assertEqual([e for e in events if e["log_level"] == LogLevel.warn], [])
@@ -136,16 +137,16 @@ class CancelTests(SynchronousTestCase):
         """A TLS peer that never completes the handshake fails the attempt after the timeout."""
         from twisted.internet.defer import Deferred, TimeoutError
 
-        from rpisensor.client import StoryEndpoint
+        from rpisensor.net.reconnect import ReadyEndpoint
 
         class Hanging:
             def connect(self, factory):
                 return Deferred()
 
         clock = Clock()
-        endpoint = StoryEndpoint(Hanging(), "tls:host=localhost:port=22443", clock)
+        endpoint = ReadyEndpoint(Hanging(), "tls:host=localhost:port=22443", clock)
         attempt = endpoint.connect(Factory())
-        clock.advance(StoryEndpoint.HANDSHAKE_TIMEOUT - 1)
+        clock.advance(ReadyEndpoint.HANDSHAKE_TIMEOUT - 1)
         self.assertNoResult(attempt)
         clock.advance(1)
         self.failureResultOf(attempt, TimeoutError)

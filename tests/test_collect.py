@@ -8,8 +8,9 @@ from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from rpisensor.collect import CollectorFactory, utc_now_iso
-from rpisensor.limits import ServerLimits
+from rpisensor.net.limits import ListenSettings
+from rpisensor.roles.collect.collector import CollectorFactory, utc_now_iso
+from rpisensor.net.limits import ServerLimits
 from rpisensor.store import JsonLinesFile, StoreService
 from rpisensor.testing import FakeRunner
 from tests.test_store import read_jsonl
@@ -27,7 +28,7 @@ class CollectorHarness:
             file.open()
             self.store = StoreService(self.clock, file, runner=self.runner)
             self.store.startService()
-        self.factory = CollectorFactory(self.store, self.clock, **options)
+        self.factory = CollectorFactory(self.store, self.clock, ListenSettings(**options))
 
     def connect(self, port=40000):
         protocol = self.factory.buildProtocol(None)

@@ -17,12 +17,19 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Factory, Protocol
 
-from rpisensor.collect import build_collect_service
-from rpisensor.inputs import DEFAULT_INPUT
-from rpisensor.poll import build_poll_service
-from rpisensor.reader import open_reader
-from rpisensor.report import build_report_service
-from rpisensor.testing import listening_port, simulated_pins, start_server, stored_messages, wait_until
+from rpisensor.net.limits import ListenSettings
+from rpisensor.roles.collect.collector import build_collect_service
+from rpisensor.sensing.inputs import DEFAULT_INPUT
+from rpisensor.roles.poll.poller import build_poll_service
+from rpisensor.sensing.pool import open_reader
+from rpisensor.roles.report.reporter import build_report_service
+from rpisensor.testing import (
+    listening_port,
+    simulated_pins,
+    start_server,
+    stored_messages,
+    wait_until,
+)
 
 
 class _Side(Protocol):
@@ -182,7 +189,7 @@ async def test_poll_through_cutting_proxy(reactor):
 async def test_report_through_cutting_proxy_stores_only_whole_messages(reactor, tmp_path):
     """report reconnects after cuts mid-message; collect stores only whole messages, more come."""
     path = tmp_path / "readings.jsonl"
-    collect = build_collect_service(reactor, ["tcp:0:interface=127.0.0.1"], str(path))
+    collect = build_collect_service(reactor, str(path), ListenSettings(("tcp:0:interface=127.0.0.1",)))
     collect.startService()
     collect_port = (await listening_port(collect)).getHost().port
     # "Button released\0" is 16 bytes: most links are cut in the middle of one.

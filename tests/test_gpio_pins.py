@@ -1,11 +1,11 @@
 """
-Tests for L{rpisensor.gpio.pins}: the 40-pin header's BOARD <-> BCM mapping.
+Tests for L{rpisensor.hw.pins}: the 40-pin header's BOARD <-> BCM mapping.
 """
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from rpisensor.gpio.interfaces import GPIOError, PinError
-from rpisensor.gpio.pins import BCM_TO_BOARD, BOARD_TO_BCM, to_bcm
+from rpisensor.hw.interfaces import GPIOError, PinError
+from rpisensor.hw.pins import BCM_TO_BOARD, BOARD_TO_BCM, to_bcm
 
 #: The header's power and ground pins, from the Raspberry Pi pinout.
 POWER_AND_GROUND = (1, 2, 4, 6, 9, 14, 17, 20, 25, 30, 34, 39)

@@ -1,5 +1,5 @@
 """
-Tests for L{rpisensor.gpio.rpi}: recognising a Pi, the checks before using
+Tests for L{rpisensor.hw.rpi}: recognising a Pi, the checks before using
 real GPIO, and the C{RPi.GPIO} backend, with a stand-in module and with the
 real library on an emulated Pi (see L{tests.emulated_pi}).
 """
@@ -24,8 +24,8 @@ from types import ModuleType
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from rpisensor.gpio import rpi
-from rpisensor.gpio.interfaces import (
+from rpisensor.hw import rpi
+from rpisensor.hw.interfaces import (
     GPIOError,
     GPIOUnavailable,
     IGPIOBackend,

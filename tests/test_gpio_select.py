@@ -1,5 +1,5 @@
 """
-Tests for L{rpisensor.gpio.select}: choosing a backend by name.
+Tests for L{rpisensor.hw.select}: choosing a backend by name.
 """
 
 import shutil
@@ -13,10 +13,10 @@ from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from rpisensor.gpio import rpi
-from rpisensor.gpio.interfaces import GPIOUnavailable, IGPIOBackend
-from rpisensor.gpio.select import BACKEND_NAMES, open_backend
-from rpisensor.gpio.simulated import SimulatedGPIO
+from rpisensor.hw import rpi
+from rpisensor.hw.interfaces import GPIOUnavailable, IGPIOBackend
+from rpisensor.hw.select import BACKEND_NAMES, open_backend
+from rpisensor.hw.simulated import SimulatedGPIO
 
 PC_CPUINFO = "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC\n"
 
@@ -61,7 +61,7 @@ def _restore_module(name: str, module) -> None:
 
 
 def _gpio_events(observer: EventLoggingObserver) -> list[dict]:
-    return [event for event in observer if event.get("log_namespace") == "rpisensor.gpio"]
+    return [event for event in observer if event.get("log_namespace") == "rpisensor.hw"]
 
 
 class NamesTests(SynchronousTestCase):

@@ -1,13 +1,13 @@
 """
-Tests for L{rpisensor.gpio.simulated}: simulated pins that follow the hardware's rules.
+Tests for L{rpisensor.hw.simulated}: simulated pins that follow the hardware's rules.
 """
 
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from rpisensor.gpio.interfaces import IGPIOBackend, PinError, PinModeError, SensorReadError
-from rpisensor.gpio.simulated import LevelChange, SimulatedGPIO
+from rpisensor.hw.interfaces import IGPIOBackend, PinError, PinModeError, SensorReadError
+from rpisensor.hw.simulated import LevelChange, SimulatedGPIO
 
 
 def make_pins(numbering: str = "board", **options) -> tuple[SimulatedGPIO, Clock]:

@@ -1,10 +1,10 @@
 """
-Tests for L{rpisensor.inputs}: named inputs and the C{--input} spec syntax.
+Tests for L{rpisensor.sensing.inputs}: named inputs and the C{--input} spec syntax.
 """
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from rpisensor.inputs import DEFAULT_INPUT, InputSpec, default_texts, parse_input
+from rpisensor.sensing.inputs import DEFAULT_INPUT, InputSpec, default_texts, parse_input
 
 
 class ParseGoodTests(SynchronousTestCase):

@@ -27,12 +27,14 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from rpisensor.collect import build_collect_service
-from rpisensor.gpio.simulated import SimulatedGPIO
-from rpisensor.limits import ServerLimits
-from rpisensor.inputs import DEFAULT_INPUT, InputSpec
-from rpisensor.reader import InputReader, open_reader
-from rpisensor.server import SensorServerFactory, build_server_service
+from rpisensor.net.limits import ListenSettings
+from rpisensor.roles.collect.collector import build_collect_service
+from rpisensor.hw.simulated import SimulatedGPIO
+from rpisensor.net.limits import ServerLimits
+from rpisensor.sensing.inputs import DEFAULT_INPUT, InputSpec
+from rpisensor.sensing.pool import open_reader
+from rpisensor.sensing.reader import InputReader
+from rpisensor.roles.serve.service import SensorServerFactory, build_server_service
 from rpisensor.store import StoreService
 from rpisensor.testing import (
     FakeRunner,
@@ -89,7 +91,7 @@ class FlowControlTests(SynchronousTestCase):
         reader = InputReader(simulated_pins(clock=clock), [DEFAULT_INPUT], self.runner, clock)
         reader.setup()
         limits = ServerLimits(max_pending=max_pending, idle_timeout=0)
-        factory = SensorServerFactory(reader, limits)
+        factory = SensorServerFactory(reader, ListenSettings(limits=limits))
         protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
         transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000))
         protocol.makeConnection(transport)
@@ -193,7 +195,7 @@ async def test_idle_timeout_closes_silent_connection(reactor, tmp_path, role):
         server = await start_server(reactor=reactor, limits=limits)
         port, factory, stop = server.port, server.factory, server.stop
     else:
-        top = build_collect_service(reactor, [LISTEN], str(tmp_path / "r.jsonl"), limits)
+        top = build_collect_service(reactor, str(tmp_path / "r.jsonl"), ListenSettings((LISTEN,), limits))
         top.startService()
         port = (await listening_port(top)).getHost().port
         factory, stop = top.factory, top.stopService
@@ -326,7 +328,7 @@ async def test_serve_graceful_stop(reactor):
     """Stopping serve answers the in-flight 'go', closes, stops listening and releases the pins."""
     backend = simulated_pins(clock=reactor)
     reader, reader_service = open_reader(reactor, backend, [DEFAULT_INPUT])
-    top = build_server_service(reactor, reader, reader_service, [LISTEN])
+    top = build_server_service(reactor, reader, reader_service, ListenSettings((LISTEN,)))
     top.startService()
     port = (await listening_port(top)).getHost().port
     assert backend.set_up_channels == {DEFAULT_INPUT.pin}
@@ -375,7 +377,7 @@ class BlockedWrites:
 async def test_collect_stop_keeps_received_messages(reactor, tmp_path):
     """Messages received before collect's stop are all in the store file after it."""
     path = tmp_path / "readings.jsonl"
-    top = build_collect_service(reactor, [LISTEN], str(path))
+    top = build_collect_service(reactor, str(path), ListenSettings((LISTEN,)))
     top.startService()
     port = (await listening_port(top)).getHost().port
     store = next(child for child in top if isinstance(child, StoreService))
@@ -409,7 +411,7 @@ async def test_collect_stop_keeps_received_messages(reactor, tmp_path):
 async def test_collect_message_after_store_closed_is_logged(reactor, tmp_path):
     """A message arriving after the store closed is logged as an error, not lost silently."""
     path = tmp_path / "readings.jsonl"
-    top = build_collect_service(reactor, [LISTEN], str(path))
+    top = build_collect_service(reactor, str(path), ListenSettings((LISTEN,)))
     top.startService()
     port = (await listening_port(top)).getHost().port
     store = next(child for child in top if isinstance(child, StoreService))
@@ -441,7 +443,7 @@ async def test_collect_message_after_store_closed_is_logged(reactor, tmp_path):
 @pytest_twisted.ensureDeferred
 async def test_read_queued_behind_a_hung_read_is_answered(reactor):
     """A read queued behind a hung one in the one-thread pool is done once the hung one times out."""
-    from rpisensor.reader import ReadTimeout
+    from rpisensor.sensing.reader import ReadTimeout
 
     backend = HangingPin(DEFAULT_INPUT.pin, clock=reactor)
     reader, reader_service = open_reader(reactor, backend, [DEFAULT_INPUT, DOOR], read_timeout=0.3)

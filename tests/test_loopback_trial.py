@@ -6,7 +6,7 @@ rpisensor.testing, as a user's trial suite would be.
 from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
-from rpisensor.inputs import DEFAULT_INPUT, InputSpec
+from rpisensor.sensing.inputs import DEFAULT_INPUT, InputSpec
 from rpisensor.testing import connect, send_message, start_server
 
 DOOR = InputSpec("door", 18, pull="down", active_low=False, active_text="Door open",

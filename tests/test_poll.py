@@ -6,7 +6,7 @@ from twisted.python.failure import Failure
 from twisted.internet.error import ConnectionLost
 from twisted.trial.unittest import SynchronousTestCase
 
-from rpisensor.poll import PollFactory
+from rpisensor.roles.poll.poller import PollFactory
 
 
 def connect(factory):

@@ -9,7 +9,7 @@ deadline); nothing asserts a duration.
 import pytest_twisted
 from twisted.logger import globalLogPublisher
 
-from rpisensor.poll import build_poll_service
+from rpisensor.roles.poll.poller import build_poll_service
 from rpisensor.testing import start_server, wait_until
 
 

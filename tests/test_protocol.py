@@ -10,7 +10,7 @@ from twisted.internet.testing import EventLoggingObserver
 from twisted.trial.unittest import SynchronousTestCase
 
 from rpisensor import wire
-from rpisensor.protocol import NullTerminatedProtocol
+from rpisensor.net.framing import NullTerminatedProtocol
 
 
 class Recorder(NullTerminatedProtocol):

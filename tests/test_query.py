@@ -25,7 +25,7 @@ def rpisensor_command(*args: str) -> list[str]:
     script = Path(sys.executable).parent / "rpisensor"
     if script.is_file():
         return [sys.executable, str(script), *args]
-    return [sys.executable, "-c", "from rpisensor.query import main; main()", *args]
+    return [sys.executable, "-c", "from rpisensor.app.cli import main; main()", *args]
 
 
 def run_rpisensor(*args: str) -> subprocess.CompletedProcess:

@@ -3,9 +3,11 @@
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from rpisensor.gpio.interfaces import SensorReadError
-from rpisensor.inputs import DEFAULT_INPUT, InputSpec
-from rpisensor.reader import InputReader, ReaderService, UnknownInput, read_levels
+from rpisensor.hw.interfaces import SensorReadError
+from rpisensor.sensing.inputs import DEFAULT_INPUT, InputSpec
+from rpisensor.sensing.pool import ReadPoolService
+from rpisensor.sensing.reader import InputReader, read_levels
+from rpisensor.sensing.reading import UnknownInput
 from rpisensor.testing import FakeRunner, simulated_pins
 
 DOOR = InputSpec("door", 18, pull="down", active_low=False, active_text="open", inactive_text="closed")
@@ -125,7 +127,7 @@ class ReaderServiceTests(SynchronousTestCase):
         from twisted.internet import reactor
 
         backend = simulated_pins()
-        service = ReaderService(reactor)
+        service = ReadPoolService(reactor)
         reader = InputReader(backend, [DEFAULT_INPUT], service.runner, reactor)
         reader.setup()
         service.attach(reader)
@@ -139,7 +141,7 @@ class ReaderServiceTests(SynchronousTestCase):
         """The read pool is its own, not the reactor's, and has the asked-for size."""
         from twisted.internet import reactor
 
-        service = ReaderService(reactor, threads=2)
+        service = ReadPoolService(reactor, threads=2)
         self.assertEqual(service.pool.max, 2)
         self.assertIsNot(service.pool, reactor.getThreadPool())
 
@@ -156,7 +158,7 @@ class ReadTimeoutTests(SynchronousTestCase):
 
     def test_hung_read_fails_waiters_after_timeout(self):
         """Requests waiting on a read that hangs get ReadTimeout after read_timeout seconds."""
-        from rpisensor.reader import ReadTimeout
+        from rpisensor.sensing.reader import ReadTimeout
 
         waiting = self.reader.read("button")
         self.clock.advance(0)
@@ -168,7 +170,7 @@ class ReadTimeoutTests(SynchronousTestCase):
 
     def test_stuck_input_fails_fast_others_still_read(self):
         """While a read is stuck, its input fails at once and other inputs are still read."""
-        from rpisensor.reader import ReadTimeout
+        from rpisensor.sensing.reader import ReadTimeout
 
         first = self.reader.read("button")
         self.clock.advance(0)
@@ -193,7 +195,7 @@ class ReadTimeoutTests(SynchronousTestCase):
         """The read service grows its pool by one per stuck read and shrinks it back."""
         from twisted.internet import reactor
 
-        service = ReaderService(reactor, threads=1)
+        service = ReadPoolService(reactor, threads=1)
         service.lend_thread(+1)
         self.assertEqual(service.pool.max, 2)
         service.lend_thread(-1)

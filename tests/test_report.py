@@ -1,4 +1,4 @@
-"""Tests for rpisensor.report: sampling, on-change, heartbeat, reconnect; on Clock."""
+"""Tests for rpisensor.roles.report: sampling, on-change, heartbeat, reconnect; on Clock."""
 
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -6,9 +6,9 @@ from twisted.python.failure import Failure
 from twisted.internet.error import ConnectionLost
 from twisted.trial.unittest import SynchronousTestCase
 
-from rpisensor.inputs import DEFAULT_INPUT
-from rpisensor.reader import InputReader
-from rpisensor.report import ReportFactory, Reporter
+from rpisensor.sensing.inputs import DEFAULT_INPUT
+from rpisensor.sensing.reader import InputReader
+from rpisensor.roles.report.reporter import ReportFactory, Reporter
 from rpisensor.testing import inline_runner, simulated_pins
 
 

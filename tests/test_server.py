@@ -4,10 +4,12 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from rpisensor.limits import ServerLimits
-from rpisensor.inputs import DEFAULT_INPUT, InputSpec
-from rpisensor.reader import InputReader
-from rpisensor.server import HELP_TEXT, SensorServerFactory
+from rpisensor.net.limits import ListenSettings
+from rpisensor.net.limits import ServerLimits
+from rpisensor.sensing.inputs import DEFAULT_INPUT, InputSpec
+from rpisensor.sensing.reader import InputReader
+from rpisensor.roles.serve.commands import HELP_TEXT
+from rpisensor.roles.serve.service import SensorServerFactory
 from rpisensor.testing import FakeRunner, simulated_pins
 
 DOOR = InputSpec("door", 18, pull="down", active_low=False, active_text="open",
@@ -23,7 +25,7 @@ class ServerHarness:
         self.runner = FakeRunner()
         self.reader = InputReader(self.backend, list(inputs), self.runner, self.clock)
         self.reader.setup()
-        self.factory = SensorServerFactory(self.reader, **factory_options)
+        self.factory = SensorServerFactory(self.reader, ListenSettings(**factory_options))
 
     def connect(self):
         protocol = self.factory.buildProtocol(None)

@@ -1,15 +1,15 @@
-"""Tests for rpisensor.tap: option parsing and the service it builds."""
+"""Tests for rpisensor.app.tap: option parsing and the service it builds."""
 
 from twisted.application.service import IServiceMaker, MultiService
 from twisted.plugin import getPlugins
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
-from rpisensor.guard import DrainService
-from rpisensor.inputs import DEFAULT_INPUT
-from rpisensor.listening import ListenerService
-from rpisensor.reader import ReaderService
-from rpisensor.tap import Options, makeService
+from rpisensor.app.stopping import DrainService
+from rpisensor.sensing.inputs import DEFAULT_INPUT
+from rpisensor.net.listening import ListenerService
+from rpisensor.sensing.pool import ReadPoolService
+from rpisensor.app.tap import Options, makeService
 
 
 def parse(*args):
@@ -94,7 +94,7 @@ class MakeServiceTests(SynchronousTestCase):
         service = makeService(parse("--gpio", "sim", "--listen", "tcp:0", "--listen", "tcp:0")).role
         self.assertIsInstance(service, MultiService)
         children = list(service)
-        self.assertIsInstance(children[0], ReaderService)
+        self.assertIsInstance(children[0], ReadPoolService)
         self.assertIsInstance(children[1], DrainService)  # stops after the listeners
         self.assertEqual([type(c) for c in children[2:]], [ListenerService, ListenerService])
         self.assertEqual(service.factory.reader.backend.name, "sim")
@@ -107,10 +107,10 @@ class MakeServiceTests(SynchronousTestCase):
 
     def test_twistd_service_exits_cleanly_on_signals(self):
         """Under twistd the role's service sits beside the clean-exit signal handlers."""
-        from rpisensor.signals import ExitCleanlyOnSignals
+        from rpisensor.app.signals import ExitCleanlyOnSignals
 
         top = makeService(parse("--gpio", "sim"))
-        self.assertIsInstance(list(top)[0], ExitCleanlyOnSignals)
+        self.assertTrue(any(isinstance(child, ExitCleanlyOnSignals) for child in top))
         self.assertIn(top.role, list(top))
 
     def test_rpi_unavailable_exits_with_one_line(self):
@@ -124,10 +124,10 @@ class MakeServiceTests(SynchronousTestCase):
 
 class PluginTests(SynchronousTestCase):
     def test_plugin_discovered(self):
-        """twistd finds exactly one service maker named rpisensor, pointing at rpisensor.tap."""
+        """twistd finds exactly one service maker named rpisensor, pointing at rpisensor.app.tap."""
         makers = [p for p in getPlugins(IServiceMaker) if p.tapname == "rpisensor"]
         self.assertEqual(len(makers), 1)
-        self.assertEqual(makers[0].module, "rpisensor.tap")
+        self.assertEqual(makers[0].module, "rpisensor.app.tap")
 
     def test_plugin_module_is_light(self):
         """Importing the plugin module imports neither the reactor nor rpisensor."""

@@ -45,7 +45,7 @@ def rpisensor_command(*args: str) -> list[str]:
     script = Path(sys.executable).parent / "rpisensor"
     if script.is_file():
         return [sys.executable, str(script), *args]
-    return [sys.executable, "-c", "from rpisensor.query import main; main()", *args]
+    return [sys.executable, "-c", "from rpisensor.app.cli import main; main()", *args]
 
 
 def run_query(endpoint: str, *messages: str) -> subprocess.CompletedProcess:

@@ -21,7 +21,7 @@ _readers: list = []
 
 def _report(signum, frame) -> None:
     if not _readers:
-        from rpisensor.reader import InputReader
+        from rpisensor.sensing.reader import InputReader
 
         _readers.extend(o for o in gc.get_objects() if isinstance(o, InputReader))
     reads = sum(r.reads for r in _readers)

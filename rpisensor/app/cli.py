@@ -1,0 +1,36 @@
+"""
+The C{rpisensor} command, for scripts and debugging on the PC:
+C{rpisensor query ENDPOINT MESSAGE...}. Exit status: 0 when every reply came
+and none is an C{error:} reply; 1 when one is, or the query failed; 2 for a
+usage error.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from twisted.python import usage
+
+from rpisensor.roles.query import QueryOptions
+
+
+class Options(usage.Options):
+    synopsis = "Usage: rpisensor"
+    subCommands = [["query", None, QueryOptions, "Send messages to a server, print the replies."]]
+
+
+def main(argv: list[str] | None = None) -> None:
+    options = Options()
+    try:
+        options.parseOptions(sys.argv[1:] if argv is None else argv)
+        if options.subCommand is None:
+            raise usage.UsageError("say what to do, e.g. rpisensor query tcp:host=pi.local:port=22000 go")
+    except usage.UsageError as e:
+        print(f"{options}\nrpisensor: {e}", file=sys.stderr)
+        raise SystemExit(2)
+    from twisted.internet.defer import Deferred
+    from twisted.internet.task import react
+
+    from rpisensor.roles.query import run_query
+
+    react(lambda reactor: Deferred.fromCoroutine(run_query(reactor, options.subOptions)))

@@ -1,0 +1,158 @@
+"""
+The twistd plugin's entry points, C{Options} and C{makeService}: a table of
+roles, each with its options class and the function that builds its service.
+
+Only the chosen role's service module is imported; option classes are light
+(no reactor, no network stack), so C{--help} stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from importlib import import_module
+
+from twisted.application.service import IService, MultiService
+from twisted.python import usage
+
+from rpisensor import __version__
+from rpisensor.roles.collect.options import CollectOptions
+from rpisensor.roles.poll.options import PollOptions
+from rpisensor.roles.report.options import ReportOptions
+from rpisensor.roles.serve.options import ServeOptions
+
+__all__ = ["Options", "makeService"]
+
+
+@dataclass(frozen=True)
+class Role:
+    """One sub-command: its options, the C{module:function} that builds it, a summary."""
+
+    name: str
+    options: type[usage.Options]
+    builder: str
+    summary: str
+
+    def make_service(self, options: usage.Options, reactor) -> IService:
+        module, _, function = self.builder.partition(":")
+        return getattr(import_module(module), function)(options, reactor)
+
+
+ROLES = (
+    Role("serve", ServeOptions, "rpisensor.roles.serve.service:make_service",
+         "On the Pi: answer clients' 'go' with the inputs' state (the default)."),
+    Role("poll", PollOptions, "rpisensor.roles.poll.poller:make_service",
+         "On the PC: send 'go' to a server every 2 s, log the replies."),
+    Role("report", ReportOptions, "rpisensor.roles.report.reporter:make_service",
+         "On the Pi: push the inputs' state to a server."),
+    Role("collect", CollectOptions, "rpisensor.roles.collect.collector:make_service",
+         "On the PC: accept reporters, log and store what they send."),
+)  # fmt: skip
+_ROLES = {role.name: role for role in ROLES}
+
+#: twistd's own default pid file, which two roles in one directory would share.
+_TWISTD_PIDFILE = "twistd.pid"
+
+
+class Options(usage.Options):
+    """C{twistd rpisensor}: one sub-command per role; C{serve} is the default."""
+
+    synopsis = "[serve|poll|report|collect] [options]"
+    longdesc = (
+        "Raspberry Pi sensors over TCP: NUL-terminated UTF-8 messages, compatible with "
+        "the 'TCP/IP communication' tutorial and its tcpcom library. Without a sub-command, "
+        "runs 'serve' with its defaults: port 22000, the button on BOARD pin 24. "
+        "'twistd rpisensor ROLE --help' shows one role's options."
+    )
+    subCommands = [[role.name, None, role.options, role.summary] for role in ROLES]
+    defaultSubCommand = "serve"
+    _usage_error: str | None = None
+
+    def opt_version(self) -> None:
+        """Show rpisensor's and Twisted's versions, then exit."""
+        from twisted import __version__ as twisted_version
+
+        print(f"rpisensor {__version__} (Twisted {twisted_version}, Python {sys.version.split()[0]})")
+        raise SystemExit(0)
+
+    def getUsage(self, width=None) -> str:
+        """
+        After a usage error, two lines: the synopsis and where the help is
+        (twistd prints this before the error). For C{--help} without a role,
+        every role's options, each block under its role's name.
+        """
+        if self._usage_error is not None:
+            role = f" {self.subCommand}" if self.subCommand else ""
+            return (
+                f"Usage: twistd [twistd options] rpisensor{role} [options]\n"
+                f"'twistd rpisensor{role} --help' lists every option."
+            )
+        if self.subCommand is not None:
+            return super().getUsage(width)
+        parts = [super().getUsage(width)]
+        for role in ROLES:
+            sub = role.options()
+            sub.parent, self.subCommand = self, role.name
+            try:
+                block = sub.getUsage(width)
+            finally:
+                self.subCommand = None
+            parts.append(f"== {role.name}: {role.summary}\n{block}")
+        return "\n".join(parts)
+
+    def parseOptions(self, options=None):
+        """Let C{rpisensor --gpio sim} mean C{rpisensor serve --gpio sim}."""
+        if options is None:
+            options = sys.argv[1:]
+        if options and options[0].startswith("-") and options[0] not in ("--help", "--version"):
+            options = [self.defaultSubCommand, *options]
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            self._usage_error = str(e)
+            raise
+
+    def postOptions(self) -> None:
+        self._choose_pidfile()
+
+    def _choose_pidfile(self) -> None:
+        """
+        Under twistd, a pid file per role (C{rpisensor-serve.pid}) instead of
+        twistd's one C{twistd.pid}, so that two roles can run side by side in
+        one directory, as the README's one-machine walkthrough does. An
+        explicit C{--pidfile} is kept.
+        """
+        twistd = self.parent
+        if twistd is not None and twistd.get("pidfile") == _TWISTD_PIDFILE:
+            twistd["pidfile"] = f"rpisensor-{self.subCommand}.pid"
+
+
+def makeService(options: Options) -> IService:
+    """The service of the chosen role, which exits 0 on SIGTERM/SIGINT under twistd."""
+    from twisted.internet import reactor
+
+    from rpisensor.app.signals import ExitCleanlyOnSignals
+    from rpisensor.roles._options import ListenOptions
+
+    role = options.subOptions
+    if isinstance(role, ListenOptions):
+        from rpisensor.app.resources import ensure_file_limit
+
+        ensure_file_limit(role["max-connections"])
+    top = RoleService(_ROLES[options.subCommand].make_service(role, reactor))
+    ExitCleanlyOnSignals(reactor).setServiceParent(top)
+    return top
+
+
+class RoleService(MultiService):
+    """
+    What C{makeService} returns: the chosen role's service, and the signal
+    handlers that let twistd exit 0 on SIGTERM.
+
+    @ivar role: the role's own service.
+    """
+
+    def __init__(self, role: IService) -> None:
+        super().__init__()
+        self.role = role
+        role.setServiceParent(self)

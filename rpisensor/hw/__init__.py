@@ -1,0 +1,27 @@
+"""
+Pin and sensor backends: the real C{RPi.GPIO} on a Raspberry Pi, simulated pins elsewhere.
+
+Backends are named and imported only when chosen, so a PC never imports
+C{RPi.GPIO} and a Pi never pays for code it does not use.
+"""
+
+from rpisensor.hw.interfaces import (
+    GPIOError,
+    GPIOUnavailable,
+    IGPIOBackend,
+    PinError,
+    PinModeError,
+    SensorReadError,
+)
+from rpisensor.hw.select import BACKEND_NAMES, open_backend
+
+__all__ = [
+    "BACKEND_NAMES",
+    "GPIOError",
+    "GPIOUnavailable",
+    "IGPIOBackend",
+    "PinError",
+    "PinModeError",
+    "SensorReadError",
+    "open_backend",
+]

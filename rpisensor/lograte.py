@@ -1,0 +1,108 @@
+"""
+Log lines that a peer or a sensor can trigger, rate-limited so that a flood
+of bad input or a failing sensor cannot fill an SD card.
+
+Each kind of line (its format string, or a C{key} the caller names) may be
+emitted C{burst} times per C{window} seconds; beyond that the lines are
+counted, and one summary line says how many were left out once the window
+ends and a line of that kind comes again, or when L{RateLimitedLog.flush}
+is called.
+
+Twisted's logger has no rate limiting of its own, and a filtering observer
+would have to be installed by whoever starts logging (twistd, or an embedding
+program), so the limit sits in front of the L{Logger} instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger, LogLevel
+
+#: Lines of one kind logged one by one per window.
+DEFAULT_BURST = 5
+#: Seconds of one window.
+DEFAULT_WINDOW = 60.0
+
+
+@dataclass
+class _Window:
+    start: float
+    logged: int = 0
+    suppressed: int = 0
+
+
+class RateLimitedLog:
+    """
+    A front for a L{Logger}: C{warn}, C{info} and C{error} as on the logger,
+    at most C{burst} lines of one kind per C{window} seconds.
+
+    @param clock: where the windows' time comes from (a L{Clock} in tests).
+    @param logger: the logger the lines go to; its namespace names them.
+    """
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        logger: Logger,
+        burst: int = DEFAULT_BURST,
+        window: float = DEFAULT_WINDOW,
+    ) -> None:
+        self._clock = clock
+        self._logger = logger
+        self.burst = burst
+        self.window = window
+        self._windows: dict[str, _Window] = {}
+        #: Lines left out since this log was made, for tests and metrics.
+        self.suppressed = 0
+
+    def info(self, format: str, key: str | None = None, **fields) -> bool:
+        return self.emit(LogLevel.info, format, key, **fields)
+
+    def warn(self, format: str, key: str | None = None, **fields) -> bool:
+        return self.emit(LogLevel.warn, format, key, **fields)
+
+    def error(self, format: str, key: str | None = None, **fields) -> bool:
+        return self.emit(LogLevel.error, format, key, **fields)
+
+    def emit(self, level: LogLevel, format: str, key: str | None = None, **fields) -> bool:
+        """
+        Log the line unless its kind used up its window; return whether it
+        was logged.
+
+        @param key: what makes two lines the same kind; by default the format
+            string, so C{"Bad message from {peer}"} is one kind for all peers.
+        """
+        kind = format if key is None else key
+        now = self._clock.seconds()
+        window = self._windows.get(kind)
+        if window is None or now - window.start >= self.window:
+            if window is not None:
+                self._summarise(level, kind, window, now)
+            window = self._windows[kind] = _Window(now)
+        if window.logged < self.burst:
+            window.logged += 1
+            self._logger.emit(level, format, **fields)
+            return True
+        window.suppressed += 1
+        self.suppressed += 1
+        return False
+
+    def flush(self) -> None:
+        """Log the summaries of every kind with lines left out (at shutdown)."""
+        now = self._clock.seconds()
+        for kind, window in list(self._windows.items()):
+            self._summarise(LogLevel.warn, kind, window, now)
+        self._windows.clear()
+
+    def _summarise(self, level: LogLevel, kind: str, window: _Window, now: float) -> None:
+        if window.suppressed:
+            self._logger.emit(
+                level,
+                "{count} more lines like this were left out in the last {seconds:.0f} s: {kind}",
+                count=window.suppressed,
+                seconds=now - window.start,
+                kind=kind,
+            )
+            window.suppressed = 0

@@ -1,0 +1,149 @@
+"""
+The one framing base class for every role: NUL-terminated UTF-8 messages.
+"""
+
+from __future__ import annotations
+
+from twisted.logger import Logger
+from twisted.protocols.basic import LineOnlyReceiver
+
+from rpisensor import wire
+from rpisensor.net.peers import peer_text
+
+
+class NullTerminatedProtocol(LineOnlyReceiver):
+    """
+    Messages are UTF-8 text ended by one NUL byte (C{delimiter = b"\\0"}).
+
+    Subclasses override L{messageReceived} and call L{sendMessage}. A message
+    may arrive split across any number of TCP segments, or many messages in
+    one.
+
+    C{MAX_LENGTH} bounds one message body in bytes (default
+    L{wire.DEFAULT_MAX_MESSAGE_BYTES}); a factory may set C{maxMessageBytes} to
+    change it per listener. A longer message goes to L{messageTooLong}; a body
+    that is not UTF-8 goes to L{invalidMessageReceived}. Neither raises.
+
+    L{pauseMessages} stops the delivery of messages already received (the
+    rest of a segment stays buffered) until L{resumeMessages}: with the
+    transport paused too, that bounds what one peer can make us hold.
+    """
+
+    delimiter = wire.DELIMITER
+    MAX_LENGTH = wire.DEFAULT_MAX_MESSAGE_BYTES
+    _log = Logger()
+    _held = False
+
+    def makeConnection(self, transport):
+        limit = getattr(self.factory, "maxMessageBytes", None)
+        if limit is not None:
+            self.MAX_LENGTH = limit
+        super().makeConnection(transport)
+
+    def dataReceived(self, data: bytes) -> None:
+        """
+        Split the buffered bytes into messages and deliver them, in order.
+
+        Twisted's C{LineOnlyReceiver} splits the same way but cannot pause and
+        hands up bytes. Most traffic is ASCII (C{go}, the replies): then the
+        whole segment is decoded once, rather than once per message, which
+        makes this faster per message than decoding behind the base class.
+        """
+        buffer = self._buffer + data if self._buffer else data
+        if self._held:
+            self._buffer = buffer
+            return
+        ascii = buffer.isascii()
+        parts = buffer.decode("ascii").split("\0") if ascii else buffer.split(b"\0")
+        rest = parts.pop()
+        self._buffer = b""
+        deliver = self.messageReceived if ascii else self.lineReceived
+        limit = self.MAX_LENGTH
+        transport = self.transport
+        remaining = iter(parts)
+        for part in remaining:
+            if transport.disconnecting:
+                return
+            if len(part) > limit:
+                return self.messageTooLong(len(part))
+            deliver(part)
+            if self._held:
+                undelivered = list(remaining)
+                if ascii:
+                    undelivered = [p.encode("ascii") for p in undelivered]
+                self._buffer = b"".join(p + b"\0" for p in undelivered) + (
+                    rest.encode("ascii") if ascii else rest
+                )
+                return
+        self._buffer = rest.encode("ascii") if ascii else rest
+        if len(rest) > limit:
+            self.messageTooLong(len(rest))
+
+    def pauseMessages(self) -> None:
+        """Deliver no more messages until L{resumeMessages}; keep them buffered."""
+        self._held = True
+
+    def resumeMessages(self) -> None:
+        """Deliver the buffered messages, and new ones as they come."""
+        if self._held:
+            self._held = False
+            if self._buffer and not self.transport.disconnecting:
+                self.dataReceived(b"")
+
+    def lineReceived(self, line: bytes) -> None:
+        try:
+            text = wire.decode(line)
+        except wire.MessageError as error:
+            self.invalidMessageReceived(line, error)
+            return
+        self.messageReceived(text)
+
+    def sendLine(self, line: bytes) -> None:
+        """
+        Send one message body; refuse one containing NUL, which the base class
+        would write unchanged and so corrupt the framing.
+        """
+        if wire.DELIMITER in line:
+            raise wire.MessageError("message body contains a NUL byte")
+        self.transport.writeSequence((line, wire.DELIMITER))
+
+    def sendMessage(self, text: str) -> None:
+        """
+        Send C{text} as one message.
+
+        @raise wire.MessageError: C{text} contains a NUL.
+        """
+        self.transport.writeSequence((wire.encode(text), wire.DELIMITER))
+
+    def messageReceived(self, text: str) -> None:
+        """Override: one whole message has arrived, as text without its NUL."""
+        raise NotImplementedError
+
+    def invalidMessageReceived(self, body: bytes, error: wire.MessageError) -> None:
+        """
+        Override: a whole message arrived that is not UTF-8. The framing is intact,
+        so by default the message is logged, dropped and the connection kept.
+        """
+        self._log.warn(
+            "Dropped a message from {peer}: {error}. Send UTF-8 text ended by one NUL byte.",
+            peer=peer_text(self.transport),
+            error=str(error),
+        )
+
+    def messageTooLong(self, length: int) -> None:
+        """
+        Override: a message grew past C{MAX_LENGTH} bytes without its NUL. The
+        stream cannot be trusted after that, so by default the connection is
+        closed, after the messages before it were delivered.
+        """
+        self.logTooLong(length)
+        self.transport.loseConnection()
+
+    def logTooLong(self, length: int) -> None:
+        self._log.warn(
+            "Closing the connection from {peer}: a message reached {length} bytes, "
+            "over the limit of {limit}; raise the limit if such messages are expected.",
+            peer=peer_text(self.transport),
+            length=length,
+            limit=self.MAX_LENGTH,
+        )

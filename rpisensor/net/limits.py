@@ -1,0 +1,48 @@
+"""
+The bounds a server role keeps and where it listens, with their defaults; no
+Twisted imports, so the command line can show the defaults without loading
+the network stack.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rpisensor import wire
+from rpisensor.net.access import AccessPolicy
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """
+    Bounds on what one server accepts; each has an option of the same name.
+
+    @ivar max_message_bytes: longest message, in bytes.
+    @ivar max_connections: connections open at once; more are refused.
+    @ivar idle_timeout: seconds without a byte from the peer before its
+        connection is closed (0: never).
+    @ivar max_pending: commands a connection may have waiting for their
+        replies before the server stops reading from it.
+    """
+
+    max_message_bytes: int = wire.DEFAULT_MAX_MESSAGE_BYTES
+    max_connections: int = 2000
+    idle_timeout: float = 300.0
+    max_pending: int = 100
+
+
+@dataclass(frozen=True)
+class ListenSettings:
+    """
+    Where a server role listens and what it accepts.
+
+    @ivar endpoints: Twisted server endpoint descriptions, e.g. C{"tcp:22000"}.
+    @ivar policy: who may connect; by default loopback and private networks.
+    @ivar client_ca: PEM of a CA; C{ssl:} listeners then require client
+        certificates signed by it.
+    """
+
+    endpoints: tuple[str, ...] = ("tcp:22000",)
+    limits: ServerLimits = ServerLimits()
+    policy: AccessPolicy = field(default_factory=AccessPolicy)
+    client_ca: bytes | None = None

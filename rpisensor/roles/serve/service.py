@@ -1,0 +1,117 @@
+"""
+The whole C{serve} role: its factory, and the service that listens, reads
+and stops in order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from twisted.application.service import IService, Service
+from twisted.logger import Logger
+
+from rpisensor import wire
+from rpisensor.app.stopping import DrainService, StopInOrder
+from rpisensor.net.admission import AdmittingFactory
+from rpisensor.net.limits import ListenSettings
+from rpisensor.net.listening import ListenerService
+from rpisensor.net.peers import is_loopback
+from rpisensor.roles.serve.commands import CommandRegistry, Permission, default_commands
+from rpisensor.roles.serve.connection import SensorServerProtocol
+from rpisensor.sensing.reader import InputReader
+from rpisensor.sensing.reading import Reading
+
+_log = Logger(namespace="rpisensor.roles.serve")
+
+
+class SensorServerFactory(AdmittingFactory):
+    """
+    Builds L{SensorServerProtocol}s answering from C{reader}.
+
+    @param settings: limits and access policy (its endpoints are not used here).
+    @param commands: what clients may send; by default every command of C{serve}.
+    """
+
+    protocol = SensorServerProtocol
+
+    def __init__(
+        self,
+        reader: InputReader,
+        settings: ListenSettings = ListenSettings(),
+        commands: CommandRegistry | None = None,
+    ) -> None:
+        super().__init__(settings.limits, settings.policy, reader.clock)
+        self.reader = reader
+        self.commands = commands if commands is not None else default_commands()
+        # The wire form of every reply a reading can give, encoded once: the hot path sends these.
+        self._frames = {
+            (spec.name, high): wire.frame(spec.text_for(high))
+            for spec in reader.inputs.values()
+            for high in (False, True)
+        }
+
+    def logPrefix(self) -> str:
+        return "rpisensor serve"
+
+    def frame_for(self, reading: Reading) -> bytes:
+        """A reading's text as one message on the wire, NUL included."""
+        return self._frames[reading.input.name, reading.high]
+
+    def permissions_for(self, transport) -> frozenset[Permission]:
+        """What the client on C{transport} may do."""
+        granted = {Permission.READ}
+        if self.reader.backend.name == "sim" and is_loopback(transport):
+            granted.add(Permission.SIMULATE)
+        return frozenset(granted)
+
+
+class ServerService(StopInOrder):
+    """
+    The whole server: the reader's pool and channels, and one listener per
+    endpoint. It stops in order: the listeners, then the replies in flight,
+    then the pool and the channels.
+
+    @ivar factory: the L{SensorServerFactory} every listener uses.
+    """
+
+    def __init__(self, factory: SensorServerFactory) -> None:
+        super().__init__()
+        self.factory = factory
+
+
+def build_server_service(
+    reactor,
+    reader: InputReader,
+    reader_service: Service,
+    settings: ListenSettings = ListenSettings(),
+    extra: Sequence[IService] = (),
+) -> ServerService:
+    """
+    Assemble C{serve} from an opened reader and its pool service.
+
+    @param extra: services that run between the pool and the listeners (a
+        demo pattern): started after the pool, stopped before it.
+    """
+    factory = SensorServerFactory(reader, settings)
+    top = ServerService(factory)
+    reader_service.setServiceParent(top)
+    for service in extra:
+        service.setServiceParent(top)
+    DrainService(factory, reactor, reader.read_timeout + 1).setServiceParent(top)
+    for description in settings.endpoints:
+        ListenerService(reactor, description, factory, settings.client_ca).setServiceParent(top)
+    return top
+
+
+def make_service(options, reactor) -> ServerService:
+    """C{serve} as its options say."""
+    from rpisensor.roles._inputs import open_inputs
+    from rpisensor.roles.serve.simulate import PatternService
+
+    reader, pool = open_inputs(options, reactor)
+    extra = []
+    if options["sim-patterns"]:
+        if reader.backend.name != "sim":
+            raise SystemExit("rpisensor: --sim-pattern needs simulated pins, but real pins are in use")
+        extra.append(PatternService(reactor, reader.backend, reader.inputs, options["sim-patterns"]))
+    return build_server_service(reactor, reader, pool, options.listen_settings(), extra)

@@ -1,0 +1,33 @@
+"""
+What a read gives: the level of one named input, and when it was read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rpisensor.sensing.inputs import InputSpec
+
+
+class UnknownInput(KeyError):
+    """No input has the requested name."""
+
+    def __init__(self, name: str, names) -> None:
+        super().__init__(name)
+        self.names = list(names)
+
+    def __str__(self) -> str:
+        return f"no input named {self.args[0]!r}; inputs are: {', '.join(self.names)}"
+
+
+@dataclass(frozen=True)
+class Reading:
+    """The level of one input, and when (clock seconds) the read finished."""
+
+    input: InputSpec
+    high: bool
+    time: float
+
+    @property
+    def text(self) -> str:
+        return self.input.text_for(self.high)

@@ -1,0 +1,10 @@
+"""
+The collector's store: records of what reporters sent, in a JSON Lines file
+or an SQLite database, written by one thread of its own.
+"""
+
+from rpisensor.store.files import JsonLinesFile, SQLiteFile, store_file_for
+from rpisensor.store.record import Record
+from rpisensor.store.writer import StoreClosed, StoreService
+
+__all__ = ["JsonLinesFile", "Record", "SQLiteFile", "StoreClosed", "StoreService", "store_file_for"]
