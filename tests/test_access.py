@@ -32,8 +32,8 @@ from rpisensor.app.tap import Options
 from rpisensor.testing import simulated_pins
 from tests.certs import escape, write_pki
 from tests.processes import FOREGROUND, Twistd, connect_tcp, request, run_twistd
+from tests.support import LOOPBACK
 
-LOOPBACK = "tcp:0:interface=127.0.0.1"
 RELEASED = b"Button released\0"
 
 #: Loopback, private and link-local addresses: the default policy lets them in.

@@ -13,71 +13,24 @@ from __future__ import annotations
 import json
 import resource
 import socket
-import struct
 from contextlib import asynccontextmanager
 from itertools import count
 
 import pytest
 import pytest_twisted
-from twisted.internet.defer import Deferred, gatherResults
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.protocol import Protocol
+from twisted.internet.defer import gatherResults
 from twisted.internet.task import deferLater
 
 from rpisensor.net.limits import ListenSettings
 from rpisensor.roles.collect.collector import build_collect_service
 from rpisensor.net.limits import ServerLimits
 from rpisensor.testing import listening_port, send_message, start_server, wait_until
+from tests.support import LOOPBACK as LISTEN, RawClient, close, open_client, reset_socket
 
-LISTEN = "tcp:0:interface=127.0.0.1"
 ROLES = ["serve", "collect"]
 
 
 # -- clients ------------------------------------------------------------------
-
-
-class RawClient(Protocol):
-    """A client that writes whatever the test says and keeps every byte it gets."""
-
-    def __init__(self) -> None:
-        self._chunks: list[bytes] = []
-        self.lost: Deferred[None] = Deferred()
-        self.reason = None
-
-    def dataReceived(self, data: bytes) -> None:
-        self._chunks.append(data)
-
-    def connectionLost(self, reason) -> None:
-        self.reason = reason
-        self.lost.callback(None)
-
-    @property
-    def received(self) -> bytes:
-        return b"".join(self._chunks)
-
-    def replies(self) -> list[str]:
-        """The whole messages received so far, as text."""
-        return [body.decode("utf-8") for body in self.received.split(b"\0")[:-1]]
-
-    @property
-    def closed(self) -> bool:
-        return self.lost.called
-
-
-def open_client(reactor, port: int) -> Deferred[RawClient]:
-    return connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), RawClient())
-
-
-async def close(client: RawClient) -> None:
-    if not client.closed:
-        client.transport.loseConnection()
-    await client.lost
-
-
-def reset_socket(sock: socket.socket) -> None:
-    """Close C{sock} with an RST instead of a FIN (SO_LINGER 0)."""
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    sock.close()
 
 
 # -- the two server roles ------------------------------------------------------

@@ -1,44 +1,15 @@
 """Tests for rpisensor.collect, with StringTransport, Clock and a fake writer."""
 
-from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionLost
 from twisted.internet.task import Clock
-from twisted.internet.testing import EventLoggingObserver, StringTransport
+from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from rpisensor.net.limits import ListenSettings
-from rpisensor.roles.collect.collector import CollectorFactory, utc_now_iso
+from rpisensor.roles.collect.collector import utc_now_iso
 from rpisensor.net.limits import ServerLimits
-from rpisensor.store import JsonLinesFile, StoreService
-from rpisensor.testing import FakeRunner
-from tests.test_store import read_jsonl
-
-
-class CollectorHarness:
-    def __init__(self, test, store=True, **options):
-        self.clock = Clock()
-        self.clock.advance(1764075600.25)  # 2025-11-25T13:00:00.250Z
-        self.runner = FakeRunner()
-        self.path = test.mktemp() + ".jsonl"
-        self.store = None
-        if store:
-            file = JsonLinesFile(self.path)
-            file.open()
-            self.store = StoreService(self.clock, file, runner=self.runner)
-            self.store.startService()
-        self.factory = CollectorFactory(self.store, self.clock, ListenSettings(**options))
-
-    def connect(self, port=40000):
-        protocol = self.factory.buildProtocol(None)
-        transport = StringTransport(peerAddress=IPv4Address("TCP", "192.168.0.17", port))
-        protocol.makeConnection(transport)
-        return protocol, transport
-
-    def write(self):
-        self.clock.advance(0)
-        self.runner.run_all()
+from tests.support import CollectorHarness, read_jsonl
 
 
 class CollectorTests(SynchronousTestCase):

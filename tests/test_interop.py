@@ -24,8 +24,8 @@ import threading
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.processes import DEADLINE, Twistd, wait_until
+from tests.support import LOOPBACK
 
-LOOPBACK = "tcp:0:interface=127.0.0.1"
 
 
 def _stop_socket(sock: socket.socket) -> None:

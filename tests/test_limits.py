@@ -16,10 +16,7 @@ import threading
 import pytest
 import pytest_twisted
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet import error
-from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.internet.error import ConnectionDone
@@ -46,37 +43,9 @@ from rpisensor.testing import (
     stored_messages,
     wait_until,
 )
+from tests.support import LOOPBACK as LISTEN, close, open_client
 
-LISTEN = "tcp:0:interface=127.0.0.1"
 DOOR = InputSpec("door", 18, active_text="Door open", inactive_text="Door closed")
-
-
-class RawClient(Protocol):
-    """A client that writes whatever the test says and keeps every byte it gets."""
-
-    def __init__(self) -> None:
-        self.received = b""
-        self.lost: Deferred[None] = Deferred()
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-
-    def connectionLost(self, reason) -> None:
-        self.lost.callback(None)
-
-
-def open_client(reactor, port: int) -> Deferred[RawClient]:
-    return connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), RawClient())
-
-
-async def close(client) -> None:
-    if not client.lost.called:
-        client.transport.loseConnection()
-    await client.lost
-
-
-
-
 
 
 # -- unit level: pending commands and a client that does not read ---------------

@@ -16,8 +16,8 @@ from pathlib import Path
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.processes import DEADLINE, Twistd
+from tests.support import LOOPBACK
 
-LOOPBACK = "tcp:0:interface=127.0.0.1"
 
 
 def rpisensor_command(*args: str) -> list[str]:

@@ -4,13 +4,13 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from rpisensor.hw.interfaces import SensorReadError
-from rpisensor.sensing.inputs import DEFAULT_INPUT, InputSpec
+from rpisensor.sensing.inputs import DEFAULT_INPUT
 from rpisensor.sensing.pool import ReadPoolService
 from rpisensor.sensing.reader import InputReader, read_levels
 from rpisensor.sensing.reading import UnknownInput
 from rpisensor.testing import FakeRunner, simulated_pins
+from tests.support import DOOR
 
-DOOR = InputSpec("door", 18, pull="down", active_low=False, active_text="open", inactive_text="closed")
 
 
 def make_reader(max_age=0.0, inputs=(DEFAULT_INPUT, DOOR)):

@@ -9,48 +9,24 @@ long deadline (L{tests.processes.DEADLINE}); nothing asserts a duration.
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import socket
-import sqlite3
 import struct
 import tempfile
-from contextlib import closing
 from datetime import datetime, timezone
 from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.processes import FOREGROUND, Twistd, connect_tcp, run_twistd, wait_until
+from tests.support import LOOPBACK, read_jsonl, read_sqlite, read_store
 
-LOOPBACK = "tcp:0:interface=127.0.0.1"
 RELEASED = "Button released"
 #: What C{collect} stores for each record: the UTC time, with a Z.
 UTC_ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
 #: C{collect} logs this once the message is in the store.
 STORED_LINE = re.compile(r"\] Message from (?P<peer>\S+): (?P<message>.*)$", re.MULTILINE)
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    """The complete lines of a JSON Lines store so far, decoded; [] if it does not exist yet."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return []
-    return [json.loads(line) for line in text.splitlines(keepends=True) if line.endswith("\n")]
-
-
-def read_sqlite(path: Path) -> list[dict]:
-    """Every row of an SQLite store's C{readings} table, in insertion order."""
-    with closing(sqlite3.connect(path)) as db:
-        rows = db.execute("SELECT time, peer, message FROM readings ORDER BY id").fetchall()
-    return [{"time": time, "peer": peer, "message": message} for time, peer, message in rows]
-
-
-def read_store(path: Path) -> list[dict]:
-    """The records of a C{.jsonl} or C{.sqlite} store."""
-    return read_jsonl(path) if path.suffix == ".jsonl" else read_sqlite(path)
 
 
 def stored_messages(collector: Twistd) -> list[tuple[str, str]]:

@@ -1,47 +1,11 @@
 """Tests for rpisensor.server, on StringTransport with a fake read pool."""
 
-from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from rpisensor.net.limits import ListenSettings
 from rpisensor.net.limits import ServerLimits
-from rpisensor.sensing.inputs import DEFAULT_INPUT, InputSpec
-from rpisensor.sensing.reader import InputReader
 from rpisensor.roles.serve.commands import HELP_TEXT
-from rpisensor.roles.serve.service import SensorServerFactory
-from rpisensor.testing import FakeRunner, simulated_pins
+from tests.support import ServerHarness, replies
 
-DOOR = InputSpec("door", 18, pull="down", active_low=False, active_text="open",
-                 inactive_text="closed")  # fmt: skip
-
-
-class ServerHarness:
-    """A server protocol on a StringTransport, with reads the test completes."""
-
-    def __init__(self, inputs=(DEFAULT_INPUT, DOOR), **factory_options):
-        self.clock = Clock()
-        self.backend = simulated_pins(clock=self.clock)
-        self.runner = FakeRunner()
-        self.reader = InputReader(self.backend, list(inputs), self.runner, self.clock)
-        self.reader.setup()
-        self.factory = SensorServerFactory(self.reader, ListenSettings(**factory_options))
-
-    def connect(self):
-        protocol = self.factory.buildProtocol(None)
-        transport = StringTransport()
-        protocol.makeConnection(transport)
-        return protocol, transport
-
-    def finish_reads(self):
-        self.clock.advance(0)
-        self.runner.run_all()
-
-
-def replies(transport):
-    data = transport.value()
-    transport.clear()
-    return data.split(b"\0")[:-1]
 
 
 class CommandTests(SynchronousTestCase):

@@ -1,26 +1,17 @@
 """Tests for rpisensor.store: the file formats and the batching writer."""
 
-import json
 import sqlite3
+from dataclasses import asdict
 
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from rpisensor.store import JsonLinesFile, Record, SQLiteFile, StoreService, store_file_for
 from rpisensor.testing import FakeRunner
+from tests.support import read_jsonl, read_sqlite
 
 A = Record("2026-11-25T13:00:00.000Z", "192.168.0.17:40000", "Button pressed")
 B = Record("2026-11-25T13:00:02.000Z", "192.168.0.17:40000", "Grüße, 23 °C")
-
-
-def read_jsonl(path):
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f]
-
-
-def read_sqlite(path):
-    with sqlite3.connect(path) as db:
-        return db.execute("SELECT time, peer, message FROM readings ORDER BY id").fetchall()
 
 
 class FormatTests(SynchronousTestCase):
@@ -53,7 +44,7 @@ class FormatTests(SynchronousTestCase):
             file.open()
             file.write([record])
             file.close()
-        self.assertEqual(read_sqlite(path), [(A.time, A.peer, A.message), (B.time, B.peer, B.message)])
+        self.assertEqual(read_sqlite(path), [asdict(A), asdict(B)])
         with sqlite3.connect(path) as db:
             indexes = [row[1] for row in db.execute("PRAGMA index_list(readings)")]
         self.assertIn("readings_time", indexes)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from twisted.python import usage
 
-from rpisensor.roles._options import ConnectOptions, _non_negative_float
+from rpisensor.roles._options import ConnectOptions, non_negative_float
 
 
 class PollOptions(ConnectOptions):
@@ -27,7 +27,7 @@ class PollOptions(ConnectOptions):
 
     def postOptions(self) -> None:
         super().postOptions()
-        self["timeout"] = _non_negative_float("timeout", self["timeout"])
+        self["timeout"] = non_negative_float("timeout", self["timeout"])
         if self["timeout"] <= 0:
             raise usage.UsageError("--timeout must be more than 0 seconds")
         if "\0" in self["command"] or not self["command"].strip():

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from twisted.python import usage
 
-from rpisensor.roles._options import ConnectOptions, GPIOOptions, _non_negative_float
+from rpisensor.roles._options import ConnectOptions, GPIOOptions, non_negative_float
 
 
 class ReportOptions(GPIOOptions, ConnectOptions):
@@ -29,6 +29,6 @@ class ReportOptions(GPIOOptions, ConnectOptions):
 
     def postOptions(self) -> None:
         super().postOptions()
-        self["heartbeat"] = _non_negative_float("heartbeat", self["heartbeat"])
+        self["heartbeat"] = non_negative_float("heartbeat", self["heartbeat"])
         if self["heartbeat"] <= 0:
             raise usage.UsageError("--heartbeat must be more than 0 seconds")

@@ -1,0 +1,78 @@
+"""
+The options of every role that reads pins: C{serve} and C{report}.
+"""
+
+from __future__ import annotations
+
+from twisted.python import usage
+
+from rpisensor.hw import BACKEND_NAMES
+from rpisensor.roles._options.base import FoldedOptions, count, non_negative_float
+from rpisensor.sensing.inputs import DEFAULT_INPUT, InputSpec, parse_input
+
+
+class GPIOOptions(FoldedOptions):
+    """Options of every role that reads pins: serve and report."""
+
+    optParameters = [
+        ["gpio", None, "auto",
+         "GPIO backend: auto (real pins on a Pi, simulated elsewhere), rpi or sim. "
+         "Example: --gpio sim"],
+        ["numbering", None, "board",
+         "Pin numbering of --input: board (header pins, as the tutorial) or bcm. "
+         "Example: --numbering bcm"],
+        ["sim-latency", None, "0",
+         "Simulated pins only: seconds each read takes, to play a slow sensor. "
+         "Example: --sim-latency 0.05"],
+        ["sim-fail-every", None, "0",
+         "Simulated pins only: every Nth read fails (0: never). Example: --sim-fail-every 10"],
+        ["read-threads", None, "1",
+         "Worker threads for blocking reads; 1 serialises GPIO access. Example: --read-threads 2"],
+        ["max-age", None, "0",
+         "Seconds a reading may be reused for later requests (0: every request waits "
+         "for a fresh read). Example: --max-age 0.5"],
+        ["read-timeout", None, "10",
+         "Seconds a read may take before its requests get an error; the input then counts "
+         "as hung until the read returns. Example: --read-timeout 2"],
+    ]  # fmt: skip
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._input_texts: list[str] = []
+        self["inputs"] = [DEFAULT_INPUT]
+
+    def opt_input(self, value: str) -> None:
+        """
+        A named input NAME=PIN[,pull=up|down|off][,active=low|high][,on=TEXT][,off=TEXT]
+        (repeatable; the first answers 'go'). Default: button=24,pull=up,active=low,
+        with the tutorial's texts. Example: --input door=18,pull=up,active=high
+        """
+        self._input_texts.append(value)
+
+    def postOptions(self) -> None:
+        super().postOptions()
+        if self["gpio"] not in BACKEND_NAMES:
+            raise usage.UsageError(
+                f"--gpio must be one of {', '.join(BACKEND_NAMES)}, got {self['gpio']!r}"
+            )
+        if self["numbering"] not in ("board", "bcm"):
+            raise usage.UsageError(f"--numbering must be board or bcm, got {self['numbering']!r}")
+        self["sim-latency"] = non_negative_float("sim-latency", self["sim-latency"])
+        self["sim-fail-every"] = count("sim-fail-every", self["sim-fail-every"])
+        self["read-threads"] = count("read-threads", self["read-threads"], minimum=1)
+        self["max-age"] = non_negative_float("max-age", self["max-age"])
+        self["read-timeout"] = non_negative_float("read-timeout", self["read-timeout"])
+        if self["read-timeout"] <= 0:
+            raise usage.UsageError("--read-timeout must be more than 0 seconds")
+        if self._input_texts:
+            self["inputs"] = [self._parse_input(text) for text in self._input_texts]
+        names = [spec.name for spec in self["inputs"]]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise usage.UsageError(f"--input: name {duplicates[0]!r} is given more than once")
+
+    def _parse_input(self, text: str) -> InputSpec:
+        try:
+            return parse_input(text, self["numbering"])
+        except ValueError as e:
+            raise usage.UsageError(f"--input {text}: {e}") from None
