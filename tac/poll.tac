@@ -1,5 +1,5 @@
 # The PC side of the tutorial's Experiments 1 and 2: ask a Pi for its button
-# every 2 seconds and log each reply.  Run it with:  twistd -ny tac/poll.tac
+# every 2 seconds and log each reply.  Run it with:  twistd --pidfile=poll.pid -ny tac/poll.tac
 #
 # Settings below may also come from the environment:
 #   RPISENSOR_CONNECT   the Pi, as a Twisted client endpoint
@@ -7,15 +7,12 @@
 #   RPISENSOR_INTERVAL  seconds between polls (2)
 import os
 
-from twisted.application.service import Application
-
-from rpisensor.app.tap import Options, makeService
+from rpisensor.app.tac import application as role_application
 
 CONNECT = os.environ.get("RPISENSOR_CONNECT", "tcp:host=192.168.0.17:port=22000")
 INTERVAL = os.environ.get("RPISENSOR_INTERVAL", "2")
 
-options = Options()
-options.parseOptions([
+ARGUMENTS = [
     "poll",
     "--connect", CONNECT,
     "--interval", INTERVAL,
@@ -24,7 +21,6 @@ options.parseOptions([
     "--timeout", "10",
     # Longest wait between reconnection attempts.
     "--max-delay", "60",
-])
+]
 
-application = Application("rpisensor-poll")
-makeService(options).setServiceParent(application)
+application = role_application("rpisensor-poll", ARGUMENTS)

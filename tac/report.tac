@@ -1,5 +1,5 @@
 # The Pi side of the tutorial's Experiment 3: push the button's state to a PC
-# server, anywhere on the Internet.  Run it with:  twistd -ny tac/report.tac
+# server, anywhere on the Internet.  Run it with:  twistd --pidfile=report.pid -ny tac/report.tac
 #
 # Settings below may also come from the environment:
 #   RPISENSOR_CONNECT   the PC, as a Twisted client endpoint
@@ -8,16 +8,13 @@
 #   RPISENSOR_INTERVAL  seconds between readings (2)
 import os
 
-from twisted.application.service import Application
-
-from rpisensor.app.tap import Options, makeService
+from rpisensor.app.tac import application as role_application
 
 CONNECT = os.environ.get("RPISENSOR_CONNECT", "tcp:host=192.168.0.111:port=22000")
 GPIO = os.environ.get("RPISENSOR_GPIO", "auto")
 INTERVAL = os.environ.get("RPISENSOR_INTERVAL", "2")
 
-options = Options()
-options.parseOptions([
+ARGUMENTS = [
     "report",
     "--connect", CONNECT,
     "--gpio", GPIO,
@@ -26,7 +23,6 @@ options.parseOptions([
     "--input", "button=24,pull=up,active=low",
     # Send only changes, plus the full state every minute:
     # "--on-change", "--heartbeat", "60",
-])
+]
 
-application = Application("rpisensor-report")
-makeService(options).setServiceParent(application)
+application = role_application("rpisensor-report", ARGUMENTS)

@@ -1,20 +1,17 @@
 # The sensor server of the tutorial's Experiments 1 and 2, as a tac file to
-# copy and edit.  Run it with:  twistd -ny tac/serve.tac
+# copy and edit.  Run it with:  twistd --pidfile=serve.pid -ny tac/serve.tac
 #
 # Settings below may also come from the environment, handy under systemd:
 #   RPISENSOR_LISTEN  where to listen, a Twisted endpoint   (tcp:22000)
 #   RPISENSOR_GPIO    auto, rpi or sim                      (auto)
 import os
 
-from twisted.application.service import Application
-
-from rpisensor.app.tap import Options, makeService
+from rpisensor.app.tac import application as role_application
 
 LISTEN = os.environ.get("RPISENSOR_LISTEN", "tcp:22000")
 GPIO = os.environ.get("RPISENSOR_GPIO", "auto")
 
-options = Options()
-options.parseOptions([
+ARGUMENTS = [
     "serve",
     "--listen", LISTEN,
     "--gpio", GPIO,
@@ -22,7 +19,6 @@ options.parseOptions([
     "--input", "button=24,pull=up,active=low",
     # Add more inputs, each answered by 'read NAME':
     # "--input", "door=18,pull=up,active=high,on=Door open,off=Door closed",
-])
+]
 
-application = Application("rpisensor-serve")
-makeService(options).setServiceParent(application)
+application = role_application("rpisensor-serve", ARGUMENTS)

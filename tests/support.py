@@ -95,9 +95,10 @@ class ServerHarness:
         self.reader.setup()
         self.factory = SensorServerFactory(self.reader, ListenSettings(**factory_options))
 
-    def connect(self):
+    def connect(self, peer: str = "192.168.1.1"):
+        """A connection from C{peer} (a LAN address by default, loopback with C{"127.0.0.1"})."""
         protocol = self.factory.buildProtocol(None)
-        transport = StringTransport()
+        transport = StringTransport(peerAddress=IPv4Address("TCP", peer, 54321))
         protocol.makeConnection(transport)
         return protocol, transport
 

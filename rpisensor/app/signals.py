@@ -12,6 +12,7 @@ from __future__ import annotations
 import signal
 
 from twisted.application.service import Service
+from twisted.internet.error import ReactorNotRunning
 from twisted.logger import Logger
 
 
@@ -37,7 +38,21 @@ class ExitCleanlyOnSignals(Service):
         # re-enter a log file that was being written.
         self._reactor.callFromThread(self._stop_once, signal.Signals(number).name)
 
+    _stopping = False
+
     def _stop_once(self, name: str) -> None:
+        if self._stopping:
+            # The reactor is already stopping: stopping it again would raise
+            # ReactorNotRunning. The stop is bounded by the roles' own deadlines.
+            self._log.info(
+                "Received {signal} again: already stopping, once the work in flight is done "
+                "(send SIGKILL to stop at once, losing it).",
+                signal=name,
+            )
+            return
+        self._stopping = True
         self._log.info("Received {signal}: finishing work in flight, then stopping.", signal=name)
-        if self._reactor.running:
+        try:
             self._reactor.stop()
+        except ReactorNotRunning:
+            pass  # it was stopping already, for another reason
