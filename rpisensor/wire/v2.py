@@ -1,0 +1,359 @@
+"""
+Protocol v2, the event streams: each frame is C{VERB} or C{VERB {JSON object}},
+still one UTF-8 message ended by NUL (JSON escapes U+0000, so a frame never
+holds a raw NUL).
+
+Pure functions and frozen dataclasses: L{parse} turns a message's text into a
+frame or raises L{FrameError} saying what is wrong; L{encode} is its inverse.
+The README's protocol reference documents every frame with an example.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from rpisensor.wire.framing import MessageError
+
+VERSION = 2
+
+#: Longest device or stream id, and the characters they may hold.
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}\Z")
+#: The largest sequence number: a reading a millisecond for 290,000 years.
+MAX_SEQ = 2**63 - 1
+#: Sensor names as inputs have them (Python identifiers), bounded.
+_SENSOR = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
+
+
+class FrameError(MessageError):
+    """A v2 frame is malformed; the message says what is wrong."""
+
+
+# -- the frames ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Hello:
+    """The client's first frame: which version, who it is, what it sends or wants."""
+
+    role: str  # "report" or "subscribe"
+    device: str | None = None
+    stream: str | None = None
+    heartbeat: float | None = None
+
+
+@dataclass(frozen=True)
+class Welcome:
+    """The server's answer to L{Hello}."""
+
+    acked: int | None = None  # collect: the last seq it has stored of that stream
+    device: str | None = None  # serve: whose stream, which one, what it holds
+    stream: str | None = None
+    first: int | None = None
+    last: int | None = None
+    heartbeat: float | None = None
+
+
+@dataclass(frozen=True)
+class Reading:
+    """
+    One reading of one sensor, entry C{seq} of C{stream}.
+
+    @ivar ts: when the Pi took it, ISO 8601 UTC with milliseconds.
+    @ivar synced: whether the Pi's clock was synchronised then (NTP).
+    @ivar value: machine-readable: 1/0 for a digital input, a number for a measurement.
+    @ivar text: what v1 would have sent, e.g. C{"Button pressed"}.
+    """
+
+    stream: str
+    seq: int
+    ts: str
+    synced: bool
+    sensor: str
+    value: float | int
+    text: str
+    unit: str | None = None
+    snapshot: bool = False
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Entries C{first}..C{last} of C{stream} are lost, and why."""
+
+    stream: str
+    first: int
+    last: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Ack:
+    """Every entry up to C{seq} is durably stored (cumulative)."""
+
+    seq: int
+
+
+@dataclass(frozen=True)
+class Subscribe:
+    """Send entries after C{after} (of the welcome's stream), or a snapshot and then live."""
+
+    after: int | None = None
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """Nothing to say; the link is alive."""
+
+
+Frame = Hello | Welcome | Reading | Gap | Ack | Subscribe | Heartbeat
+
+#: Verbs of v2 frames: a v1 peer never sends a message starting with one of these.
+VERBS = ("hello", "welcome", "reading", "gap", "ack", "subscribe", "heartbeat")
+
+
+# -- encoding -------------------------------------------------------------------
+
+
+def _compact(obj: dict) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def encode(frame: Frame) -> str:
+    """The text of one v2 message (without its NUL)."""
+    if isinstance(frame, Heartbeat):
+        return "heartbeat"
+    if isinstance(frame, Reading):
+        body = {
+            "stream": frame.stream, "seq": frame.seq, "ts": frame.ts, "synced": frame.synced,
+            "sensor": frame.sensor, "value": frame.value, "text": frame.text,
+        }  # fmt: skip
+        if frame.unit is not None:
+            body["unit"] = frame.unit
+        if frame.snapshot:
+            body["snapshot"] = True
+        return "reading " + _compact(body)
+    if isinstance(frame, Gap):
+        body = {"stream": frame.stream, "from": frame.first, "to": frame.last, "reason": frame.reason}
+        return "gap " + _compact(body)
+    if isinstance(frame, Ack):
+        return "ack " + _compact({"seq": frame.seq})
+    if isinstance(frame, Subscribe):
+        return "subscribe " + _compact({} if frame.after is None else {"after": frame.after})
+    if isinstance(frame, Hello):
+        body = {"v": VERSION, "role": frame.role}
+        for name in ("device", "stream", "heartbeat"):
+            if getattr(frame, name) is not None:
+                body[name] = getattr(frame, name)
+        return "hello " + _compact(body)
+    if isinstance(frame, Welcome):
+        body = {"v": VERSION}
+        for name in ("acked", "device", "stream", "first", "last", "heartbeat"):
+            if getattr(frame, name) is not None:
+                body[name] = getattr(frame, name)
+        return "welcome " + _compact(body)
+    raise TypeError(f"not a v2 frame: {frame!r}")
+
+
+# -- parsing ----------------------------------------------------------------------
+
+
+def is_v2(text: str) -> bool:
+    """Whether C{text} starts with a v2 verb (a v2 frame, well-formed or not)."""
+    verb = text.split(" ", 1)[0]
+    return verb in VERBS
+
+
+def parse(text: str) -> Frame:
+    """
+    The frame in one message's text.
+
+    @raise FrameError: not a v2 frame, or a field is missing, of the wrong
+        type or out of range; the message names it.
+    """
+    verb, _, rest = text.partition(" ")
+    if verb == "heartbeat":
+        if rest.strip():
+            raise FrameError("heartbeat takes nothing after it")
+        return Heartbeat()
+    if verb not in VERBS:
+        raise FrameError(f"unknown frame {verb[:32]!r}; v2 frames are: {', '.join(VERBS)}")
+    body = _object(verb, rest)
+    return _PARSERS[verb](_Fields(verb, body))
+
+
+def _object(verb: str, rest: str) -> dict:
+    if not rest.strip():
+        if verb == "subscribe":
+            return {}
+        raise FrameError(f"{verb} needs a JSON object after it")
+    try:
+        body = json.loads(rest, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as e:
+        raise FrameError(f"{verb}: the text after it is not JSON ({_short(e)})") from None
+    if not isinstance(body, dict):
+        raise FrameError(f"{verb}: expected a JSON object {{...}}, got {type(body).__name__}")
+    return body
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not allowed")
+
+
+def _short(error: Exception) -> str:
+    return str(error).split(":")[0][:80]
+
+
+class _Fields:
+    """Typed access to a frame's JSON fields, with errors that name the field."""
+
+    def __init__(self, verb: str, body: dict) -> None:
+        self.verb = verb
+        self.body = body
+
+    def _fail(self, name: str, what: str) -> FrameError:
+        return FrameError(f"{self.verb}: {name!r} must be {what}")
+
+    def _get(self, name: str, required: bool):
+        if name not in self.body or self.body[name] is None:
+            if required:
+                raise FrameError(f"{self.verb}: {name!r} is missing")
+            return None
+        return self.body[name]
+
+    def seq(self, name: str, required: bool = True) -> int | None:
+        value = self._get(name, required)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEQ:
+            raise self._fail(name, f"a whole number from 0 to {MAX_SEQ}")
+        return value
+
+    def ident(self, name: str, required: bool = True) -> str | None:
+        value = self._get(name, required)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not _ID.match(value):
+            raise self._fail(name, "1 to 64 letters, digits, '.', '_', ':' or '-'")
+        return value
+
+    def text(self, name: str, required: bool = True, limit: int = 1024) -> str | None:
+        value = self._get(name, required)
+        if value is None:
+            return None
+        if not isinstance(value, str) or len(value) > limit:
+            raise self._fail(name, f"text of at most {limit} characters")
+        return value
+
+    def seconds(self, name: str) -> float | None:
+        value = self._get(name, False)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.1 <= value <= 3600:
+            raise self._fail(name, "a number of seconds from 0.1 to 3600")
+        return float(value)
+
+    def flag(self, name: str, required: bool = True) -> bool:
+        value = self._get(name, required)
+        if value is None:
+            return False
+        if not isinstance(value, bool):
+            raise self._fail(name, "true or false")
+        return value
+
+    def version(self) -> None:
+        value = self._get("v", True)
+        if value != VERSION:
+            raise FrameError(f"{self.verb}: this peer speaks version {VERSION}, not {value!r}")
+
+
+def parse_timestamp(text: str) -> datetime:
+    """An ISO 8601 UTC timestamp as the frames carry it, e.g. C{2026-12-01T19:33:25.123Z}."""
+    if not text.endswith("Z"):
+        raise ValueError("not UTC (no Z)")
+    moment = datetime.fromisoformat(text[:-1] + "+00:00")
+    if moment.utcoffset() is None:  # pragma: no cover - the suffix above sets it
+        raise ValueError("no time zone")
+    return moment
+
+
+def format_timestamp(seconds: float) -> str:
+    """Epoch seconds as the frames' timestamp: ISO 8601 UTC with milliseconds."""
+    moment = datetime.fromtimestamp(seconds, tz=timezone.utc)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _hello(f: _Fields) -> Hello:
+    f.version()
+    role = f.text("role")
+    if role not in ("report", "subscribe"):
+        raise FrameError(f"hello: 'role' must be 'report' or 'subscribe', got {role[:32]!r}")
+    required = role == "report"
+    return Hello(role, f.ident("device", required), f.ident("stream", required), f.seconds("heartbeat"))
+
+
+def _welcome(f: _Fields) -> Welcome:
+    f.version()
+    return Welcome(
+        acked=f.seq("acked", False),
+        device=f.ident("device", False),
+        stream=f.ident("stream", False),
+        first=f.seq("first", False),
+        last=f.seq("last", False),
+        heartbeat=f.seconds("heartbeat"),
+    )
+
+
+def _reading(f: _Fields) -> Reading:
+    stream, seq = f.ident("stream"), f.seq("seq")
+    ts = f.text("ts", limit=40)
+    try:
+        parse_timestamp(ts)
+    except ValueError:
+        raise FrameError(f"reading: 'ts' must be ISO 8601 UTC like 2026-12-01T19:33:25.123Z, got {ts!r}") from None
+    synced = f.flag("synced")
+    sensor = f.text("sensor", limit=64)
+    if not _SENSOR.match(sensor):
+        raise FrameError(f"reading: 'sensor' must be a name like button or door_2, got {sensor!r}")
+    value = f.body.get("value")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise FrameError("reading: 'value' must be a finite number")
+    return Reading(
+        stream, seq, ts, synced, sensor, value,
+        text=f.text("text"),
+        unit=f.text("unit", False, limit=16),
+        snapshot=f.flag("snapshot", False),
+    )  # fmt: skip
+
+
+def _gap(f: _Fields) -> Gap:
+    first, last = f.seq("from"), f.seq("to")
+    if first > last:
+        raise FrameError(f"gap: 'from' ({first}) is after 'to' ({last})")
+    return Gap(f.ident("stream"), first, last, f.text("reason", limit=200))
+
+
+def _ack(f: _Fields) -> Ack:
+    return Ack(f.seq("seq"))
+
+
+def _subscribe(f: _Fields) -> Subscribe:
+    return Subscribe(f.seq("after", False))
+
+
+_PARSERS = {
+    "hello": _hello,
+    "welcome": _welcome,
+    "reading": _reading,
+    "gap": _gap,
+    "ack": _ack,
+    "subscribe": _subscribe,
+}
+
+
+__all__ = [
+    "Ack", "Frame", "FrameError", "Gap", "Heartbeat", "Hello", "MAX_SEQ", "Reading", "Subscribe",
+    "VERBS", "VERSION", "Welcome", "encode", "format_timestamp", "is_v2", "parse", "parse_timestamp",
+]  # fmt: skip

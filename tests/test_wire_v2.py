@@ -1,0 +1,143 @@
+"""Tests for L{rpisensor.wire.v2}: every frame round-trips; malformed ones get a specific error."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.trial.unittest import SynchronousTestCase
+
+from rpisensor import wire
+from rpisensor.wire import v2
+from rpisensor.wire.v2 import Ack, FrameError, Gap, Heartbeat, Hello, Reading, Subscribe, Welcome
+
+STREAM = "8f3a1c2e9b7d4a60"
+READING = Reading(STREAM, 42, "2026-12-01T19:33:25.123Z", True, "button", 1, "Button pressed")
+
+ids = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,20}", fullmatch=True)
+seqs = st.integers(0, v2.MAX_SEQ)
+texts = st.text(max_size=60)
+stamps = st.floats(0, 4_000_000_000).map(v2.format_timestamp)
+readings = st.builds(
+    Reading,
+    stream=ids,
+    seq=seqs,
+    ts=stamps,
+    synced=st.booleans(),
+    sensor=st.from_regex(r"[a-z_][a-z0-9_]{0,10}", fullmatch=True),
+    value=st.one_of(st.integers(-(2**53), 2**53), st.floats(allow_nan=False, allow_infinity=False)),
+    text=texts,
+    unit=st.one_of(st.none(), st.text(max_size=16)),
+    snapshot=st.booleans(),
+)
+frames = st.one_of(
+    readings,
+    st.builds(lambda s, a, b, r: Gap(s, min(a, b), max(a, b), r), ids, seqs, seqs, st.text(max_size=50)),
+    st.builds(Ack, seqs),
+    st.builds(Subscribe, st.one_of(st.none(), seqs)),
+    st.just(Heartbeat()),
+    st.builds(Hello, st.just("report"), ids, ids, st.one_of(st.none(), st.floats(0.1, 3600))),
+    st.builds(Hello, st.just("subscribe")),
+    st.builds(Welcome, st.one_of(st.none(), seqs), st.one_of(st.none(), ids), st.one_of(st.none(), ids)),
+)
+
+
+class RoundTripTests(SynchronousTestCase):
+    def test_reading_text(self) -> None:
+        """A reading's frame is the verb and compact JSON, as the README shows."""
+        self.assertEqual(
+            v2.encode(READING),
+            'reading {"stream":"8f3a1c2e9b7d4a60","seq":42,"ts":"2026-12-01T19:33:25.123Z",'
+            '"synced":true,"sensor":"button","value":1,"text":"Button pressed"}',
+        )
+
+    @given(frames)
+    @settings(max_examples=300)
+    def test_round_trip(self, frame) -> None:
+        """Any frame parses back to itself, and fits in one NUL-ended message."""
+        text = v2.encode(frame)
+        self.assertNotIn("\0", text)
+        wire.frame(text)  # no NUL inside
+        self.assertEqual(v2.parse(text), frame)
+        self.assertTrue(v2.is_v2(text))
+
+    def test_nul_in_text_is_escaped(self) -> None:
+        """A NUL in a reading's text travels escaped, never raw."""
+        frame = Reading(STREAM, 1, READING.ts, False, "door", 0, "a\0b")
+        text = v2.encode(frame)
+        self.assertNotIn("\0", text)
+        self.assertEqual(v2.parse(text).text, "a\0b")
+
+    def test_bare_subscribe_and_heartbeat(self) -> None:
+        """C{subscribe} alone is a fresh subscription; C{heartbeat} has no body."""
+        self.assertEqual(v2.parse("subscribe"), Subscribe())
+        self.assertEqual(v2.parse("heartbeat"), Heartbeat())
+
+    def test_timestamps(self) -> None:
+        """Timestamps are UTC with milliseconds and a Z."""
+        self.assertEqual(v2.format_timestamp(1796153605.1234), "2026-12-01T19:33:25.123Z")
+        self.assertEqual(v2.parse_timestamp("2026-12-01T19:33:25.123Z").timestamp(), 1796153605.123)
+
+
+class MalformedTests(SynchronousTestCase):
+    def assertRefused(self, text: str, wanted: str) -> None:
+        error = self.assertRaises(FrameError, v2.parse, text)
+        self.assertIn(wanted, str(error))
+        self.assertIsInstance(error, wire.MessageError)
+
+    def test_specific_errors(self) -> None:
+        """Each kind of mistake is named."""
+        body = '"stream":"s1","seq":1,"ts":"2026-12-01T19:33:25.123Z","synced":true,"sensor":"b","value":1'
+        cases = [
+            ("gossip {}", "unknown frame 'gossip'"),
+            ("reading", "reading needs a JSON object"),
+            ("reading [1]", "expected a JSON object"),
+            ("reading {nope", "is not JSON"),
+            ('reading {"stream":"s1"}', "'seq' is missing"),
+            ("reading {" + body + ',"text":5}', "'text' must be text"),
+            ("reading {" + body.replace('"seq":1', '"seq":-1') + ',"text":"t"}', "'seq' must be a whole number"),
+            ("reading {" + body.replace('"seq":1', '"seq":true') + ',"text":"t"}', "'seq' must be a whole number"),
+            ("reading {" + body.replace('"seq":1', '"seq":1.5') + ',"text":"t"}', "'seq' must be a whole number"),
+            ("reading {" + body.replace("19:33", "7pm") + ',"text":"t"}', "'ts' must be ISO 8601 UTC"),
+            ("reading {" + body.replace(".123Z", ".123") + ',"text":"t"}', "'ts' must be ISO 8601 UTC"),
+            ("reading {" + body.replace('"value":1', '"value":"on"') + ',"text":"t"}', "'value' must be a finite"),
+            ("reading {" + body.replace('"value":1', '"value":NaN') + ',"text":"t"}', "is not JSON"),
+            ("reading {" + body.replace('"sensor":"b"', '"sensor":"no spaces"') + ',"text":"t"}', "'sensor' must be"),
+            ("reading {" + body.replace('"stream":"s1"', '"stream":"a/b"') + ',"text":"t"}', "'stream' must be"),
+            ('gap {"stream":"s","from":5,"to":4,"reason":"x"}', "'from' (5) is after 'to' (4)"),
+            ('ack {"seq":"3"}', "'seq' must be a whole number"),
+            ('hello {"v":3,"role":"report"}', "speaks version 2, not 3"),
+            ('hello {"v":2,"role":"spy"}', "'role' must be 'report' or 'subscribe'"),
+            ('hello {"v":2,"role":"report","stream":"s"}', "'device' is missing"),
+            ('hello {"v":2,"role":"subscribe","heartbeat":0}', "'heartbeat' must be a number of seconds"),
+            ("heartbeat now", "heartbeat takes nothing"),
+            ("reading " + "[" * 100000, "is not JSON"),
+        ]
+        for text, wanted in cases:
+            with self.subTest(text=text[:60]):
+                self.assertRefused(text, wanted)
+
+    @given(st.text(max_size=200))
+    @settings(max_examples=500)
+    def test_fuzz_text(self, text) -> None:
+        """Any text parses to a frame or fails with FrameError, nothing else."""
+        try:
+            v2.parse(text)
+        except FrameError:
+            pass
+
+    @given(st.sampled_from(v2.VERBS), st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+        lambda children: st.lists(children, max_size=4) | st.dictionaries(
+            st.sampled_from(["v", "role", "device", "stream", "seq", "ts", "synced", "sensor", "value",
+                             "text", "unit", "from", "to", "reason", "after", "acked", "first", "last"]),
+            children, max_size=10),
+        max_leaves=20))  # fmt: skip
+    @settings(max_examples=500)
+    def test_fuzz_json(self, verb, body) -> None:
+        """Any JSON after a v2 verb parses or fails with FrameError, nothing else."""
+        import json
+
+        try:
+            v2.parse(f"{verb} {json.dumps(body)}")
+        except FrameError:
+            pass
