@@ -1,0 +1,232 @@
+"""
+Tests for L{rpisensor.stream.journal}: numbering without holes or repeats,
+across reopening, trimming, overflow, a killed process and a power cut.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from rpisensor.stream.journal import SYNC_EVERY, Journal, JournalError, NewReading, span
+from rpisensor.wire.v2 import Gap
+
+TS = "2026-12-01T19:33:25.123Z"
+
+
+def readings(*values: int, sensor: str = "button") -> list[NewReading]:
+    return [NewReading(TS, True, sensor, v, f"{sensor} {v}") for v in values]
+
+
+class JournalTestCase(SynchronousTestCase):
+    def journal(self, path=None, boot="boot-1", **options) -> Journal:
+        if path is None:
+            path = self.path
+        journal = Journal(path, current_boot=boot, **options)
+        journal.open()
+        self.addCleanup(journal.close)
+        return journal
+
+    def setUp(self) -> None:
+        self.path = os.path.join(self.mktemp() + ".sqlite")
+
+
+class NumberingTests(JournalTestCase):
+    def test_new_file_new_stream(self) -> None:
+        """A new file is a new stream, numbered from 1."""
+        journal = Journal(self.path, current_boot="b")
+        opened = journal.open()
+        self.addCleanup(journal.close)
+        self.assertTrue(opened.created)
+        self.assertRegex(opened.stream, r"^[0-9a-f]{16}$")
+        entries = journal.append(readings(1, 0, 1))
+        self.assertEqual([e.seq for e in entries], [1, 2, 3])
+        self.assertEqual({e.stream for e in entries}, {opened.stream})
+
+    def test_reopen_continues(self) -> None:
+        """Reopened, the stream and its numbering go on where they were."""
+        journal = Journal(self.path, current_boot="b")
+        stream = journal.open().stream
+        journal.append(readings(1, 0))
+        journal.close()
+        again = self.journal()
+        self.assertEqual(again.stream, stream)
+        self.assertEqual([e.seq for e in again.append(readings(1))], [3])
+        self.assertEqual([e.value for e in again.after(0, 10)], [1, 0, 1])
+
+    def test_trim_keeps_numbering(self) -> None:
+        """Acknowledged entries go, but the newest stays, so numbering survives a restart."""
+        journal = Journal(self.path, current_boot="b")
+        journal.open()
+        journal.append(readings(1, 0, 1))
+        self.assertEqual(journal.trim_through(3), 2)
+        journal.close()
+        again = self.journal()
+        self.assertEqual((again.first, again.last), (3, 3))
+        self.assertEqual(again.append(readings(0))[0].seq, 4)
+
+    def test_values_keep_their_type(self) -> None:
+        """A digital 1 comes back as the integer 1; a measurement as its float."""
+        journal = self.journal()
+        journal.append([NewReading(TS, False, "t", 22.5, "22.5 °C", "°C"), *readings(1)])
+        first, second = journal.after(0, 10)
+        self.assertEqual((first.value, first.unit, first.synced), (22.5, "°C", False))
+        self.assertIs(type(second.value), int)
+
+    def test_memory_only(self) -> None:
+        """Without a file, each start is a new stream."""
+        one, two = Journal(None), Journal(None)
+        self.assertNotEqual(one.open().stream, two.open().stream)
+        self.assertEqual(one.append(readings(1))[0].seq, 1)
+
+
+class BoundTests(JournalTestCase):
+    def test_overflow_becomes_a_gap(self) -> None:
+        """Beyond the bound, the oldest entries become one gap entry, first in the stream."""
+        journal = self.journal(max_entries=5)
+        journal.append(readings(*range(8)))
+        gap = journal.drop_oldest_over(5, "outbox full")
+        self.assertEqual(gap, Gap(journal.stream, 1, 4, "outbox full"))
+        self.assertEqual(journal.rows, 5)
+        entries = journal.after(0, 100)
+        self.assertEqual(entries[0], gap)
+        self.assertEqual([e.seq for e in entries[1:]], [5, 6, 7, 8])
+
+    def test_gaps_merge(self) -> None:
+        """A second overflow extends the gap instead of adding another."""
+        journal = self.journal()
+        journal.append(readings(*range(8)))
+        journal.drop_oldest_over(5, "outbox full")
+        journal.append(readings(8, 9))
+        gap = journal.drop_oldest_over(5, "outbox full")
+        self.assertEqual((gap.first, gap.last), (1, 6))
+        self.assertEqual(journal.gaps(), [gap])
+        self.assertEqual([span(e)[0] for e in journal.after(0, 100)], [1, 7, 8, 9, 10])
+
+    def test_after_inside_a_gap(self) -> None:
+        """Asking for entries after a seq inside a gap starts with that gap."""
+        journal = self.journal()
+        journal.append(readings(*range(8)))
+        journal.drop_oldest_over(5, "outbox full")
+        self.assertIsInstance(journal.after(2, 1)[0], Gap)
+        self.assertEqual(journal.after(4, 1)[0].seq, 5)
+
+    def test_trim_to(self) -> None:
+        """serve's journal keeps only its newest entries."""
+        journal = self.journal()
+        journal.append(readings(*range(10)))
+        self.assertEqual(journal.trim_to(4), 6)
+        self.assertEqual([e.seq for e in journal.after(0, 100)], [7, 8, 9, 10])
+
+    def test_latest_per_sensor(self) -> None:
+        """The snapshot: each sensor's newest reading."""
+        journal = self.journal()
+        journal.append(readings(1, 0) + readings(1, sensor="door") + readings(1))
+        latest = journal.latest_per_sensor()
+        self.assertEqual({name: r.seq for name, r in latest.items()}, {"door": 3, "button": 4})
+
+
+class DurabilityTests(JournalTestCase):
+    def test_batch_mode_syncs_once_per_call(self) -> None:
+        """In batch mode commits do not sync; L{Journal.sync} does, once, and only if needed."""
+        journal = self.journal()
+        journal.append(readings(1))
+        journal.append(readings(0))
+        self.assertEqual(journal.syncs, 0)
+        self.assertTrue(journal.sync())
+        self.assertFalse(journal.sync())
+        self.assertEqual(journal.syncs, 1)
+
+    def test_sync_forced_by_volume(self) -> None:
+        """Reaching L{SYNC_EVERY} unsynced entries forces a sync, bounding what a power cut costs."""
+        journal = self.journal()
+        journal.append(readings(*([1] * SYNC_EVERY)))
+        self.assertEqual(journal.syncs, 1)
+
+    def test_full_mode_syncs_each_commit(self) -> None:
+        """C{sync="full"} makes every commit durable."""
+        journal = self.journal(sync="full")
+        journal.append(readings(1))
+        journal.append(readings(0))
+        self.assertEqual(journal.syncs, 2)
+
+    def test_power_cut_skips_ahead(self) -> None:
+        """
+        Opened after an unclean stop on another boot (a power cut), the numbering
+        skips behind a gap: seqs that may have reached a receiver are never reused.
+        """
+        journal = Journal(self.path, current_boot="boot-1")
+        journal.open()
+        journal.append(readings(1, 0))
+        journal._db.close()  # the power goes: no clean close
+        journal._db = None
+        again = Journal(self.path, current_boot="boot-2")
+        opened = again.open()
+        self.addCleanup(again.close)
+        self.assertEqual(opened.skipped, Gap(again.stream, 3, 2 + SYNC_EVERY, opened.skipped.reason))
+        self.assertIn("lost power", opened.skipped.reason)
+        self.assertEqual(again.append(readings(1))[0].seq, 3 + SYNC_EVERY)
+
+    def test_killed_process_same_boot_no_skip(self) -> None:
+        """An unclean stop on the same boot (a killed process) loses nothing and skips nothing."""
+        journal = Journal(self.path, current_boot="boot-1")
+        journal.open()
+        journal.append(readings(1, 0))
+        journal._db.close()
+        journal._db = None
+        again = self.journal(boot="boot-1")
+        self.assertEqual(again.append(readings(1))[0].seq, 3)
+
+    def test_clean_stop_on_another_boot_no_skip(self) -> None:
+        """A clean stop (SIGTERM before a reboot) needs no skip."""
+        journal = Journal(self.path, current_boot="boot-1")
+        journal.open()
+        journal.append(readings(1))
+        journal.close()
+        self.assertIsNone(Journal(self.path, current_boot="boot-2").open().skipped)
+
+    def test_not_a_database(self) -> None:
+        """A file that is not SQLite is refused with a message naming it."""
+        with open(self.path, "wb") as f:
+            f.write(b"this is not a database" * 100)
+        error = self.assertRaises(JournalError, Journal(self.path).open)
+        self.assertIn(self.path, str(error))
+
+    def test_sigkill_at_any_moment(self) -> None:
+        """
+        A process appending as fast as it can, killed with SIGKILL: every entry it
+        reported committed is there, in order, the file is intact, and numbering goes on.
+        """
+        script = textwrap.dedent(f"""
+            import sys
+            from rpisensor.stream.journal import Journal, NewReading
+            journal = Journal({self.path!r}, current_boot="boot-1")
+            journal.open()
+            n = 0
+            while True:
+                batch = [NewReading("{TS}", True, "button", (n + i) % 2, "x") for i in range(1 + n % 7)]
+                n += len(batch)
+                last = journal.append(batch)[-1].seq
+                print(last, flush=True)
+        """)
+        process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+        reported = []
+        for line in process.stdout:
+            reported.append(int(line))
+            if len(reported) == 300:
+                break
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        with sqlite3.connect(self.path) as db:
+            self.assertEqual(db.execute("PRAGMA integrity_check").fetchone()[0], "ok")
+        journal = self.journal(boot="boot-1")
+        seqs = [e.seq for e in journal.after(0, 10**6)]
+        self.assertEqual(seqs, list(range(1, len(seqs) + 1)))
+        self.assertGreaterEqual(len(seqs), reported[-1])
+        self.assertEqual(journal.append(readings(1))[0].seq, len(seqs) + 1)
