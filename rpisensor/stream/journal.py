@@ -19,7 +19,7 @@ Durability, in order of what can happen:
     unclean stop on an earlier boot) the sequence skips ahead by
     L{SYNC_EVERY} behind a gap entry: a seq is never used for two readings.
 
-SQLite in WAL mode with 1 KiB pages keeps a steady stream of small appends to
+SQLite in WAL mode with 512-byte pages (the smallest) keeps a steady stream of small appends to
 about one page written per commit, which is what an SD card wants.
 """
 
@@ -138,7 +138,7 @@ class Journal:
     def _open(self) -> Opened:
         target = ":memory:" if self.path is None else str(self.path)
         db = self._db = sqlite3.connect(target, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA page_size=1024")  # takes effect only in a new file
+        db.execute("PRAGMA page_size=512")  # takes effect only in a new file
         if self.path is not None:
             mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if mode.lower() != "wal":
