@@ -71,6 +71,19 @@ class NumberingTests(JournalTestCase):
         self.assertEqual((again.first, again.last), (3, 3))
         self.assertEqual(again.append(readings(0))[0].seq, 4)
 
+    def test_trim_keeps_a_newest_gap(self) -> None:
+        """When the newest entry is a gap, trimming keeps it, and with it the numbering."""
+        journal = Journal(self.path, current_boot="boot-1")
+        journal.open()
+        journal._db.close()  # a power cut on an empty journal, then a reboot
+        journal._db = None
+        again = Journal(self.path, current_boot="boot-2")
+        skipped = again.open().skipped
+        again.trim_through(skipped.last)
+        again.close()
+        third = self.journal(boot="boot-2")
+        self.assertEqual(third.append(readings(1))[0].seq, skipped.last + 1)
+
     def test_values_keep_their_type(self) -> None:
         """A digital 1 comes back as the integer 1; a measurement as its float."""
         journal = self.journal()

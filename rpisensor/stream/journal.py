@@ -266,8 +266,8 @@ class Journal:
         if through < self.first or not self.first:
             return 0
         db = self._db
-        with _transaction(db):
-            gone = db.execute("DELETE FROM entries WHERE seq <= ?", (through,)).rowcount
+        with _transaction(db):  # an entry (a gap, maybe) that reaches past through stays whole
+            gone = db.execute("DELETE FROM entries WHERE COALESCE(last, seq) <= ?", (through,)).rowcount
         self._load_bounds()
         return gone
 

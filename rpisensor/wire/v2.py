@@ -43,6 +43,8 @@ class Hello:
     device: str | None = None
     stream: str | None = None
     heartbeat: float | None = None
+    #: report: the last seq the sender holds now, so the receiver can say what a replay brings.
+    last: int | None = None
 
 
 @dataclass(frozen=True)
@@ -144,7 +146,7 @@ def encode(frame: Frame) -> str:
         return "subscribe " + _compact({} if frame.after is None else {"after": frame.after})
     if isinstance(frame, Hello):
         body = {"v": VERSION, "role": frame.role}
-        for name in ("device", "stream", "heartbeat"):
+        for name in ("device", "stream", "heartbeat", "last"):
             if getattr(frame, name) is not None:
                 body[name] = getattr(frame, name)
         return "hello " + _compact(body)
@@ -291,7 +293,10 @@ def _hello(f: _Fields) -> Hello:
     if role not in ("report", "subscribe"):
         raise FrameError(f"hello: 'role' must be 'report' or 'subscribe', got {role[:32]!r}")
     required = role == "report"
-    return Hello(role, f.ident("device", required), f.ident("stream", required), f.seconds("heartbeat"))
+    return Hello(
+        role, f.ident("device", required), f.ident("stream", required), f.seconds("heartbeat"),
+        f.seq("last", False),
+    )  # fmt: skip
 
 
 def _welcome(f: _Fields) -> Welcome:

@@ -1,0 +1,329 @@
+"""
+The sending and receiving sides of v2 streams, wired to each other through a
+link the test controls (frames delivered, lost, or the link cut), with the
+real journal in a file, an inline runner and a Clock: every reading arrives
+exactly once, in order, whatever happens in between.
+"""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.internet.defer import fail, succeed
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from rpisensor.stream.journal import Journal, NewReading
+from rpisensor.stream.outbox import JournalService
+from rpisensor.stream.receiver import StreamReceiver, StreamRegistry
+from rpisensor.stream.records import StreamGap, StreamReading
+from rpisensor.stream.sender import ReceiverAhead, StreamSender
+from rpisensor.testing import inline_runner
+from rpisensor.wire import v2
+
+TS = "2026-12-01T19:33:25.123Z"
+
+
+def reading(value: int) -> NewReading:
+    return NewReading(TS, True, "button", value, f"value {value}")
+
+
+class MemoryStore:
+    """A store that keeps records in a list; each one durable at once, or when the test says."""
+
+    def __init__(self) -> None:
+        self.records: list = []
+        self.fail_next = False
+
+    def __call__(self, record):
+        if self.fail_next:
+            self.fail_next = False
+            return fail(OSError(28, "No space left on device"))
+        self.records.append(record)
+        return succeed(None)
+
+    def readings(self) -> list[int]:
+        return [r.seq for r in self.records if isinstance(r, StreamReading)]
+
+
+class Pair:
+    """A reporter's journal and a collector's store, and one connection between them at a time."""
+
+    def __init__(self, path: str, window: int = 1000, max_entries: int = 1_000_000) -> None:
+        self.path = path
+        self.clock = Clock()
+        self.store = MemoryStore()
+        self.registry = StreamRegistry()
+        self.window = window
+        self.max_entries = max_entries
+        self.start_reporter()
+        self.sender = self.receiver = None
+        self.to_collector: list[str] = []
+        self.to_reporter: list[str] = []
+        self.closed_with: list[str] = []
+
+    def start_reporter(self, boot: str = "boot") -> None:
+        journal = Journal(self.path, max_entries=self.max_entries, current_boot=boot)
+        self.outbox = JournalService(self.clock, journal, outbox=True, runner=inline_runner)
+        self.outbox.startService()
+
+    def power_cut(self, boot: str) -> None:
+        """The Pi loses power: no clean close; it boots again (another boot id)."""
+        self.cut()
+        journal = self.outbox.journal
+        journal._db.close()
+        journal._db = None
+        self.outbox._ticks.stop()
+        self.start_reporter(boot)
+
+    def stop_reporter(self) -> None:
+        self.cut()
+        self.outbox.stopService()
+
+    def take(self, *values: int) -> None:
+        for value in values:
+            self.outbox.append(reading(value))
+        self.clock.advance(0)
+
+    def connect(self) -> None:
+        """A new connection: hello, welcome, then the sender replays."""
+        journal = self.outbox.journal
+        hello = v2.Hello("report", "pi", journal.stream, last=journal.last)
+        self.receiver = StreamReceiver(
+            self.registry, hello, self.store, self.to_reporter.append, self._close, self.clock,
+            lambda: TS, "192.168.0.17:40000",
+        )  # fmt: skip
+        welcome = self.receiver.welcome()
+        self.sender = StreamSender(self.outbox, self.to_collector.append, welcome.acked, self.window)
+
+    def _close(self, reason: str) -> None:
+        self.closed_with.append(reason)
+        self.cut()
+
+    def cut(self) -> None:
+        """The link drops: frames in flight are lost both ways."""
+        if self.sender is not None:
+            self.sender.stop()
+        if self.receiver is not None:
+            self.receiver.connection_lost()
+        self.sender = self.receiver = None
+        self.to_collector.clear()
+        self.to_reporter.clear()
+
+    def deliver(self, frames: int | None = None) -> None:
+        """Deliver up to C{frames} frames to the collector, and every ack back."""
+        while self.to_collector and (frames is None or frames > 0):
+            text = self.to_collector.pop(0)
+            self.receiver.receive(v2.parse(text))
+            if frames is not None:
+                frames -= 1
+            if self.receiver is None:
+                return
+        self.clock.advance(0)
+        while self.to_reporter and self.sender is not None:
+            frame = v2.parse(self.to_reporter.pop(0))
+            self.sender.ack(frame.seq)
+
+    def settle(self) -> None:
+        for _ in range(1000):
+            if not self.to_collector and not self.to_reporter:
+                return
+            self.deliver()
+
+
+class StreamTestCase(SynchronousTestCase):
+    def pair(self, **options) -> Pair:
+        pair = Pair(os.path.join(self.mktemp() + ".sqlite"), **options)
+        self.addCleanup(pair.outbox.stopService)
+        return pair
+
+
+class DeliveryTests(StreamTestCase):
+    def test_live_readings(self) -> None:
+        """Readings taken while connected are sent as they are committed, and acknowledged."""
+        pair = self.pair()
+        pair.connect()
+        pair.take(1, 0, 1)
+        self.assertEqual(len(pair.to_collector), 3)
+        pair.settle()
+        self.assertEqual(pair.store.readings(), [1, 2, 3])
+        self.assertEqual(pair.sender.acked, 3)
+        self.assertEqual(pair.outbox.acked, 3)
+
+    def test_replay_after_outage(self) -> None:
+        """Readings taken while disconnected are replayed on the next connection, in order."""
+        pair = self.pair()
+        pair.take(1, 0, 1, 0)
+        pair.connect()
+        pair.settle()
+        self.assertEqual(pair.store.readings(), [1, 2, 3, 4])
+        self.assertEqual(pair.store.records[0].text, "value 1")
+
+    def test_window(self) -> None:
+        """No more than the window goes unacknowledged."""
+        pair = self.pair(window=2)
+        pair.take(*range(5))
+        pair.connect()
+        self.assertEqual(len(pair.to_collector), 2)
+        pair.deliver()
+        self.assertEqual(len(pair.to_collector), 2)
+        pair.settle()
+        self.assertEqual(pair.store.readings(), [1, 2, 3, 4, 5])
+
+    def test_cut_loses_nothing(self) -> None:
+        """A cut with frames and acks in flight: the next connection sends what was not stored."""
+        pair = self.pair()
+        pair.take(*range(6))
+        pair.connect()
+        pair.deliver(frames=4)  # 1..4 stored; their ack is lost with the cut below
+        pair.receiver.receive(v2.parse(pair.to_collector.pop(0)))  # 5 stored, no ack sent yet
+        pair.cut()
+        pair.connect()
+        pair.settle()
+        self.assertEqual(pair.store.readings(), [1, 2, 3, 4, 5, 6])
+
+    def test_pause(self) -> None:
+        """While paused (the transport's buffer is full) nothing is sent; resume continues."""
+        pair = self.pair()
+        pair.connect()
+        pair.sender.pause()
+        pair.take(1, 0)
+        self.assertEqual(pair.to_collector, [])
+        pair.sender.resume()
+        pair.settle()
+        self.assertEqual(pair.store.readings(), [1, 2])
+
+    def test_reporter_restart(self) -> None:
+        """A reporter restarted mid-stream goes on with the same stream and numbering."""
+        pair = self.pair()
+        pair.take(1, 0)
+        pair.connect()
+        pair.settle()
+        pair.stop_reporter()
+        pair.start_reporter()
+        pair.take(1)
+        pair.connect()
+        pair.settle()
+        self.assertEqual(pair.store.readings(), [1, 2, 3])
+
+    def test_outbox_overflow_is_a_gap(self) -> None:
+        """Readings the outbox dropped while the collector was away arrive as one gap record."""
+        pair = self.pair(max_entries=4)
+        pair.take(*range(10))
+        pair.connect()
+        pair.settle()
+        gaps = [r for r in pair.store.records if isinstance(r, StreamGap)]
+        self.assertEqual([(g.first, g.last, g.reason) for g in gaps], [(1, 7, "outbox full")])
+        self.assertEqual(pair.store.readings(), [8, 9, 10])
+
+
+class ReceiverTests(StreamTestCase):
+    def test_out_of_order_closes(self) -> None:
+        """An entry after a hole closes the connection with an error saying where to resume."""
+        pair = self.pair()
+        pair.take(1, 0, 1)
+        pair.connect()
+        pair.to_collector.pop(1)
+        pair.deliver()
+        self.assertEqual(pair.closed_with, ["error: entry 3 out of order, expected 2; reconnect and send from 2"])
+        pair.connect()
+        pair.settle()
+        self.assertEqual(pair.store.readings(), [1, 2, 3])
+
+    def test_duplicates_are_dropped_and_acknowledged(self) -> None:
+        """An entry already stored is not stored again, and is acknowledged."""
+        pair = self.pair()
+        pair.take(1, 0)
+        pair.connect()
+        text = pair.to_collector[0]
+        pair.settle()
+        pair.receiver.receive(v2.parse(text))
+        pair.clock.advance(0)
+        self.assertEqual(pair.store.readings(), [1, 2])
+        self.assertEqual(pair.to_reporter, [v2.encode(v2.Ack(2))])
+
+    def test_store_failure(self) -> None:
+        """A reading the store cannot write is not acknowledged; the sender sends it again."""
+        pair = self.pair()
+        pair.take(1, 0)
+        pair.store.fail_next = True
+        pair.connect()
+        pair.deliver()
+        self.assertTrue(pair.closed_with[0].startswith("error: the collector could not store the reading"))
+        pair.connect()
+        pair.settle()
+        self.assertEqual(pair.store.readings(), [1, 2])
+
+    def test_newer_connection_takes_over(self) -> None:
+        """A second connection for the same stream (the first half-open) closes the first."""
+        pair = self.pair()
+        pair.connect()
+        old = pair.receiver
+        pair.connect()
+        self.assertTrue(old.closed)
+        self.assertIn("error: a newer connection for this stream took over", pair.closed_with)
+
+    def test_wrong_stream(self) -> None:
+        """An entry of another stream closes the connection."""
+        pair = self.pair()
+        pair.connect()
+        pair.receiver.receive(v2.Reading("0000000000000000", 1, TS, True, "button", 1, "x"))
+        self.assertIn("on the connection of stream", pair.closed_with[0])
+
+    def test_receiver_ahead(self) -> None:
+        """A collector with more of the stream than the journal (an old copy restored) is refused."""
+        pair = self.pair()
+        self.assertRaises(ReceiverAhead, StreamSender, pair.outbox, lambda text: None, 5)
+
+
+class ExactlyOnceProperty(StreamTestCase):
+    @given(st.lists(st.one_of(
+        st.tuples(st.just("take"), st.integers(1, 5)),
+        st.tuples(st.just("deliver"), st.integers(0, 6)),
+        st.just(("cut",)), st.just(("connect",)), st.just(("restart reporter",)),
+        st.just(("restart collector",)), st.just(("store fails",)), st.just(("power cut",)),
+    ), max_size=40), st.integers(1, 8))  # fmt: skip
+    @settings(max_examples=200, deadline=None)
+    def test_any_interleaving(self, steps, window) -> None:
+        """Any mix of readings, cuts, partial deliveries and restarts stores each reading once, in order."""
+        pair = Pair(os.path.join(self.mktemp() + ".sqlite"), window=window)
+        skipped = []
+        try:
+            for number, step in enumerate(steps):
+                kind = step[0]
+                if kind == "take":
+                    pair.take(*range(step[1]))
+                elif kind == "deliver" and pair.receiver is not None:
+                    pair.deliver(step[1])
+                elif kind == "cut":
+                    pair.cut()
+                elif kind == "connect":
+                    pair.cut()
+                    pair.connect()
+                elif kind == "restart reporter":
+                    pair.stop_reporter()
+                    pair.start_reporter()
+                elif kind == "restart collector":
+                    pair.cut()
+                    high = max([r.seq for r in pair.store.records if isinstance(r, StreamReading)] +
+                               [r.last for r in pair.store.records if isinstance(r, StreamGap)] + [0])
+                    pair.registry = StreamRegistry({("pi", pair.outbox.journal.stream): high})
+                elif kind == "store fails":
+                    pair.store.fail_next = True
+                elif kind == "power cut":
+                    pair.power_cut(f"boot-{number}")
+                    gap = pair.outbox.opened.skipped
+                    skipped.append((gap.first, gap.last))
+            pair.store.fail_next = False  # then the faults stop: one more connection delivers the rest
+            pair.cut()
+            pair.connect()
+            pair.settle()
+            taken = pair.outbox.journal.last
+            skipped_seqs = {seq for first, last in skipped for seq in range(first, last + 1)}
+            self.assertEqual(pair.store.readings(), [s for s in range(1, taken + 1) if s not in skipped_seqs])
+            gaps = [(r.first, r.last) for r in pair.store.records if isinstance(r, StreamGap)]
+            self.assertEqual(gaps, skipped)
+        finally:
+            pair.outbox.stopService()
