@@ -327,3 +327,157 @@ class ExactlyOnceProperty(StreamTestCase):
             self.assertEqual(gaps, skipped)
         finally:
             pair.outbox.stopService()
+
+
+class _Synced:
+    def __init__(self, value: bool) -> None:
+        self.value = value
+
+    def synced(self) -> bool:
+        return self.value
+
+
+class SamplerTests(StreamTestCase):
+    def setUp(self) -> None:
+        from rpisensor.sensing.inputs import DEFAULT_INPUT
+        from rpisensor.sensing.reader import InputReader
+        from rpisensor.testing import simulated_pins
+
+        self.clock = Clock()
+        self.clock.advance(1796153605.123)
+        self.pins = simulated_pins(clock=self.clock)
+        self.reader = InputReader(self.pins, [DEFAULT_INPUT], inline_runner, self.clock)
+        self.reader.setup()
+        self.path = os.path.join(self.mktemp() + ".sqlite")
+
+    def journal(self) -> JournalService:
+        service = JournalService(self.clock, Journal(self.path, current_boot="b"), outbox=True, runner=inline_runner)
+        service.startService()
+        self.addCleanup(service.stopService)
+        return service
+
+    def sampler(self, journal, changes_only: bool):
+        from rpisensor.stream.sampler import Sampler
+
+        sampler = Sampler(self.reader, journal, self.clock, 0.1, changes_only, _Synced(True))
+        sampler.start()
+        self.clock.advance(0)
+        self.addCleanup(sampler.stop)
+        return sampler
+
+    def entries(self, journal) -> list:
+        return journal.journal.after(0, 100)
+
+    def test_changes_only(self) -> None:
+        """In change mode, only changes become readings: 1 when pressed, with the Pi's time."""
+        journal = self.journal()
+        self.sampler(journal, changes_only=True)
+        for level in (True, True, False, False, True):
+            self.pins.set_level(24, level)
+            self.clock.advance(0.1)
+        entries = self.entries(journal)
+        self.assertEqual([(e.value, e.text) for e in entries],
+                         [(0, "Button released"), (1, "Button pressed"), (0, "Button released")])  # fmt: skip
+        self.assertEqual(entries[0].ts, "2026-12-01T19:33:25.123Z")
+        self.assertTrue(entries[0].synced)
+
+    def test_every_sample(self) -> None:
+        """In sampling mode, every sample is a reading."""
+        journal = self.journal()
+        self.sampler(journal, changes_only=False)
+        self.clock.advance(0.1)
+        self.clock.advance(0.1)
+        self.assertEqual([e.value for e in self.entries(journal)], [0, 0, 0])
+
+    def test_restart_records_no_repeat(self) -> None:
+        """Restarted in change mode, an unchanged input is not recorded again."""
+        journal = self.journal()
+        sampler = self.sampler(journal, changes_only=True)
+        sampler.stop()
+        journal.stopService()
+        again = self.journal()
+        self.sampler(again, changes_only=True)
+        self.clock.advance(0.1)
+        self.assertEqual(len(self.entries(again)), 1)
+
+
+class PublicationTests(StreamTestCase):
+    def journal(self, **options) -> JournalService:
+        path = os.path.join(self.mktemp() + ".sqlite")
+        service = JournalService(Clock(), Journal(path, current_boot="b", **options), outbox=False,
+                                 runner=inline_runner)  # fmt: skip
+        service.startService()
+        self.addCleanup(service.stopService)
+        return service
+
+    def append(self, journal, *values, sensor="button") -> None:
+        for value in values:
+            journal.append(NewReading(TS, True, sensor, value, f"{sensor} {value}"))
+        journal._reactor.advance(0)
+
+    def test_fresh_subscription_gets_snapshot_then_live(self) -> None:
+        """A live view gets each input's latest reading, marked snapshot, then new entries."""
+        from rpisensor.stream.publisher import Publication
+
+        journal = self.journal()
+        self.append(journal, 1, 0)
+        self.append(journal, 1, sensor="door")
+        sent = []
+        publication = Publication(journal, sent.append, "pi")
+        self.assertEqual(publication.welcome(), v2.Welcome(device="pi", stream=journal.journal.stream, first=1, last=3))
+        publication.subscribe(None)
+        self.append(journal, 1)
+        frames = [v2.parse(text) for text in sent]
+        self.assertEqual([(f.seq, f.snapshot) for f in frames], [(2, True), (3, True), (4, False)])
+
+    def test_resume(self) -> None:
+        """A resume gets the entries after its seq, then live ones."""
+        from rpisensor.stream.publisher import Publication
+
+        journal = self.journal()
+        self.append(journal, 1, 0, 1)
+        sent = []
+        publication = Publication(journal, sent.append, "pi")
+        publication.subscribe(1)
+        self.append(journal, 0)
+        self.assertEqual([v2.parse(text).seq for text in sent], [2, 3, 4])
+
+    def test_resume_behind_the_journal(self) -> None:
+        """A resume from before what the journal keeps starts with a gap saying so."""
+        from rpisensor.stream.publisher import Publication
+
+        journal = self.journal(max_entries=3)
+        self.append(journal, 1, 0, 1, 0, 1)
+        sent = []
+        Publication(journal, sent.append, "pi").subscribe(0)
+        frames = [v2.parse(text) for text in sent]
+        self.assertEqual((frames[0].first, frames[0].last), (1, 2))
+        self.assertIn("no longer holds", frames[0].reason)
+        self.assertEqual([f.seq for f in frames[1:]], [3, 4, 5])
+
+    def test_ahead(self) -> None:
+        """A resume after the end of the stream is refused."""
+        from rpisensor.stream.publisher import AheadOfStream, Publication
+
+        journal = self.journal()
+        self.append(journal, 1)
+        self.assertRaises(AheadOfStream, Publication(journal, [].append, "pi").subscribe, 5)
+
+    def test_slow_subscriber_behind_trimmed_entries(self) -> None:
+        """
+        A subscriber that fell behind what the journal keeps gets what it still has in
+        memory, then a gap for what is gone, then the rest: never a silent hole.
+        """
+        from rpisensor.stream.publisher import Publication
+
+        journal = self.journal(max_entries=2)
+        self.append(journal, 1)
+        sent = []
+        publication = Publication(journal, sent.append, "pi", window=1)
+        publication.subscribe(0)
+        self.append(journal, 0, 1, 0, 1, 0)  # 2 and 3 wait in memory; 4 goes; 5, 6 are kept
+        for seq in range(1, 7):
+            publication.ack(seq)
+        frames = [v2.parse(text) for text in sent]
+        self.assertEqual([getattr(f, "seq", None) for f in frames], [1, 2, 3, None, 5, 6])
+        self.assertEqual((frames[3].first, frames[3].last), (4, 4))

@@ -214,6 +214,10 @@ class JournalService(Service):
     def latest_per_sensor(self) -> Deferred:
         return self._run(self.journal.latest_per_sensor)
 
+    def snapshot(self) -> Deferred:
+        """Fires with C{(last, latest reading of each sensor)}, taken together in the journal's thread."""
+        return self._run(lambda: (self.journal.last, self.journal.latest_per_sensor()))
+
     def acknowledge(self, seq: int) -> None:
         """The collector has everything up to C{seq}: it may be trimmed (at the next trim)."""
         self.acked = max(self.acked, seq)

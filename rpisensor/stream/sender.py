@@ -15,6 +15,11 @@ from twisted.logger import Logger
 from rpisensor.stream.journal import Entry, span
 from rpisensor.stream.outbox import JournalService
 from rpisensor.wire import v2
+from rpisensor.wire.v2 import Gap
+
+
+#: Why entries a subscriber asked for are missing: serve's journal is bounded.
+TRIMMED = "the Pi's journal no longer holds these (it keeps the newest --journal-max entries)"
 
 
 class ReceiverAhead(Exception):
@@ -91,6 +96,16 @@ class StreamSender:
 
     def _fetched(self, entries: list[Entry]) -> None:
         self._fetching = False
+        if entries and span(entries[0])[0] > self.next:
+            # serve's journal forgot the entries this subscriber has yet to get
+            # (it keeps only the newest ones): say so, then go on after them.
+            first = span(entries[0])[0]
+            lost = Gap(self._journal.journal.stream, self.next, first - 1, TRIMMED)
+            self._log.warn(
+                "A subscriber fell behind: entries {first} to {last} are no longer in the journal.",
+                first=lost.first, last=lost.last,
+            )  # fmt: skip
+            self._cache[self.next] = lost
         for entry in entries:
             first, last = span(entry)
             if last >= self.next:

@@ -1,0 +1,109 @@
+"""
+The publishing side of C{serve}'s stream: one subscriber's session. After
+C{welcome} the subscriber says where to start: after a seq it already has
+(a resume: the entries since, then live ones), or nowhere (a live view: the
+latest reading of every input, marked C{snapshot}, then live ones).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from twisted.logger import Logger
+
+from rpisensor.stream.outbox import JournalService
+from rpisensor.stream.sender import TRIMMED, StreamSender
+from rpisensor.wire import v2
+
+
+class AheadOfStream(ValueError):
+    """The subscriber asked for entries after the end of the stream."""
+
+
+class Publication:
+    """
+    Sends C{journal}'s entries to one subscriber through C{send}.
+
+    @param window: the most entries sent and not yet acknowledged.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self, journal: JournalService, send: Callable[[str], None], device: str, window: int = 1000
+    ) -> None:
+        self._journal = journal
+        self._send = send
+        self.device = device
+        self.window = window
+        self.sender: StreamSender | None = None
+        self._paused = False
+        self._stopped = False
+
+    def welcome(self, heartbeat: float | None = None) -> v2.Welcome:
+        journal = self._journal.journal
+        return v2.Welcome(
+            device=self.device, stream=journal.stream, first=journal.first, last=journal.last,
+            heartbeat=heartbeat,
+        )  # fmt: skip
+
+    def subscribe(self, after: int | None) -> None:
+        """
+        Start sending.
+
+        @raise AheadOfStream: C{after} is beyond the stream's last entry.
+        """
+        journal = self._journal.journal
+        if after is None:
+            self._journal.snapshot().addCallback(self._snapshot)
+            return
+        if after > journal.last:
+            raise AheadOfStream(
+                f"nothing after {after} in stream {journal.stream}: it ends at {journal.last}"
+            )
+        if journal.first and after + 1 < journal.first:
+            # Entries the subscriber has yet to get are no longer kept: a gap first.
+            self._send(v2.encode(v2.Gap(journal.stream, after + 1, journal.first - 1, TRIMMED)))
+            after = journal.first - 1
+        self._start(after)
+
+    def _snapshot(self, snapshot) -> None:
+        if self._stopped:
+            return
+        last, latest = snapshot
+        for reading in sorted(latest.values(), key=lambda r: r.seq):
+            self._send(v2.encode(_as_snapshot(reading)))
+        self._start(last)
+
+    def _start(self, after: int) -> None:
+        if self._stopped:
+            return
+        self.sender = StreamSender(self._journal, self._send, after, self.window)
+        if self._paused:
+            self.sender.pause()
+
+    def ack(self, seq: int) -> None:
+        if self.sender is not None:
+            self.sender.ack(seq)
+
+    def pause(self) -> None:
+        self._paused = True
+        if self.sender is not None:
+            self.sender.pause()
+
+    def resume(self) -> None:
+        self._paused = False
+        if self.sender is not None:
+            self.sender.resume()
+
+    def stop(self) -> None:
+        self._stopped = True
+        if self.sender is not None:
+            self.sender.stop()
+
+
+def _as_snapshot(reading: v2.Reading) -> v2.Reading:
+    return v2.Reading(
+        reading.stream, reading.seq, reading.ts, reading.synced, reading.sensor, reading.value,
+        reading.text, reading.unit, snapshot=True,
+    )  # fmt: skip

@@ -1,0 +1,125 @@
+"""
+Turning reads into stream entries: every input is read each interval, and
+each sample (or, in change mode, each change) becomes a reading in the
+journal, timed by the Pi's clock when the pin was read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from rpisensor.lograte import RateLimitedLog
+from rpisensor.sensing.reader import InputReader
+from rpisensor.sensing.reading import Reading
+from rpisensor.stream.identity import ClockState
+from rpisensor.stream.journal import NewReading
+from rpisensor.stream.outbox import JournalService
+from rpisensor.wire.v2 import format_timestamp
+
+
+def to_entry(reading: Reading, synced: bool) -> NewReading:
+    """A digital input's reading as a stream entry: value 1 when active (as its text says), else 0."""
+    active = reading.high != reading.input.active_low
+    return NewReading(format_timestamp(reading.time), synced, reading.input.name, int(active), reading.text)
+
+
+class Sampler:
+    """
+    Reads every input of C{reader} each C{interval} seconds into C{journal}.
+
+    @param changes_only: record a reading only when an input's value differs
+        from the last one recorded (the journal's, across restarts); else
+        every sample.
+    @param on_sample: also called with each L{Reading} (recorded or not), for
+        the v1 senders that push plain text.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        reader: InputReader,
+        journal: JournalService | None,
+        clock,
+        interval: float,
+        changes_only: bool,
+        clock_state: ClockState | None = None,
+        on_sample: Callable[[Reading], object] | None = None,
+    ) -> None:
+        self.reader = reader
+        self.journal = journal
+        self.interval = interval
+        self.changes_only = changes_only
+        self._clock = clock
+        self._clock_state = clock_state if clock_state is not None else ClockState()
+        self._on_sample = on_sample
+        self._recorded: dict[str, int] = {}
+        self._loop = LoopingCall(self.sample)
+        self._loop.clock = clock
+        self._sampling: Deferred | None = None
+        self._failures = RateLimitedLog(clock, self._log)
+
+    def start(self) -> Deferred | None:
+        """Start sampling, first learning what the journal last recorded of each input."""
+        if self.journal is not None and self.changes_only:
+            d = self.journal.latest_per_sensor()
+            d.addCallback(self._learn)
+            d.addBoth(lambda _: self._start_loop())
+            return d
+        self._start_loop()
+        return None
+
+    def _learn(self, latest) -> None:
+        self._recorded = {name: entry.value for name, entry in latest.items()}
+
+    def _start_loop(self) -> None:
+        self._loop.start(self.interval, now=True).addErrback(self._loop_failed)
+
+    def _loop_failed(self, failure: Failure) -> None:
+        self._log.failure("Sampling stopped", failure)
+
+    def stop(self) -> None:
+        if self._loop.running:
+            self._loop.stop()
+
+    def sample(self) -> Deferred:
+        """Read every input once; a sample still in progress (a slow sensor) is shared, not doubled."""
+        if self._sampling is not None:
+            return self._sampling
+        synced = self._clock_state.synced()
+        reads = [
+            self.reader.read(name).addCallbacks(self._read, self._read_failed, (synced,), None, (name,))
+            for name in self.reader.inputs
+        ]
+        self._sampling = DeferredList(reads)
+        self._sampling.addBoth(self._done)
+        return self._sampling
+
+    def _done(self, result):
+        self._sampling = None
+        return result
+
+    def _read(self, reading: Reading, synced: bool) -> None:
+        if self._on_sample is not None:
+            self._on_sample(reading)
+        if self.journal is None:
+            return
+        entry = to_entry(reading, synced)
+        if self.changes_only and self._recorded.get(entry.sensor) == entry.value:
+            return
+        self._recorded[entry.sensor] = entry.value
+        self.journal.append(entry).addErrback(lambda _: None)  # the journal logs its own failures
+
+    def _read_failed(self, failure: Failure, name: str) -> None:
+        self._failures.warn(
+            "Reading input {name} failed: {error}; sampling goes on every {interval} s.",
+            key=f"read failed {name}",
+            name=name,
+            error=failure.getErrorMessage(),
+            interval=self.interval,
+        )
