@@ -190,7 +190,10 @@ async def test_idle_timeout_closes_silent_connection(reactor, tmp_path, role):
 
 @pytest_twisted.ensureDeferred
 async def test_max_connections(reactor):
-    """The connection past --max-connections is closed without a reply; one leaving makes room."""
+    """
+    The connection past --max-connections gets one busy line instead of a reply and is closed;
+    one leaving makes room.
+    """
     server = await start_server(reactor=reactor, limits=ServerLimits(max_connections=2))
     clients = []
     try:
@@ -200,7 +203,7 @@ async def test_max_connections(reactor):
         clients.append(extra)
         extra.transport.write(b"go\0")
         await extra.lost
-        assert extra.received == b""
+        assert extra.received == b"error: busy: too many connections\0"
         assert server.factory.refused == 1
         # The two accepted connections are still served.
         clients[0].transport.write(b"ping\0")

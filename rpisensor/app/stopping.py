@@ -24,7 +24,7 @@ class DrainService(Service):
 
     def stopService(self) -> Deferred:
         super().stopService()
-        return Deferred.fromCoroutine(self.factory.drain(self._clock, self.timeout))
+        return self.factory.drain(self._clock, self.timeout)
 
 
 class StopInOrder(MultiService):
@@ -44,5 +44,3 @@ class StopInOrder(MultiService):
                 await maybeDeferred(child.stopService)
             except Exception:
                 _log.failure("Stopping {child} failed; stopping the others anyway", child=child)
-
-
