@@ -178,7 +178,7 @@ class ServerConnection(NullTerminatedProtocol):
     def _handshake_too_slow(self) -> None:
         self._handshake_given_up = True
         self.peer_log.info(
-            "Closing the connection from {peer}: no TLS handshake within {seconds} s "
+            "Closing the connection from {peer}: no TLS handshake within {seconds:g} s "
             "(--handshake-timeout).",
             key="TLS handshakes too slow",
             peer=self.peer,
@@ -188,7 +188,7 @@ class ServerConnection(NullTerminatedProtocol):
 
     def timeoutConnection(self) -> None:
         self.peer_log.info(
-            "Closing the connection from {peer}: nothing received for {seconds} s "
+            "Closing the connection from {peer}: nothing received for {seconds:g} s "
             "(--idle-timeout).",
             key="idle connections closed",
             peer=self.peer,
@@ -202,6 +202,7 @@ class ServerConnection(NullTerminatedProtocol):
         self._cancel(self._close_timer)
         self._cancel(self._handshake_timer)
         self.factory.connection_closed(self)
+        super().connectionLost(reason)
         if self.tls and not self.tls_established:
             if not self._handshake_given_up:  # (that was logged when giving up)
                 self._log_failed_handshake(reason)

@@ -58,6 +58,8 @@ class NullTerminatedProtocol(LineOnlyReceiver):
         whole segment is decoded once, rather than once per message, which
         makes this faster per message than decoding behind the base class.
         """
+        if self.transport.disconnecting:
+            return  # closing (a message was too long): what follows is not read
         buffer = self._buffer + data if self._buffer else data
         if self._held:
             self._buffer = buffer
@@ -98,6 +100,12 @@ class NullTerminatedProtocol(LineOnlyReceiver):
             self._held = False
             if self._buffer and not self.transport.disconnecting:
                 self.dataReceived(b"")
+
+    def connectionLost(self, reason) -> None:
+        """Drop what was held or half received: nothing more is delivered for a peer that left."""
+        self._buffer = b""
+        self._held = False
+        super().connectionLost(reason)
 
     def lineReceived(self, line: bytes) -> None:
         try:

@@ -30,16 +30,19 @@ class CannotListen(SystemExit, Exception):
 
     Both an L{Exception} and a L{SystemExit}, because each half reaches a
     different reader. twistd reports only an L{Exception} from starting the
-    application to its daemonizing parent (through the status pipe, 100
-    bytes: C{str()} of this, kept short), then removes the pid file; without
-    that the parent waits forever. The interpreter prints a L{SystemExit}'s
-    C{code} as one line (to the terminal with C{-n}, to twistd.log as a
-    daemon) instead of a traceback.
+    application to its daemonizing parent, through its status pipe, as
+    C{module.Class: str(error)} cut at 100 bytes (hence the short C{str}
+    and module name), then removes the pid file; without that the parent
+    waits forever. The interpreter prints a L{SystemExit}'s C{code}, the
+    whole line, instead of a traceback: on the terminal with C{-n}, into
+    twistd.log as a daemon.
     """
 
-    def __init__(self, message: str, advice: str) -> None:
-        super().__init__(message)
-        self.code = f"rpisensor: {message} ({advice})"
+    __module__ = "rpisensor"
+
+    def __init__(self, summary: str, line: str) -> None:
+        super().__init__(summary)
+        self.code = line
 
 
 def _why(error: BaseException) -> str:
@@ -48,6 +51,13 @@ def _why(error: BaseException) -> str:
         reason = error.socketError.strerror or str(error.socketError)
         return reason[:1].lower() + reason[1:]
     return str(error) or type(error).__name__
+
+
+def _where(error: BaseException, description: str) -> str:
+    """Where a listen failed, in few words: C{127.0.0.1 port 22000}, else the description."""
+    if isinstance(error, CannotListenError) and isinstance(error.port, int):
+        return f"{error.interface} port {error.port}" if error.interface else f"port {error.port}"
+    return description
 
 
 def _advice(error: BaseException) -> str:
@@ -163,7 +173,11 @@ class ListenerService(StreamServerEndpointService):
             self._starting = False
         if failed_now:
             error = failed_now[0].value
-            raise CannotListen(f"cannot listen on {self.description}: {_why(error)}", _advice(error))
+            why = _why(error)
+            raise CannotListen(
+                f"cannot listen on {_where(error, self.description)}: {why}",
+                f"rpisensor: cannot listen on {self.description}: {why} ({_advice(error)})",
+            )
 
     def _listen_failed(self, failure: Failure, failed_now: list[Failure]) -> None:
         if failure.check(CancelledError):
