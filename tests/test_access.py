@@ -13,6 +13,8 @@ import ipaddress
 import socket
 from unittest import SkipTest
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
@@ -173,6 +175,34 @@ class ParseNetworkTests(SynchronousTestCase):
                 message = str(raised.exception)
                 self.assertIn(repr(text), message)
                 self.assertIn("192.168.0.0/24", message)
+
+
+class FuzzTests(SynchronousTestCase):
+    """Any text as a peer's host or an C{--allow} value: an answer or a clear error, never a crash."""
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.one_of(st.text(max_size=50), st.ip_addresses().map(str)))
+    def test_any_host(self, host: str) -> None:
+        """Every policy answers True or False for any host text."""
+        for policy in (AccessPolicy(), AccessPolicy([parse_network("10.0.0.0/8")]), AccessPolicy([])):
+            self.assertIn(policy.allows(host), (True, False))
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.one_of(st.text(max_size=50), st.ip_addresses().map(str), st.ip_addresses().map(lambda a: f"{a}/24")))
+    def test_any_allow_value(self, text: str) -> None:
+        """C{--allow TEXT} gives a network, or a ValueError that quotes the text."""
+        try:
+            network = parse_network(text)
+        except ValueError as e:
+            self.assertIn(repr(text), str(e))
+        else:
+            self.assertIsInstance(network, (ipaddress.IPv4Network, ipaddress.IPv6Network))
+
+    @given(st.ip_addresses(v=4))
+    def test_mapped_addresses_judged_as_ipv4(self, address) -> None:
+        """C{::ffff:A} is allowed exactly when C{A} is."""
+        policy = AccessPolicy()
+        self.assertEqual(policy.allows(f"::ffff:{address}"), policy.allows(str(address)))
 
 
 class OptionsPolicyTests(SynchronousTestCase):

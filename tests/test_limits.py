@@ -1,12 +1,11 @@
 """
-The server roles' limits and stops: idle timeout, connection limit, pending
-commands, clients that do not read, failed and hung sensor reads, and a
+The server roles' limits and stops: connection limit, pending commands, clients that do not read, failed and hung sensor reads, and a
 graceful stop of C{serve} and C{collect}.
 
 Flow control is checked at unit level (StringTransport, FakeRunner, Clock);
 the rest over real loopback TCP in process with the real reactor
 (pytest-twisted). Every wait is for a condition (30 s deadline); nothing
-asserts a duration.
+asserts a duration. The idle timeout is in L{tests.test_admission}, on a Clock.
 """
 
 from __future__ import annotations
@@ -153,39 +152,6 @@ class FlowControlTests(SynchronousTestCase):
 
 
 # -- real loopback ----------------------------------------------------------------
-
-
-@pytest.mark.parametrize("role", ["serve", "collect"])
-@pytest_twisted.ensureDeferred
-async def test_idle_timeout_closes_silent_connection(reactor, tmp_path, role):
-    """A connection that sends nothing is closed after --idle-timeout; an active one is served."""
-    limits = ServerLimits(idle_timeout=0.5)
-    if role == "serve":
-        server = await start_server(reactor=reactor, limits=limits)
-        port, factory, stop = server.port, server.factory, server.stop
-    else:
-        top = build_collect_service(reactor, str(tmp_path / "r.jsonl"), ListenSettings((LISTEN,), limits))
-        top.startService()
-        port = (await listening_port(top)).getHost().port
-        factory, stop = top.factory, top.stopService
-    timeouts = []
-
-    def observe(event):
-        if "(--idle-timeout)" in event.get("log_format", ""):
-            timeouts.append(event)
-
-    globalLogPublisher.addObserver(observe)
-    try:
-        silent = await open_client(reactor, port)
-        await silent.lost
-        assert silent.received == b""
-        assert len(timeouts) == 1
-        assert not factory.connections
-        if role == "serve":
-            assert await send_message(port, "go", reactor) == "Button released"
-    finally:
-        globalLogPublisher.removeObserver(observe)
-        await stop()
 
 
 @pytest_twisted.ensureDeferred

@@ -101,18 +101,15 @@ def load_certificate_authorities(pem: bytes) -> list:
     return [Certificate(X509.from_cryptography(c)) for c in certificates]
 
 
-def mutual_tls_endpoint(reactor, description: str, ca_pem: bytes):
+def ssl_parameters(description: str) -> dict[str, str]:
     """
-    The C{ssl:} server endpoint C{description}, requiring during the TLS
-    handshake a client certificate signed by one of the CAs in C{ca_pem}.
+    The parameters of the C{ssl:} string C{description}, by name, as
+    Twisted's C{ssl:} parser takes them (positionally or by name).
 
-    @raise ValueError: C{description} is not an C{ssl:} string Twisted
-        would take, or a file it names cannot be used; the message says
-        which.
+    @raise ValueError: it is not an C{ssl:} string Twisted would take.
     """
     args, kwargs = parse_description(description)
-    kind = args.pop(0).lower()
-    if kind != "ssl":
+    if args.pop(0).lower() != "ssl":
         raise ValueError(f"{description}: client certificates can only be required on ssl: listeners")
     if len(args) > len(SSL_PARAMETERS):
         raise ValueError(f"{description}: too many parameters for ssl:")
@@ -127,18 +124,21 @@ def mutual_tls_endpoint(reactor, description: str, ca_pem: bytes):
         given[name] = value
     if "port" not in given:
         raise ValueError(f"{description}: ssl: needs a port, e.g. ssl:22443:privateKey=key.pem")
-    try:
-        port, backlog = int(given["port"]), int(given.get("backlog", 50))
-    except ValueError as e:
-        raise ValueError(f"{description}: the port and backlog must be numbers ({e})") from None
-    from twisted.internet.endpoints import SSL4ServerEndpoint
-
-    options = _certificate_options(description, given, ca_pem)
-    return SSL4ServerEndpoint(reactor, port, options, backlog=backlog, interface=given.get("interface", ""))
+    for name in ("port", "backlog"):
+        if not given.get(name, "0").isdigit():
+            raise ValueError(f"{description}: the {name} must be a number, got {given[name]!r}")
+    return given
 
 
-def _certificate_options(description: str, given: dict[str, str], ca_pem: bytes):
-    """What Twisted's C{ssl:} parser builds from the same parameters, plus the trust root."""
+def mutual_tls_options(description: str, ca_pem: bytes):
+    """
+    The L{CertificateOptions} Twisted's C{ssl:} parser builds from
+    C{description} (key, certificate, C{extraCertChain}, C{dhParameters},
+    C{sslmethod}), plus a trust root of every certificate in C{ca_pem}.
+
+    @raise ValueError: C{description} is wrong, or a file it names cannot
+        be used; the message says which.
+    """
     from OpenSSL import SSL
     from twisted.internet.ssl import (
         CertificateOptions,
@@ -148,6 +148,7 @@ def _certificate_options(description: str, given: dict[str, str], ca_pem: bytes)
     )
     from twisted.python.filepath import FilePath
 
+    given = ssl_parameters(description)
     key_path = given.get("privateKey", "server.pem")
     cert_path = given.get("certKey", key_path)
     try:
@@ -174,6 +175,26 @@ def _certificate_options(description: str, given: dict[str, str], ca_pem: bytes)
         )
     except (OSError, ValueError, SSL.Error) as e:
         raise ValueError(f"{description}: {e}") from None
+
+
+def mutual_tls_endpoint(reactor, description: str, ca_pem: bytes):
+    """
+    The C{ssl:} server endpoint C{description} (an L{SSL4ServerEndpoint}),
+    requiring during the TLS handshake a client certificate signed by one
+    of the CAs in C{ca_pem}.
+
+    @raise ValueError: as L{mutual_tls_options}.
+    """
+    from twisted.internet.endpoints import SSL4ServerEndpoint
+
+    given = ssl_parameters(description)
+    return SSL4ServerEndpoint(
+        reactor,
+        int(given["port"]),
+        mutual_tls_options(description, ca_pem),
+        backlog=int(given.get("backlog", 50)),
+        interface=given.get("interface", ""),
+    )
 
 
 def requires_client_certificate(transport) -> bool:
