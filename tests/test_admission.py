@@ -507,6 +507,20 @@ class FloodLogTests(SynchronousTestCase):
         self.assertTrue(summary.startswith("180 more lines"), summary)
 
 
+    def test_summaries_at_stop(self) -> None:
+        """Stopping the role logs the summaries of what was left out, without waiting for a window."""
+        from rpisensor.app.stopping import DrainService
+
+        harness = ServerHarness(limits=ServerLimits(idle_timeout=0))
+        for _ in range(30):
+            lose(harness.connect()[0])
+        self.assertEqual(self.log.summaries(), [])
+        self.successResultOf(DrainService(harness.factory, harness.clock, 1).stopService())
+        self.assertEqual(sorted(s.split(" in the last")[0] for s in self.log.summaries()), [
+            "10 more lines like this were left out", "10 more lines like this were left out",
+        ])  # fmt: skip
+
+
 class HalfCloseDeclaredTests(SynchronousTestCase):
     def test_server_connections_are_half_closeable(self) -> None:
         """Both roles' connections declare IHalfCloseableProtocol, so TCP tells them of a FIN."""

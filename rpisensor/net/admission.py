@@ -231,6 +231,12 @@ class AdmittingFactory(Factory):
         return drained.addBoth(stop_waiting)
 
 
+    def flush_logs(self) -> None:
+        """Log the summaries of lines left out so far (at stop: none is lost)."""
+        for log in (self._refusals, self.peer_log, self._problems):
+            log.flush()
+
+
 def _counted_host(host: str | None) -> str | None:
     """
     The key C{host} counts under for C{max_connections_per_host}: its IP
