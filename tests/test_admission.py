@@ -148,7 +148,9 @@ class RefusalTests(SynchronousTestCase):
         for port in range(1000):
             refusal, transport = connect(harness.factory, at("203.0.113.7", port))
             self.assertIsInstance(refusal, Refusal)
-            self.assertEqual(replies(transport), [b"error: refused: 203.0.113.7 is not in the allowed networks"])
+            self.assertEqual(
+                replies(transport), [b"error: refused: 203.0.113.7 is not in the allowed networks"]
+            )
             self.assertTrue(transport.disconnecting)
         self.assertEqual(harness.clock.getDelayedCalls(), [])
         self.assertEqual(harness.factory.refused, 1000)
@@ -191,9 +193,7 @@ def client_options(credential: Credential | None):
     kwargs = {}
     if credential is not None:
         kwargs["clientCertificate"] = PrivateCertificate.loadPEM(credential.cert_pem + credential.key_pem)
-    return optionsForClientTLS(
-        "localhost", trustRoot=Certificate.loadPEM(pki.ca.cert_pem), **kwargs
-    )
+    return optionsForClientTLS("localhost", trustRoot=Certificate.loadPEM(pki.ca.cert_pem), **kwargs)
 
 
 class Collecting(Protocol):
@@ -495,7 +495,9 @@ class FloodLogTests(SynchronousTestCase):
     def test_flood_of_failed_handshakes(self) -> None:
         """200 plain clients on a TLS listener log 20 refusals, then one summary."""
         harness = ServerHarness(limits=ServerLimits(idle_timeout=0), policy=EVERYONE)
-        tls = TLSMemoryBIOFactory(server_options(client_ca=False), False, harness.factory, clock=harness.clock)
+        tls = TLSMemoryBIOFactory(
+            server_options(client_ca=False), False, harness.factory, clock=harness.clock
+        )
         for port in range(200):
             protocol, _ = connect(tls, at("203.0.113.7", port))
             protocol.dataReceived(b"go\0" * 4)
@@ -505,7 +507,6 @@ class FloodLogTests(SynchronousTestCase):
         harness.factory.peer_log.flush()
         [summary] = self.log.summaries()
         self.assertTrue(summary.startswith("180 more lines"), summary)
-
 
     def test_summaries_at_stop(self) -> None:
         """Stopping the role logs the summaries of what was left out, without waiting for a window."""

@@ -217,7 +217,11 @@ class ListenOptionsTests(SynchronousTestCase):
 
     def test_new_limits(self) -> None:
         """--max-connections-per-host and --handshake-timeout reach ServerLimits; defaults kept."""
-        limits = self.serve("--max-connections-per-host", "5", "--handshake-timeout", "2.5").listen_settings().limits
+        limits = (
+            self.serve("--max-connections-per-host", "5", "--handshake-timeout", "2.5")
+            .listen_settings()
+            .limits
+        )
         self.assertEqual((limits.max_connections_per_host, limits.handshake_timeout), (5, 2.5))
         defaults = self.serve().listen_settings().limits
         self.assertEqual(

@@ -124,7 +124,7 @@ class AdmittingFactory(Factory):
 
     def connection_opened(self, connection: ServerConnection) -> None:
         self.connections.add(connection)
-        counted = getattr(connection, "counted_host", None)
+        counted = connection.counted_host
         if counted is not None:
             self._per_host[counted] += 1
         if self._sweeper is None and self.limits.idle_timeout > 0:
@@ -134,7 +134,7 @@ class AdmittingFactory(Factory):
         if connection not in self.connections:
             return
         self.connections.discard(connection)
-        counted = getattr(connection, "counted_host", None)
+        counted = connection.counted_host
         if counted is not None:
             self._per_host[counted] -= 1
             if not self._per_host[counted]:
@@ -229,7 +229,6 @@ class AdmittingFactory(Factory):
             return result
 
         return drained.addBoth(stop_waiting)
-
 
     def flush_logs(self) -> None:
         """Log the summaries of lines left out so far (at stop: none is lost)."""

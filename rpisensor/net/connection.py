@@ -16,6 +16,7 @@ from zope.interface import implementer
 
 from rpisensor.net.framing import NullTerminatedProtocol
 from rpisensor.net.peers import peer_text, plain_reason
+from rpisensor.net.tls import requires_client_certificate
 
 
 class Pause(enum.IntFlag):
@@ -84,8 +85,6 @@ class ServerConnection(NullTerminatedProtocol):
         self.last_heard = clock.seconds()
         self.factory.connection_opened(self)
         if ISSLTransport.providedBy(self.transport):
-            from rpisensor.net.tls import requires_client_certificate
-
             self.tls = True
             self.client_certificate_required = requires_client_certificate(self.transport)
             self._handshake_timer = clock.callLater(
@@ -188,8 +187,7 @@ class ServerConnection(NullTerminatedProtocol):
 
     def timeoutConnection(self) -> None:
         self.peer_log.info(
-            "Closing the connection from {peer}: nothing received for {seconds:g} s "
-            "(--idle-timeout).",
+            "Closing the connection from {peer}: nothing received for {seconds:g} s (--idle-timeout).",
             key="idle connections closed",
             peer=self.peer,
             seconds=self.factory.limits.idle_timeout,
