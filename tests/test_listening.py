@@ -13,11 +13,14 @@ import socket
 
 import pytest_twisted
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import Factory
-from twisted.logger import formatEvent, globalLogPublisher
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
+from rpisensor.net import listening
 from rpisensor.net.listening import CannotListen, ListenerService
 from tests.processes import run_twistd, wait_until
 
@@ -100,6 +103,29 @@ class WhenListeningTests(SynchronousTestCase):
         self.assertIn(f"cannot listen on 127.0.0.1 port {busy.port}", str(raised.exception))
         self.failureResultOf(waiting, CannotListenError)
         self.failureResultOf(service.when_listening(), CannotListenError)
+
+    def test_failure_that_comes_later(self) -> None:
+        """
+        An endpoint that fails after the start (as a slow one may) fails when_listening and logs
+        one critical line saying so, not a traceback.
+        """
+        later: Deferred = Deferred()
+
+        class SlowEndpoint:
+            def listen(self, factory):
+                return later
+
+        self.patch(listening, "serverFromString", lambda reactor, description: SlowEndpoint())
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        service = ListenerService(reactor, "tcp:22000", Factory())
+        service.privilegedStartService()  # nothing known yet: no error now
+        waiting = service.when_listening()
+        later.errback(CannotListenError("", 22000, OSError(98, "Address already in use")))
+        self.failureResultOf(waiting, CannotListenError)
+        [line] = [formatEvent(e) for e in events if e["log_level"] == LogLevel.critical]
+        self.assertEqual(line, "Cannot listen on tcp:22000: address already in use. Nothing listens there.")
+        self.assertEqual([e for e in events if "log_failure" in e], [])
+        self.successResultOf(service.stopService())
 
 
 @pytest_twisted.ensureDeferred
