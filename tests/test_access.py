@@ -13,6 +13,8 @@ import ipaddress
 import socket
 from unittest import SkipTest
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
@@ -21,9 +23,9 @@ from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from rpisensor.net.limits import ListenSettings
 from rpisensor.net.access import LOCAL_NETWORKS, AccessPolicy, parse_network
-from rpisensor.net.limits import ServerLimits
+from rpisensor.net.admission import Refusal
+from rpisensor.net.limits import ListenSettings, ServerLimits
 from rpisensor.sensing.inputs import DEFAULT_INPUT
 from rpisensor.sensing.pool import open_reader
 from rpisensor.roles.serve.connection import SensorServerProtocol
@@ -35,6 +37,8 @@ from tests.processes import FOREGROUND, Twistd, connect_tcp, request, run_twistd
 from tests.support import LOOPBACK
 
 RELEASED = b"Button released\0"
+#: What a client at 127.0.0.1 gets when its network is not allowed.
+REFUSED_LOOPBACK = b"error: refused: 127.0.0.1 is not in the allowed networks\0"
 
 #: Loopback, private and link-local addresses: the default policy lets them in.
 LOCAL_HOSTS = (
@@ -173,6 +177,34 @@ class ParseNetworkTests(SynchronousTestCase):
                 self.assertIn("192.168.0.0/24", message)
 
 
+class FuzzTests(SynchronousTestCase):
+    """Any text as a peer's host or an C{--allow} value: an answer or a clear error, never a crash."""
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.one_of(st.text(max_size=50), st.ip_addresses().map(str)))
+    def test_any_host(self, host: str) -> None:
+        """Every policy answers True or False for any host text."""
+        for policy in (AccessPolicy(), AccessPolicy([parse_network("10.0.0.0/8")]), AccessPolicy([])):
+            self.assertIn(policy.allows(host), (True, False))
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.one_of(st.text(max_size=50), st.ip_addresses().map(str), st.ip_addresses().map(lambda a: f"{a}/24")))
+    def test_any_allow_value(self, text: str) -> None:
+        """C{--allow TEXT} gives a network, or a ValueError that quotes the text."""
+        try:
+            network = parse_network(text)
+        except ValueError as e:
+            self.assertIn(repr(text), str(e))
+        else:
+            self.assertIsInstance(network, (ipaddress.IPv4Network, ipaddress.IPv6Network))
+
+    @given(st.ip_addresses(v=4))
+    def test_mapped_addresses_judged_as_ipv4(self, address) -> None:
+        """C{::ffff:A} is allowed exactly when C{A} is."""
+        policy = AccessPolicy()
+        self.assertEqual(policy.allows(f"::ffff:{address}"), policy.allows(str(address)))
+
+
 class OptionsPolicyTests(SynchronousTestCase):
     """The policy C{serve}'s options choose from C{--allow} and C{--client-ca}."""
 
@@ -232,7 +264,23 @@ def make_factory(**options) -> SensorServerFactory:
 NO_IDLE_TIMEOUT = ServerLimits(idle_timeout=0)
 
 
-class FactoryPolicyTests(SynchronousTestCase):
+class RefusalAssertions:
+    def assertRefusedWith(self, factory, address, reply: str) -> None:
+        """
+        C{factory} refuses a peer at C{address}: what it builds sends the one message
+        C{reply}, then closes, and does not count as a connection.
+        """
+        open_before = len(factory.connections)
+        protocol = factory.buildProtocol(address)
+        self.assertIsInstance(protocol, Refusal)
+        transport = StringTransport(peerAddress=address)
+        protocol.makeConnection(transport)
+        self.assertEqual(transport.value(), reply.encode() + b"\0")
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(len(factory.connections), open_before)
+
+
+class FactoryPolicyTests(RefusalAssertions, SynchronousTestCase):
     """The server factory applies its policy and connection limit in C{buildProtocol}."""
 
     def setUp(self) -> None:
@@ -245,7 +293,10 @@ class FactoryPolicyTests(SynchronousTestCase):
     def test_public_peer_refused_and_logged(self) -> None:
         """A peer at 203.0.113.7 gets no protocol, and one warning names it and C{--allow}."""
         factory = make_factory(limits=NO_IDLE_TIMEOUT)
-        self.assertIsNone(factory.buildProtocol(IPv4Address("TCP", "203.0.113.7", 5000)))
+        self.assertRefusedWith(
+            factory, IPv4Address("TCP", "203.0.113.7", 5000),
+            "error: refused: 203.0.113.7 is not in the allowed networks",
+        )  # fmt: skip
         self.assertEqual(factory.refused, 1)
         [warning] = self.warnings()
         self.assertIn("203.0.113.7", warning)
@@ -254,7 +305,10 @@ class FactoryPolicyTests(SynchronousTestCase):
     def test_public_ipv6_peer_refused(self) -> None:
         """A peer at 2001:db8::1 gets no protocol, and the warning names it."""
         factory = make_factory(limits=NO_IDLE_TIMEOUT)
-        self.assertIsNone(factory.buildProtocol(IPv6Address("TCP", "2001:db8::1", 5000)))
+        self.assertRefusedWith(
+            factory, IPv6Address("TCP", "2001:db8::1", 5000),
+            "error: refused: 2001:db8::1 is not in the allowed networks",
+        )  # fmt: skip
         [warning] = self.warnings()
         self.assertIn("2001:db8::1", warning)
 
@@ -276,7 +330,10 @@ class FactoryPolicyTests(SynchronousTestCase):
             limits=NO_IDLE_TIMEOUT, policy=AccessPolicy([parse_network("10.0.0.0/8")])
         )
         self.assertIsNotNone(factory.buildProtocol(IPv4Address("TCP", "10.1.2.3", 5000)))
-        self.assertIsNone(factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5000)))
+        self.assertRefusedWith(
+            factory, IPv4Address("TCP", "127.0.0.1", 5000),
+            "error: refused: 127.0.0.1 is not in the allowed networks",
+        )  # fmt: skip
         [warning] = self.warnings()
         self.assertIn("127.0.0.1", warning)
         self.assertIn("10.0.0.0/8", warning)
@@ -309,7 +366,9 @@ class FactoryPolicyTests(SynchronousTestCase):
         self.connect(factory, "127.0.0.1", 5002)
         self.assertEqual(len(factory.connections), 2)
 
-        self.assertIsNone(factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5003)))
+        self.assertRefusedWith(
+            factory, IPv4Address("TCP", "127.0.0.1", 5003), "error: busy: too many connections"
+        )
         self.assertEqual(factory.refused, 1)
         [warning] = self.warnings()
         self.assertIn("127.0.0.1", warning)
@@ -325,7 +384,7 @@ class FactoryPolicyTests(SynchronousTestCase):
         """A unix socket peer beyond the limit is refused too, and the warning says it is local."""
         factory = make_factory(limits=ServerLimits(max_connections=1, idle_timeout=0))
         self.connect(factory, "127.0.0.1", 5001)
-        self.assertIsNone(factory.buildProtocol(UNIXAddress(None)))
+        self.assertRefusedWith(factory, UNIXAddress(None), "error: busy: too many connections")
         [warning] = self.warnings()
         self.assertIn("a local client", warning)
 
@@ -344,11 +403,11 @@ class AllowOverLoopbackTests(SynchronousTestCase):
 
     def test_loopback_refused_when_not_allowed(self) -> None:
         """
-        With only 10.0.0.0/8 allowed, a client from 127.0.0.1 is closed without a reply, and the log
-        says why.
+        With only 10.0.0.0/8 allowed, a client from 127.0.0.1 gets one error line instead of a reply
+        and is closed, and the log says why.
         """
         twistd, port = self.start_serve("10.0.0.0/8")
-        self.assertEqual(go_reply_or_nothing(port), b"")
+        self.assertEqual(go_reply_or_nothing(port), REFUSED_LOOPBACK)
         line = twistd.wait_for(r"Refused a connection from 127\.0\.0\.1\b.*").group(0)
         self.assertIn("--allow", line)
         self.assertIn("10.0.0.0/8", line)
@@ -376,7 +435,7 @@ class AllowOverLoopbackTests(SynchronousTestCase):
         is served.
         """
         twistd, port = self.start_serve("127.0.0.2")
-        self.assertEqual(go_reply_or_nothing(port), b"")
+        self.assertEqual(go_reply_or_nothing(port), REFUSED_LOOPBACK)
         twistd.wait_for(r"Refused a connection from 127\.0\.0\.1\b")
         try:
             sock = socket.create_connection(
@@ -425,7 +484,9 @@ class RefusalLogFloodTests(SynchronousTestCase):
         clock = Clock()
         factory = CollectorFactory(None, clock)
         for port in range(20):
-            self.assertIsNone(factory.buildProtocol(IPv4Address("TCP", "203.0.113.7", 5000 + port)))
+            self.assertIsInstance(
+                factory.buildProtocol(IPv4Address("TCP", "203.0.113.7", 5000 + port)), Refusal
+            )
         self.assertEqual(len([e for e in events if e.get("host") == "203.0.113.7"]), 5)
         clock.advance(10)
         factory.buildProtocol(IPv4Address("TCP", "203.0.113.7", 6000))
@@ -435,10 +496,16 @@ class RefusalLogFloodTests(SynchronousTestCase):
 
 
 def go_reply_or_nothing(port: int) -> bytes:
-    """Send C{go} from 127.0.0.1; what comes back before the server closes (b"" if refused)."""
+    """
+    Send C{go} from 127.0.0.1 and read until the server closes; what came back
+    (a reset after the reply counts as the end).
+    """
     with connect_tcp(port) as sock:
+        received = b""
         try:
             sock.sendall(b"go\0")
-            return sock.recv(4096)
+            while block := sock.recv(4096):
+                received += block
         except (ConnectionResetError, BrokenPipeError):
-            return b""
+            pass
+        return received

@@ -1,4 +1,4 @@
-"""Tests for rpisensor.protocol.NullTerminatedProtocol, with StringTransport."""
+"""Tests for rpisensor.net.framing.NullTerminatedProtocol, with StringTransport."""
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,6 +19,7 @@ class Recorder(NullTerminatedProtocol):
     def __init__(self):
         self.messages = []
         self.invalid = []
+        self.too_long = []
 
     def messageReceived(self, text):
         self.messages.append(text)
@@ -26,6 +27,10 @@ class Recorder(NullTerminatedProtocol):
     def invalidMessageReceived(self, body, error):
         self.invalid.append((body, error))
         super().invalidMessageReceived(body, error)
+
+    def messageTooLong(self, length):
+        self.too_long.append(length)
+        super().messageTooLong(length)
 
 
 def connected(max_message_bytes=None):
@@ -153,15 +158,58 @@ class InvalidInputTests(SynchronousTestCase):
         protocol.dataReceived(b"a\0b\0c\0")
         self.assertEqual(protocol.messages, ["a"])
 
-    def test_connection_lost_default(self):
-        """Losing the connection mid-message raises nothing and delivers nothing."""
+    def test_connection_lost_drops_what_is_held(self):
+        """
+        Once the connection is lost, neither a partial message nor messages held by pauseMessages
+        are delivered, even if resumeMessages is called afterwards.
+        """
         protocol, _ = connected()
-        protocol.dataReceived(b"half")
+        protocol.pauseMessages()
+        protocol.dataReceived(b"whole\0half")
         protocol.connectionLost(Failure(ConnectionError("reset")))
+        protocol.resumeMessages()
         self.assertEqual(protocol.messages, [])
+
+    def test_nothing_after_too_long(self):
+        """After a message over the limit, later bytes are neither delivered nor reported again."""
+        protocol, transport = connected(max_message_bytes=4)
+        protocol.dataReceived(b"ok\0" + b"x" * 5)
+        protocol.dataReceived(b"y" * 10)
+        protocol.dataReceived(b"\0go\0")
+        self.assertEqual((protocol.messages, protocol.too_long), (["ok"], [5]))
+        self.assertTrue(transport.disconnecting)
 
 
 texts = st.text(st.characters(blacklist_characters="\0", blacklist_categories=("Cs",)), max_size=40)
+
+
+#: The message limit of the model-based test: small, so that over-long parts are common.
+LIMIT = 16
+#: Pieces of a byte stream: delimiters, ASCII, halves of a UTF-8 character, bytes never valid.
+pieces = st.lists(
+    st.one_of(
+        st.sampled_from([b"\0", b"go", b"ping\0", b"\xc3", b"\xa4", b"\xc3\xa4\0", b"\xff\0"]),
+        st.binary(max_size=24),
+    ),
+    max_size=40,
+)
+
+
+def framing_model(stream: bytes, limit: int) -> tuple[list[str], list[bytes], int]:
+    """
+    What the framing should make of C{stream} however it is chunked: the messages, the bodies
+    that are not UTF-8, and how many times a part over the limit was reported (0 or 1).
+    """
+    messages, invalid = [], []
+    *complete, rest = stream.split(b"\0")
+    for body in complete:
+        if len(body) > limit:
+            return messages, invalid, 1
+        try:
+            messages.append(body.decode("utf-8"))
+        except UnicodeDecodeError:
+            invalid.append(body)
+    return messages, invalid, int(len(rest) > limit)
 
 
 class PropertyTests(SynchronousTestCase):
@@ -176,12 +224,21 @@ class PropertyTests(SynchronousTestCase):
             protocol.dataReceived(stream[start:end])
         self.assertEqual(protocol.messages, messages)
 
-    @settings(max_examples=300, deadline=None)
-    @given(data=st.lists(st.binary(max_size=300), max_size=10))
-    def test_any_bytes_never_raise(self, data):
-        """No byte string raises out of the protocol; it delivers, reports or disconnects."""
-        protocol, _ = connected(max_message_bytes=64)
-        for chunk in data:
-            protocol.dataReceived(chunk)
-        for message in protocol.messages:
-            self.assertLessEqual(len(message.encode()), 64)
+    @settings(max_examples=500, deadline=None)
+    @given(pieces=pieces, cuts=st.lists(st.integers(0, 4000), max_size=25))
+    def test_any_bytes_as_the_model_says(self, pieces, cuts):
+        """
+        Any bytes in any chunks give exactly what a model of the framing says: the messages before
+        the first part over the limit, UTF-8 ones delivered and others reported, then one report of
+        the long part and the close; never an exception.
+        """
+        stream = b"".join(pieces)
+        protocol, transport = connected(max_message_bytes=LIMIT)
+        points = sorted({c % (len(stream) + 1) for c in cuts} | {0, len(stream)})
+        for start, end in zip(points, points[1:]):
+            protocol.dataReceived(stream[start:end])
+        messages, invalid, too_long = framing_model(stream, LIMIT)
+        self.assertEqual(protocol.messages, messages)
+        self.assertEqual([body for body, _ in protocol.invalid], invalid)
+        self.assertEqual(len(protocol.too_long), too_long)
+        self.assertEqual(transport.disconnecting, bool(too_long))

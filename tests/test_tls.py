@@ -200,23 +200,67 @@ class QueryOverTLSTests(_TLSTestMixin, SynchronousTestCase):
         self.assertReplies(tls_client(port, self.pki.trust_dir), ("go", RELEASED))
         twistd.stop_cleanly()
 
-    def test_plain_client_gets_no_reply(self) -> None:
+    def test_plain_client_is_refused(self) -> None:
         """
-        A plain TCP client speaking the protocol to the TLS listener gets no C{Button released}.
+        A plain TCP client speaking the protocol to the TLS listener gets no C{Button released}:
+        the server closes it, and logs why without blaming --client-ca, which is not set.
         """
         twistd, port = self.start_tls_serve()
         with connect_tcp(port) as sock:
-            sock.settimeout(5)
-            received = b""
-            try:
-                sock.sendall(b"go\0")
-                while block := sock.recv(4096):
-                    received += block
-            except (TimeoutError, socket.timeout, ConnectionResetError):
-                pass
+            address = local_address(sock)
+            sock.sendall(b"go\0go\0")  # more than a TLS record header: OpenSSL judges it at once
+            received = read_until_closed(sock)
         self.assertNotIn(RELEASED.encode(), received)
+        line = twistd.wait_for(rf"Refused {re.escape(address)}: the TLS handshake failed.*").group(0)
+        self.assertIn("plain TCP client", line)
+        self.assertNotIn("--client-ca", line)
         self.assertReplies(tls_client(port, self.pki.trust_dir), ("go", RELEASED))
         twistd.stop_cleanly()
+
+    def test_plain_client_too_short_to_judge_is_closed_at_the_deadline(self) -> None:
+        """
+        A plain client whose C{go} is shorter than a TLS record header, on which the server can
+        only wait, is closed at --handshake-timeout even with --idle-timeout 0.
+        """
+        twistd, port = self.start_tls_serve("--handshake-timeout", "1", "--idle-timeout", "0")
+        with connect_tcp(port) as sock:
+            address = local_address(sock)
+            sock.sendall(b"go\0")
+            self.assertNotIn(RELEASED.encode(), read_until_closed(sock))
+        twistd.wait_for(rf"Closing the connection from {re.escape(address)}: no TLS handshake within 1 s")
+        twistd.stop_cleanly()
+
+    def test_half_close_after_go(self) -> None:
+        """
+        A TLS client that sends C{go} and then its TCP FIN ends its connection (Twisted's TLS does
+        not half-close) without an error in the server, which goes on serving.
+        """
+        twistd, port = self.start_tls_serve()
+        context = ssl.create_default_context(cafile=self.pki.ca_cert)
+        raw = connect_tcp(port)
+        address = local_address(raw)
+        with context.wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.sendall(b"go\0")
+            socket.socket.shutdown(tls, socket.SHUT_WR)  # the TCP FIN, under the TLS layer
+            received = read_until_closed(tls)
+        self.assertIn(received, (b"", f"{RELEASED}\0".encode()))
+        twistd.wait_for(rf"Client {re.escape(address)} disconnected")
+        self.assertReplies(tls_client(port, self.pki.trust_dir), ("go", RELEASED))
+        twistd.stop_cleanly()
+
+
+def read_until_closed(sock) -> bytes:
+    """
+    Read until the server closes the connection; a reset or a TLS error counts as the close.
+    A server that stays silent fails the test (the socket's timeout is the deadline).
+    """
+    received = b""
+    try:
+        while block := sock.recv(4096):
+            received += block
+    except (ConnectionResetError, ssl.SSLError):
+        pass
+    return received
 
 
 class MutualTLSTests(_TLSTestMixin, SynchronousTestCase):
@@ -320,6 +364,74 @@ class MutualTLSTests(_TLSTestMixin, SynchronousTestCase):
         self.assertServed(port)
         self.assertRefusedInHandshake(port, twistd, None, None)
         twistd.stop_cleanly()
+
+
+class ClientCABundleTests(_TLSTestMixin, SynchronousTestCase):
+    """C{--client-ca} with several CAs in one file, and endpoint types in upper case."""
+
+    def bundle(self, *paths: str) -> str:
+        """A PEM file holding the certificates of C{paths}, in order."""
+        path = os.path.join(self.pki.directory, "bundle.pem")
+        with open(path, "wb") as out:
+            for part in paths:
+                with open(part, "rb") as f:
+                    out.write(f.read())
+        return path
+
+    def test_client_of_the_second_ca_in_the_bundle(self) -> None:
+        """
+        With a bundle of the other CA, then the client's CA, the client is served: every
+        certificate of the file is trusted, not only the first.
+        """
+        pki = self.pki
+        twistd, port = self.start_tls_serve("--client-ca", self.bundle(pki.other_ca_cert, pki.ca_cert))
+        self.assertServed(port)
+        self.assertReplies(
+            tls_client(port, pki.trust_dir, cert=pki.other_client_cert, key=pki.other_client_key),
+            ("go", RELEASED),
+        )
+        log = twistd.stop_cleanly()
+        self.assertNotRegex(log, REFUSED_TLS)
+
+    def test_upper_case_endpoint_types(self) -> None:
+        """C{SSL:} and C{UNIX:} listeners are taken with --client-ca, as ssl: and unix: are."""
+        pki = self.pki
+        listen = ssl_listener(pki.server_cert, pki.server_key)
+        twistd = self.start(
+            "serve", "--gpio", "sim", "--client-ca", pki.ca_cert,
+            "--listen", "UNIX:rpisensor.sock", "--listen", "SSL" + listen[3:],
+        )  # fmt: skip
+        port = twistd.wait_port(listen)
+        twistd.wait_listening("unix:rpisensor.sock")
+        with connect_unix(os.path.join(twistd.directory, "rpisensor.sock")) as sock:
+            self.assertEqual(request(sock, b"go"), f"{RELEASED}\0".encode())
+        self.assertServed(port)
+        twistd.stop_cleanly()
+
+
+class HandshakeDeadlineTests(_TLSTestMixin, SynchronousTestCase):
+    """Peers that never send a ClientHello cannot keep the slots of mutual TLS clients."""
+
+    def test_silent_peers_lose_their_slots(self) -> None:
+        """
+        Three bare TCP connections fill --max-connections 3 on a --client-ca listener with
+        --idle-timeout 0; the server closes them at --handshake-timeout, and a client with a
+        certificate is then served.
+        """
+        twistd, port = self.start_tls_serve(
+            "--client-ca", self.pki.ca_cert, "--max-connections", "3",
+            "--handshake-timeout", "1", "--idle-timeout", "0",
+        )  # fmt: skip
+        silent = [connect_tcp(port) for _ in range(3)]
+        try:
+            for sock in silent:
+                self.assertEqual(read_until_closed(sock), b"")  # closed by the server, in time
+        finally:
+            for sock in silent:
+                sock.close()
+        self.assertServed(port)
+        log = twistd.stop_cleanly()
+        self.assertEqual(log.count("no TLS handshake within 1 s (--handshake-timeout)"), 3, log)
 
 
 class ClientCAOptionTests(_TLSTestMixin, SynchronousTestCase):

@@ -15,7 +15,10 @@ _log = Logger(namespace="rpisensor.app.stopping")
 
 
 class DrainService(Service):
-    """On stop, drains C{factory}'s connections (see L{AdmittingFactory.drain})."""
+    """
+    On stop, drains C{factory}'s connections (see L{AdmittingFactory.drain}),
+    then logs the summaries of the lines its peers caused that were left out.
+    """
 
     def __init__(self, factory: AdmittingFactory, clock, timeout: float) -> None:
         self.factory = factory
@@ -24,7 +27,8 @@ class DrainService(Service):
 
     def stopService(self) -> Deferred:
         super().stopService()
-        return Deferred.fromCoroutine(self.factory.drain(self._clock, self.timeout))
+        drained = self.factory.drain(self._clock, self.timeout)
+        return drained.addCallback(lambda _: self.factory.flush_logs())
 
 
 class StopInOrder(MultiService):
@@ -44,5 +48,3 @@ class StopInOrder(MultiService):
                 await maybeDeferred(child.stopService)
             except Exception:
                 _log.failure("Stopping {child} failed; stopping the others anyway", child=child)
-
-

@@ -5,21 +5,59 @@ closes idle connections: what C{serve} and C{collect} share.
 
 from __future__ import annotations
 
-from twisted.internet.protocol import Factory
-from twisted.internet.task import LoopingCall, deferLater
-from twisted.logger import Logger
+from collections import Counter
 
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import ISSLTransport
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from rpisensor import wire
 from rpisensor.lograte import RateLimitedLog
 from rpisensor.net.access import AccessPolicy
-from rpisensor.net.connection import ServerConnection
+from rpisensor.net.connection import Pause, ServerConnection
 from rpisensor.net.limits import ServerLimits
+from rpisensor.net.peers import ip_of
+
+#: Lines of one kind about connections (arrivals, departures, timeouts) per window.
+CONNECTION_LOG_BURST = 20
+#: Seconds of one window of those lines.
+CONNECTION_LOG_WINDOW = 60.0
+
+
+class Refusal(Protocol):
+    """
+    Tells a refused client why in one C{error: ...} message, then closes.
+
+    Cheap enough for a flood: one short write that fits any socket buffer, a
+    close, no timer and no count. On a TLS listener the connection is closed
+    at once instead: saying it over TLS would cost a handshake per refusal.
+    """
+
+    def __init__(self, frame: bytes) -> None:
+        self.frame = frame
+
+    def connectionMade(self) -> None:
+        if ISSLTransport.providedBy(self.transport):
+            self.transport.abortConnection()
+            return
+        self.transport.write(self.frame)
+        self.transport.loseConnection()
 
 
 class AdmittingFactory(Factory):
     """
     Base of the server roles' factories: refuses peers the access policy does
-    not allow, and connections beyond C{limits.max_connections}; closes idle
-    connections with one sweep for all of them.
+    not allow, and connections beyond C{limits.max_connections} (in all) or
+    C{limits.max_connections_per_host} (from one address), each with one
+    line saying why; closes idle connections with one sweep for all of them.
+
+    @ivar peer_log: the rate-limited log of every line a peer can trigger
+        on a connection (arrivals, departures, bad messages, timeouts), shared
+        by all connections so that a flood of them logs a bounded number of
+        lines plus a summary.
     """
 
     _log = Logger()
@@ -31,67 +69,180 @@ class AdmittingFactory(Factory):
         self.maxMessageBytes = limits.max_message_bytes
         self.policy = policy if policy is not None else AccessPolicy()
         self.connections: set[ServerConnection] = set()
+        self._per_host: Counter[str] = Counter()
         self.refused = 0
         # A flood of refused connections cannot fill the disk with log lines.
         self._refusals = RateLimitedLog(clock, self._log, burst=5, window=10.0)
+        self._problems = RateLimitedLog(clock, self._log)
+        connection_logger = getattr(self.protocol, "_log", None) or self._log
+        self.peer_log = RateLimitedLog(
+            clock, connection_logger, burst=CONNECTION_LOG_BURST, window=CONNECTION_LOG_WINDOW
+        )
         self._sweeper: LoopingCall | None = None
+        self._empty_waiters: list[Deferred[None]] = []
 
-    def connection_opened(self, connection: ServerConnection) -> None:
-        self.connections.add(connection)
-        if self._sweeper is None and self.limits.idle_timeout > 0:
-            self._sweeper = LoopingCall(self._close_idle)
-            self._sweeper.clock = self.clock
-            self._sweeper.start(self.limits.idle_timeout / 4, now=False)
-
-    def connection_closed(self, connection: ServerConnection) -> None:
-        self.connections.discard(connection)
-        if not self.connections and self._sweeper is not None:
-            self._sweeper.stop()
-            self._sweeper = None
-
-    def _close_idle(self) -> None:
-        quiet_since = self.clock.seconds() - self.limits.idle_timeout
-        for connection in [c for c in self.connections if c.last_heard <= quiet_since]:
-            if not connection.closing:
-                connection.timeoutConnection()
-
-    def _refuse(self, format: str, **fields) -> None:
-        self.refused += 1
-        self._refusals.warn(format, key="refused", **fields)
+    # -- admission ------------------------------------------------------------
 
     def buildProtocol(self, addr):
         host = getattr(addr, "host", None)
         if host is not None and not self.policy.allows(host):
-            self._refuse(
+            return self._refuse(
                 "Refused a connection from {host}: it is not in the allowed networks ({allowed}). "
                 "To accept it, add --allow with its network (e.g. --allow {host}/32), ideally "
                 "together with TLS and --client-ca; see the README's Security section.",
+                f"error: refused: {host} is not in the allowed networks",
                 host=host,
                 allowed=self.policy.describe(),
             )
-            return None
         if len(self.connections) >= self.limits.max_connections:
-            self._refuse(
+            return self._refuse(
                 "Refused a connection from {host}: {count} connections are open, the limit "
                 "(--max-connections).",
+                "error: busy: too many connections",
                 host=host or "a local client",
                 count=len(self.connections),
             )
-            return None
-        return super().buildProtocol(addr)
+        counted = _counted_host(host)
+        if counted is not None and self._per_host[counted] >= self.limits.max_connections_per_host:
+            return self._refuse(
+                "Refused a connection from {host}: {count} connections from that address are "
+                "open, the limit (--max-connections-per-host).",
+                f"error: busy: too many connections from {host}",
+                host=host,
+                count=self._per_host[counted],
+            )
+        protocol = super().buildProtocol(addr)
+        protocol.counted_host = counted
+        return protocol
 
-    async def drain(self, clock, timeout: float) -> None:
+    def _refuse(self, format: str, reply: str, **fields) -> Refusal:
+        self.refused += 1
+        self._refusals.warn(format, key="refused connections", **fields)
+        return Refusal(wire.frame(reply))
+
+    # -- the connections ------------------------------------------------------
+
+    def connection_opened(self, connection: ServerConnection) -> None:
+        self.connections.add(connection)
+        counted = connection.counted_host
+        if counted is not None:
+            self._per_host[counted] += 1
+        if self._sweeper is None and self.limits.idle_timeout > 0:
+            self._start_sweeping()
+
+    def connection_closed(self, connection: ServerConnection) -> None:
+        if connection not in self.connections:
+            return
+        self.connections.discard(connection)
+        counted = connection.counted_host
+        if counted is not None:
+            self._per_host[counted] -= 1
+            if not self._per_host[counted]:
+                del self._per_host[counted]
+        if not self.connections:
+            self._stop_sweeping()
+            waiters, self._empty_waiters = self._empty_waiters, []
+            for waiter in waiters:
+                waiter.callback(None)
+
+    def connections_from(self, host: str) -> int:
+        """How many open connections count toward C{host}'s limit (0 for local ones)."""
+        counted = _counted_host(host)
+        return self._per_host[counted] if counted is not None else 0
+
+    # -- the idle sweep -------------------------------------------------------
+
+    def _start_sweeping(self) -> None:
+        self._sweeper = LoopingCall(self._sweep)
+        self._sweeper.clock = self.clock
+        self._sweeper.start(self.limits.idle_timeout / 4, now=False).addErrback(self._sweeper_died)
+
+    def _sweep(self) -> None:
+        """One sweep; an error is logged and the next sweep still runs."""
+        try:
+            self._close_idle()
+        except Exception:
+            self._problems.error(
+                "Closing idle connections failed; trying again in {seconds} s",
+                key="idle sweep failures",
+                seconds=self.limits.idle_timeout / 4,
+                log_failure=Failure(),
+            )
+
+    def _close_idle(self) -> None:
+        """
+        Close the connections that sent nothing for C{idle_timeout} seconds,
+        except those we made wait: a connection paused for C{PENDING} waits
+        for our sensor or disk, not the other way round. A client that does
+        not read its replies (paused for C{WRITES}) is idle like a silent one.
+        """
+        quiet_since = self.clock.seconds() - self.limits.idle_timeout
+        idle = [c for c in self.connections if c.last_heard <= quiet_since]
+        for connection in idle:
+            if not connection.closing and not connection.paused & Pause.PENDING:
+                connection.timeoutConnection()
+
+    def _sweeper_died(self, failure: Failure) -> None:
+        """Only reached if the sweep itself could not run: start a new one."""
+        self._problems.error(
+            "The idle sweep stopped; starting it again", key="idle sweep failures", log_failure=failure
+        )
+        self._sweeper = None
+        if self.connections:
+            self._start_sweeping()
+
+    def _stop_sweeping(self) -> None:
+        sweeper, self._sweeper = self._sweeper, None
+        if sweeper is not None and sweeper.running:
+            sweeper.stop()
+
+    # -- stopping -------------------------------------------------------------
+
+    def drain(self, clock, timeout: float) -> Deferred[None]:
         """
         Let every connection finish the work in flight (replies to commands
         already received), then close them all; give up waiting after
-        C{timeout} seconds and close them anyway.
+        C{timeout} seconds and abort the rest.
+
+        @return: fires once every connection closed, or at the deadline
+            (after aborting those left).
         """
-        deadline = clock.seconds() + timeout
         for connection in list(self.connections):
             connection.closeAfterWork()  # reads nothing more; closes once its work is done
-        while self.connections and clock.seconds() < deadline:
-            await deferLater(clock, 0.05, lambda: None)
-        for connection in list(self.connections):
-            connection.transport.abortConnection()
+        if not self.connections:
+            return succeed(None)
+        drained: Deferred[None] = Deferred()
+        self._empty_waiters.append(drained)
+
+        def give_up() -> None:
+            for connection in list(self.connections):
+                connection.transport.abortConnection()
+            if drained in self._empty_waiters:
+                self._empty_waiters.remove(drained)
+                drained.callback(None)
+
+        deadline = clock.callLater(timeout, give_up)
+
+        def stop_waiting(result):
+            if deadline.active():
+                deadline.cancel()
+            return result
+
+        return drained.addBoth(stop_waiting)
+
+    def flush_logs(self) -> None:
+        """Log the summaries of lines left out so far (at stop: none is lost)."""
+        for log in (self._refusals, self.peer_log, self._problems):
+            log.flush()
 
 
+def _counted_host(host: str | None) -> str | None:
+    """
+    The key C{host} counts under for C{max_connections_per_host}: its IP
+    address, normalised; C{None} (not counted) for loopback and for peers
+    without an IP address (Unix sockets).
+    """
+    address = ip_of(host)
+    if address is None or address.is_loopback:
+        return None
+    return str(address)

@@ -1,20 +1,22 @@
 """
 The base of the server roles' connections: one place that decides when to
-stop and start reading from a peer, and how a connection closes after the
-work in flight.
+stop and start reading from a peer, how a connection closes after the work
+in flight (also when the peer half-closes), and how long a TLS client may
+take to prove who it is.
 """
 
 from __future__ import annotations
 
 import enum
 
-from twisted.internet.interfaces import IHandshakeListener, ISSLTransport
+from twisted.internet.interfaces import IHalfCloseableProtocol, IHandshakeListener, ISSLTransport
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from rpisensor.net.framing import NullTerminatedProtocol
-from rpisensor.net.peers import peer_text
+from rpisensor.net.peers import peer_text, plain_reason
+from rpisensor.net.tls import requires_client_certificate
 
 
 class Pause(enum.IntFlag):
@@ -33,14 +35,19 @@ class Pause(enum.IntFlag):
 _HOLD_MESSAGES = Pause.WRITES | Pause.PENDING
 
 
-@implementer(IHandshakeListener)
+@implementer(IHandshakeListener, IHalfCloseableProtocol)
 class ServerConnection(NullTerminatedProtocol):
     """
     Base of the server roles' connections: logs arrivals and departures with
     the peer's address, pauses and resumes reading for any number of reasons
     (L{pause}, L{resume}), closes after the work in flight
-    (L{closeAfterWork}), and says when a TLS client was refused during the
-    handshake.
+    (L{closeAfterWork}), and on TLS listeners gives the client
+    C{handshake_timeout} seconds to finish the handshake.
+
+    A peer that half-closes (sends its FIN, as C{nc -N} does after its last
+    command) still gets the replies to what it sent: C{readConnectionLost}
+    closes after the work in flight. Twisted's TLS layer has no half-close:
+    there the end of the peer's stream ends the connection.
 
     Subclasses say whether work is in flight (L{busy}) and call L{workDone}
     when some finishes.
@@ -49,12 +56,21 @@ class ServerConnection(NullTerminatedProtocol):
     _log = Logger()
     #: How the log calls the peer.
     peer_role = "Client"
+    #: Whether the connection is over TLS (known at L{connectionMade}).
+    tls = False
     tls_established = False
+    #: Whether this TLS listener requires client certificates (C{--client-ca}).
+    client_certificate_required = False
+    #: The address this connection counts under for C{max_connections_per_host}
+    #: (set by the factory; C{None}: not counted, a local client).
+    counted_host: str | None = None
     #: True once the peer has gone: nothing more is done for it.
     gone = False
     #: Why reading is paused (no reason: reading).
     paused = Pause(0)
     _close_timer = None
+    _handshake_timer = None
+    _handshake_given_up = False
     #: Seconds a closing connection may take to flush before it is aborted.
     CLOSE_GRACE = 10.0
 
@@ -65,9 +81,22 @@ class ServerConnection(NullTerminatedProtocol):
 
     def connectionMade(self) -> None:
         self.peer = peer_text(self.transport)
-        self.last_heard = self.factory.clock.seconds()
+        clock = self.factory.clock
+        self.last_heard = clock.seconds()
         self.factory.connection_opened(self)
-        self._log.info("{role} connected from {peer}", role=self.peer_role, peer=self.peer)
+        if ISSLTransport.providedBy(self.transport):
+            self.tls = True
+            self.client_certificate_required = requires_client_certificate(self.transport)
+            self._handshake_timer = clock.callLater(
+                self.factory.limits.handshake_timeout, self._handshake_too_slow
+            )
+        else:
+            self._log_arrival()
+
+    def _log_arrival(self) -> None:
+        self.peer_log.info(
+            "{role} connected from {peer}", key="connections", role=self.peer_role, peer=self.peer
+        )
 
     def dataReceived(self, data: bytes) -> None:
         if data:  # (b"" is a replay of held messages, not the peer speaking)
@@ -96,6 +125,9 @@ class ServerConnection(NullTerminatedProtocol):
         self.paused &= ~reason
         if self.gone:
             return  # a client that left gets no more work done for it
+        if reason & Pause.PENDING:
+            # The time the peer waited for us is not time it was idle.
+            self.last_heard = self.factory.clock.seconds()
         if not self.paused:
             self.transport.resumeProducing()
         if not self.paused & _HOLD_MESSAGES:
@@ -122,13 +154,41 @@ class ServerConnection(NullTerminatedProtocol):
         if self.closing and not self.busy and not (self._held and self._buffer):
             self.transport.loseConnection()
 
+    # Half-close (IHalfCloseableProtocol): only plain TCP and Unix sockets call these.
+
+    def readConnectionLost(self) -> None:
+        """
+        The peer sent all it will send: handle the messages received (a
+        partial one at the end is dropped), send their replies, then close.
+        """
+        self.closeAfterWork()
+
+    def writeConnectionLost(self) -> None:
+        """Nothing more can be sent to the peer: finish the work in flight, then close."""
+        self.closeAfterWork()
+
+    # TLS
+
     def handshakeCompleted(self) -> None:
         self.tls_established = True
+        self._cancel(self._handshake_timer)
+        self._log_arrival()
+
+    def _handshake_too_slow(self) -> None:
+        self._handshake_given_up = True
+        self.peer_log.info(
+            "Closing the connection from {peer}: no TLS handshake within {seconds:g} s "
+            "(--handshake-timeout).",
+            key="TLS handshakes too slow",
+            peer=self.peer,
+            seconds=self.factory.limits.handshake_timeout,
+        )
+        self.transport.abortConnection()
 
     def timeoutConnection(self) -> None:
-        self._log.info(
-            "Closing the connection from {peer}: nothing received for {seconds} s "
-            "(--idle-timeout).",
+        self.peer_log.info(
+            "Closing the connection from {peer}: nothing received for {seconds:g} s (--idle-timeout).",
+            key="idle connections closed",
             peer=self.peer,
             seconds=self.factory.limits.idle_timeout,
         )
@@ -137,18 +197,50 @@ class ServerConnection(NullTerminatedProtocol):
     def connectionLost(self, reason: Failure) -> None:
         self.gone = True
         self.paused |= Pause.CLOSING
-        if self._close_timer is not None and self._close_timer.active():
-            self._close_timer.cancel()
+        self._cancel(self._close_timer)
+        self._cancel(self._handshake_timer)
         self.factory.connection_closed(self)
-        if ISSLTransport.providedBy(self.transport) and not self.tls_established:
-            self._log.warn(
-                "Refused {peer}: the TLS handshake failed ({reason}). The client may lack a "
-                "certificate signed by --client-ca, or may not trust this server's certificate.",
+        super().connectionLost(reason)
+        if self.tls and not self.tls_established:
+            if not self._handshake_given_up:  # (that was logged when giving up)
+                self._log_failed_handshake(reason)
+        else:
+            self.peer_log.info(
+                "{role} {peer} disconnected", key="disconnections", role=self.peer_role, peer=self.peer
+            )
+
+    def _log_failed_handshake(self, reason: Failure) -> None:
+        """Say why a TLS client never got in, and what to check, without blaming what is not set."""
+        if type(reason.value).__module__ == "OpenSSL.SSL":
+            if self.client_certificate_required:
+                advice = (
+                    "The client may lack a certificate signed by a CA in --client-ca, or may "
+                    "not trust this server's certificate."
+                )
+            else:
+                advice = (
+                    "The client may not trust this server's certificate, or may not speak TLS "
+                    "(a plain TCP client on an ssl: listener)."
+                )
+            self.peer_log.warn(
+                "Refused {peer}: the TLS handshake failed ({reason}). {advice}",
+                key="failed TLS handshakes",
                 peer=self.peer,
-                reason=reason.getErrorMessage(),
+                reason=plain_reason(reason),
+                advice=advice,
             )
         else:
-            self._log.info("{role} {peer} disconnected", role=self.peer_role, peer=self.peer)
+            self.peer_log.info(
+                "The connection from {peer} ended before its TLS handshake finished ({reason}).",
+                key="connections ended before the TLS handshake",
+                peer=self.peer,
+                reason=plain_reason(reason),
+            )
+
+    @staticmethod
+    def _cancel(timer) -> None:
+        if timer is not None and timer.active():
+            timer.cancel()
 
     @property
     def busy(self) -> bool:

@@ -8,6 +8,7 @@ from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
 
 from rpisensor import wire
+from rpisensor.lograte import RateLimitedLog
 from rpisensor.net.peers import peer_text
 
 
@@ -24,6 +25,10 @@ class NullTerminatedProtocol(LineOnlyReceiver):
     change it per listener. A longer message goes to L{messageTooLong}; a body
     that is not UTF-8 goes to L{invalidMessageReceived}. Neither raises.
 
+    Lines the peer can trigger go through L{peer_log}: the factory's
+    C{peer_log} when it has one (shared by all its connections, so a flood
+    of connections is bounded too), else one of this connection's own.
+
     L{pauseMessages} stops the delivery of messages already received (the
     rest of a segment stays buffered) until L{resumeMessages}: with the
     transport paused too, that bounds what one peer can make us hold.
@@ -33,11 +38,15 @@ class NullTerminatedProtocol(LineOnlyReceiver):
     MAX_LENGTH = wire.DEFAULT_MAX_MESSAGE_BYTES
     _log = Logger()
     _held = False
+    #: Where the lines a peer can trigger go (see the class docstring).
+    peer_log: RateLimitedLog
 
     def makeConnection(self, transport):
         limit = getattr(self.factory, "maxMessageBytes", None)
         if limit is not None:
             self.MAX_LENGTH = limit
+        shared = getattr(self.factory, "peer_log", None)
+        self.peer_log = shared if shared is not None else _own_log(self)
         super().makeConnection(transport)
 
     def dataReceived(self, data: bytes) -> None:
@@ -49,6 +58,8 @@ class NullTerminatedProtocol(LineOnlyReceiver):
         whole segment is decoded once, rather than once per message, which
         makes this faster per message than decoding behind the base class.
         """
+        if self.transport.disconnecting:
+            return  # closing (a message was too long): what follows is not read
         buffer = self._buffer + data if self._buffer else data
         if self._held:
             self._buffer = buffer
@@ -90,6 +101,12 @@ class NullTerminatedProtocol(LineOnlyReceiver):
             if self._buffer and not self.transport.disconnecting:
                 self.dataReceived(b"")
 
+    def connectionLost(self, reason) -> None:
+        """Drop what was held or half received: nothing more is delivered for a peer that left."""
+        self._buffer = b""
+        self._held = False
+        super().connectionLost(reason)
+
     def lineReceived(self, line: bytes) -> None:
         try:
             text = wire.decode(line)
@@ -124,8 +141,9 @@ class NullTerminatedProtocol(LineOnlyReceiver):
         Override: a whole message arrived that is not UTF-8. The framing is intact,
         so by default the message is logged, dropped and the connection kept.
         """
-        self._log.warn(
+        self.peer_log.warn(
             "Dropped a message from {peer}: {error}. Send UTF-8 text ended by one NUL byte.",
+            key="messages that are not UTF-8",
             peer=peer_text(self.transport),
             error=str(error),
         )
@@ -140,10 +158,19 @@ class NullTerminatedProtocol(LineOnlyReceiver):
         self.transport.loseConnection()
 
     def logTooLong(self, length: int) -> None:
-        self._log.warn(
+        self.peer_log.warn(
             "Closing the connection from {peer}: a message reached {length} bytes, "
             "over the limit of {limit}; raise the limit if such messages are expected.",
+            key="messages over the length limit",
             peer=peer_text(self.transport),
             length=length,
             limit=self.MAX_LENGTH,
         )
+
+
+def _own_log(protocol: NullTerminatedProtocol) -> RateLimitedLog:
+    """A rate-limited log for one connection whose factory has none (a client's)."""
+    clock = getattr(protocol.factory, "clock", None)
+    if clock is None:
+        from twisted.internet import reactor as clock
+    return RateLimitedLog(clock, protocol._log)

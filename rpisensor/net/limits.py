@@ -19,6 +19,15 @@ class ServerLimits:
 
     @ivar max_message_bytes: longest message, in bytes.
     @ivar max_connections: connections open at once; more are refused.
+    @ivar max_connections_per_host: connections open at once from one IP
+        address, so that one peer cannot take every slot; loopback and Unix
+        socket clients count only toward C{max_connections} (a local tunnel
+        or proxy brings every client from 127.0.0.1).
+    @ivar handshake_timeout: seconds a client of an C{ssl:} listener has to
+        finish the TLS handshake (with C{--client-ca}: to prove who it is);
+        then it is closed. It bounds how long a peer that never sends a
+        ClientHello, or trickles one, holds a connection slot, also with
+        C{idle_timeout} 0.
     @ivar idle_timeout: seconds without a byte from the peer before its
         connection is closed (0: never).
     @ivar max_pending: commands a connection may have waiting for their
@@ -27,6 +36,8 @@ class ServerLimits:
 
     max_message_bytes: int = wire.DEFAULT_MAX_MESSAGE_BYTES
     max_connections: int = 2000
+    max_connections_per_host: int = 50
+    handshake_timeout: float = 10.0
     idle_timeout: float = 300.0
     max_pending: int = 100
 
@@ -38,8 +49,8 @@ class ListenSettings:
 
     @ivar endpoints: Twisted server endpoint descriptions, e.g. C{"tcp:22000"}.
     @ivar policy: who may connect; by default loopback and private networks.
-    @ivar client_ca: PEM of a CA; C{ssl:} listeners then require client
-        certificates signed by it.
+    @ivar client_ca: PEM of one or more CA certificates; C{ssl:} listeners
+        then require client certificates signed by one of them.
     """
 
     endpoints: tuple[str, ...] = ("tcp:22000",)
