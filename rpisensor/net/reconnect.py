@@ -235,9 +235,18 @@ def _without_retry_lines(event: dict) -> None:
 
 
 class ReconnectingService(ClientService):
-    """A C{ClientService} whose retry lines come from its L{RetrySchedule}."""
+    """
+    A C{ClientService} whose retry lines come from its L{RetrySchedule}.
+
+    @ivar endpoint: the L{ReadyEndpoint} it connects through, with its
+        C{schedule} and C{dead_peer} policy.
+    """
 
     _log = NamedLogger("rpisensor.client", observer=_without_retry_lines)
+
+    def __init__(self, endpoint: ReadyEndpoint, factory, retryPolicy=None, clock=None) -> None:
+        super().__init__(endpoint, factory, retryPolicy=retryPolicy, clock=clock)
+        self.endpoint = endpoint
 
 
 def reconnecting_client(
@@ -248,7 +257,8 @@ def reconnecting_client(
     jitter: Callable[[], float] = random.random,
     dead_peer_timeout: float = DEFAULT_DEAD_PEER_TIMEOUT,
     description: str | None = None,
-) -> ClientService:
+    dead_peer=None,
+) -> ReconnectingService:
     """
     A service that keeps a connection to C{endpoint} open: it never gives up,
     and tries again promptly (in well under a second) after losing a
@@ -262,6 +272,9 @@ def reconnecting_client(
         L{rpisensor.net.deadpeer}); C{0} turns the watch off.
     @param description: how the log names the server; by default the
         endpoint string, or the endpoint object's C{repr}.
+    @param dead_peer: how each connection is watched, instead of
+        C{DeadPeerDetection(dead_peer_timeout)}: any object with that
+        class's C{watch} method (say, an application heartbeat).
     """
     if isinstance(endpoint, str):
         description = description or endpoint
@@ -271,6 +284,7 @@ def reconnecting_client(
         endpoint = endpoint._endpoint
     description = description or repr(endpoint)
     schedule = RetrySchedule(reactor, description, max_delay=max_delay, jitter=jitter)
-    dead_peer = DeadPeerDetection(dead_peer_timeout) if dead_peer_timeout > 0 else None
+    if dead_peer is None and dead_peer_timeout > 0:
+        dead_peer = DeadPeerDetection(dead_peer_timeout)
     ready = ReadyEndpoint(endpoint, description, reactor, schedule=schedule, dead_peer=dead_peer)
     return ReconnectingService(ready, factory, retryPolicy=schedule, clock=reactor)

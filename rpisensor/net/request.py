@@ -78,9 +78,9 @@ class ClientConnection(NullTerminatedProtocol):
         where = peer_text(self.transport)
         if self.parting_error is not None:
             self.peer_log.warn(
-                "Disconnected from {where}: the server said {message!r} and closed the connection",
+                "Disconnected from {where}: the server said {said!r} and closed the connection",
                 where=where,
-                message=self.parting_error,
+                said=self.parting_error,
             )
         else:
             self.peer_log.info("Disconnected from {where}: {reason}", where=where, reason=plain_reason(reason))

@@ -8,6 +8,11 @@ from twisted.python import usage
 
 from rpisensor.roles._options.base import FoldedOptions, check_client_endpoint, non_negative_float
 
+#: The shortest --dead-peer-timeout: the kernel's keepalive counts whole seconds,
+#: and a live peer may leave an early window probe unanswered for about a second
+#: (Linux rate-limits its answers to out-of-window segments to two a second).
+MIN_DEAD_PEER_TIMEOUT = 2.0
+
 
 class ConnectOptions(FoldedOptions):
     """Options of the client roles: poll and report."""
@@ -43,8 +48,8 @@ class ConnectOptions(FoldedOptions):
         if self["interval"] <= 0:
             raise usage.UsageError("--interval must be more than 0 seconds")
         timeout = self["dead-peer-timeout"] = non_negative_float("dead-peer-timeout", self["dead-peer-timeout"])
-        if 0 < timeout < 1:
+        if 0 < timeout < MIN_DEAD_PEER_TIMEOUT:
             raise usage.UsageError(
-                f"--dead-peer-timeout must be 0 (off) or at least 1 second (the kernel counts whole "
-                f"seconds), got {timeout:g}"
+                f"--dead-peer-timeout must be 0 (off) or at least {MIN_DEAD_PEER_TIMEOUT:g} seconds, "
+                f"got {timeout:g}"
             )

@@ -74,6 +74,9 @@ class Reporter:
         for loop in (self._sampling, self._heartbeat):
             if loop.running:
                 loop.stop()
+        self._sensor_log.flush()  # say how many lines were left out
+        if self._protocol is not None:
+            self._protocol.stop_being_producer()
 
     def sample(self) -> Deferred:
         """
@@ -122,7 +125,10 @@ class Reporter:
 
     def _send(self, name: str) -> None:
         protocol = self._protocol
-        if protocol is None or protocol.transport.disconnecting:
+        if protocol is None:
+            return
+        if protocol.transport.disconnecting:
+            protocol.stop_being_producer()  # closed by someone else: let a TLS close finish
             return
         if protocol.paused:
             self._unsent.add(name)
@@ -168,10 +174,12 @@ class ReportProtocol(ClientConnection):
 
     #: Whether the transport asked us to stop sending.
     paused = False
+    _producing = False
 
     def connectionMade(self) -> None:
         super().connectionMade()
         self.transport.registerProducer(self, True)
+        self._producing = True
         self.factory.reporter.attach(self)
 
     def pauseProducing(self) -> None:
@@ -191,10 +199,21 @@ class ReportProtocol(ClientConnection):
     def stopProducing(self) -> None:
         pass  # the connection is ending: connectionLost detaches
 
+    def stop_being_producer(self) -> None:
+        """
+        Unregister from the transport: nothing more will be sent. A TLS
+        transport closes only once its producer is gone, so do this before
+        closing the connection.
+        """
+        if self._producing:
+            self._producing = False
+            self.transport.unregisterProducer()
+
     def messageFromServer(self, text: str) -> None:
         self.peer_log.info("Message from {peer}: {text}", peer=peer_text(self.transport), text=text)
 
     def connectionLost(self, reason: Failure) -> None:
+        self._producing = False  # the transport let go of its producer
         self.factory.reporter.detach(self)
         super().connectionLost(reason)
 
@@ -259,10 +278,11 @@ def build_report_service(
     client = reconnecting_client(
         reactor, connect, ReportFactory(reporter), max_delay, dead_peer_timeout=dead_peer_timeout
     )
-    top = ReportService(reporter, client)  # the connection and the sampling stop before the reads
+    # Stopped last added first: the sampling (which stops sending), the connection, the reads.
+    top = ReportService(reporter, client)
     reader_service.setServiceParent(top)
-    ReporterService(reporter).setServiceParent(top)
     client.setServiceParent(top)
+    ReporterService(reporter).setServiceParent(top)
     return top
 
 
