@@ -37,9 +37,8 @@ from rpisensor.net.deadpeer import (
     socket_of,
 )
 from rpisensor.net.reconnect import ReadyEndpoint
-from rpisensor.testing import wait_until
 from tests.certs import escape, write_pki
-from tests.processes import DEADLINE
+from tests.processes import DEADLINE, wait_until
 
 #: TCP_INFO's tcpi_state for an established connection.
 ESTABLISHED = 1
@@ -249,7 +248,7 @@ def _closed_window(test, sndbuf=4096, rcvbuf=4096) -> tuple[socket.socket, socke
         state = read_tcp_state(client)
         return state is not None and state.unacked == 0 and _unsent(client) > 0
 
-    wait_until_real(fill, "the server's window to close")
+    wait_until(fill, describe=lambda: "the server's window never closed")
     return client, server, sent
 
 
@@ -260,14 +259,6 @@ def _unsent(sock: socket.socket) -> int:
 
 def _tcp_state_code(sock: socket.socket) -> int:
     return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0]
-
-
-def wait_until_real(predicate, what: str, timeout: float = DEADLINE):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what} after {timeout} s")
-        time.sleep(0.05)
 
 
 class RealClock:
@@ -328,7 +319,8 @@ class KernelTests(SynchronousTestCase):
             raise SkipTest(f"kernel {platform.release()}: TCP_USER_TIMEOUT ignored a closed window before 5.11")
         client, _, _ = _closed_window(self)
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(self.TIMEOUT * 1000))
-        wait_until_real(lambda: _tcp_state_code(client) != ESTABLISHED, "the kernel to drop the connection")
+        wait_until(lambda: _tcp_state_code(client) != ESTABLISHED,
+                   describe=lambda: "the kernel kept the connection")  # fmt: skip
         with pytest.raises(OSError) as raised:
             client.send(b"more")
         assert raised.value.errno in (110, 32)  # ETIMEDOUT, or EPIPE once reported

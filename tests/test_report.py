@@ -269,3 +269,12 @@ class CachedReadingTests(SynchronousTestCase):
             clock.advance(1.0)
         self.assertEqual(sent(transport), ["Button released"] * 3)
         self.assertEqual(backend.reads, 1)
+
+
+class ImportTests(SynchronousTestCase):
+    def test_package_exports_the_builder(self):
+        """The README's C{rpisensor.roles.report.build_report_service} is the reporter's builder."""
+        import rpisensor.roles.report
+        from rpisensor.roles.report import reporter
+
+        self.assertIs(rpisensor.roles.report.build_report_service, reporter.build_report_service)
