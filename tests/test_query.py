@@ -136,6 +136,26 @@ class QueryTests(SynchronousTestCase):
         self.assertFailsWithOneLine(result, REFUSAL)
         self.assertIn("closed the connection", result.stderr)
 
+    def test_replies_that_came_are_printed(self) -> None:
+        """A query that fails half-way prints the replies that came, then the one stderr line."""
+
+        def answer_then_end(conn: socket.socket) -> None:
+            conn.settimeout(DEADLINE)
+            data = b""
+            while data.count(b"\0") < 2:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return
+                data += chunk
+            conn.sendall(b"pong\0error: busy: shutting down\0")
+            conn.close()
+
+        port = self.serve_raw(answer_then_end)[0]
+        result = run_rpisensor("query", endpoint(port), "ping", "go", "go")
+        self.assertEqual((result.returncode, result.stdout), (1, "pong\n"), result)
+        self.assertEqual(len(result.stderr.splitlines()), 1, result.stderr)
+        self.assertIn("error: busy: shutting down", result.stderr)
+
     def test_refused_single_message(self) -> None:
         """With one message the server's line comes where its reply would: printed, exit 1."""
         result = run_rpisensor("query", endpoint(self.refusing_server()), "go")

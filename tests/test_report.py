@@ -148,11 +148,13 @@ class BackpressureTests(SynchronousTestCase):
         Stopping the reporter unregisters it, before the connection is closed: a TLS transport
         closes only once its producer is gone (else stopping would hang).
         """
+        self.assertIs(self.transport.producer, self.protocol)
         self.h.reporter.stop()
         self.assertIsNone(self.transport.producer)
 
     def test_closed_by_someone_else_unregisters(self):
         """A connection closed under the reporter (not by its stop) is let go at the next send."""
+        self.assertIs(self.transport.producer, self.protocol)
         self.transport.loseConnection()
         self.h.tick(1.0)
         self.assertIsNone(self.transport.producer)
