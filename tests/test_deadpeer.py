@@ -201,6 +201,19 @@ class WatchTests(SynchronousTestCase):
         states = [TcpState(unacked=0, probes=p, since_ack=60) for p in (2, 3, 3, 3, 1, 1, 1, 1)]
         self.assertIsNone(run(states))
 
+    def test_a_failing_look_is_logged(self):
+        """A bug in a look stops the watch with a logged failure, not an unhandled error."""
+
+        def broken():
+            raise RuntimeError("cannot look")
+
+        clock = Clock()
+        watch = DeadPeerWatch(clock, 10.0, broken, lambda why: None)
+        watch.start()
+        clock.advance(watch.interval)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertFalse(watch._loop.running)
+
     def test_stops_when_the_socket_is_closed(self):
         """When the state can no longer be read (the socket closed), the watch stops quietly."""
         self.assertIsNone(run([TcpState(unacked=0, probes=0, since_ack=0)]))

@@ -37,6 +37,10 @@ from dataclasses import dataclass
 
 from twisted.internet.task import LoopingCall
 
+from rpisensor.net.wording import NamedLogger
+
+_log = NamedLogger("rpisensor.client")
+
 #: Keepalive probes sent, unanswered, before the kernel closes an idle link.
 KEEPALIVE_PROBES = 3
 
@@ -173,7 +177,8 @@ class DeadPeerWatch:
         return max(0.2, self.timeout / 5)
 
     def start(self) -> None:
-        self._loop.start(self.interval, now=False)
+        looking = self._loop.start(self.interval, now=False)
+        looking.addErrback(lambda failure: _log.failure("Watching a connection for a dead peer failed", failure))
 
     def stop(self) -> None:
         if self._loop.running:
