@@ -30,7 +30,7 @@ _PLAIN = (
     (error.ConnectionDone, "the other end closed the connection"),
     (error.ConnectionAborted, "closed by this program"),
     (error.ConnectionLost, "the connection broke (reset by the other end, or no answer from it)"),
-    (error.ConnectionRefusedError, "connection refused (is the server running, on that port?)"),
+    (error.ConnectionRefusedError, "connection refused"),
     ((error.TimeoutError, TimeoutError), "no answer in time"),
     (error.DNSLookupError, "cannot resolve the host name"),
     (error.NoRouteError, "no route to the host"),
