@@ -126,12 +126,15 @@ class Twistd:
         cwd: str | None = None,
         env: Mapping[str, str] | None = None,
         foreground: tuple[str, ...] = FOREGROUND,
+        wrapper: tuple[str, ...] = (),
     ) -> None:
         """
         Start C{twistd foreground args}, e.g. C{Twistd("rpisensor", "--gpio", "sim")}
         or, for a tac file, C{Twistd("-y", path)}.
 
         @param env: variables added to this process's environment.
+        @param wrapper: a command that runs twistd, e.g. C{("ip", "netns", "exec", NAME)};
+            it must exec twistd, so that signals reach it.
         """
         self.args = (*foreground, *args)
         self._scratch = tempfile.mkdtemp(prefix="rpisensor-")
@@ -139,7 +142,7 @@ class Twistd:
         self.log_path = os.path.join(self._scratch, "twistd.out")
         self._log_file = open(self.log_path, "wb")
         self.process = subprocess.Popen(
-            twistd_command(*self.args),
+            [*wrapper, *twistd_command(*self.args)],
             cwd=self.directory,
             env=_child_env(env),
             stdin=subprocess.DEVNULL,

@@ -57,3 +57,14 @@ class PollTests(SynchronousTestCase):
         factory = PollFactory(self.clock, "read door")
         _, transport = connect(factory)
         self.assertEqual(transport.value(), b"read door\0")
+
+
+class ImportTests(SynchronousTestCase):
+    def test_package_exports_the_builder(self):
+        """The README's C{rpisensor.roles.poll.build_poll_service} is the poller's builder."""
+        import rpisensor.roles.poll
+        from rpisensor.roles.poll import poller
+
+        self.assertIs(rpisensor.roles.poll.build_poll_service, poller.build_poll_service)
+        with self.assertRaises(AttributeError):
+            rpisensor.roles.poll.no_such_thing

@@ -43,6 +43,10 @@ def endpoint(port: int) -> str:
     return f"tcp:host=127.0.0.1:port={port}"
 
 
+#: What a refusing server says before it closes.
+REFUSAL = "error: refused: 127.0.0.1 is not in --allow"
+
+
 class QueryTests(SynchronousTestCase):
     """C{rpisensor query ENDPOINT MESSAGE...}."""
 
@@ -82,8 +86,12 @@ class QueryTests(SynchronousTestCase):
         result = run_rpisensor("query", endpoint(port), "go")
         self.assertFailsWithOneLine(result, "connection refused")
 
-    def test_no_answer(self) -> None:
-        """A server that accepts and never answers: exit 1 after C{--timeout 1}, saying so."""
+    def serve_raw(self, handle) -> tuple[int, list[socket.socket]]:
+        """
+        Listen on loopback; a thread accepts one connection and calls
+        C{handle(conn)}. Returns the port and the accepted connections (closed
+        at cleanup).
+        """
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.addCleanup(listener.close)
         listener.bind(("127.0.0.1", 0))
@@ -91,20 +99,68 @@ class QueryTests(SynchronousTestCase):
         listener.settimeout(DEADLINE)  # the thread ends even if the query never connects
         accepted: list[socket.socket] = []
 
-        def accept_and_never_read() -> None:
+        def accept() -> None:
             try:
-                accepted.append(listener.accept()[0])
+                conn = listener.accept()[0]
             except OSError:
-                pass
+                return
+            accepted.append(conn)
+            handle(conn)
 
-        acceptor = threading.Thread(target=accept_and_never_read, daemon=True)
+        acceptor = threading.Thread(target=accept, daemon=True)
         acceptor.start()
-        result = run_rpisensor("query", "--timeout", "1", endpoint(listener.getsockname()[1]), "go")
-        acceptor.join(DEADLINE)
-        for conn in accepted:
-            conn.close()
+        self.addCleanup(acceptor.join, DEADLINE)
+        self.addCleanup(lambda: [conn.close() for conn in accepted])
+        return listener.getsockname()[1], accepted
+
+    def test_no_answer(self) -> None:
+        """A server that accepts and never answers: exit 1 after C{--timeout 1}, saying so."""
+        port, accepted = self.serve_raw(lambda conn: None)
+        result = run_rpisensor("query", "--timeout", "1", endpoint(port), "go")
         self.assertEqual(len(accepted), 1, "the query never connected")
         self.assertFailsWithOneLine(result, "no answer within 1 s")
+
+    def refusing_server(self) -> int:
+        def refuse(conn: socket.socket) -> None:
+            conn.sendall(REFUSAL.encode() + b"\0")
+            conn.close()
+
+        return self.serve_raw(refuse)[0]
+
+    def test_refused_says_what_the_server_said(self) -> None:
+        """
+        A server that says C{error: ...} and closes before the replies: exit 1, and the one stderr
+        line is what it said, not "closed the connection before replying".
+        """
+        result = run_rpisensor("query", endpoint(self.refusing_server()), "go", "ping")
+        self.assertFailsWithOneLine(result, REFUSAL)
+        self.assertIn("closed the connection", result.stderr)
+
+    def test_replies_that_came_are_printed(self) -> None:
+        """A query that fails half-way prints the replies that came, then the one stderr line."""
+
+        def answer_then_end(conn: socket.socket) -> None:
+            conn.settimeout(DEADLINE)
+            data = b""
+            while data.count(b"\0") < 2:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return
+                data += chunk
+            conn.sendall(b"pong\0error: busy: shutting down\0")
+            conn.close()
+
+        port = self.serve_raw(answer_then_end)[0]
+        result = run_rpisensor("query", endpoint(port), "ping", "go", "go")
+        self.assertEqual((result.returncode, result.stdout), (1, "pong\n"), result)
+        self.assertEqual(len(result.stderr.splitlines()), 1, result.stderr)
+        self.assertIn("error: busy: shutting down", result.stderr)
+
+    def test_refused_single_message(self) -> None:
+        """With one message the server's line comes where its reply would: printed, exit 1."""
+        result = run_rpisensor("query", endpoint(self.refusing_server()), "go")
+        self.assertEqual(result.returncode, 1, result)
+        self.assertIn(REFUSAL, result.stdout + result.stderr)
 
     def test_error_reply(self) -> None:
         """An unknown command's C{error: ...} reply goes to stdout, and the exit status is 1."""
@@ -115,6 +171,36 @@ class QueryTests(SynchronousTestCase):
         self.assertEqual(len(lines), 1, result.stdout)
         self.assertTrue(lines[0].startswith("error: "), lines)
         self.assertIn("bogus", lines[0])
+
+    def test_host_port_and_options_after_the_messages(self) -> None:
+        """
+        C{HOST:PORT} is taken as C{tcp:host=HOST:port=PORT}, and C{-t 2} after the messages is an
+        option, not two more messages (which would get two more replies).
+        """
+        port = self.start_serve()
+        result = run_rpisensor("query", f"127.0.0.1:{port}", "go", "-t", "2")
+        self.assertEqual((result.returncode, result.stdout, result.stderr), (0, "Button released\n", ""))
+        result = run_rpisensor("query", f"127.0.0.1:{port}", "--", "ping", "-t")
+        self.assertEqual(result.returncode, 1, result)  # '-t' sent as a message after '--': an error reply
+        self.assertEqual(result.stdout.splitlines()[0], "pong")
+        self.assertIn("-t", result.stdout.splitlines()[1])
+
+    def assertUsageError(self, *args: str, text: str) -> None:
+        result = run_rpisensor("query", *args)
+        self.assertEqual((result.returncode, result.stdout), (2, ""), result)
+        self.assertIn(text, result.stderr)
+
+    def test_blank_message(self) -> None:
+        """A blank MESSAGE is a usage error: the server would not answer it."""
+        self.assertUsageError(endpoint(1), "go", " ", text="cannot be blank")
+
+    def test_endpoint_typo(self) -> None:
+        """A bare port is a usage error suggesting the right form."""
+        self.assertUsageError("22000", "go", text="did you mean tcp:host=HOST:port=22000")
+
+    def test_unchecked_ssl(self) -> None:
+        """An ssl: endpoint that checks nothing is refused, pointing at tls:."""
+        self.assertUsageError("ssl:host=127.0.0.1:port=1", "go", text="tls:host=HOST:port=PORT")
 
     def test_no_arguments(self) -> None:
         """C{rpisensor} alone is a usage error: exit 2, with a message on stderr."""

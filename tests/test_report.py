@@ -1,22 +1,26 @@
 """Tests for rpisensor.roles.report: sampling, on-change, heartbeat, reconnect; on Clock."""
 
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import EventLoggingObserver, StringTransport
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.internet.error import ConnectionLost
 from twisted.trial.unittest import SynchronousTestCase
 
+from rpisensor.lograte import DEFAULT_BURST
+from rpisensor.net.request import PEER_LINE_BURST
 from rpisensor.sensing.inputs import DEFAULT_INPUT
 from rpisensor.sensing.reader import InputReader
 from rpisensor.roles.report.reporter import ReportFactory, Reporter
 from rpisensor.testing import inline_runner, simulated_pins
+from tests.support import DOOR
 
 
 class ReporterHarness:
-    def __init__(self, **options):
+    def __init__(self, inputs=(DEFAULT_INPUT,), **options):
         self.clock = Clock()
         self.backend = simulated_pins(clock=self.clock)
-        reader = InputReader(self.backend, [DEFAULT_INPUT], inline_runner, self.clock)
+        reader = InputReader(self.backend, list(inputs), inline_runner, self.clock)
         reader.setup()
         self.reporter = Reporter(reader, self.clock, **options)
         self.factory = ReportFactory(self.reporter)
@@ -124,6 +128,131 @@ class ReportTests(SynchronousTestCase):
         self.assertEqual(h.backend.reads, reads)
 
 
+class BackpressureTests(SynchronousTestCase):
+    """The server pauses the reporter (its transport's buffer is full): sampling goes on, sending stops."""
+
+    def setUp(self):
+        self.h = ReporterHarness(inputs=(DEFAULT_INPUT, DOOR), interval=1.0)
+        self.h.reporter.start()
+        self.h.clock.advance(0)
+        self.protocol, self.transport = self.h.connect()
+        sent(self.transport)
+
+    def test_registered_as_a_streaming_producer(self):
+        """The connection is its transport's push producer, so the transport can pause it."""
+        self.assertIs(self.transport.producer, self.protocol)
+        self.assertTrue(self.transport.streaming)
+
+    def test_stop_unregisters_the_producer(self):
+        """
+        Stopping the reporter unregisters it, before the connection is closed: a TLS transport
+        closes only once its producer is gone (else stopping would hang).
+        """
+        self.assertIs(self.transport.producer, self.protocol)
+        self.h.reporter.stop()
+        self.assertIsNone(self.transport.producer)
+
+    def test_closed_by_someone_else_unregisters(self):
+        """A connection closed under the reporter (not by its stop) is let go at the next send."""
+        self.assertIs(self.transport.producer, self.protocol)
+        self.transport.loseConnection()
+        self.h.tick(1.0)
+        self.assertIsNone(self.transport.producer)
+        self.assertEqual(sent(self.transport), [])
+
+    def test_paused_sends_nothing_and_keeps_sampling(self):
+        """While paused nothing is written, however long, and the inputs are still read."""
+        self.protocol.pauseProducing()
+        reads = self.h.backend.reads
+        for _ in range(100):
+            self.h.tick(1.0)
+        self.assertEqual(sent(self.transport), [])
+        self.assertEqual(self.h.backend.reads, reads + 200)
+
+    def test_resume_sends_the_latest_state_once(self):
+        """On resume, each input that had something to send sends its latest text, once."""
+        self.protocol.pauseProducing()
+        self.h.backend.pin(24).drive_low()
+        self.h.tick(1.0)
+        self.h.backend.pin(24).drive_high()
+        self.h.backend.set_level(18, True)
+        for _ in range(10):
+            self.h.tick(1.0)
+        self.protocol.resumeProducing()
+        self.assertEqual(sent(self.transport), ["Button released", "open"])
+        self.h.tick(1.0)
+        self.assertEqual(sent(self.transport), ["Button released", "open"])
+
+    def test_on_change_resume_sends_only_what_changed(self):
+        """With --on-change, only the inputs that changed while paused are sent on resume."""
+        h = ReporterHarness(inputs=(DEFAULT_INPUT, DOOR), interval=1.0, on_change=True, heartbeat=600.0)
+        h.reporter.start()
+        h.clock.advance(0)
+        protocol, transport = h.connect()
+        sent(transport)
+        protocol.pauseProducing()
+        h.backend.set_level(18, True)
+        h.tick(1.0)
+        protocol.resumeProducing()
+        self.assertEqual(sent(transport), ["open"])
+
+    def test_paused_again_while_catching_up(self):
+        """A resume that fills the buffer again at once leaves the rest for the next resume."""
+        self.protocol.pauseProducing()
+        self.h.tick(1.0)
+        original = self.protocol.sendMessage
+
+        def send_and_fill(text):
+            original(text)
+            self.protocol.pauseProducing()  # as the transport does when its buffer is full
+
+        self.protocol.sendMessage = send_and_fill
+        self.protocol.resumeProducing()
+        self.assertEqual(sent(self.transport), ["Button released"])
+        del self.protocol.sendMessage
+        self.protocol.resumeProducing()
+        self.assertEqual(sent(self.transport), ["closed"])
+
+    def test_new_connection_starts_afresh(self):
+        """What waited on a paused connection that is then lost is not sent twice on the next one."""
+        self.protocol.pauseProducing()
+        self.h.tick(1.0)
+        self.protocol.connectionLost(Failure(ConnectionLost()))
+        _, again = self.h.connect()
+        self.assertEqual(sent(again), ["Button released", "closed"])
+
+
+class ReportLogTests(SynchronousTestCase):
+    def test_failing_input_is_not_logged_forever(self):
+        """A read that fails every interval logs a few lines a minute, then a count; recovery is said."""
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        h = ReporterHarness(interval=1.0)
+        h.backend.fail_reads("probe unplugged")
+        h.reporter.start()
+        for _ in range(59):  # 60 failed reads in the first minute, from t=0
+            h.tick(1.0)
+        failed = [e for e in events if e["log_format"].startswith("Reading input {name} failed")]
+        self.assertEqual(len(failed), DEFAULT_BURST)
+        self.assertEqual(failed[0]["log_namespace"], "rpisensor.report")
+        h.tick(1.0)
+        h.tick(1.0)  # a failure in the next minute: the count of those left out
+        texts = [formatEvent(e) for e in events]
+        self.assertTrue(any(t.startswith(f"{60 - DEFAULT_BURST} more lines like this") for t in texts), texts)
+        h.backend.fail_reads(None)
+        h.tick(1.0)
+        self.assertIn("Input button reads again: Button released", [formatEvent(e) for e in events])
+
+    def test_messages_from_the_server_are_rate_limited(self):
+        """Every message a server sends is logged, but only so many a minute."""
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        h = ReporterHarness(interval=1.0)
+        h.reporter.start()
+        protocol, _ = h.connect()
+        protocol.dataReceived(b"hello\0" * 1000)
+        logged = [e for e in events if e["log_format"] == "Message from {peer}: {text}"]
+        self.assertEqual(len(logged), PEER_LINE_BURST)
+
+
 class CachedReadingTests(SynchronousTestCase):
     def test_cached_readings_do_not_stall_sampling(self):
         """With max-age, samples answered from the cache still let the next sample run."""
@@ -142,3 +271,12 @@ class CachedReadingTests(SynchronousTestCase):
             clock.advance(1.0)
         self.assertEqual(sent(transport), ["Button released"] * 3)
         self.assertEqual(backend.reads, 1)
+
+
+class ImportTests(SynchronousTestCase):
+    def test_package_exports_the_builder(self):
+        """The README's C{rpisensor.roles.report.build_report_service} is the reporter's builder."""
+        import rpisensor.roles.report
+        from rpisensor.roles.report import reporter
+
+        self.assertIs(rpisensor.roles.report.build_report_service, reporter.build_report_service)

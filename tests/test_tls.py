@@ -499,10 +499,8 @@ class ClientCAOptionTests(_TLSTestMixin, SynchronousTestCase):
         )  # fmt: skip
 
 
-#: ClientService's line before each new attempt.
-RETRY_LINE = re.compile(
-    r"Scheduling retry (?P<attempt>\d+) to connect .* in (?P<delay>[\d.]+) seconds"
-)
+#: The reconnecting client's line before each new attempt.
+RETRY_LINE = re.compile(r"Reconnecting to .* in (?P<delay>[\d.]+) s \(attempt (?P<attempt>\d+)\)")
 #: The client's line for a failed handshake: one line, saying what to check.
 TLS_FAILED_LINE = re.compile(
     r"Connection to (?P<endpoint>tls:\S+) failed: TLS handshake failed: .*certificate verify "
@@ -526,7 +524,7 @@ class ReconnectingClientTLSTests(_TLSTestMixin, SynchronousTestCase):
             "poll", "--interval", "0.2", "--max-delay", str(self.MAX_DELAY),
             "--connect", tls_client(port, self.pki.other_trust_dir),
         )  # fmt: skip
-        poll.wait_for(r"Scheduling retry 3 ")
+        poll.wait_for(r"\(attempt 3\)")
         self.assertReplies(tls_client(port, self.pki.trust_dir), ("go", RELEASED))
         exited = poll.stop()
         self.assertEqual(exited.code, 0, exited.log)

@@ -1,6 +1,8 @@
 """
 Client connections that count once usable (after the TLS handshake, for
-C{tls:}), and a service that keeps one open, reconnecting with backoff.
+C{tls:}), watched for a dead peer, and a service that keeps one open:
+reconnecting promptly after losing a connection that worked, with backoff
+while attempts fail.
 """
 
 from __future__ import annotations
@@ -9,15 +11,32 @@ import random
 from collections.abc import Callable
 from functools import partial
 
-from twisted.application.internet import ClientService, backoffPolicy
+from twisted.application.internet import ClientService
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.endpoints import clientFromString
 from twisted.internet.error import ConnectingCancelledError, ConnectionDone
 from twisted.internet.interfaces import IHandshakeListener, IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
-from twisted.logger import Logger
+from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 from zope.interface import implementer
+
+from rpisensor.lograte import RateLimitedLog
+from rpisensor.net.backoff import STORY_BURST, RetrySchedule, retry_policy
+from rpisensor.net.deadpeer import DeadPeerDetection, DeadPeerWatch
+from rpisensor.net.wording import NamedLogger, plain_reason
+
+__all__ = [
+    "DEFAULT_DEAD_PEER_TIMEOUT",
+    "HandshakeFailed",
+    "ReadyEndpoint",
+    "ReconnectingService",
+    "reconnecting_client",
+    "retry_policy",
+]
+
+#: Seconds without an answer before a client's link counts as dead.
+DEFAULT_DEAD_PEER_TIMEOUT = 30.0
 
 
 class HandshakeFailed(ConnectionError):
@@ -39,18 +58,24 @@ class _Gate(Protocol):
     Holds a new connection until it is usable, then hands it to the protocol
     the caller's factory builds: at once for plain TCP, after the handshake
     for TLS. So a failed handshake is a failed connection attempt (backoff
-    applies), not a connection made and lost.
+    applies), not a connection made and lost. It also watches the link for a
+    dead peer, and tells the endpoint's L{RetrySchedule} how the connection
+    went.
     """
 
-    def __init__(self, factory, addr, ready: Deferred, tls: bool) -> None:
+    def __init__(self, endpoint: ReadyEndpoint, factory, addr, ready: Deferred) -> None:
+        self._endpoint = endpoint
         self._factory = factory
         self._addr = addr
         self._ready = ready
-        self._tls = tls
         self._inner = None
+        self._watch: DeadPeerWatch | None = None
 
     def connectionMade(self) -> None:
-        if not self._tls:
+        dead_peer = self._endpoint.dead_peer
+        if dead_peer is not None:
+            self._watch = dead_peer.watch(self.transport, self._endpoint.clock, self._peer_is_dead)
+        if not self._endpoint.tls:
             self._open()
 
     def handshakeCompleted(self) -> None:
@@ -65,6 +90,8 @@ class _Gate(Protocol):
             return
         self._inner = inner
         self.dataReceived = inner.dataReceived  # from now on, straight through
+        if self._endpoint.schedule is not None:
+            self._endpoint.schedule.connected()
         inner.makeConnection(self.transport)
         if not self._ready.called:
             self._ready.callback(inner)
@@ -72,24 +99,39 @@ class _Gate(Protocol):
     def dataReceived(self, data: bytes) -> None:
         pass  # nothing can arrive before the handshake
 
+    def _peer_is_dead(self, why: str) -> None:
+        self._endpoint.story.warn(
+            "No answer from {where}: {why}. The link looks dead (--dead-peer-timeout {timeout:g} s); "
+            "reconnecting.",
+            where=self._endpoint.description,
+            why=why,
+            timeout=self._endpoint.dead_peer.timeout,
+        )
+        self.transport.abortConnection()
+
     def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+        if self._watch is not None:
+            self._watch.stop()
         if self._inner is not None:
+            if self._endpoint.schedule is not None:  # before the client service asks it for a delay
+                refused = getattr(self._inner, "parting_error", None) is not None
+                self._endpoint.schedule.lost(refused=refused)
             self._inner.connectionLost(reason)
         elif not self._ready.called:
-            what = "TLS handshake failed" if self._tls else "closed at once"
+            what = "TLS handshake failed" if self._endpoint.tls else "closed at once"
             self._ready.errback(HandshakeFailed(f"{what}: {reason.getErrorMessage()}", reason))
 
 
 class _GateFactory(Factory):
     noisy = False
 
-    def __init__(self, factory, ready: Deferred, tls: bool) -> None:
+    def __init__(self, endpoint: ReadyEndpoint, factory, ready: Deferred) -> None:
+        self._endpoint = endpoint
         self._factory = factory
         self._ready = ready
-        self._tls = tls
 
     def buildProtocol(self, addr) -> _Gate:
-        return _Gate(self._factory, addr, self._ready, self._tls)
+        return _Gate(self._endpoint, self._factory, addr, self._ready)
 
 
 def _connect_failed(ready: Deferred, failure: Failure) -> None:
@@ -104,23 +146,38 @@ class ReadyEndpoint:
     Wraps a client endpoint so that a connection counts once it is usable
     (after the TLS handshake, for C{tls:}), and tells the connection story in
     the log in the tcpcom tutorial's words: connecting, connected, failed.
+
+    @param schedule: told how each attempt and connection went, when the
+        endpoint serves a reconnecting client.
+    @param dead_peer: how each connection is watched for a dead peer; not at
+        all when C{None}.
     """
 
-    _log = Logger(namespace="rpisensor.net.reconnect")
+    _log = NamedLogger("rpisensor.client")
 
     #: Seconds a TLS handshake may take before the attempt counts as failed.
     HANDSHAKE_TIMEOUT = 30.0
 
-    def __init__(self, endpoint: IStreamClientEndpoint, description: str, clock=None) -> None:
+    def __init__(
+        self,
+        endpoint: IStreamClientEndpoint,
+        description: str,
+        clock=None,
+        schedule: RetrySchedule | None = None,
+        dead_peer: DeadPeerDetection | None = None,
+    ) -> None:
         if clock is None:
             from twisted.internet import reactor as clock
         self._endpoint = endpoint
-        self._clock = clock
+        self.clock = clock
         self.description = description
-        self._tls = description.startswith(("tls:", "ssl:"))
+        self.schedule = schedule
+        self.dead_peer = dead_peer
+        self.tls = description.lower().startswith(("tls:", "ssl:"))
+        self.story = RateLimitedLog(clock, self._log, burst=STORY_BURST)
 
     def connect(self, factory) -> Deferred:
-        self._log.info("Connecting to {where}...", where=self.description)
+        self.story.info("Connecting to {where}...", where=self.description)
         gates: list[_Gate] = []
 
         def cancel(_):
@@ -130,33 +187,36 @@ class ReadyEndpoint:
                     gate.transport.abortConnection()
 
         ready: Deferred = Deferred(cancel)
-        if self._tls:  # a peer that accepts TCP but never completes the handshake
-            ready.addTimeout(self.HANDSHAKE_TIMEOUT, self._clock)
-        gate_factory = _GateFactory(factory, ready, self._tls)
-        connecting = self._endpoint.connect(gate_factory)
+        if self.tls:  # a peer that accepts TCP but never completes the handshake
+            ready.addTimeout(self.HANDSHAKE_TIMEOUT, self.clock)
+        connecting = self._endpoint.connect(_GateFactory(self, factory, ready))
         connecting.addCallbacks(gates.append, partial(_connect_failed, ready))
         return ready.addCallbacks(self._connected, self._failed)
 
     def _connected(self, protocol):
-        self._log.info("Connected to {where}", where=self.description)
+        self.story.info("Connected to {where}", where=self.description)
         return protocol
 
     def _failed(self, failure: Failure) -> Failure:
-        if failure.check(HandshakeFailed) and self._tls:
-            self._log.warn(
+        if failure.check(CancelledError):
+            return failure
+        if self.schedule is not None:
+            self.schedule.attempt_failed()
+        if failure.check(HandshakeFailed) and self.tls:
+            self.story.warn(
                 "Connection to {where} failed: {reason}. Check that trustRoots= names the CA "
                 "that signed the server's certificate, that host= is a name in that "
                 "certificate, and, if the server wants client certificates, certificate= and "
-                "privateKey=. Retrying with backoff.",
+                "privateKey=.",
                 where=self.description,
                 reason=failure.getErrorMessage(),
             )
-        elif not failure.check(CancelledError):
-            self._log.warn(
-                "Connection to {where} failed: {reason}. Retrying with backoff; check the "
-                "address, and that the server is running and reachable.",
+        else:
+            self.story.warn(
+                "Connection to {where} failed: {reason}. Check the address, and that the "
+                "server is running and reachable.",
                 where=self.description,
-                reason=failure.getErrorMessage(),
+                reason=plain_reason(failure),
             )
         return failure
 
@@ -164,18 +224,29 @@ class ReadyEndpoint:
         return self.description
 
 
-def retry_policy(
-    initial_delay: float = 1.0,
-    max_delay: float = 60.0,
-    factor: float = 2.0,
-    jitter: Callable[[], float] = random.random,
-) -> Callable[[int], float]:
+def _without_retry_lines(event: dict) -> None:
     """
-    Twisted's exponential backoff: C{initial_delay * factor ** attempt} seconds,
-    at most C{max_delay}, plus up to one second of C{jitter} so that many
-    clients do not all come back at once.
+    Pass C{ClientService}'s log events on, except its C{Scheduling retry 1 to
+    connect ... in 2.625943262183468 seconds}: L{RetrySchedule} logs its own.
     """
-    return backoffPolicy(initial_delay, max_delay, factor, jitter)
+    if str(event.get("log_format", "")).startswith("Scheduling retry"):
+        return
+    globalLogPublisher(event)
+
+
+class ReconnectingService(ClientService):
+    """
+    A C{ClientService} whose retry lines come from its L{RetrySchedule}.
+
+    @ivar endpoint: the L{ReadyEndpoint} it connects through, with its
+        C{schedule} and C{dead_peer} policy.
+    """
+
+    _log = NamedLogger("rpisensor.client", observer=_without_retry_lines)
+
+    def __init__(self, endpoint: ReadyEndpoint, factory, retryPolicy=None, clock=None) -> None:
+        super().__init__(endpoint, factory, retryPolicy=retryPolicy, clock=clock)
+        self.endpoint = endpoint
 
 
 def reconnecting_client(
@@ -184,20 +255,36 @@ def reconnecting_client(
     factory,
     max_delay: float = 60.0,
     jitter: Callable[[], float] = random.random,
-) -> ClientService:
+    dead_peer_timeout: float = DEFAULT_DEAD_PEER_TIMEOUT,
+    description: str | None = None,
+    dead_peer=None,
+) -> ReconnectingService:
     """
     A service that keeps a connection to C{endpoint} open: it never gives up,
-    and waits longer after each failed attempt, up to C{max_delay} seconds
-    (plus jitter). A successful connection resets the wait.
+    and tries again promptly (in well under a second) after losing a
+    connection that worked, and ever later while attempts fail, up to
+    C{max_delay} seconds plus jitter. See L{RetrySchedule}.
 
     @param endpoint: a client endpoint string (C{tcp:host=...:port=...},
         C{tls:...}, C{unix:path=...}), or an endpoint object.
+    @param dead_peer_timeout: seconds without an answer from the server after
+        which the link counts as dead and is replaced (see
+        L{rpisensor.net.deadpeer}); C{0} turns the watch off.
+    @param description: how the log names the server; by default the
+        endpoint string, or the endpoint object's C{repr}.
+    @param dead_peer: how each connection is watched, instead of
+        C{DeadPeerDetection(dead_peer_timeout)}: any object with that
+        class's C{watch} method (say, an application heartbeat).
     """
     if isinstance(endpoint, str):
-        endpoint = ReadyEndpoint(clientFromString(reactor, endpoint), endpoint, reactor)
-    return ClientService(
-        endpoint,
-        factory,
-        retryPolicy=retry_policy(max_delay=max_delay, jitter=jitter),
-        clock=reactor,
-    )
+        description = description or endpoint
+        endpoint = clientFromString(reactor, endpoint)
+    elif isinstance(endpoint, ReadyEndpoint):
+        description = description or endpoint.description
+        endpoint = endpoint._endpoint
+    description = description or repr(endpoint)
+    schedule = RetrySchedule(reactor, description, max_delay=max_delay, jitter=jitter)
+    if dead_peer is None and dead_peer_timeout > 0:
+        dead_peer = DeadPeerDetection(dead_peer_timeout)
+    ready = ReadyEndpoint(endpoint, description, reactor, schedule=schedule, dead_peer=dead_peer)
+    return ReconnectingService(ready, factory, retryPolicy=schedule, clock=reactor)

@@ -8,6 +8,7 @@ error.
 
 from __future__ import annotations
 
+import getopt
 import sys
 
 from twisted.internet import error
@@ -18,26 +19,56 @@ from twisted.python.failure import Failure
 from OpenSSL import SSL
 from service_identity import VerificationError
 
+from rpisensor import wire
 from rpisensor.net.reconnect import HandshakeFailed, ReadyEndpoint
 from rpisensor.net.request import RequestProtocol
+from rpisensor.roles._options.base import check_client_endpoint
 
 
 class QueryOptions(usage.Options):
-    synopsis = "ENDPOINT MESSAGE [MESSAGE ...]"
+    synopsis = "[options] ENDPOINT MESSAGE [MESSAGE ...]"
     longdesc = (
         "Connect to a sensor server, send each MESSAGE, print each reply on its own line. "
-        "Example: rpisensor query tcp:host=raspberrypi.local:port=22000 go"
+        "ENDPOINT is a Twisted client endpoint or HOST:PORT. Options may come before or "
+        "after the messages; after '--' everything is a message, even '-t'. "
+        "Example: rpisensor query raspberrypi.local:22000 go 'read door' -t 5"
     )
     optParameters = [
         ["timeout", "t", "10", "Seconds to wait for the connection, and then for each reply."],
     ]
 
+    def parseOptions(self, options=None) -> None:
+        """
+        Take options anywhere among the arguments (C{query EP go -t 2}), as
+        GNU tools do: Twisted's parser stops at the first argument, and would
+        send C{-t} and C{2} as messages.
+        """
+        if options is None:
+            options = sys.argv[1:]
+        try:
+            found, arguments = getopt.gnu_getopt(options, self.shortOpt, self.longOpt)
+        except getopt.error as e:
+            raise usage.UsageError(str(e)) from None
+        takes_value = {f"--{name[:-1]}" for name in self.longOpt if name.endswith("=")}
+        takes_value |= {f"-{letter}" for letter, colon in zip(self.shortOpt, self.shortOpt[1:] + " ")
+                        if letter != ":" and colon == ":"}  # fmt: skip
+        ordered: list[str] = []
+        for option, value in found:
+            ordered += [option, value] if option in takes_value else [option]
+        super().parseOptions([*ordered, "--", *arguments])
+
     def parseArgs(self, endpoint: str, *messages: str) -> None:
         if not messages:
             raise usage.UsageError("give at least one MESSAGE to send, e.g. go")
-        if any("\0" in m for m in messages):
-            raise usage.UsageError("a MESSAGE cannot contain a NUL character")
-        self["endpoint"], self["messages"] = endpoint, list(messages)
+        for message in messages:
+            if "\0" in message:
+                raise usage.UsageError("a MESSAGE cannot contain a NUL character")
+            if not wire.parse_command(message)[0]:
+                raise usage.UsageError(
+                    f"a MESSAGE cannot be blank ({message!r}): the server does not answer blank messages"
+                )
+        self["endpoint"] = check_client_endpoint("endpoint", endpoint, label="endpoint")
+        self["messages"] = list(messages)
 
     def postOptions(self) -> None:
         try:
@@ -48,8 +79,22 @@ class QueryOptions(usage.Options):
             raise usage.UsageError("--timeout must be more than 0 seconds")
 
 
+class ServerEnded(Exception):
+    """
+    The server closed the connection right after an C{error: ...} message
+    (how a server refuses a client: not allowed, or busy), before every
+    reply came.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
 def _explain(failure, endpoint: str, timeout: float) -> str:
     """One line a user can act on, for the ways a query fails."""
+    if failure.check(ServerEnded):
+        return f"{endpoint}: {failure.value.message} (the server closed the connection)"
     if failure.check(error.ConnectionRefusedError):
         return f"{endpoint}: connection refused; is the server running, on that port?"
     if failure.check(TimeoutError, error.TimeoutError):
@@ -77,13 +122,30 @@ def _explain(failure, endpoint: str, timeout: float) -> str:
     return f"{endpoint}: {failure.getErrorMessage()}"
 
 
-async def query(reactor, endpoint: str, messages: list[str], timeout: float) -> list[str]:
-    """Send C{messages} over one connection and return the replies, in order."""
+async def query(
+    reactor, endpoint: str, messages: list[str], timeout: float, replies: list[str] | None = None
+) -> list[str]:
+    """
+    Send C{messages} over one connection and return the replies, in order.
+
+    @param replies: where the replies go as they come, so that the caller
+        still has those that came when the query fails.
+    @raise ServerEnded: the server closed the connection after an
+        C{error: ...} message, before the last reply (that message is not
+        among the replies).
+    """
+    replies = [] if replies is None else replies
     connecting = connectProtocol(ReadyEndpoint(clientFromString(reactor, endpoint), endpoint), RequestProtocol())
     client = await connecting.addTimeout(timeout, reactor)
     pending = [client.request(message) for message in messages]
     try:
-        return [await reply.addTimeout(timeout, reactor) for reply in pending]
+        for reply in pending:
+            replies.append(await reply.addTimeout(timeout, reactor))
+        return replies
+    except (error.ConnectionDone, error.ConnectionLost):
+        if client.parting_error is not None and replies and replies[-1] == client.parting_error:
+            raise ServerEnded(replies.pop()) from None
+        raise
     finally:
         for reply in pending:  # those not awaited fail when the connection closes
             reply.addErrback(lambda _: None)
@@ -91,11 +153,18 @@ async def query(reactor, endpoint: str, messages: list[str], timeout: float) -> 
 
 
 async def run_query(reactor, options: QueryOptions) -> None:
-    """C{rpisensor query}: print the replies; exit 1 on a failure or an C{error:} reply."""
+    """
+    C{rpisensor query}: print the replies; exit 1 on a failure (after the
+    replies that came) or an C{error:} reply.
+    """
+    replies: list[str] = []
     try:
-        replies = await query(reactor, options["endpoint"], options["messages"], options["timeout"])
+        await query(reactor, options["endpoint"], options["messages"], options["timeout"], replies)
     except Exception:
-        print(f"rpisensor query: {_explain(Failure(), options['endpoint'], options['timeout'])}",
+        failure = Failure()
+        for reply in replies:
+            print(reply)
+        print(f"rpisensor query: {_explain(failure, options['endpoint'], options['timeout'])}",
               file=sys.stderr)  # fmt: skip
         raise SystemExit(1)
     for reply in replies:

@@ -2,3 +2,15 @@
 The polling client role (the tutorial's DataClient1/2 on a PC): send C{go}
 every few seconds and log each reply; reconnect whenever the link drops.
 """
+
+
+def __getattr__(name: str):
+    """
+    C{from rpisensor.roles.poll import build_poll_service}, loaded on first use:
+    the options (which C{--help} imports) must not pull in the network stack.
+    """
+    if name in ("build_poll_service", "PollFactory", "PollProtocol"):
+        from rpisensor.roles.poll import poller
+
+        return getattr(poller, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

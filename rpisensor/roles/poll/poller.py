@@ -11,12 +11,12 @@ from twisted.application.internet import ClientService
 from twisted.internet.defer import CancelledError, TimeoutError
 from twisted.internet.protocol import Factory
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from rpisensor.net.reconnect import reconnecting_client
-from rpisensor.net.request import RequestProtocol
 from rpisensor.net.peers import peer_text
+from rpisensor.net.reconnect import DEFAULT_DEAD_PEER_TIMEOUT, reconnecting_client
+from rpisensor.net.request import RequestProtocol
+from rpisensor.net.wording import NamedLogger
 
 
 class PollProtocol(RequestProtocol):
@@ -26,7 +26,7 @@ class PollProtocol(RequestProtocol):
     is dead: the connection is aborted so the client service reconnects.
     """
 
-    _log = Logger()
+    _log = NamedLogger("rpisensor.poll")
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -101,18 +101,22 @@ def build_poll_service(
     timeout: float = 10.0,
     max_delay: float = 60.0,
     on_reply: Callable[[str], object] | None = None,
+    dead_peer_timeout: float = DEFAULT_DEAD_PEER_TIMEOUT,
 ) -> ClientService:
     """
     A service that keeps polling the server at the client endpoint C{connect};
     C{service.whenConnected()} gives the current L{PollProtocol}.
+
+    @param dead_peer_timeout: seconds without an answer at the TCP level
+        before the link counts as dead (see L{rpisensor.net.deadpeer}); 0: never.
     """
     factory = PollFactory(reactor, command, interval, timeout, on_reply)
-    return reconnecting_client(reactor, connect, factory, max_delay)
+    return reconnecting_client(reactor, connect, factory, max_delay, dead_peer_timeout=dead_peer_timeout)
 
 
 def make_service(options, reactor) -> ClientService:
     """C{poll} as its options say."""
     return build_poll_service(
         reactor, options["connect"], options["command"], options["interval"], options["timeout"],
-        options["max-delay"],
+        options["max-delay"], dead_peer_timeout=options["dead-peer-timeout"],
     )  # fmt: skip

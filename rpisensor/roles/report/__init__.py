@@ -3,3 +3,15 @@ The reporting client role (the tutorial's DataClient3 on a Pi): sample the
 inputs and push their text to a server, which may be far away on the
 Internet; keep sampling while the link is down.
 """
+
+
+def __getattr__(name: str):
+    """
+    C{from rpisensor.roles.report import build_report_service}, loaded on first
+    use: the options (which C{--help} imports) must not pull in the network stack.
+    """
+    if name in ("build_report_service", "Reporter", "ReportFactory", "ReportProtocol"):
+        from rpisensor.roles.report import reporter
+
+        return getattr(reporter, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

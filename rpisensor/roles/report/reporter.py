@@ -7,14 +7,18 @@ from __future__ import annotations
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
-from rpisensor.net.reconnect import reconnecting_client
-from rpisensor.net.request import ClientConnection
 from rpisensor.app.stopping import StopInOrder
+from rpisensor.lograte import RateLimitedLog
+from rpisensor.net.peers import peer_text
+from rpisensor.net.reconnect import DEFAULT_DEAD_PEER_TIMEOUT, reconnecting_client
+from rpisensor.net.request import ClientConnection
+from rpisensor.net.wording import NamedLogger
 from rpisensor.sensing.reader import InputReader
 from rpisensor.sensing.reading import Reading
 
@@ -28,9 +32,14 @@ class Reporter:
     input's text each C{heartbeat} seconds so the server knows the Pi is alive.
     When a connection is made the current state is sent at once. Readings taken
     while disconnected are not queued: on reconnect only the current state goes.
+
+    While the server has paused the connection (it cannot keep up, e.g. a
+    slow disk), sampling goes on and nothing is sent: the inputs that had
+    something to send are remembered, and on resume each one's latest text
+    goes, once. So what waits is bounded by the number of inputs.
     """
 
-    _log = Logger()
+    _log = NamedLogger("rpisensor.report")
 
     def __init__(
         self,
@@ -47,6 +56,9 @@ class Reporter:
         self.heartbeat = heartbeat
         self.latest: dict[str, str] = {}
         self._protocol: ReportProtocol | None = None
+        self._unsent: set[str] = set()
+        self._failing: set[str] = set()
+        self._sensor_log = RateLimitedLog(clock, self._log)
         self._sampling_now: Deferred | None = None
         self._sampling = LoopingCall(self.sample)
         self._sampling.clock = clock
@@ -62,6 +74,9 @@ class Reporter:
         for loop in (self._sampling, self._heartbeat):
             if loop.running:
                 loop.stop()
+        self._sensor_log.flush()  # say how many lines were left out
+        if self._protocol is not None:
+            self._protocol.stop_being_producer()
 
     def sample(self) -> Deferred:
         """
@@ -84,14 +99,20 @@ class Reporter:
 
     def _sampled(self, reading: Reading) -> None:
         name, text = reading.input.name, reading.text
+        if name in self._failing:
+            self._failing.discard(name)
+            self._sensor_log.info("Input {name} reads again: {text}", key=f"input {name} reads again",
+                                  name=name, text=text)  # fmt: skip
         changed = self.latest.get(name) != text
         self.latest[name] = text
         if changed or not self.on_change:
-            self._send(text)
+            self._send(name)
 
     def _read_failed(self, failure: Failure, name: str) -> None:
-        self._log.warn(
+        self._failing.add(name)
+        self._sensor_log.warn(
             "Reading input {name} failed: {error}; will try again in {interval} s.",
+            key=f"reading input {name} failed",
             name=name,
             error=failure.getErrorMessage(),
             interval=self.interval,
@@ -99,42 +120,100 @@ class Reporter:
 
     def send_all(self) -> None:
         """Send the latest text of every input (heartbeat, and on connect)."""
-        for text in self.latest.values():
-            self._send(text)
+        for name in list(self.latest):
+            self._send(name)
 
-    def _send(self, text: str) -> None:
+    def _send(self, name: str) -> None:
         protocol = self._protocol
-        if protocol is None or protocol.transport.disconnecting:
+        if protocol is None:
             return
+        if protocol.transport.disconnecting:
+            protocol.stop_being_producer()  # closed by someone else: let a TLS close finish
+            return
+        if protocol.paused:
+            self._unsent.add(name)
+            return
+        text = self.latest[name]
         protocol.sendMessage(text)
         self._log.debug("Sent {text}", text=text)
 
     def attach(self, protocol: ReportProtocol) -> None:
         """A connection is up: send the current state now (or when the first sample ends)."""
         self._protocol = protocol
+        self._unsent.clear()
         if self.latest:
             self.send_all()
         else:
             self.sample()
 
+    def resumed(self, protocol: ReportProtocol) -> None:
+        """The server takes data again: send the latest text of what waited, in input order."""
+        if protocol is not self._protocol:
+            return
+        for name in [name for name in self.latest if name in self._unsent]:
+            if protocol.paused:  # paused again by the sends just made: the rest keeps waiting
+                return
+            self._unsent.discard(name)
+            self._send(name)
+
     def detach(self, protocol: ReportProtocol) -> None:
         if self._protocol is protocol:
             self._protocol = None
+            self._unsent.clear()
 
 
+@implementer(IPushProducer)
 class ReportProtocol(ClientConnection):
-    """The reporter's connection; what the server says back is logged."""
+    """
+    The reporter's connection; what the server says back is logged
+    (rate-limited). It is the producer of its transport, so that a server
+    that stops reading pauses the sending rather than filling buffers.
+    """
 
-    _log = Logger()
+    _log = NamedLogger("rpisensor.report")
+
+    #: Whether the transport asked us to stop sending.
+    paused = False
+    _producing = False
 
     def connectionMade(self) -> None:
         super().connectionMade()
+        self.transport.registerProducer(self, True)
+        self._producing = True
         self.factory.reporter.attach(self)
 
-    def messageReceived(self, text: str) -> None:
-        self._log.info("Message from server: {text}", text=text)
+    def pauseProducing(self) -> None:
+        if not self.paused:
+            self.paused = True
+            self.peer_log.info(
+                "{peer} is not taking data for now; sampling goes on, and the latest state "
+                "goes when it takes data again.",
+                peer=peer_text(self.transport),
+            )
+
+    def resumeProducing(self) -> None:
+        if self.paused:
+            self.paused = False
+            self.factory.reporter.resumed(self)
+
+    def stopProducing(self) -> None:
+        pass  # the connection is ending: connectionLost detaches
+
+    def stop_being_producer(self) -> None:
+        """
+        Unregister from the transport: nothing more will be sent. A TLS
+        transport closes only once its producer is gone, so do this before
+        closing the connection.
+        """
+        if self._producing:
+            self._producing = False
+            self.transport.unregisterProducer()
+
+    def messageFromServer(self, text: str) -> None:
+        self.peer_log.info("Message from {peer}: {text}", peer=peer_text(self.transport), text=text)
 
     def connectionLost(self, reason: Failure) -> None:
+        self._producing = False  # the transport let go of its producer
         self.factory.reporter.detach(self)
         super().connectionLost(reason)
 
@@ -145,6 +224,7 @@ class ReportFactory(Factory):
 
     def __init__(self, reporter: Reporter) -> None:
         self.reporter = reporter
+        self.clock = reporter.clock
 
 
 class ReporterService(Service):
@@ -185,17 +265,24 @@ def build_report_service(
     on_change: bool = False,
     heartbeat: float = 60.0,
     max_delay: float = 60.0,
+    dead_peer_timeout: float = DEFAULT_DEAD_PEER_TIMEOUT,
 ) -> ReportService:
     """
     The whole reporter: the read pool, the sampling, and a connection to the
     client endpoint C{connect} kept open for as long as the service runs.
+
+    @param dead_peer_timeout: seconds without an answer at the TCP level
+        before the link counts as dead (see L{rpisensor.net.deadpeer}); 0: never.
     """
     reporter = Reporter(reader, reactor, interval, on_change, heartbeat)
-    client = reconnecting_client(reactor, connect, ReportFactory(reporter), max_delay)
-    top = ReportService(reporter, client)  # the connection and the sampling stop before the reads
+    client = reconnecting_client(
+        reactor, connect, ReportFactory(reporter), max_delay, dead_peer_timeout=dead_peer_timeout
+    )
+    # Stopped last added first: the sampling (which stops sending), the connection, the reads.
+    top = ReportService(reporter, client)
     reader_service.setServiceParent(top)
-    ReporterService(reporter).setServiceParent(top)
     client.setServiceParent(top)
+    ReporterService(reporter).setServiceParent(top)
     return top
 
 
@@ -206,5 +293,5 @@ def make_service(options, reactor) -> ReportService:
     reader, pool = open_inputs(options, reactor)
     return build_report_service(
         reactor, reader, pool, options["connect"], options["interval"], options["on-change"],
-        options["heartbeat"], options["max-delay"],
+        options["heartbeat"], options["max-delay"], options["dead-peer-timeout"],
     )  # fmt: skip
