@@ -45,9 +45,13 @@ class NullTerminatedProtocol(LineOnlyReceiver):
         limit = getattr(self.factory, "maxMessageBytes", None)
         if limit is not None:
             self.MAX_LENGTH = limit
-        shared = getattr(self.factory, "peer_log", None)
-        self.peer_log = shared if shared is not None else _own_log(self)
+        self.peer_log = self._peer_log_for(self.factory)
         super().makeConnection(transport)
+
+    def _peer_log_for(self, factory) -> RateLimitedLog:
+        """The factory's C{peer_log} (one for all its connections), or one of this connection's own."""
+        shared = getattr(factory, "peer_log", None)
+        return shared if shared is not None else _own_log(self)
 
     def dataReceived(self, data: bytes) -> None:
         """

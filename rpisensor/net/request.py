@@ -52,7 +52,6 @@ class ClientConnection(NullTerminatedProtocol):
             from twisted.internet import reactor
 
             self.clock = reactor
-        self.peer_log = self._peer_log_for(self.factory)
         super().makeConnection(transport)
 
     def _peer_log_for(self, factory) -> RateLimitedLog:
