@@ -191,6 +191,16 @@ class StopTests(HungReadTestCase):
         self.assertEqual(self.backend.set_up_channels, frozenset())
         self.assertFalse(self.pool.pool.started)
 
+    def test_cleanup_runs_in_a_pool_thread(self):
+        """Releasing the channels may block, so it runs in a read thread, not the reactor's."""
+        self.start_pool()
+        self.backend.release()
+        stopped = self.pool.stopService()
+        self.clock.pump_until(lambda: stopped.called)
+        [thread] = self.backend.cleanup_threads
+        self.assertIsNot(thread, threading.current_thread())
+        self.assertIn("rpisensor-reads", thread.name)
+
     def test_stop_ends_when_the_running_read_times_out(self):
         """A read that hangs during the stop is waited for only until its timeout."""
         reader = self.start_pool()

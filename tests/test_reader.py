@@ -219,6 +219,7 @@ class ReadTimeoutTests(SynchronousTestCase):
         """A read that no thread has begun yet never times out, however long it waits."""
         reader, backend, runner, clock = make_reader(read_timeout=5.0)
         waiting = reader.read("button")
+        clock.advance(0)
         clock.advance(60)
         self.assertNoResult(waiting)
         self.assertEqual(reader.stuck, {})
