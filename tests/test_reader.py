@@ -16,8 +16,9 @@ from rpisensor.hw.simulated import SimulatedGPIO
 from rpisensor.sensing.inputs import DEFAULT_INPUT
 from rpisensor.sensing.reader import InputReader, ReadTimeout, timed_read
 from rpisensor.sensing.reading import UnknownInput
-from rpisensor.testing import FakeRunner, simulated_pins
+from rpisensor.testing import FakeRunner, inline_runner, simulated_pins
 from tests.support import DOOR
+from tests.worker_threads import ThreadedClock
 
 
 def make_reader(max_age=0.0, inputs=(DEFAULT_INPUT, DOOR), backend=None, clock=None, **options):
@@ -310,3 +311,18 @@ class FailureLogTests(SynchronousTestCase):
         [warning] = self.lines(LogLevel.warn)
         self.assertIn("may be hung", warning["log_format"])
         self.assertEqual(warning["name"], "button")
+
+
+class InlineRunnerTests(SynchronousTestCase):
+    """A runner that runs jobs at once in the reactor's thread, with a clock that takes calls from threads."""
+
+    def test_start_heard_after_the_end(self):
+        """The read's start, queued behind its end, is counted and starts no timer."""
+        clock = ThreadedClock()
+        reader = InputReader(simulated_pins(clock=clock), [DEFAULT_INPUT], inline_runner, clock)
+        reader.setup()
+        reading = self.successResultOf(reader.read("button"))
+        self.assertEqual(reading.text, "Button released")
+        clock.pump_until(lambda: reader.reads == 1)
+        self.assertEqual(clock.getDelayedCalls(), [])
+        self.assertEqual(reader.jobs_in_flight, 0)

@@ -211,9 +211,9 @@ class InputReader:
             d.callback(None)
 
     def _began(self, read: _Read, began: float) -> None:
-        if read.finished:  # a runner that reports the end before the start
-            return
         self.reads += 1
+        if read.finished:  # a runner in the reactor's thread: the end was heard first
+            return
         read.began = began
         # The worker took the time; the reactor may hear of it a little later.
         elapsed = min(max(self.clock.seconds() - began, 0.0), self.read_timeout)
