@@ -126,8 +126,8 @@ class InputReader:
         #: Input name -> when its stuck read began.
         self.stuck: dict[str, float] = {}
         #: Pool jobs handed to the runner (one per input read), and reads a
-        #: worker has begun: for tests and the benchmark. The difference is
-        #: the reads still waiting for a thread.
+        #: worker has begun (as the reactor has heard): for tests and the
+        #: benchmark. The difference is the reads still waiting for a thread.
         self.jobs = 0
         self.reads = 0
         #: Pool jobs handed out and not yet returned (stuck ones included).
