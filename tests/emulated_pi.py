@@ -52,19 +52,28 @@ exec "$@"
 """
 
 
+#: Why the emulated-Pi tests skip where the real library is absent, and how to get it.
+NO_LIBRARY = "RPi.GPIO is not installed: pip install -e '.[emulated-pi]' (needs a C compiler)"
+
+
 def unavailable_reason() -> str | None:
-    """Why the emulation cannot run in this process, or C{None} if it may."""
-    if os.geteuid() != 0:
-        return "emulating a Raspberry Pi needs root (to mount in a private namespace)"
-    if shutil.which("unshare") is None:
-        return "emulating a Raspberry Pi needs unshare (util-linux), which is not installed"
+    """
+    Why the emulation cannot run in this process, or C{None} if it may: every
+    missing prerequisite, each with what to do. (Whether this kernel lets root
+    make the mounts is only known by trying: see L{EmulatedPi.probe}.)
+    """
+    missing = []
     try:
         found = importlib.util.find_spec("RPi.GPIO") is not None
     except ImportError:
         found = False
     if not found:
-        return "RPi.GPIO is not installed (pip install RPi.GPIO)"
-    return None
+        missing.append(NO_LIBRARY)
+    if os.geteuid() != 0:
+        missing.append("emulating a Raspberry Pi needs root (to mount in a private namespace)")
+    if shutil.which("unshare") is None:
+        missing.append("emulating a Raspberry Pi needs unshare (util-linux), which is not installed")
+    return "; ".join(missing) or None
 
 
 class EmulatedPi:

@@ -123,7 +123,6 @@ class CollectorHarness:
         self.store = None
         if store:
             file = JsonLinesFile(self.path)
-            file.open()
             self.store = StoreService(self.clock, file, runner=self.runner)
             self.store.startService()
         self.factory = CollectorFactory(self.store, self.clock, ListenSettings(**options))

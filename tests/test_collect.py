@@ -1,5 +1,7 @@
 """Tests for rpisensor.collect, with StringTransport, Clock and a fake writer."""
 
+from pathlib import Path
+
 from twisted.internet.error import ConnectionLost
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver
@@ -7,9 +9,12 @@ from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from rpisensor.roles.collect.collector import utc_now_iso
-from rpisensor.net.limits import ServerLimits
-from tests.support import CollectorHarness, read_jsonl
+from rpisensor.roles.collect.collector import build_collect_service, utc_now_iso
+from rpisensor.net.limits import ListenSettings, ServerLimits
+from rpisensor.store import StoreOpenError, StoreService
+from tests.full_disk import FullDiskFile
+from tests.processes import run_twistd
+from tests.support import LOOPBACK, CollectorHarness, read_jsonl
 
 
 class CollectorTests(SynchronousTestCase):
@@ -81,14 +86,16 @@ class CollectorTests(SynchronousTestCase):
         """A failed write is logged as an error naming the sender and message."""
         events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         h = CollectorHarness(self)
+        h.store.file.close()
+        h.store.file = FullDiskFile(h.path)  # the disk fills up after the collector started
+        h.store.file.open()
         protocol, _ = h.connect()
         protocol.dataReceived(b"Button pressed\0")
-        h.clock.advance(0)
-        h.store.file.close()
-        h.runner.run_all()
+        h.write()
         errors = [e for e in events if e["log_level"].name == "error"]
         self.assertEqual(len(errors), 1)
         self.assertEqual(errors[0]["text"], "Button pressed")
+        self.assertEqual(errors[0]["error"], "[Errno 28] No space left on device")
 
     def test_too_long_message_closes(self):
         """A message over the limit closes that connection and is not stored."""
@@ -109,3 +116,53 @@ class CollectorTests(SynchronousTestCase):
         h.write()
         self.assertEqual([r["message"] for r in read_jsonl(h.path)], ["a", "b", "c", "d"])
         self.assertEqual(transport.producerState, "producing")
+
+
+class StoreOpeningTests(SynchronousTestCase):
+    """collect opens its store when it starts (after twistd daemonizes and drops privileges)."""
+
+    def test_not_opened_when_built(self):
+        """Building the service does not create the store; starting it does."""
+        path = Path(self.mktemp()) / "readings.sqlite"
+        path.parent.mkdir()
+        top = build_collect_service(Clock(), str(path), ListenSettings(endpoints=()))
+        self.assertFalse(path.exists())
+        top.startService()
+        self.addCleanup(lambda: self.stop(top))
+        self.assertTrue(path.exists())
+
+    def stop(self, top):
+        store = next(child for child in top if isinstance(child, StoreService))
+        store.pool.stop()  # the writer is idle; the Clock would never fire its stop's Deferred
+        store.file.close()
+
+    def test_cannot_open_at_start(self):
+        """A store that cannot be opened is refused when starting, in one line naming it."""
+        path = Path(self.mktemp()) / "no-such-directory" / "readings.jsonl"
+        top = build_collect_service(Clock(), str(path), ListenSettings(endpoints=()))
+        error = self.assertRaises(StoreOpenError, top.startService)
+        self.assertEqual(
+            str(error).splitlines(),
+            [f"rpisensor: cannot open the store {path}: [Errno 2] No such file or directory: '{path}'"],
+        )
+
+
+class StoreOpeningTwistdTests(SynchronousTestCase):
+    """A store that cannot be opened, under twistd in the background (no -n)."""
+
+    def test_daemon_reports_it(self):
+        """The daemonizing parent exits non-zero naming the store, and leaves no pid file."""
+        directory = Path(self.mktemp())
+        directory.mkdir()
+        store = "/nonexistent-dir/x.jsonl"
+        exited = run_twistd(
+            "--logfile=twistd.log", "--pidfile=collect.pid", "rpisensor", "collect",
+            "--listen", LOOPBACK, "--store", store, cwd=str(directory),
+        )  # fmt: skip
+        self.assertNotEqual(exited.code, 0, exited.log)
+        self.assertIn(f"cannot open the store {store}", exited.log)
+        self.assertFalse((directory / "collect.pid").exists())
+        log = (directory / "twistd.log").read_text()
+        [line] = [line for line in log.splitlines() if "cannot open the store" in line]
+        self.assertIn("No such file or directory", line)
+        self.assertNotIn("Traceback", log)

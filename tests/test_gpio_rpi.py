@@ -33,6 +33,7 @@ from rpisensor.hw.interfaces import (
     PinModeError,
     SensorReadError,
 )
+from tests import emulated_pi
 from tests.emulated_pi import EmulatedPi, unavailable_reason
 
 # /proc/cpuinfo and /proc/device-tree/model of a few machines.
@@ -512,6 +513,46 @@ class EmulatedPiServerTests(SynchronousTestCase):
         self.assertButtonFollowsBCM8(port)
         self.assertEqual(self.stop_server(), 0, self.log_text())
         self.assertNotIn("Traceback", self.log_text())
+
+
+class EmulationPrerequisiteTests(SynchronousTestCase):
+    """Why the emulated-Pi tests skip: each missing prerequisite, with what to do."""
+
+    def pretend(self, library: bool, root: bool, unshare: bool) -> None:
+        self.patch(emulated_pi.importlib.util, "find_spec", lambda name: object() if library else None)
+        self.patch(emulated_pi.os, "geteuid", lambda: 0 if root else 1000)
+        self.patch(emulated_pi.shutil, "which", lambda name: "/usr/bin/unshare" if unshare else None)
+
+    def test_everything_there(self) -> None:
+        """With the library, root and unshare, only the probe can still say no."""
+        self.pretend(library=True, root=True, unshare=True)
+        self.assertIsNone(unavailable_reason())
+
+    def test_no_library(self) -> None:
+        """Without RPi.GPIO, the reason says how to install it and that it needs a compiler."""
+        self.pretend(library=False, root=True, unshare=True)
+        self.assertEqual(
+            unavailable_reason(),
+            "RPi.GPIO is not installed: pip install -e '.[emulated-pi]' (needs a C compiler)",
+        )
+
+    def test_library_package_missing(self) -> None:
+        """find_spec raising (no RPi package at all) counts as the library missing."""
+        self.pretend(library=True, root=True, unshare=True)
+
+        def no_package(name):
+            raise ModuleNotFoundError("No module named 'RPi'")
+
+        self.patch(emulated_pi.importlib.util, "find_spec", no_package)
+        self.assertEqual(unavailable_reason(), emulated_pi.NO_LIBRARY)
+
+    def test_every_missing_prerequisite_named(self) -> None:
+        """Not root and no unshare either: every reason is given, not only the first."""
+        self.pretend(library=False, root=False, unshare=False)
+        reasons = unavailable_reason().split("; ")
+        self.assertEqual(len(reasons), 3, reasons)
+        self.assertIn("needs root", reasons[1])
+        self.assertIn("needs unshare (util-linux)", reasons[2])
 
 
 class NotAPiCommandTests(SynchronousTestCase):

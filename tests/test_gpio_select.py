@@ -15,7 +15,7 @@ from zope.interface.verify import verifyObject
 
 from rpisensor.hw import rpi
 from rpisensor.hw.interfaces import GPIOUnavailable, IGPIOBackend
-from rpisensor.hw.select import BACKEND_NAMES, open_backend
+from rpisensor.hw.select import BACKEND_NAMES, BackendChoice, choose_backend, open_backend, open_chosen
 from rpisensor.hw.simulated import SimulatedGPIO
 
 PC_CPUINFO = "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC\n"
@@ -97,7 +97,7 @@ class AutoTests(SelectTestCase):
         self.assertEqual(len(events), 1)
         [event] = events
         self.assertEqual(event["log_level"], LogLevel.warn)
-        self.assertIn("not a Raspberry Pi", event["reason"])
+        self.assertIn("not a Raspberry Pi", event["why"])
         self.assertTrue(formatEvent(event).startswith("Using SIMULATED pins"), formatEvent(event))
 
     def test_pc_passes_sim_options(self) -> None:
@@ -133,3 +133,33 @@ class ExplicitTests(SelectTestCase):
         self.pretend_pc()
         error = self.assertRaises(GPIOUnavailable, open_backend, "rpi")
         self.assertIn("not a Raspberry Pi", str(error))
+
+
+class ChoiceTests(SelectTestCase):
+    """choose_backend says which pins and why, silently; open_chosen opens them."""
+
+    def test_auto_on_pc(self) -> None:
+        """On a PC, auto chooses simulated pins as a fallback, with the reason, logging nothing."""
+        self.pretend_pc()
+        observer = self.capture_log()
+        choice = choose_backend("auto")
+        self.assertEqual((choice.name, choice.fallback), ("sim", True))
+        self.assertTrue(choice.why.startswith("real GPIO is not available (this machine is not a Raspberry Pi"))
+        self.assertEqual(_gpio_events(observer), [])
+
+    def test_auto_on_pi(self) -> None:
+        """On a Pi, auto chooses real pins and says it found a Pi."""
+        self.pretend_pi()
+        self.assertEqual(choose_backend("auto"), BackendChoice("rpi", "--gpio auto found a Raspberry Pi"))
+
+    def test_explicit(self) -> None:
+        """rpi and sim are chosen as asked, the option being the reason."""
+        self.assertEqual(choose_backend("sim"), BackendChoice("sim", "--gpio sim"))
+        self.assertEqual(choose_backend("rpi"), BackendChoice("rpi", "--gpio rpi"))
+        self.assertRaises(ValueError, choose_backend, "bogus")
+
+    def test_open_chosen_passes_options(self) -> None:
+        """open_chosen opens simulated pins with the numbering and simulation options."""
+        backend = open_chosen(BackendChoice("sim", "--gpio sim"), "bcm", latency=0.5, fail_every=3)
+        self.assertIsInstance(backend, SimulatedGPIO)
+        self.assertEqual((backend.numbering, backend.latency, backend.fail_every), ("bcm", 0.5, 3))

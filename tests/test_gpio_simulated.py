@@ -7,7 +7,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from rpisensor.hw.interfaces import IGPIOBackend, PinError, PinModeError, SensorReadError
-from rpisensor.hw.simulated import LevelChange, SimulatedGPIO
+from rpisensor.hw.simulated import HISTORY_LENGTH, LevelChange, SimulatedGPIO
 
 
 def make_pins(numbering: str = "board", **options) -> tuple[SimulatedGPIO, Clock]:
@@ -154,14 +154,25 @@ class HistoryTests(SynchronousTestCase):
         clock.advance(2.5)
         pin.drive_high()
         self.assertEqual(
-            pins.history, [LevelChange(5.0, 24, False), LevelChange(7.5, 24, True)]
+            list(pins.history), [LevelChange(5.0, 24, False), LevelChange(7.5, 24, True)]
         )
 
     def test_setup_is_not_history(self) -> None:
         """Setting up an input records nothing in the history."""
         pins, _ = make_pins()
         pins.setup_input(24, "up")
-        self.assertEqual(pins.history, [])
+        self.assertEqual(list(pins.history), [])
+
+    def test_history_is_bounded(self) -> None:
+        """The history keeps the latest HISTORY_LENGTH changes only, oldest dropped first."""
+        pins, clock = make_pins()
+        pin = pins.pin(24)
+        for _ in range(HISTORY_LENGTH + 5):
+            clock.advance(1)
+            pin.drive_low()
+        self.assertEqual(len(pins.history), HISTORY_LENGTH)
+        self.assertEqual(pins.history[0].when, 6.0)
+        self.assertEqual(pins.history[-1].when, float(HISTORY_LENGTH + 5))
 
 
 class CleanupTests(SynchronousTestCase):

@@ -1,10 +1,12 @@
 """
-Tests for L{rpisensor.sensing.inputs}: named inputs and the C{--input} spec syntax.
+Tests for L{rpisensor.sensing.inputs}: named inputs and the C{--input} spec
+syntax, and the inputs the roles' options give (default pin, one pin each).
 """
 
+from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
-from rpisensor.sensing.inputs import DEFAULT_INPUT, InputSpec, default_texts, parse_input
+from rpisensor.sensing.inputs import DEFAULT_INPUT, InputSpec, default_input, default_texts, parse_input
 
 
 class ParseGoodTests(SynchronousTestCase):
@@ -171,3 +173,60 @@ class TextTests(SynchronousTestCase):
         self.assertEqual(
             (spec.text_for(True), spec.text_for(False)), ("door active", "door inactive")
         )
+
+
+def parse_role(*args: str):
+    """The options of the role in C{args} (C{serve} or C{report}), parsed as twistd would."""
+    from rpisensor.app.tap import Options
+
+    options = Options()
+    options.parseOptions(list(args))
+    return options.subOptions
+
+
+class DefaultInputTests(SynchronousTestCase):
+    """The default input names a physical pin, BOARD 24, whatever the numbering."""
+
+    def test_board(self) -> None:
+        """In BOARD numbering the default button is on pin 24."""
+        self.assertEqual(parse_role("serve")["inputs"], [DEFAULT_INPUT])
+        self.assertEqual(default_input("board"), DEFAULT_INPUT)
+
+    def test_bcm_keeps_the_physical_pin(self) -> None:
+        """With --numbering bcm and no --input, the button is BCM 8: still BOARD pin 24."""
+        for role in (("serve",), ("report", "--connect", "tcp:host=pc:port=22000")):
+            [button] = parse_role(*role, "--numbering", "bcm")["inputs"]
+            self.assertEqual((button.name, button.pin, button.pull, button.active_low), ("button", 8, "up", True))
+            self.assertEqual(button.describe("bcm"), "button on BOARD 24 (BCM 8), pull up, active low")
+
+    def test_describe(self) -> None:
+        """An input's description has its pin in both numberings, its pull and active level."""
+        door = parse_input("door=18,pull=down,active=high")
+        self.assertEqual(door.describe("board"), "door on BOARD 18 (BCM 24), pull down, active high")
+
+
+class OnePinOneInputTests(SynchronousTestCase):
+    """Two inputs on one pin are refused when the options are parsed."""
+
+    def test_same_pin_refused(self) -> None:
+        """The usage error names both inputs and the pin."""
+        error = self.assertRaises(
+            UsageError, parse_role, "serve", "--input", "button=24", "--input", "door=24,active=high"
+        )
+        self.assertEqual(
+            str(error),
+            "--input: 'button' and 'door' are both on BOARD pin 24; give each input its own pin",
+        )
+
+    def test_same_pin_in_bcm(self) -> None:
+        """In BCM numbering the pin is named in BCM."""
+        error = self.assertRaises(
+            UsageError, parse_role, "report", "--connect", "tcp:host=pc:port=22000",
+            "--numbering", "bcm", "--input", "a=8", "--input", "b=8",
+        )  # fmt: skip
+        self.assertIn("'a' and 'b' are both on BCM pin 8", str(error))
+
+    def test_different_pins_accepted(self) -> None:
+        """Inputs on different pins are all kept, in order."""
+        inputs = parse_role("serve", "--input", "a=24", "--input", "b=18")["inputs"]
+        self.assertEqual([(spec.name, spec.pin) for spec in inputs], [("a", 24), ("b", 18)])

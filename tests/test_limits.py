@@ -1,11 +1,14 @@
 """
-The server roles' limits and stops: connection limit, pending commands, clients that do not read, failed and hung sensor reads, and a
-graceful stop of C{serve} and C{collect}.
+The server roles' limits and stops: connection limit, pending commands,
+clients that do not read, failed sensor reads, and a graceful stop of
+C{serve} and C{collect}.
 
 Flow control is checked at unit level (StringTransport, FakeRunner, Clock);
 the rest over real loopback TCP in process with the real reactor
 (pytest-twisted). Every wait is for a condition (30 s deadline); nothing
-asserts a duration. The idle timeout is in L{tests.test_admission}, on a Clock.
+asserts a duration. The idle timeout is in L{tests.test_admission}, on a
+Clock; reads that hang are in L{tests.test_read_timeouts}, on a clock the
+test advances.
 """
 
 from __future__ import annotations
@@ -25,9 +28,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from rpisensor.net.limits import ListenSettings
 from rpisensor.roles.collect.collector import build_collect_service
-from rpisensor.hw.simulated import SimulatedGPIO
 from rpisensor.net.limits import ServerLimits
-from rpisensor.sensing.inputs import DEFAULT_INPUT, InputSpec
+from rpisensor.sensing.inputs import DEFAULT_INPUT
 from rpisensor.sensing.pool import open_reader
 from rpisensor.sensing.reader import InputReader
 from rpisensor.roles.serve.service import SensorServerFactory, build_server_service
@@ -43,9 +45,6 @@ from rpisensor.testing import (
     wait_until,
 )
 from tests.support import LOOPBACK as LISTEN, close, open_client
-
-DOOR = InputSpec("door", 18, active_text="Door open", inactive_text="Door closed")
-
 
 # -- unit level: pending commands and a client that does not read ---------------
 
@@ -201,57 +200,6 @@ async def test_failed_read_gets_error_reply(reactor):
         await server.stop()
 
 
-class HangingPin(SimulatedGPIO):
-    """Simulated pins where reads of one channel hang until released."""
-
-    def __init__(self, channel: int, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.hang_channel = channel
-        self.hung = threading.Event()
-        self.release = threading.Event()
-
-    def read(self, channel: int) -> bool:
-        if channel == self.hang_channel and not self.release.is_set():
-            self.hung.set()
-            self.release.wait()
-        return super().read(channel)
-
-
-@pytest_twisted.ensureDeferred
-async def test_hung_read_times_out_and_others_are_answered(reactor):
-    """A hung read gets an error after --read-timeout; other clients and inputs are answered."""
-    backend = HangingPin(DEFAULT_INPUT.pin, clock=reactor)
-    reader, reader_service = open_reader(reactor, backend, [DEFAULT_INPUT, DOOR], read_timeout=0.3)
-    reader_service.startService()
-    factory = SensorServerFactory(reader)
-    listening = reactor.listenTCP(0, factory, interface="127.0.0.1")
-    port = listening.getHost().port
-    first = await connect(port, reactor)
-    second = await connect(port, reactor)
-    try:
-        go = first.request("go")
-        await wait_until(backend.hung.is_set, reactor)
-        # While the read hangs, another client is answered.
-        assert await second.request("ping") == "pong"
-        assert await go == "error: reading failed: reading button took more than 0.3 s"
-        # The button's read still hangs: it answers an error at once, the door is read.
-        assert not backend.release.is_set()
-        again = await first.request("go")
-        assert again.startswith("error: reading failed: input button is not answering")
-        assert await second.request("read door") == "Door closed"
-        backend.release.set()
-        await wait_until(lambda: not reader.stuck, reactor)
-        assert await first.request("go") == "Button released"
-    finally:
-        backend.release.set()
-        await wait_until(lambda: not reader.stuck, reactor)
-        for client in (first, second):
-            client.transport.loseConnection()
-            await client.lost
-        await listening.stopListening()
-        await reader_service.stopService()
-
-
 async def connection_refused(reactor, port: int) -> bool:
     try:
         client = await open_client(reactor, port)
@@ -376,24 +324,3 @@ async def test_collect_message_after_store_closed_is_logged(reactor, tmp_path):
         globalLogPublisher.removeObserver(observe)
         await close(client)
         await top.stopService()
-
-
-@pytest_twisted.ensureDeferred
-async def test_read_queued_behind_a_hung_read_is_answered(reactor):
-    """A read queued behind a hung one in the one-thread pool is done once the hung one times out."""
-    from rpisensor.sensing.reader import ReadTimeout
-
-    backend = HangingPin(DEFAULT_INPUT.pin, clock=reactor)
-    reader, reader_service = open_reader(reactor, backend, [DEFAULT_INPUT, DOOR], read_timeout=0.3)
-    reader_service.startService()
-    try:
-        button = reader.read("button")
-        await wait_until(backend.hung.is_set, reactor)
-        door = reader.read("door")  # queued behind the hung read
-        assert (await door).text == "Door closed"
-        with pytest.raises(ReadTimeout):
-            await button
-    finally:
-        backend.release.set()
-        await wait_until(lambda: not reader.jobs_in_flight, reactor)
-        await reader_service.stopService()

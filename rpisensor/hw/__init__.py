@@ -13,15 +13,18 @@ from rpisensor.hw.interfaces import (
     PinModeError,
     SensorReadError,
 )
-from rpisensor.hw.select import BACKEND_NAMES, open_backend
+from rpisensor.hw.select import BACKEND_NAMES, BackendChoice, choose_backend, open_backend, open_chosen
 
 __all__ = [
     "BACKEND_NAMES",
+    "BackendChoice",
     "GPIOError",
     "GPIOUnavailable",
     "IGPIOBackend",
     "PinError",
     "PinModeError",
     "SensorReadError",
+    "choose_backend",
     "open_backend",
+    "open_chosen",
 ]

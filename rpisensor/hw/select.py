@@ -4,6 +4,7 @@ Choosing a backend by name: C{auto}, C{rpi} or C{sim}.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from importlib import import_module
 
 from twisted.logger import Logger
@@ -25,32 +26,70 @@ def _load(name: str):
     return getattr(import_module(module), attribute)
 
 
+@dataclass(frozen=True)
+class BackendChoice:
+    """
+    Which backend a C{--gpio} name gives on this machine, and why, in words
+    for the log.
+
+    @ivar name: C{'rpi'} or C{'sim'}.
+    @ivar fallback: C{auto} wanted real pins and fell back to simulated ones.
+    """
+
+    name: str
+    why: str
+    fallback: bool = False
+
+
+def choose_backend(name: str) -> BackendChoice:
+    """
+    Decide what C{--gpio NAME} means here: C{auto} is real pins on a Pi and
+    simulated pins elsewhere.
+
+    @raise ValueError: C{name} is not a backend.
+    """
+    if name not in BACKEND_NAMES:
+        raise ValueError(f"unknown GPIO backend {name!r}; use one of {', '.join(BACKEND_NAMES)}")
+    if name != "auto":
+        return BackendChoice(name, f"--gpio {name}")
+    from rpisensor.hw.rpi import check_available
+
+    try:
+        check_available()
+    except GPIOUnavailable as reason:
+        return BackendChoice("sim", f"real GPIO is not available ({reason})", fallback=True)
+    return BackendChoice("rpi", "--gpio auto found a Raspberry Pi")
+
+
+def open_chosen(choice: BackendChoice, numbering: str = "board", **sim_options) -> IGPIOBackend:
+    """
+    Open the backend of C{choice}, silently; C{sim_options} (latency,
+    fail_every) go to the simulated backend.
+
+    @raise GPIOUnavailable: real pins cannot work here.
+    """
+    if choice.name == "sim":
+        return _load("sim")(numbering=numbering, **sim_options)
+    return _load("rpi")(numbering=numbering)
+
+
 def open_backend(name: str, numbering: str = "board", **sim_options) -> IGPIOBackend:
     """
     Open the backend called C{name}.
 
     C{auto} means real pins on a Pi and simulated pins elsewhere, with a warning
     saying why. C{sim_options} (latency, fail_every) go to the simulated backend.
+    (The roles use L{choose_backend} and L{open_chosen} instead, and say which
+    pins they use in one line when they start.)
 
     @raise GPIOUnavailable: C{rpi} was asked for and cannot work here.
     @raise ValueError: C{name} is not a backend.
     """
-    if name not in BACKEND_NAMES:
-        raise ValueError(f"unknown GPIO backend {name!r}; use one of {', '.join(BACKEND_NAMES)}")
-    if name == "auto":
-        from rpisensor.hw.rpi import check_available
-
-        try:
-            check_available()
-        except GPIOUnavailable as reason:
-            _log.warn(
-                "Using SIMULATED pins: real GPIO is not available ({reason}). "
-                "Readings are not from hardware; pass --gpio rpi to insist on real pins.",
-                reason=str(reason),
-            )
-            name = "sim"
-        else:
-            name = "rpi"
-    if name == "sim":
-        return _load("sim")(numbering=numbering, **sim_options)
-    return _load("rpi")(numbering=numbering)
+    choice = choose_backend(name)
+    if choice.fallback:
+        _log.warn(
+            "Using SIMULATED pins: {why}. "
+            "Readings are not from hardware; pass --gpio rpi to insist on real pins.",
+            why=choice.why,
+        )
+    return open_chosen(choice, numbering, **sim_options)

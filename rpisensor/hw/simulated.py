@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 
 from twisted.internet.interfaces import IReactorTime
@@ -16,6 +17,10 @@ from zope.interface import implementer
 
 from rpisensor.hw.interfaces import NUMBERINGS, IGPIOBackend, PinError, PinModeError, SensorReadError
 from rpisensor.hw.pins import to_bcm
+
+
+#: How many level changes L{SimulatedGPIO.history} keeps: the latest ones.
+HISTORY_LENGTH = 1000
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,9 @@ class SimulatedGPIO:
     @param latency: seconds each read takes.
     @param fail_every: if non-zero, every C{fail_every}-th read fails.
     @param clock: timestamps for L{history}; defaults to the reactor.
+
+    @ivar history: the latest L{HISTORY_LENGTH} level changes, oldest first
+        (bounded, so a long-running demo pattern does not grow it for ever).
     """
 
     name = "sim"
@@ -86,7 +94,7 @@ class SimulatedGPIO:
         self._gate = threading.Event()
         self._gate.set()
         self.reads = 0
-        self.history: list[LevelChange] = []
+        self.history: deque[LevelChange] = deque(maxlen=HISTORY_LENGTH)
 
     def setup_input(self, channel: int, pull: str) -> None:
         to_bcm(self.numbering, channel)

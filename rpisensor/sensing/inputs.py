@@ -5,10 +5,11 @@ text sent for each state.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 
 from rpisensor.hw.interfaces import PULLS, PinError
-from rpisensor.hw.pins import to_bcm
+from rpisensor.hw.pins import BCM_TO_BOARD, to_bcm
 
 
 @dataclass(frozen=True)
@@ -35,9 +36,33 @@ class InputSpec:
         """The text for a pin level: active when the level is the active one."""
         return self.active_text if high != self.active_low else self.inactive_text
 
+    def describe(self, numbering: str) -> str:
+        """
+        Its wiring in words, its pin in both numberings (C{numbering} is the
+        one C{pin} is in): C{"button on BOARD 24 (BCM 8), pull up, active low"}.
+        """
+        bcm = to_bcm(numbering, self.pin)
+        active = "low" if self.active_low else "high"
+        return f"{self.name} on BOARD {BCM_TO_BOARD[bcm]} (BCM {bcm}), pull {self.pull}, active {active}"
+
 
 #: The tutorial's button: BOARD pin 24, pull-up, pressed pulls it low.
 DEFAULT_INPUT = InputSpec("button", 24)
+
+
+def default_input(numbering: str) -> InputSpec:
+    """
+    The tutorial's button in C{numbering}: always the same physical pin,
+    BOARD 24, which is BCM 8.
+    """
+    if numbering == "bcm":
+        return replace(DEFAULT_INPUT, pin=to_bcm("board", DEFAULT_INPUT.pin))
+    return DEFAULT_INPUT
+
+
+def describe_inputs(inputs: Iterable[InputSpec], numbering: str) -> str:
+    """Every input's L{InputSpec.describe}, joined with semicolons."""
+    return "; ".join(spec.describe(numbering) for spec in inputs)
 
 
 def default_texts(name: str) -> tuple[str, str]:

@@ -12,14 +12,14 @@ from functools import partial
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorThreads
-from twisted.internet.task import deferLater
+from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.threads import deferToThreadPool
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.threadpool import ThreadPool
 
 from rpisensor.hw.interfaces import IGPIOBackend
-from rpisensor.sensing.inputs import InputSpec
+from rpisensor.hw.select import BackendChoice
+from rpisensor.sensing.inputs import InputSpec, describe_inputs
 from rpisensor.sensing.reader import InputReader, Runner
 
 
@@ -31,23 +31,33 @@ def _daemon_thread(*args, **kwargs) -> threading.Thread:
 class ReadPoolService(Service):
     """
     Owns the read thread pool and the GPIO channels for the life of the service:
-    the pool starts with the service. On stop, reads in flight may finish (for
-    up to the read timeout, without blocking the reactor); then the pool stops
-    and the channels this process set up are released. A read still running
-    after that is left to end with the process, and its channels with it.
+    the pool starts with the service, which logs the backend and the inputs in
+    use. On stop, reads running or queued may finish (each within the read
+    timeout from when it began; reads already stuck past it are not waited
+    for); then the channels this process set up are released, in a pool
+    thread since releasing them may block, and the pool stops. If a read is
+    still stuck, the pool and the channels are left to end with the process.
 
     @param threads: largest number of worker threads; one serialises all GPIO
         access, which is what real pins want.
+    @param backend_choice: which backend C{--gpio} gave and why, for the
+        start-up line; without it the line names the backend only.
     """
 
     _log = Logger()
 
-    def __init__(self, reactor: IReactorThreads, threads: int = 1) -> None:
+    def __init__(
+        self,
+        reactor: IReactorFromThreads,
+        threads: int = 1,
+        backend_choice: BackendChoice | None = None,
+    ) -> None:
         self._reactor = reactor
         self.pool = ThreadPool(minthreads=0, maxthreads=threads, name="rpisensor-reads")
         self.pool.threadFactory = _daemon_thread
         self.runner: Runner = partial(deferToThreadPool, reactor, self.pool)
         self._reader: InputReader | None = None
+        self._choice = backend_choice
 
     def lend_thread(self, change: int) -> None:
         """Grow (+1) or shrink (-1) the pool while a read is stuck in a thread."""
@@ -64,6 +74,30 @@ class ReadPoolService(Service):
     def startService(self) -> None:
         super().startService()
         self.pool.start()
+        if self._reader is not None:
+            self._announce(self._reader)
+
+    def _announce(self, reader: InputReader) -> None:
+        """One line: which pins are read, why those, and every input's wiring."""
+        backend = reader.backend
+        inputs = describe_inputs(reader.inputs.values(), backend.numbering)
+        choice = self._choice
+        if choice is not None and choice.fallback:
+            self._log.emit(
+                LogLevel.warn,
+                "Using SIMULATED pins: {why}. Readings are not from hardware; pass --gpio rpi "
+                "to insist on real pins. Inputs: {inputs}.",
+                why=choice.why,
+                inputs=inputs,
+            )
+            return
+        pins = "real pins (RPi.GPIO)" if backend.name == "rpi" else "simulated pins"
+        self._log.info(
+            "Using {pins}{why}. Inputs: {inputs}.",
+            pins=pins,
+            why="" if choice is None else f" ({choice.why})",
+            inputs=inputs,
+        )
 
     def stopService(self) -> Deferred:
         super().stopService()
@@ -71,23 +105,26 @@ class ReadPoolService(Service):
 
     async def _stop(self) -> None:
         reader = self._reader
-        if reader is None:
-            self.pool.stop()
-            return
-        reader.flush_now()
-        deadline = self._reactor.seconds() + reader.read_timeout
-        while reader.jobs_in_flight and self._reactor.seconds() < deadline:
-            await deferLater(self._reactor, 0.02, _nothing)
-        if reader.jobs_in_flight:
-            self._log.warn(
-                "Not waiting for a read that is still running ({names}): its thread and the "
-                "GPIO channels are released when the process ends.",
-                names=", ".join(reader.stuck) or "a read past the timeout",
-            )
-            return
-        self.pool.stop()  # idle now: returns at once
-        reader.backend.cleanup()
-        self._log.info("Released the GPIO channels this process set up.")
+        if reader is not None:
+            await reader.when_settled()
+            if reader.jobs_in_flight:
+                self._log.warn(
+                    "Not waiting for the stuck read of {names}: its thread and the GPIO "
+                    "channels are released when the process ends.",
+                    names=", ".join(reader.stuck),
+                )
+                return  # stopping the pool would wait for the stuck thread
+            try:
+                await self.runner(reader.backend.cleanup)
+            except Exception as e:
+                self._log.error(
+                    "Could not release the GPIO channels: {error}. They are released when "
+                    "the process ends.",
+                    error=str(e) or type(e).__name__,
+                )
+            else:
+                self._log.info("Released the GPIO channels this process set up.")
+        self.pool.stop()  # idle now: its threads end at once
 
 
 def _nothing() -> None:
@@ -101,15 +138,23 @@ def open_reader(
     threads: int = 1,
     max_age: float = 0.0,
     read_timeout: float = 10.0,
+    backend_choice: BackendChoice | None = None,
 ) -> tuple[InputReader, ReadPoolService]:
     """
     An L{InputReader} for C{inputs} with its channels set up now, and the
     service that runs its reads and releases the channels when it stops.
     Start the service (or give it a parent) before reads can finish.
 
+    Set-up happens here, in the calling thread, unlike every later call on
+    the backend: a role calls this while building its service, before the
+    reactor runs, so blocking delays nothing else; a bad pin or missing
+    hardware stops the program before anything listens; and the GPIO device
+    is opened while twistd still has the privileges that C{--uid} drops (the
+    mapping RPi.GPIO makes is inherited across twistd's fork).
+
     @raise rpisensor.hw.GPIOError: the backend cannot set up an input.
     """
-    service = ReadPoolService(reactor, threads=threads)
+    service = ReadPoolService(reactor, threads=threads, backend_choice=backend_choice)
     reader = InputReader(
         backend, inputs, service.runner, reactor, max_age, read_timeout, service.lend_thread
     )

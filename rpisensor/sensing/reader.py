@@ -2,9 +2,14 @@
 Reading named inputs without ever blocking the reactor.
 
 Blocking reads run in a small dedicated thread pool (not the reactor's
-default pool, which also resolves host names). Requests for an input whose
-read is already queued or in flight share that read, and all the reads queued
-in one reactor turn go to the pool as one job.
+default pool, which also resolves host names), one pool job per input read,
+so a hung input holds up only its own job and the other inputs are still
+read. Requests for an input whose read is already queued or running share
+that read (single flight): many requests in one reactor turn cost one read.
+
+A read's timeout counts from the moment a worker thread begins it, not from
+when it was queued, so a read waiting for a thread behind a slow one is not
+blamed for the wait.
 """
 
 from __future__ import annotations
@@ -13,11 +18,12 @@ from collections.abc import Callable, Sequence
 from functools import partial
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorFromThreads, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from rpisensor.hw.interfaces import IGPIOBackend, SensorReadError
+from rpisensor.hw.interfaces import GPIOError, IGPIOBackend, SensorReadError
+from rpisensor.lograte import RateLimitedLog
 from rpisensor.sensing.inputs import InputSpec
 from rpisensor.sensing.reading import Reading, UnknownInput
 
@@ -25,39 +31,64 @@ from rpisensor.sensing.reading import Reading, UnknownInput
 Runner = Callable[..., Deferred]
 
 
-def read_levels(backend: IGPIOBackend, pins: Sequence[int]) -> list[bool | Exception]:
+def timed_read(
+    backend: IGPIOBackend, pin: int, clock: IReactorTime, began: Callable[[float], object]
+) -> tuple[bool, float]:
     """
-    Read C{pins} one after another; runs in a worker thread.
+    Read C{pin}; runs in a worker thread. Calls C{began} with the time the
+    read begins, then returns the level and the time the backend returned it.
 
-    A failed read gives its exception in place of a level, so one bad input
-    does not lose the others' readings.
+    Both times come from C{clock.seconds()}: for a reactor that is wall time
+    (C{time.time}, safe to call from any thread), so a reading's time compares
+    with the reactor's own.
     """
-    results: list[bool | Exception] = []
-    for pin in pins:
-        try:
-            results.append(backend.read(pin))
-        except Exception as e:
-            results.append(e)
-    return results
+    began(clock.seconds())
+    high = backend.read(pin)
+    return high, clock.seconds()
 
 
 class ReadTimeout(SensorReadError):
     """A read took longer than the read timeout; the sensor may be hung."""
 
 
+class _Read:
+    """One read of one input: queued, running, or stuck past its timeout."""
+
+    __slots__ = ("spec", "waiters", "began", "timer", "stuck", "finished")
+
+    def __init__(self, spec: InputSpec, waiter: Callable[[Reading | Failure], object]) -> None:
+        self.spec = spec
+        self.waiters = [waiter]
+        #: When a worker thread began the read; None while it waits for a thread.
+        self.began: float | None = None
+        self.timer: IDelayedCall | None = None
+        self.stuck = False
+        self.finished = False
+
+
+def _call_now(f, *args) -> None:
+    f(*args)
+
+
 class InputReader:
     """
-    Reads named inputs through C{runner}, sharing reads (single flight) and
-    batching one reactor turn's reads into one job.
+    Reads named inputs through C{runner}, one job per input read, sharing a
+    read among the requests that arrive while it is queued or running.
 
+    @param clock: the reactor (a L{Clock} in tests): timeouts and readings'
+        times. When it can take calls from threads (a reactor), a worker says
+        through its C{callFromThread} that a read has begun; otherwise (a
+        L{Clock}, with a runner that runs jobs in the calling thread) it says
+        so directly.
     @param max_age: seconds a finished reading may be served again instead of
         reading anew; 0 (the default) means every request waits for a read
-        that was queued or in flight when it arrived.
-    @param read_timeout: seconds after which the requests waiting on a read
-        fail with L{ReadTimeout}. The read's thread cannot be stopped: until it
-        returns, its inputs are "stuck" and requests for them fail at once,
-        and C{on_stuck(+1)} / C{on_stuck(-1)} let the pool lend a thread so
-        the other inputs are still read.
+        that was queued or running when it arrived.
+    @param read_timeout: seconds a read may run, counted from when a worker
+        begins it, before the requests waiting on it fail with L{ReadTimeout}.
+        The read's thread cannot be stopped: until it returns, its input is
+        "stuck" and requests for it fail at once, and C{on_stuck(+1)} /
+        C{on_stuck(-1)} let the pool lend a thread so the other inputs are
+        still read.
     """
 
     _log = Logger()
@@ -83,20 +114,30 @@ class InputReader:
         self._runner = runner
         #: The clock for timeouts and the readings' times.
         self.clock = clock
-        self._waiters: dict[str, list[Callable[[Reading | Failure], object]]] = {}
-        self._queued: list[str] = []
-        self._flush_call = None
+        self._from_thread = clock.callFromThread if IReactorFromThreads.providedBy(clock) else _call_now
+        # A failing or hung sensor is logged once per failure kind (then once
+        # more when it reads again), not once per request or read.
+        self._sensor_log = RateLimitedLog(clock, self._log)
+        self._failing: dict[str, str] = {}
+        #: Input name -> its read that is queued or running and not yet answered.
+        self._pending: dict[str, _Read] = {}
         self._latest: dict[str, Reading] = {}
-        #: Input name -> when its stuck read started.
+        self._settled: list[Deferred[None]] = []
+        #: Input name -> when its stuck read began.
         self.stuck: dict[str, float] = {}
-        #: How many pool jobs and input reads were started: for tests and the benchmark.
+        #: Pool jobs handed to the runner (one per input read), and reads a
+        #: worker has begun (as the reactor has heard): for tests and the
+        #: benchmark. The difference is the reads still waiting for a thread.
         self.jobs = 0
-        #: Pool jobs started and not yet returned (stuck ones included).
-        self.jobs_in_flight = 0
         self.reads = 0
+        #: Pool jobs handed out and not yet returned (stuck ones included).
+        self.jobs_in_flight = 0
 
     def setup(self) -> None:
-        """Configure every input on the backend. Blocking; call at start-up."""
+        """
+        Configure every input on the backend. Blocking: call it at start-up,
+        before the reactor runs (see L{rpisensor.sensing.pool.open_reader}).
+        """
         for spec in self.inputs.values():
             self.backend.setup_input(spec.pin, spec.pull)
 
@@ -119,7 +160,8 @@ class InputReader:
 
         @raise UnknownInput: no input has that name.
         """
-        if name not in self.inputs:
+        spec = self.inputs.get(name)
+        if spec is None:
             raise UnknownInput(name, self.inputs)
         if self.max_age > 0:
             latest = self._latest.get(name)
@@ -132,75 +174,119 @@ class InputReader:
                 f"input {name} is not answering: a read has been running for {since:.0f} s"
             )))  # fmt: skip
             return
-        waiters = self._waiters.get(name)
-        if waiters is not None:
-            waiters.append(callback)
+        pending = self._pending.get(name)
+        if pending is not None:
+            pending.waiters.append(callback)
             return
-        self._waiters[name] = [callback]
-        self._queued.append(name)
-        if self._flush_call is None:
-            self._flush_call = self.clock.callLater(0, self._flush)
-
-    def waiting(self, name: str) -> int:
-        """How many requests wait for input C{name}'s queued or pending read."""
-        return len(self._waiters.get(name, ()))
-
-    def _flush(self) -> None:
-        self._flush_call = None
-        names, self._queued = self._queued, []
-        pins = [self.inputs[name].pin for name in names]
+        read = self._pending[name] = _Read(spec, callback)
         self.jobs += 1
         self.jobs_in_flight += 1
-        self.reads += len(names)
-        started = self.clock.seconds()
-        timer = self.clock.callLater(self.read_timeout, self._timed_out, names, started)
-        job = self._runner(read_levels, self.backend, pins)
-        job.addBoth(self._job_done, names, timer)
+        began = partial(self._from_thread, self._began, read)
+        job = self._runner(timed_read, self.backend, spec.pin, self.clock, began)
+        job.addBoth(self._finished, read)
 
-    def _timed_out(self, names: list[str], started: float) -> None:
-        self._log.warn(
-            "Reading {names} took more than {timeout} s: the sensor may be hung. Requests for "
-            "it get an error until the read returns; other inputs are still read.",
-            names=", ".join(names),
-            timeout=self.read_timeout,
-        )
-        error = Failure(
-            ReadTimeout(f"reading {', '.join(names)} took more than {self.read_timeout:g} s")
-        )
-        for name in names:
-            self.stuck[name] = started
-            _notify(self._waiters.pop(name), error)
+    def waiting(self, name: str) -> int:
+        """How many requests wait for input C{name}'s queued or running read."""
+        pending = self._pending.get(name)
+        return 0 if pending is None else len(pending.waiters)
+
+    def when_settled(self) -> Deferred[None]:
+        """
+        A Deferred that fires once no read is queued or running, except reads
+        already stuck past their timeout, which are not waited for (shutdown).
+        It cannot wait for ever: every running read returns or is declared
+        stuck within the read timeout, and a stuck read lends its thread to
+        the reads queued behind it.
+        """
+        d: Deferred[None] = Deferred(canceller=self._settled.remove)
+        self._settled.append(d)
+        self._check_settled()
+        return d
+
+    def _check_settled(self) -> None:
+        if self.jobs_in_flight > len(self.stuck):
+            return
+        settled, self._settled = self._settled, []
+        for d in settled:
+            d.callback(None)
+
+    def _began(self, read: _Read, began: float) -> None:
+        self.reads += 1
+        if read.finished:  # a runner in the reactor's thread: the end was heard first
+            return
+        read.began = began
+        # The worker took the time; the reactor may hear of it a little later.
+        elapsed = min(max(self.clock.seconds() - began, 0.0), self.read_timeout)
+        read.timer = self.clock.callLater(self.read_timeout - elapsed, self._timed_out, read)
+
+    def _timed_out(self, read: _Read) -> None:
+        read.timer = None
+        read.stuck = True
+        name = read.spec.name
+        self.stuck[name] = read.began
+        del self._pending[name]
+        if self._failing.get(name) != "hung":
+            self._failing[name] = "hung"
+            self._sensor_log.warn(
+                "Reading input {name} took more than {timeout} s: the sensor may be hung. "
+                "Requests for it get an error until the read returns; other inputs are "
+                "still read.",
+                key=f"hung: {name}",
+                name=name,
+                timeout=self.read_timeout,
+            )
+        waiters, read.waiters = read.waiters, []
+        _notify(waiters, Failure(ReadTimeout(f"reading {name} took more than {self.read_timeout:g} s")))
         if self._on_stuck is not None:
             self._on_stuck(+1)
+        self._check_settled()
 
-    def _job_done(self, results: list[bool | Exception] | Failure, names: list[str], timer) -> None:
+    def _finished(self, result: tuple[bool, float] | Failure, read: _Read) -> None:
+        read.finished = True
         self.jobs_in_flight -= 1
-        timed_out = not timer.active()
-        if timed_out:  # its waiters have had their error already
-            for name in names:
-                del self.stuck[name]
+        name = read.spec.name
+        if read.timer is not None:
+            read.timer.cancel()
+            read.timer = None
+        if isinstance(result, Failure):
+            outcome: Reading | Failure = result
+            self._read_failed(name, result)
+        else:
+            high, when = result
+            outcome = self._latest[name] = Reading(read.spec, high, when)
+            if self._failing.pop(name, None) is not None and not read.stuck:
+                self._sensor_log.info(
+                    "Input {name} reads again.", key=f"reads again: {name}", name=name
+                )
+        if read.stuck:  # its waiters have had their error already
+            del self.stuck[name]
             if self._on_stuck is not None:
                 self._on_stuck(-1)
-            self._log.info("The stuck read of {names} returned.", names=", ".join(names))
+            self._sensor_log.info(
+                "The stuck read of input {name} returned after {seconds:.1f} s.",
+                key=f"returned: {name}",
+                name=name,
+                seconds=self.clock.seconds() - read.began,
+            )
         else:
-            timer.cancel()
-        if isinstance(results, Failure):
-            self._log.failure("A read job failed outside the backend", results)
-            results = [results.value] * len(names)
-        now = self.clock.seconds()
-        for name, result in zip(names, results):
-            if isinstance(result, Exception):
-                outcome: Reading | Failure = Failure(result)
-            else:
-                outcome = self._latest[name] = Reading(self.inputs[name], result, now)
-            if not timed_out:
-                _notify(self._waiters.pop(name), outcome)
+            del self._pending[name]
+            _notify(read.waiters, outcome)
+        self._check_settled()
 
-    def flush_now(self) -> None:
-        """Hand reads queued for the next turn to the pool now (at shutdown)."""
-        if self._flush_call is not None:
-            self._flush_call.cancel()
-            self._flush()
+    def _read_failed(self, name: str, failure: Failure) -> None:
+        if self._failing.get(name) == "failed":
+            return
+        self._failing[name] = "failed"
+        error = failure.getErrorMessage()
+        if not failure.check(GPIOError):  # not a sensor's error: name the exception
+            error = f"{failure.type.__name__}: {error}"
+        self._sensor_log.warn(
+            "Reading input {name} failed: {error}. Requests for it get an error until a read "
+            "succeeds; check the sensor and its wiring.",
+            key=f"failed: {name}",
+            name=name,
+            error=error,
+        )
 
 
 def _settle(d: Deferred, outcome: Reading | Failure) -> None:

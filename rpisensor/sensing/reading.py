@@ -22,7 +22,11 @@ class UnknownInput(KeyError):
 
 @dataclass(frozen=True)
 class Reading:
-    """The level of one input, and when (clock seconds) the read finished."""
+    """
+    The level of one input, and when the backend returned it: the reader's
+    clock seconds as the worker thread saw them, not when the result reached
+    the reactor (for a reactor, wall time, comparable with its C{seconds()}).
+    """
 
     input: InputSpec
     high: bool

@@ -5,6 +5,15 @@ or an SQLite database, written by one thread of its own.
 
 from rpisensor.store.files import JsonLinesFile, SQLiteFile, store_file_for
 from rpisensor.store.record import Record
-from rpisensor.store.writer import StoreClosed, StoreService
+from rpisensor.store.writer import STOP_TIMEOUT, StoreClosed, StoreOpenError, StoreService
 
-__all__ = ["JsonLinesFile", "Record", "SQLiteFile", "StoreClosed", "StoreService", "store_file_for"]
+__all__ = [
+    "STOP_TIMEOUT",
+    "JsonLinesFile",
+    "Record",
+    "SQLiteFile",
+    "StoreClosed",
+    "StoreOpenError",
+    "StoreService",
+    "store_file_for",
+]

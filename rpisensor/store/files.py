@@ -30,9 +30,9 @@ class JsonLinesFile:
         self._file.flush()
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        file, self._file = self._file, None
+        if file is not None:
+            file.close()  # flushes: may fail (a full disk), and the file is closed all the same
 
 
 class SQLiteFile:
@@ -50,8 +50,8 @@ class SQLiteFile:
         self._db: sqlite3.Connection | None = None
 
     def open(self) -> None:
-        # Opened at start-up (so a bad path is a start-up error), then used
-        # only by the writer thread.
+        # Opened when the collector starts (so a bad path is a start-up
+        # error), then used only by the writer thread.
         self._db = sqlite3.connect(self.path, check_same_thread=False)
         with self._db:
             for statement in self.SCHEMA:
@@ -65,9 +65,9 @@ class SQLiteFile:
             )
 
     def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+        db, self._db = self._db, None
+        if db is not None:
+            db.close()
 
 
 def store_file_for(path: str | Path) -> JsonLinesFile | SQLiteFile:

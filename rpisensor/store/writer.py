@@ -1,16 +1,18 @@
 """
 Where the collector keeps what reporters send: an embedded file, no server.
 
-All file I/O happens in one writer thread, in arrival order, so the reactor
-never waits on the disk.
+All file I/O after the open happens in one writer thread, in arrival order,
+so the reactor never waits on the disk.
 """
 
 from __future__ import annotations
 
+import sqlite3
+import threading
 from functools import partial
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, TimeoutError, fail, succeed
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -19,39 +21,89 @@ from twisted.python.threadpool import ThreadPool
 from rpisensor.store.files import JsonLinesFile, SQLiteFile
 from rpisensor.store.record import Record
 
+#: Seconds a stop waits for the writer thread to write what is queued and
+#: close the file; past that (a hung disk) the process ends without it.
+STOP_TIMEOUT = 10.0
+
 
 class StoreClosed(RuntimeError):
     """A record arrived after the store was closed."""
 
 
+class StoreOpenError(SystemExit, Exception):
+    """
+    The store file cannot be opened when the collector starts. Its message is
+    one line naming the file and the reason.
+
+    Both kinds on purpose, since it is raised from C{startService}, where
+    twistd has no start-up error of its own: as an L{Exception} it is caught
+    by twistd's daemonizing child, which sends it to the waiting parent to
+    print (without that the parent learns nothing); as a L{SystemExit} it
+    ends a C{twistd -n} with just its message, no traceback.
+    """
+
+
+def _daemon_thread(*args, **kwargs) -> threading.Thread:
+    # A write stuck on a hung disk must not keep the process alive at exit.
+    return threading.Thread(*args, daemon=True, **kwargs)
+
+
 class StoreService(Service):
     """
-    Writes records to an opened store file from one dedicated thread, in
-    arrival order. Records appended in one reactor turn are written as one
-    batch; L{append}'s Deferred fires once its record is written (or fails
-    with the write's error).
+    Writes records to a store file from one dedicated thread, in arrival
+    order. Records appended in one reactor turn are written as one batch;
+    L{append}'s Deferred fires once its record is written (or fails with the
+    write's error).
+
+    The file is opened when the service starts: under twistd that is after
+    it has daemonized (an SQLite connection must not cross a fork) and after
+    C{--uid} has dropped privileges (so the file belongs to that user). The
+    open is a blocking call in the reactor's thread, made before the reactor
+    runs, so that a bad path stops the program at start-up.
 
     @param runner: runs blocking calls, C{runner(f, *args) -> Deferred}; by
         default the service's own one-thread pool. Tests pass a fake.
+    @param stop_timeout: seconds L{stopService} waits for the queued writes
+        and the close (see L{STOP_TIMEOUT}).
+    @ivar pool: the writer thread's pool; C{None} with an injected runner.
     """
 
     _log = Logger()
 
-    def __init__(self, reactor, file: JsonLinesFile | SQLiteFile, runner=None) -> None:
+    def __init__(
+        self,
+        reactor,
+        file: JsonLinesFile | SQLiteFile,
+        runner=None,
+        stop_timeout: float = STOP_TIMEOUT,
+    ) -> None:
         self.file = file
         self._reactor = reactor
-        self._pool: ThreadPool | None = None
+        self.stop_timeout = stop_timeout
+        self.pool: ThreadPool | None = None
         if runner is None:
-            self._pool = ThreadPool(minthreads=1, maxthreads=1, name="rpisensor-store")
-            runner = partial(deferToThreadPool, reactor, self._pool)
+            self.pool = ThreadPool(minthreads=1, maxthreads=1, name="rpisensor-store")
+            self.pool.threadFactory = _daemon_thread
+            runner = partial(deferToThreadPool, reactor, self.pool)
         self._run = runner
         self._batch: list[tuple[Record, Deferred]] = []
         self._flush_call = None
 
     def startService(self) -> None:
+        """
+        Open the file, then start the writer thread.
+
+        @raise StoreOpenError: the file cannot be opened; the message says
+            which and why, in one line.
+        """
+        try:
+            self.file.open()
+        except (OSError, sqlite3.Error) as e:
+            raise StoreOpenError(f"rpisensor: cannot open the store {self.file.path}: {e}") from None
+        self._log.info("Appending messages to {path}", path=str(self.file.path))
         super().startService()
-        if self._pool is not None:
-            self._pool.start()
+        if self.pool is not None:
+            self.pool.start()
 
     def append(self, record: Record) -> Deferred[None]:
         """Queue C{record}; the result fires once it is written."""
@@ -77,14 +129,39 @@ class StoreService(Service):
 
         return written.addBoth(done)
 
-    def stopService(self) -> None:
-        """Write what is queued, then close the file and stop the writer thread."""
+    def stopService(self) -> Deferred[None]:
+        """
+        Write what is queued, then close the file and stop the writer thread,
+        without blocking the reactor. Fires once the file is closed, or after
+        C{stop_timeout} seconds if the disk does not answer (the thread is then
+        left to end with the process). A failed close is logged, not raised.
+        """
         if not self.running:
-            return
+            return succeed(None)
         super().stopService()
         if self._flush_call is not None:
             self._flush_call.cancel()
             self._flush()
-        self._run(self.file.close)  # queued behind the writes, in the same thread
-        if self._pool is not None:
-            self._pool.stop()
+        closed = self._run(self.file.close)  # queued behind the writes, in the same thread
+        return Deferred.fromCoroutine(self._stopped(closed))
+
+    async def _stopped(self, closed: Deferred) -> None:
+        try:
+            await closed.addTimeout(self.stop_timeout, self._reactor)
+        except TimeoutError:
+            self._log.error(
+                "The store {path} did not finish writing within {timeout} s (is the disk hung?). "
+                "Not waiting any longer: messages not yet written may be lost.",
+                path=str(self.file.path),
+                timeout=self.stop_timeout,
+            )
+            return  # stopping the pool would wait for the hung thread
+        except Exception as e:
+            self._log.error(
+                "Closing the store {path} failed: {error}. The last messages may not be on "
+                "disk; check the disk and the store file.",
+                path=str(self.file.path),
+                error=str(e) or type(e).__name__,
+            )
+        if self.pool is not None:
+            self.pool.stop()  # idle now: its thread ends at once

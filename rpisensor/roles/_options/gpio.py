@@ -8,7 +8,7 @@ from twisted.python import usage
 
 from rpisensor.hw import BACKEND_NAMES
 from rpisensor.roles._options.base import FoldedOptions, count, non_negative_float
-from rpisensor.sensing.inputs import DEFAULT_INPUT, InputSpec, parse_input
+from rpisensor.sensing.inputs import DEFAULT_INPUT, InputSpec, default_input, parse_input
 
 
 class GPIOOptions(FoldedOptions):
@@ -32,8 +32,9 @@ class GPIOOptions(FoldedOptions):
          "Seconds a reading may be reused for later requests (0: every request waits "
          "for a fresh read). Example: --max-age 0.5"],
         ["read-timeout", None, "10",
-         "Seconds a read may take before its requests get an error; the input then counts "
-         "as hung until the read returns. Example: --read-timeout 2"],
+         "Seconds a read may run, from when a read thread begins it (time queued behind "
+         "other reads does not count), before its requests get an error; the input then "
+         "counts as hung until the read returns. Example: --read-timeout 2"],
     ]  # fmt: skip
 
     def __init__(self) -> None:
@@ -44,8 +45,9 @@ class GPIOOptions(FoldedOptions):
     def opt_input(self, value: str) -> None:
         """
         A named input NAME=PIN[,pull=up|down|off][,active=low|high][,on=TEXT][,off=TEXT]
-        (repeatable; the first answers 'go'). Default: button=24,pull=up,active=low,
-        with the tutorial's texts. Example: --input door=18,pull=up,active=high
+        (repeatable; the first answers 'go'; each on its own pin). Default: the
+        tutorial's button on BOARD pin 24 (BCM 8 with --numbering bcm),
+        pull=up,active=low, with its texts. Example: --input door=18,pull=up,active=high
         """
         self._input_texts.append(value)
 
@@ -66,10 +68,20 @@ class GPIOOptions(FoldedOptions):
             raise usage.UsageError("--read-timeout must be more than 0 seconds")
         if self._input_texts:
             self["inputs"] = [self._parse_input(text) for text in self._input_texts]
+        else:  # the default names a physical pin, whatever the numbering
+            self["inputs"] = [default_input(self["numbering"])]
         names = [spec.name for spec in self["inputs"]]
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
             raise usage.UsageError(f"--input: name {duplicates[0]!r} is given more than once")
+        on_pin: dict[int, str] = {}
+        for spec in self["inputs"]:
+            other = on_pin.setdefault(spec.pin, spec.name)
+            if other != spec.name:
+                raise usage.UsageError(
+                    f"--input: {other!r} and {spec.name!r} are both on "
+                    f"{self['numbering'].upper()} pin {spec.pin}; give each input its own pin"
+                )
 
     def _parse_input(self, text: str) -> InputSpec:
         try:

@@ -4,7 +4,6 @@ The collector: every whole message a reporter sends is stored, then logged.
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import datetime, timezone
 
 from twisted.logger import Logger
@@ -122,20 +121,18 @@ def build_collect_service(
     The whole collector: the store's writer (when C{store_path} is given) and
     one listener per endpoint in C{settings}.
 
-    Opens the store at once, so that a bad path stops the program at start-up
-    with one line saying why.
+    The store is opened when the service starts, not here: under twistd,
+    after daemonizing and after C{--uid} drops privileges. If it cannot be
+    opened, starting raises L{rpisensor.store.StoreOpenError}, whose message
+    is one line naming the file.
+
+    @raise ValueError: the store's suffix is not one of a known format.
     """
     store = None
     if store_path is None:
         _log.info("No --store given: messages are only logged. Add --store readings.jsonl to keep them.")
     else:
-        file = store_file_for(store_path)
-        try:
-            file.open()
-        except (OSError, sqlite3.Error) as e:
-            raise SystemExit(f"rpisensor: cannot open the store {store_path}: {e}") from None
-        store = StoreService(reactor, file)
-        _log.info("Appending messages to {path}", path=store_path)
+        store = StoreService(reactor, store_file_for(store_path))
     factory = CollectorFactory(store, reactor, settings)
     top = CollectService(factory)
     if store is not None:

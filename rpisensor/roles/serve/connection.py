@@ -92,9 +92,7 @@ class SensorServerProtocol(ServerConnection):
 
     def _reading_ready(self, slot: list[bytes | None], outcome: Reading | Failure) -> None:
         if isinstance(outcome, Failure):
-            self._log.warn(
-                "Reading failed for {peer}: {error}", peer=self.peer, error=outcome.getErrorMessage()
-            )
+            # The reader logs a failing or hung sensor once; the client is told in its reply.
             slot[0] = wire.frame(f"error: reading failed: {outcome.getErrorMessage()}")
         else:
             slot[0] = self.factory.frame_for(outcome)
