@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import threading
 
-import pytest
 import pytest_twisted
 from twisted.internet.address import IPv4Address
 from twisted.internet import error

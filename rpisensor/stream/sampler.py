@@ -13,7 +13,6 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from rpisensor.lograte import RateLimitedLog
 from rpisensor.sensing.reader import InputReader
 from rpisensor.sensing.reading import Reading
 from rpisensor.stream.identity import ClockState
@@ -62,7 +61,6 @@ class Sampler:
         self._loop = LoopingCall(self.sample)
         self._loop.clock = clock
         self._sampling: Deferred | None = None
-        self._failures = RateLimitedLog(clock, self._log)
 
     def start(self) -> Deferred | None:
         """Start sampling, first learning what the journal last recorded of each input."""
@@ -116,10 +114,4 @@ class Sampler:
         self.journal.append(entry).addErrback(lambda _: None)  # the journal logs its own failures
 
     def _read_failed(self, failure: Failure, name: str) -> None:
-        self._failures.warn(
-            "Reading input {name} failed: {error}; sampling goes on every {interval} s.",
-            key=f"read failed {name}",
-            name=name,
-            error=failure.getErrorMessage(),
-            interval=self.interval,
-        )
+        pass  # the reader logs a failing input once per kind of failure; sampling goes on

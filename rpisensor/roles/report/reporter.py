@@ -14,7 +14,6 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from rpisensor.app.stopping import StopInOrder
-from rpisensor.lograte import RateLimitedLog
 from rpisensor.net.peers import peer_text
 from rpisensor.net.reconnect import DEFAULT_DEAD_PEER_TIMEOUT, reconnecting_client
 from rpisensor.net.request import ClientConnection
@@ -57,8 +56,6 @@ class Reporter:
         self.latest: dict[str, str] = {}
         self._protocol: ReportProtocol | None = None
         self._unsent: set[str] = set()
-        self._failing: set[str] = set()
-        self._sensor_log = RateLimitedLog(clock, self._log)
         self._sampling_now: Deferred | None = None
         self._sampling = LoopingCall(self.sample)
         self._sampling.clock = clock
@@ -74,7 +71,6 @@ class Reporter:
         for loop in (self._sampling, self._heartbeat):
             if loop.running:
                 loop.stop()
-        self._sensor_log.flush()  # say how many lines were left out
         if self._protocol is not None:
             self._protocol.stop_being_producer()
 
@@ -99,24 +95,13 @@ class Reporter:
 
     def _sampled(self, reading: Reading) -> None:
         name, text = reading.input.name, reading.text
-        if name in self._failing:
-            self._failing.discard(name)
-            self._sensor_log.info("Input {name} reads again: {text}", key=f"input {name} reads again",
-                                  name=name, text=text)  # fmt: skip
         changed = self.latest.get(name) != text
         self.latest[name] = text
         if changed or not self.on_change:
             self._send(name)
 
     def _read_failed(self, failure: Failure, name: str) -> None:
-        self._failing.add(name)
-        self._sensor_log.warn(
-            "Reading input {name} failed: {error}; will try again in {interval} s.",
-            key=f"reading input {name} failed",
-            name=name,
-            error=failure.getErrorMessage(),
-            interval=self.interval,
-        )
+        pass  # the reader logs a failing input once per kind of failure, and when it reads again
 
     def send_all(self) -> None:
         """Send the latest text of every input (heartbeat, and on connect)."""
