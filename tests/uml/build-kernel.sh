@@ -22,7 +22,7 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 CHECKOUT=$(cd "$HERE/../.." && pwd)
-CACHE=${RPISENSOR_UML_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/rpisensor-uml}
+CACHE=${RPISENSOR_UML_CACHE:-${XDG_CACHE_HOME:-${HOME:-$(cd ~ && pwd)}/.cache}/rpisensor-uml}
 VENV=${RPISENSOR_UML_VENV:-$CHECKOUT/.venv}
 SOURCE_PACKAGE=linux-source-6.1
 TARBALL=/usr/src/$SOURCE_PACKAGE.tar.xz

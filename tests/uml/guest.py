@@ -82,9 +82,19 @@ def check_python(python: str) -> None:
         raise Unavailable(f"{python} cannot import gpiod>=2.2, which the guest tests use; {HOW_TO_BUILD}")
 
 
+def check_paths() -> None:
+    """
+    @raise Unavailable: the checkout's path has whitespace, which the kernel command line
+        (where init.sh's path goes) cannot carry.
+    """
+    if any(c.isspace() for c in str(INIT)):
+        raise Unavailable(f"the checkout's path has whitespace, which a kernel command line cannot carry: {CHECKOUT}")
+
+
 def unavailable_reason(python: str = sys.executable) -> Optional[str]:
     """Why the guest cannot run here, or C{None} when it can."""
     try:
+        check_paths()
         cached_kernel()
         check_python(python)
     except Unavailable as e:
@@ -268,6 +278,7 @@ def run_guest(
     results_dir = Path(results_dir).resolve()
     if any(c.isspace() for c in str(results_dir)):
         raise ValueError(f"the results directory must have no whitespace in its path: {results_dir!r}")
+    check_paths()
     if kernel is None:
         kernel = cached_kernel()
     job_env = {
