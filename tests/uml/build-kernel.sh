@@ -148,7 +148,10 @@ case "${1:-}" in
 esac
 
 check_host
-install_packages
+# A cached kernel needs none of the build tools; only its key needs the source package.
+if ! installed "$SOURCE_PACKAGE" || [ ! -x "$(cache_entry)/linux" ]; then
+    install_packages
+fi
 mkdir -p "$CACHE"
 # One build at a time per cache (two checkouts may share it); the second waits, then finds it.
 exec 9> "$CACHE/.lock"
