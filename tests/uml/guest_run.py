@@ -4,15 +4,33 @@ one process (starting Python inside UML is slow), each test's outcome appended t
 C{results.jsonl} as it is known, so a guest that hangs still tells what it had done.
 
 Reads C{$RPISENSOR_UML_RESULTS/job.json}, written by guest.py: C{{"pytest_args": [...]}}.
+Brings up the loopback interface first, so guest tests can run servers on 127.0.0.1.
 """
 
+import fcntl
 import json
 import os
+import socket
+import struct
 import sys
 import time
 from pathlib import Path
 
 import pytest
+
+_SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 0x1
+_IFREQ = "16sh22x"  # struct ifreq: the name, then the flags in a 24-byte union
+
+
+def bring_up_loopback() -> None:
+    """
+    Bring up the guest's C{lo}, which a new kernel starts with down, so tests can use
+    127.0.0.1. Hand-written (the ioctl C{ip link set lo up} makes) because Python has no call
+    for it, and running C{ip} would cost a process inside UML and need iproute2 on the host.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        _, flags = struct.unpack(_IFREQ, fcntl.ioctl(sock, _SIOCGIFFLAGS, struct.pack(_IFREQ, b"lo", 0)))
+        fcntl.ioctl(sock, _SIOCSIFFLAGS, struct.pack(_IFREQ, b"lo", flags | _IFF_UP))
 
 
 class ResultWriter:
@@ -62,6 +80,7 @@ def main() -> int:
     job = json.loads((results / "job.json").read_text(encoding="utf-8"))
     with open(results / "python-uptime", "w") as uptime:
         uptime.write(Path("/proc/uptime").read_text().split()[0])
+    bring_up_loopback()
     writer = ResultWriter(results / "results.jsonl")
     started = time.monotonic()
     try:
