@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# Build, once, the User-Mode Linux (UML) kernel the kernel-GPIO tests boot: Debian's
+# linux-source-6.1 with gpio-sim, the GPIO character device and hostfs, its tick raised to
+# 1000 Hz. A UML kernel is an ordinary program, so the real GPIO stack runs on a machine
+# (or CI runner) that has none. See tests/uml/README.md for how the tests use it.
+#
+# The kernel is cached outside the checkout, keyed by what decides its contents: the host
+# architecture, the linux-source-6.1 package version, kernel.config and hz-1000.patch. A
+# second run finds it and takes seconds; a changed key builds a new one beside the old.
+#
+# It also prepares the Python the guest runs: the guest sees the host's / as its root, so it
+# runs this checkout's own venv interpreter, which needs the gpiod wheel (libgpiod v2).
+#
+# Usage: build-kernel.sh                 build if needed, prepare the venv, print the kernel
+#        build-kernel.sh --print-kernel  print the cached kernel for the current key; build nothing
+# Exit:  0 ready (the kernel's path is the last line of output); 2 cannot build or run here
+#        (the reason is printed; the tests then skip with it); 1 something failed.
+# Env:   RPISENSOR_UML_CACHE  cache directory (default ${XDG_CACHE_HOME:-~/.cache}/rpisensor-uml)
+#        RPISENSOR_UML_VENV   the venv the guest runs (default: the checkout's .venv; created
+#                             if missing, as the README's test command would)
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+CHECKOUT=$(cd "$HERE/../.." && pwd)
+CACHE=${RPISENSOR_UML_CACHE:-${XDG_CACHE_HOME:-${HOME:-$(cd ~ && pwd)}/.cache}/rpisensor-uml}
+VENV=${RPISENSOR_UML_VENV:-$CHECKOUT/.venv}
+SOURCE_PACKAGE=linux-source-6.1
+TARBALL=/usr/src/$SOURCE_PACKAGE.tar.xz
+BUILD_PACKAGES="$SOURCE_PACKAGE bc flex bison build-essential libelf-dev libssl-dev xz-utils"
+GPIOD_REQUIREMENT='gpiod>=2.2'
+WORK=""    # the build tree while a build runs; removed however the script ends
+trap '[ -z "$WORK" ] || rm -rf "$WORK"' EXIT
+
+say() { echo "build-kernel: $*"; }
+cannot() { echo "build-kernel: cannot build the UML kernel here: $*" >&2; exit 2; }
+fail() { echo "build-kernel: FAILED: $*" >&2; exit 1; }
+
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
+
+missing_packages() {
+    local p missing=""
+    for p in $BUILD_PACKAGES; do installed "$p" || missing="$missing $p"; done
+    echo "${missing# }"
+}
+
+check_host() {
+    [ "$(uname -s)" = Linux ] || cannot "User-Mode Linux runs on Linux only (this is $(uname -s))"
+    [ "$(uname -m)" = x86_64 ] || cannot "this recipe builds an x86_64 UML kernel (this is $(uname -m))"
+    command -v dpkg-query >/dev/null || cannot "it uses Debian's $SOURCE_PACKAGE package, and this system has no dpkg"
+}
+
+# What the cache key is made of, as text (kept beside the kernel so a person can read it).
+key_text() {
+    echo "arch $(uname -m)"
+    echo "source $SOURCE_PACKAGE $(dpkg-query -W -f='${Version}' "$SOURCE_PACKAGE")"
+    echo "--- kernel.config"
+    cat "$HERE/kernel.config"
+    echo "--- hz-1000.patch"
+    cat "$HERE/hz-1000.patch"
+}
+
+cache_entry() { echo "$CACHE/linux-$(key_text | sha256sum | cut -c1-16)"; }
+
+print_kernel() {
+    check_host
+    installed "$SOURCE_PACKAGE" || { echo "build-kernel: the UML kernel is not built ($SOURCE_PACKAGE is not installed)" >&2; exit 2; }
+    local entry
+    entry=$(cache_entry)
+    [ -x "$entry/linux" ] || { echo "build-kernel: the UML kernel is not built for the current key (no $entry)" >&2; exit 2; }
+    echo "$entry/linux"
+}
+
+install_packages() {
+    local missing
+    missing=$(missing_packages)
+    [ -z "$missing" ] && return 0
+    [ "$(id -u)" = 0 ] || cannot "it needs these Debian packages, and installing them needs root: $missing"
+    command -v apt-get >/dev/null || cannot "it needs these Debian packages, and there is no apt-get: $missing"
+    say "installing $missing"
+    timeout 300 apt-get update -q >/dev/null || fail "apt-get update did not finish"
+    DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -q --no-install-recommends $missing >/dev/null \
+        || fail "apt-get install $missing did not finish"
+    [ -z "$(missing_packages)" ] || fail "still missing after apt-get install: $(missing_packages)"
+}
+
+# Set each option of kernel.config, let Kconfig resolve the rest, then check every one held.
+configure() {
+    local line name value
+    timeout 300 make ARCH=um defconfig >/dev/null || fail "make defconfig failed"
+    while read -r line; do
+        case "$line" in
+            CONFIG_*=*) name=${line%%=*}; value=${line#*=}; ./scripts/config --set-val "${name#CONFIG_}" "$value" ;;
+            "# CONFIG_"*" is not set") name=${line#\# }; name=${name%% *}; ./scripts/config --disable "${name#CONFIG_}" ;;
+        esac
+    done < "$HERE/kernel.config"
+    timeout 300 make ARCH=um olddefconfig >/dev/null || fail "make olddefconfig failed"
+    while read -r line; do
+        case "$line" in
+            CONFIG_*=*) grep -qx "$line" .config || fail "after olddefconfig, $line does not hold ($(grep "^${line%%=*}=" .config || echo "${line%%=*} unset"))" ;;
+            "# CONFIG_"*" is not set") name=${line#\# }; name=${name%% *}
+                ! grep -q "^$name=" .config || fail "after olddefconfig, $name is still set ($(grep "^$name=" .config))" ;;
+        esac
+    done < "$HERE/kernel.config"
+}
+
+build_kernel() {
+    local entry started
+    entry=$(cache_entry)
+    WORK="$CACHE/.work-$(basename "$entry")-$$"
+    mkdir -p "$WORK"
+    say "building $(basename "$entry") in $WORK (about 4 minutes on 2 cores)"
+    started=$(date +%s)
+    timeout 600 tar xJf "$TARBALL" -C "$WORK" || fail "could not unpack $TARBALL"
+    cd "$WORK/$SOURCE_PACKAGE"
+    patch -p1 --forward --quiet < "$HERE/hz-1000.patch" || fail "hz-1000.patch does not apply to this $SOURCE_PACKAGE"
+    configure
+    if ! timeout 1500 make ARCH=um -j"$(nproc)" linux > "$WORK/build.log" 2>&1; then
+        tail -n 40 "$WORK/build.log" >&2
+        fail "the kernel did not build (the end of its log is above)"
+    fi
+    mkdir -p "$WORK/entry"
+    cp linux "$WORK/entry/linux"
+    cp .config "$WORK/entry/config"
+    key_text > "$WORK/entry/key.txt"
+    cd "$CACHE"
+    rm -rf "$entry"
+    mv "$WORK/entry" "$entry"
+    say "built in $(( $(date +%s) - started )) s: $(du -h "$entry/linux" | cut -f1) kernel"
+}
+
+prepare_python() {
+    if [ ! -x "$VENV/bin/python" ]; then
+        say "creating the venv $VENV"
+        python3 -m venv "$VENV" || fail "could not create the venv $VENV"
+    fi
+    local check='import sys, gpiod; sys.exit(tuple(int(p) for p in gpiod.__version__.split(".")[:2]) < (2, 2))'
+    if ! "$VENV/bin/python" -c "$check" 2>/dev/null; then
+        say "installing $GPIOD_REQUIREMENT into $VENV"
+        timeout 600 "$VENV/bin/python" -m pip install -q "$GPIOD_REQUIREMENT" || fail "pip could not install $GPIOD_REQUIREMENT"
+        "$VENV/bin/python" -c "$check" || fail "$VENV/bin/python still cannot import $GPIOD_REQUIREMENT"
+    fi
+}
+
+case "${1:-}" in
+    --print-kernel) print_kernel; exit 0 ;;
+    "") ;;
+    *) echo "usage: $0 [--print-kernel]" >&2; exit 1 ;;
+esac
+
+check_host
+# A cached kernel needs none of the build tools; only its key needs the source package.
+if ! installed "$SOURCE_PACKAGE" || [ ! -x "$(cache_entry)/linux" ]; then
+    install_packages
+fi
+mkdir -p "$CACHE"
+# One build at a time per cache (two checkouts may share it); the second waits, then finds it.
+exec 9> "$CACHE/.lock"
+flock -w 1800 9 || fail "another build-kernel.sh held $CACHE/.lock for 30 minutes"
+entry=$(cache_entry)
+if [ -x "$entry/linux" ]; then
+    say "cached: $(basename "$entry")"
+else
+    build_kernel
+fi
+prepare_python
+echo "$entry/linux"
