@@ -481,3 +481,35 @@ class PublicationTests(StreamTestCase):
         frames = [v2.parse(text) for text in sent]
         self.assertEqual([getattr(f, "seq", None) for f in frames], [1, 2, 3, None, 5, 6])
         self.assertEqual((frames[3].first, frames[3].last), (4, 4))
+
+
+class HeartbeatTests(SynchronousTestCase):
+    def test_beats_when_quiet_and_notices_a_dead_peer(self) -> None:
+        """Nothing sent for an interval: a heartbeat; nothing heard for three: the peer is dead, once."""
+        from rpisensor.stream.heartbeat import Heartbeat
+
+        clock, sent, dead = Clock(), [], []
+        beat = Heartbeat(clock, 10.0, sent.append, dead.append)
+        clock.advance(9.9)
+        self.assertEqual(sent, [])
+        beat.sent()  # a reading went out: no heartbeat needed yet
+        clock.advance(9.9)
+        self.assertEqual(sent, [])
+        clock.advance(0.2)
+        self.assertEqual(sent, ["heartbeat"])
+        beat.heard()  # at 20 s
+        clock.advance(29.9)
+        self.assertEqual(dead, [])
+        clock.advance(0.2)
+        self.assertEqual(dead, [30.0])
+        clock.advance(100)
+        self.assertEqual(dead, [30.0])
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_stop(self) -> None:
+        """Stopped, it leaves no timer behind."""
+        from rpisensor.stream.heartbeat import Heartbeat
+
+        clock = Clock()
+        Heartbeat(clock, 1.0, [].append, [].append).stop()
+        self.assertEqual(clock.getDelayedCalls(), [])
