@@ -243,3 +243,24 @@ class DurabilityTests(JournalTestCase):
         self.assertEqual(seqs, list(range(1, len(seqs) + 1)))
         self.assertGreaterEqual(len(seqs), reported[-1])
         self.assertEqual(journal.append(readings(1))[0].seq, len(seqs) + 1)
+
+
+class ByteBoundTests(JournalTestCase):
+    def test_bound_in_bytes(self) -> None:
+        """A bound in bytes becomes a bound in entries from the file's measured size per entry."""
+        from rpisensor.stream.outbox import JournalService
+        from rpisensor.testing import inline_runner
+        from twisted.internet.task import Clock
+
+        clock = Clock()
+        service = JournalService(clock, Journal(self.path, current_boot="b"), outbox=True,
+                                 runner=inline_runner, max_bytes=100_000)  # fmt: skip
+        service.startService()
+        self.addCleanup(service.stopService)
+        for value in range(5000):
+            service.append(readings(value % 2)[0])
+            clock.advance(0)
+        journal = service.journal
+        self.assertLess(journal.rows, 5000)
+        self.assertLessEqual(journal.size_bytes(), 150_000)
+        self.assertEqual(journal.gaps()[0].reason, "outbox full")

@@ -60,10 +60,15 @@ class JournalService(Service):
 
     _log = Logger()
 
-    def __init__(self, reactor, journal: Journal, outbox: bool, runner=None) -> None:
+    def __init__(
+        self, reactor, journal: Journal, outbox: bool, runner=None, max_bytes: int | None = None
+    ) -> None:
         self._reactor = reactor
         self.journal = journal
         self.outbox = outbox
+        #: A bound in bytes instead of entries: turned into entries from the
+        #: file's measured bytes per entry, once there are enough to measure.
+        self.max_bytes = max_bytes
         self._pool: ThreadPool | None = None
         if runner is None:
             self._pool = ThreadPool(minthreads=1, maxthreads=1, name="rpisensor-journal")
@@ -90,6 +95,9 @@ class JournalService(Service):
         """
         super().startService()
         self.opened = self.journal.open()
+        if self.max_bytes is not None:
+            self.journal.max_entries = max(2, self.max_bytes // 64)  # until measured
+            self._bound_by_bytes()
         if self._pool is not None:
             self._pool.start()
         skipped = self.opened.skipped
@@ -170,12 +178,20 @@ class JournalService(Service):
 
     def _append_in_thread(self, readings: list[NewReading]) -> tuple[list[Entry], Gap | None]:
         entries = self.journal.append(readings)
+        if self.max_bytes is not None and entries and entries[-1].seq % 1000 < len(entries):
+            self._bound_by_bytes()
         if self.outbox:
             gap = self.journal.drop_oldest_over(self.journal.max_entries, "outbox full")
         else:
             self.journal.trim_to(self.journal.max_entries)
             gap = None
         return entries, gap
+
+    def _bound_by_bytes(self) -> None:
+        journal = self.journal
+        if journal.rows >= 100:
+            per_entry = max(1.0, journal.size_bytes() / journal.rows)
+            journal.max_entries = max(2, int(self.max_bytes / per_entry))
 
     def _written(self, result, batch) -> None:
         self._writing = None
