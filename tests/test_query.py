@@ -208,3 +208,12 @@ class QueryTests(SynchronousTestCase):
         self.assertEqual(result.returncode, 2, result)
         self.assertEqual(result.stdout, "")
         self.assertIn("rpisensor: ", result.stderr)
+
+    def test_usage_error_is_short(self) -> None:
+        """A usage error is the error and where the help is, not the whole help."""
+        result = run_rpisensor("query", "127.0.0.1:22000")
+        self.assertEqual(result.returncode, 2, result)
+        self.assertEqual(result.stderr.splitlines(), [
+            "rpisensor query: give at least one MESSAGE to send, e.g. go",
+            "'rpisensor query --help' says more.",
+        ])  # fmt: skip

@@ -26,7 +26,8 @@ def main(argv: list[str] | None = None) -> None:
         if options.subCommand is None:
             raise usage.UsageError("say what to do, e.g. rpisensor query tcp:host=pi.local:port=22000 go")
     except usage.UsageError as e:
-        print(f"{options}\nrpisensor: {e}", file=sys.stderr)
+        command = f"rpisensor {options.subCommand}" if options.subCommand else "rpisensor"
+        print(f"{command}: {e}\n'{command} --help' says more.", file=sys.stderr)
         raise SystemExit(2)
     from twisted.internet.defer import Deferred
     from twisted.internet.task import react
