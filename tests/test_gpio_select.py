@@ -68,13 +68,13 @@ class NamesTests(SynchronousTestCase):
     """The backend names."""
 
     def test_names(self) -> None:
-        """The names are auto, rpi and sim, in that order."""
-        self.assertEqual(BACKEND_NAMES, ("auto", "rpi", "sim"))
+        """The names are auto, gpiod, rpi and sim, in that order."""
+        self.assertEqual(BACKEND_NAMES, ("auto", "gpiod", "rpi", "sim"))
 
     def test_bogus(self) -> None:
         """An unknown name raises ValueError listing the names."""
         error = self.assertRaises(ValueError, open_backend, "bogus")
-        self.assertEqual(str(error), "unknown GPIO backend 'bogus'; use one of auto, rpi, sim")
+        self.assertEqual(str(error), "unknown GPIO backend 'bogus'; use one of auto, gpiod, rpi, sim")
 
 
 class AutoTests(SelectTestCase):
@@ -144,13 +144,25 @@ class ChoiceTests(SelectTestCase):
         observer = self.capture_log()
         choice = choose_backend("auto")
         self.assertEqual((choice.name, choice.fallback), ("sim", True))
-        self.assertTrue(choice.why.startswith("real GPIO is not available (this machine is not a Raspberry Pi"))
+        self.assertTrue(choice.why.startswith("real GPIO is not available (kernel GPIO: no GPIO character device"), choice.why)
+        self.assertIn("RPi.GPIO: this machine is not a Raspberry Pi", choice.why)
         self.assertEqual(_gpio_events(observer), [])
 
     def test_auto_on_pi(self) -> None:
         """On a Pi, auto chooses real pins and says it found a Pi."""
         self.pretend_pi()
-        self.assertEqual(choose_backend("auto"), BackendChoice("rpi", "--gpio auto found a Raspberry Pi"))
+        choice = choose_backend("auto")
+        self.assertEqual(choice.name, "rpi")
+        self.assertTrue(choice.why.startswith("--gpio auto found a Raspberry Pi without kernel GPIO"), choice.why)
+
+    def test_auto_prefers_the_kernel_device(self) -> None:
+        """Where a header chip exists, auto chooses the kernel's GPIO device (gpiod), even on a Pi."""
+        import rpisensor.hw.gpiod
+
+        self.pretend_pi()
+        self.patch(rpisensor.hw.gpiod, "find_header_chip", lambda: "/dev/gpiochip0")
+        self.assertEqual(choose_backend("auto"),
+                         BackendChoice("gpiod", "--gpio auto found the header's GPIO chip /dev/gpiochip0"))  # fmt: skip
 
     def test_explicit(self) -> None:
         """rpi and sim are chosen as asked, the option being the reason."""

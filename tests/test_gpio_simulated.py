@@ -187,3 +187,65 @@ class CleanupTests(SynchronousTestCase):
         pins.cleanup()
         self.assertEqual(pins.set_up_channels, frozenset())
         self.assertRaises(PinModeError, pins.read, 24)
+
+
+class EdgeTests(SynchronousTestCase):
+    """Simulated pins deliver their changes as the kernel does: through a descriptor the reactor reads."""
+
+    def setUp(self) -> None:
+        from twisted.internet.testing import MemoryReactorClock
+
+        self.reactor = MemoryReactorClock()
+        self.pins = SimulatedGPIO(clock=self.reactor)
+        self.changes = []
+
+    def watching(self, debounce: float = 0.0):
+        self.pins.setup_input(24, "up", debounce=debounce)
+        self.pins.watch(self.reactor, self.changes.append)
+        self.addCleanup(self.pins.cleanup)
+        (reader,) = self.reactor.readers
+        return reader
+
+    def test_changes_through_the_pipe(self) -> None:
+        """A pin driven from another thread: its change reaches the reactor when it reads the pipe."""
+        import threading
+
+        reader = self.watching()
+        thread = threading.Thread(target=self.pins.pin(24).drive_low)
+        thread.start()
+        thread.join()
+        self.assertEqual(self.changes, [])  # nothing until the reactor reads
+        reader.doRead()
+        self.assertEqual([(c.channel, c.high) for c in self.changes], [(24, False)])
+        self.assertFalse(self.pins.level(24))
+
+    def test_no_change_no_event(self) -> None:
+        """Driving a pin to the level it has is no edge."""
+        reader = self.watching()
+        self.pins.pin(24).drive_high()
+        reader.doRead()
+        self.assertEqual(self.changes, [])
+
+    def test_debounce_reports_a_stable_level_once(self) -> None:
+        """With a debounce, bounces shorter than it are one change, reported once the level held."""
+        reader = self.watching(debounce=0.05)
+        for level in (False, True, False, True, False):
+            self.pins.set_level(24, level)
+            reader.doRead()
+            self.reactor.advance(0.01)
+        self.assertEqual(self.changes, [])
+        self.reactor.advance(0.05)
+        self.assertEqual([c.high for c in self.changes], [False])
+        self.pins.set_level(24, True)  # a glitch shorter than the debounce
+        reader.doRead()
+        self.reactor.advance(0.02)
+        self.pins.set_level(24, False)
+        reader.doRead()
+        self.reactor.advance(0.1)
+        self.assertEqual([c.high for c in self.changes], [False])
+
+    def test_slow_sensor_is_not_edge_tracked(self) -> None:
+        """Pins playing a slow or failing sensor must be read: they do not claim to know their level."""
+        self.assertTrue(SimulatedGPIO().tracks_levels)
+        self.assertFalse(SimulatedGPIO(latency=0.05).tracks_levels)
+        self.assertFalse(SimulatedGPIO(fail_every=3).tracks_levels)

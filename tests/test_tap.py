@@ -75,7 +75,7 @@ class BadOptionTests(SynchronousTestCase):
 
     def test_bad_choices(self):
         """--gpio and --numbering accept only their choices."""
-        self.assertUsageError(["--gpio", "bogus"], "--gpio", "auto, rpi, sim")
+        self.assertUsageError(["--gpio", "bogus"], "--gpio", "auto, gpiod, rpi, sim")
         self.assertUsageError(["--numbering", "wiringpi"], "--numbering")
 
     def test_bad_numbers(self):

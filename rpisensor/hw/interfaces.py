@@ -4,6 +4,8 @@ What every GPIO backend provides, and the errors they raise.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from zope.interface import Attribute, Interface
 
 PULLS = ("up", "down", "off")
@@ -59,3 +61,40 @@ class IGPIOBackend(Interface):
 
     def cleanup() -> None:
         """Release the channels this backend set up, and only those."""
+
+
+@dataclass(frozen=True)
+class LevelChange:
+    """
+    One change of an input's level.
+
+    @ivar when: wall-clock seconds of the change (the kernel's timestamp for
+        edge events).
+    @ivar lost: changes the backend knows it missed just before this one
+        (the kernel's event buffer overflowed); the level is then read anew.
+    """
+
+    when: float
+    channel: int
+    high: bool
+    lost: int = 0
+
+
+class IEdgeSource(Interface):
+    """
+    A backend that knows when its inputs change (kernel edge events, or the
+    simulated pins): no read is needed to know an input's level.
+    """
+
+    def watch(reactor, on_change) -> None:
+        """
+        Deliver every change of the inputs set up so far as a L{LevelChange}
+        to C{on_change}, in the reactor's thread (the reactor watches a file
+        descriptor: no thread per pin, no polling).
+        """
+
+    def unwatch() -> None:
+        """Stop delivering changes."""
+
+    def level(channel: int) -> bool:
+        """The level the last change said, without a read; does not block."""

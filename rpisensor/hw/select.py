@@ -1,5 +1,5 @@
 """
-Choosing a backend by name: C{auto}, C{rpi} or C{sim}.
+Choosing a backend by name: C{auto}, C{gpiod}, C{rpi} or C{sim}.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from rpisensor.hw.interfaces import GPIOUnavailable, IGPIOBackend
 
 #: Backend name -> "module:factory", imported only when chosen.
 BACKENDS = {
+    "gpiod": "rpisensor.hw.gpiod:KernelGPIO",
     "rpi": "rpisensor.hw.rpi:RPiGPIO",
     "sim": "rpisensor.hw.simulated:SimulatedGPIO",
 }
@@ -43,8 +44,10 @@ class BackendChoice:
 
 def choose_backend(name: str) -> BackendChoice:
     """
-    Decide what C{--gpio NAME} means here: C{auto} is real pins on a Pi and
-    simulated pins elsewhere.
+    Decide what C{--gpio NAME} means here. C{auto} prefers the kernel's GPIO
+    character device (C{gpiod}: every Pi, the Pi 5 included, with edge
+    events) wherever a usable header chip exists, then C{RPi.GPIO} on a Pi,
+    then simulated pins, and says why.
 
     @raise ValueError: C{name} is not a backend.
     """
@@ -52,13 +55,22 @@ def choose_backend(name: str) -> BackendChoice:
         raise ValueError(f"unknown GPIO backend {name!r}; use one of {', '.join(BACKEND_NAMES)}")
     if name != "auto":
         return BackendChoice(name, f"--gpio {name}")
+    from rpisensor.hw.gpiod import find_header_chip
     from rpisensor.hw.rpi import check_available
 
     try:
+        chip = find_header_chip()
+    except GPIOUnavailable as no_chip:
+        kernel = str(no_chip)
+    else:
+        return BackendChoice("gpiod", f"--gpio auto found the header's GPIO chip {chip}")
+    try:
         check_available()
     except GPIOUnavailable as reason:
-        return BackendChoice("sim", f"real GPIO is not available ({reason})", fallback=True)
-    return BackendChoice("rpi", "--gpio auto found a Raspberry Pi")
+        return BackendChoice(
+            "sim", f"real GPIO is not available (kernel GPIO: {kernel}; RPi.GPIO: {reason})", fallback=True
+        )
+    return BackendChoice("rpi", f"--gpio auto found a Raspberry Pi without kernel GPIO ({kernel})")
 
 
 def open_chosen(choice: BackendChoice, numbering: str = "board", **sim_options) -> IGPIOBackend:
@@ -70,7 +82,7 @@ def open_chosen(choice: BackendChoice, numbering: str = "board", **sim_options) 
     """
     if choice.name == "sim":
         return _load("sim")(numbering=numbering, **sim_options)
-    return _load("rpi")(numbering=numbering)
+    return _load(choice.name)(numbering=numbering)
 
 
 def open_backend(name: str, numbering: str = "board", **sim_options) -> IGPIOBackend:

@@ -10,26 +10,25 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+import os
 
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IReactorTime, IReadDescriptor
 from zope.interface import implementer
 
-from rpisensor.hw.interfaces import NUMBERINGS, IGPIOBackend, PinError, PinModeError, SensorReadError
+from rpisensor.hw.interfaces import (
+    NUMBERINGS,
+    IEdgeSource,
+    IGPIOBackend,
+    LevelChange,
+    PinError,
+    PinModeError,
+    SensorReadError,
+)
 from rpisensor.hw.pins import to_bcm
 
 
 #: How many level changes L{SimulatedGPIO.history} keeps: the latest ones.
 HISTORY_LENGTH = 1000
-
-
-@dataclass(frozen=True)
-class LevelChange:
-    """One entry of a pin's history: when (clock seconds) and the new level."""
-
-    when: float
-    channel: int
-    high: bool
 
 
 class SimulatedPin:
@@ -50,7 +49,7 @@ class SimulatedPin:
         return self._backend.level(self.channel)
 
 
-@implementer(IGPIOBackend)
+@implementer(IGPIOBackend, IEdgeSource)
 class SimulatedGPIO:
     """
     Simulated digital inputs.
@@ -68,6 +67,9 @@ class SimulatedGPIO:
 
     @ivar history: the latest L{HISTORY_LENGTH} level changes, oldest first
         (bounded, so a long-running demo pattern does not grow it for ever).
+    @ivar tracks_levels: whether an input's level is known from its changes,
+        as with kernel edge events (see L{watch}); not when latency or failures
+        are injected, since those play a sensor that must be read.
     """
 
     name = "sim"
@@ -95,12 +97,16 @@ class SimulatedGPIO:
         self._gate.set()
         self.reads = 0
         self.history: deque[LevelChange] = deque(maxlen=HISTORY_LENGTH)
+        self.tracks_levels = not (latency or fail_every)
+        self._debounce: dict[int, float] = {}
+        self._watch: _ChangePipe | None = None
 
-    def setup_input(self, channel: int, pull: str) -> None:
+    def setup_input(self, channel: int, pull: str, debounce: float = 0.0) -> None:
         to_bcm(self.numbering, channel)
         with self._lock:
             self._inputs.add(channel)
             self._levels.setdefault(channel, pull == "up")
+            self._debounce[channel] = debounce
 
     def read(self, channel: int) -> bool:
         with self._lock:
@@ -122,6 +128,7 @@ class SimulatedGPIO:
             return self._levels[channel]
 
     def cleanup(self) -> None:
+        self.unwatch()
         with self._lock:
             self._inputs.clear()
 
@@ -131,11 +138,35 @@ class SimulatedGPIO:
         return SimulatedPin(self, channel)
 
     def set_level(self, channel: int, high: bool) -> None:
-        """Drive C{channel} high (C{True}) or low (C{False}), as wiring would."""
+        """Drive C{channel} high (C{True}) or low (C{False}), as wiring would; from any thread."""
         to_bcm(self.numbering, channel)
         with self._lock:
+            changed = self._levels.get(channel) != high
             self._levels[channel] = high
-            self.history.append(LevelChange(self._clock.seconds(), channel, high))
+            change = LevelChange(self._clock.seconds(), channel, high)
+            self.history.append(change)
+            watch = self._watch if channel in self._inputs else None
+        if watch is not None and changed:
+            watch.put(change)
+
+    def watch(self, reactor, on_change) -> None:
+        """
+        Deliver level changes as the kernel's edge events are: through a pipe
+        the reactor watches, so that the same reactor path runs as on a Pi,
+        whichever thread drove the pin. An input set up with a debounce
+        reports a change only once the level has held for that long.
+        """
+        self.unwatch()
+        self._watch = _ChangePipe(reactor, on_change, self._debounced, self.level)
+        reactor.addReader(self._watch)
+
+    def unwatch(self) -> None:
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.close()
+
+    def _debounced(self, channel: int) -> float:
+        return self._debounce.get(channel, 0.0)
 
     def level(self, channel: int) -> bool:
         """The level C{channel} would read now, without counting a read."""
@@ -160,3 +191,76 @@ class SimulatedGPIO:
     def set_up_channels(self) -> frozenset[int]:
         with self._lock:
             return frozenset(self._inputs)
+
+
+@implementer(IReadDescriptor)
+class _ChangePipe:
+    """
+    The simulated pins' edge events: changes are queued with one byte written
+    to a pipe (from any thread); the reactor reads the pipe and delivers them.
+    """
+
+    def __init__(self, reactor, on_change, debounce_of, level_of) -> None:
+        self._reactor = reactor
+        self._on_change = on_change
+        self._debounce_of = debounce_of
+        self._level_of = level_of
+        self._queue: deque[LevelChange] = deque()
+        self._read_end, self._write_end = os.pipe()
+        os.set_blocking(self._read_end, False)
+        os.set_blocking(self._write_end, False)
+        self._settling: dict[int, object] = {}
+        self._reported: dict[int, bool] = {}
+
+    def put(self, change: LevelChange) -> None:
+        self._queue.append(change)
+        try:
+            os.write(self._write_end, b"\0")
+        except (BlockingIOError, OSError):
+            pass  # the pipe is full: the reactor has bytes to read, and reads the whole queue
+
+    def fileno(self) -> int:
+        return self._read_end
+
+    def logPrefix(self) -> str:
+        return "simulated pins"
+
+    def doRead(self):
+        try:
+            while os.read(self._read_end, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        while self._queue:
+            change = self._queue.popleft()
+            debounce = self._debounce_of(change.channel)
+            if debounce <= 0:
+                self._report(change)
+                continue
+            pending = self._settling.pop(change.channel, None)
+            if pending is not None and pending.active():
+                pending.cancel()
+            self._settling[change.channel] = self._reactor.callLater(debounce, self._settled, change)
+
+    def _settled(self, change: LevelChange) -> None:
+        # The kernel's semantics: report only a level that held for the whole period.
+        self._settling.pop(change.channel, None)
+        if self._level_of(change.channel) == change.high:
+            self._report(LevelChange(change.when + self._debounce_of(change.channel), change.channel, change.high))
+
+    def _report(self, change: LevelChange) -> None:
+        if self._reported.get(change.channel) == change.high:
+            return
+        self._reported[change.channel] = change.high
+        self._on_change(change)
+
+    def connectionLost(self, reason) -> None:
+        pass
+
+    def close(self) -> None:
+        self._reactor.removeReader(self)
+        for call in self._settling.values():
+            if call.active():
+                call.cancel()
+        for fd in (self._read_end, self._write_end):
+            os.close(fd)

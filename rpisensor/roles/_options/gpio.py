@@ -16,8 +16,9 @@ class GPIOOptions(FoldedOptions):
 
     optParameters = [
         ["gpio", None, "auto",
-         "GPIO backend: auto (real pins on a Pi, simulated elsewhere), rpi or sim. "
-         "Example: --gpio sim"],
+         "GPIO backend: auto (the kernel's GPIO device if there is one, else RPi.GPIO on a Pi, "
+         "else simulated pins), gpiod (the kernel's GPIO character device: every Pi, the Pi 5 "
+         "included), rpi (the RPi.GPIO library) or sim. Example: --gpio sim"],
         ["numbering", None, "board",
          "Pin numbering of --input: board (header pins, as the tutorial) or bcm. "
          "Example: --numbering bcm"],
