@@ -42,6 +42,14 @@ set -a; . "$RESULTS/job.env" || fatal "cannot read $RESULTS/job.env"
 set +a
 echo "$uptime" > "$RESULTS/init-uptime"
 
+# A checkout under /tmp or /run (a CI clone, say) is hidden by the guest's own tmpfs: put the
+# host directory back on a mount point there, read-only like the rest of the host.
+if [ ! -d "$RPISENSOR_UML_CHECKOUT/tests/uml" ]; then
+    mkdir -p "$RPISENSOR_UML_CHECKOUT" \
+        && mount -t hostfs -o ro,"$RPISENSOR_UML_CHECKOUT" hostfs "$RPISENSOR_UML_CHECKOUT" \
+        || fatal "cannot mount the checkout $RPISENSOR_UML_CHECKOUT"
+fi
+
 RUN=/run/rpisensor-uml
 mkdir -p "$RUN"
 CHIPS_JSON=$RUN/chips.json
