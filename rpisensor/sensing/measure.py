@@ -1,0 +1,231 @@
+"""
+Measurement sensors: numbers the kernel exposes in sysfs files. A DS18B20 on
+1-wire (C{w1}), kernel IIO drivers such as the DHT11/22 and BME280 (C{iio}),
+any number in a file (C{file}), and the CPU's temperature (C{cpu}).
+
+Reading a file here blocks (a DS18B20 conversion takes up to 750 ms, a DHT22
+up to 2 s): L{MeasurementSpec.measure} runs in the read pool, never on the
+reactor. Paths under C{/sys} are taken from C{sysfs_root} instead, so tests
+and demos can point at a fake tree.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rpisensor.hw.interfaces import SensorReadError
+
+KINDS = ("w1", "iio", "file", "cpu")
+
+#: The DS18B20 reports exactly this at power-on, before its first conversion.
+DS18B20_POWER_ON = 85.0
+
+#: IIO channels: the file stem, its unit, and the factor from the kernel's unit to ours
+#: (the IIO ABI: temperature in milli °C, humidity in milli %, pressure in kPa).
+_IIO_CHANNELS = {
+    "temp": ("°C", 0.001),
+    "humidityrelative": ("%", 0.001),
+    "pressure": ("hPa", 10.0),
+}
+
+
+@dataclass(frozen=True)
+class MeasurementSpec:
+    """
+    One named measurement sensor.
+
+    @ivar source: what to read, by kind: the 1-wire id (C{28-0316a2795aff}),
+        C{DEVICE:CHANNEL} for IIO (C{iio:device0:temp}: the directory under
+        C{/sys/bus/iio/devices}, and the channel), a path for C{file}.
+    @ivar interval: seconds between measurements.
+    @ivar change: a new reading is published when the value moved by more
+        than this since the last one published, or at each interval when 0.
+    @ivar scale: for C{file}: the factor from the file's number to the value.
+    @ivar decimals: digits after the point in the text.
+    """
+
+    name: str
+    kind: str
+    source: str = ""
+    interval: float = 10.0
+    unit: str = ""
+    change: float = 0.0
+    scale: float = 1.0
+    decimals: int = 2
+    sysfs_root: Path = field(default=Path("/sys"), compare=False)
+
+    def text_for(self, value: float) -> str:
+        """The reading as text, e.g. C{22.56 °C}."""
+        text = f"{value:.{self.decimals}f}"
+        return f"{text} {self.unit}" if self.unit else text
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.kind}{':' + self.source if self.source else ''}, every {self.interval:g} s)"
+
+    def path(self) -> Path:
+        """The file this sensor reads, under the sysfs root where it is under /sys."""
+        if self.kind == "w1":
+            device = self.sysfs_root / "bus/w1/devices" / self.source
+            newer = device / "temperature"
+            return newer if newer.exists() else device / "w1_slave"
+        if self.kind == "iio":
+            device, _, channel = self.source.rpartition(":")
+            directory = self.sysfs_root / "bus/iio/devices" / device
+            processed = directory / f"in_{channel}_input"
+            return processed if processed.exists() or not (directory / f"in_{channel}_raw").exists() \
+                else directory / f"in_{channel}_raw"
+        if self.kind == "cpu":
+            return self.sysfs_root / "class/thermal/thermal_zone0/temp"
+        path = Path(self.source)
+        if path.is_absolute() and path.parts[1:2] == ("sys",):
+            return self.sysfs_root.joinpath(*path.parts[2:])
+        return path
+
+    def measure(self) -> float:
+        """
+        Read the sensor once; blocks. Runs in the read pool.
+
+        @raise SensorReadError: the file is missing or unreadable, or what it
+            holds is not a valid reading; the message says which.
+        """
+        path = self.path()
+        try:
+            text = path.read_text(errors="replace")
+        except FileNotFoundError:
+            raise SensorReadError(f"{self.name}: {path} does not exist ({self._missing_hint()})") from None
+        except OSError as e:
+            raise SensorReadError(f"{self.name}: cannot read {path}: {e.strerror or e}") from None
+        if self.kind == "w1":
+            return _ds18b20(self.name, path, text)
+        if self.kind == "iio":
+            return self._iio(path, text)
+        value = _number(self.name, path, text)
+        return value * (0.001 if self.kind == "cpu" else self.scale)
+
+    def _iio(self, path: Path, text: str) -> float:
+        # The IIO ABI: in_X_input is already in the channel's unit; in_X_raw
+        # needs (raw + in_X_offset) * in_X_scale to get there.
+        value = _number(self.name, path, text)
+        if path.name.endswith("_raw"):
+            stem = path.name[: -len("_raw")]
+            offset = self._optional(path.with_name(stem + "_offset"), 0.0)
+            value = (value + offset) * self._optional(path.with_name(stem + "_scale"), 1.0)
+        channel = self.source.rpartition(":")[2]
+        return value * _IIO_CHANNELS.get(channel, ("", 1.0))[1]
+
+    def _optional(self, path: Path, default: float) -> float:
+        try:
+            return _number(self.name, path, path.read_text())
+        except FileNotFoundError:
+            return default
+        except OSError as e:
+            raise SensorReadError(f"{self.name}: cannot read {path}: {e.strerror or e}") from None
+
+    def _missing_hint(self) -> str:
+        if self.kind == "w1":
+            return "is the DS18B20 wired, and dtoverlay=w1-gpio in /boot/firmware/config.txt?"
+        if self.kind == "iio":
+            return "is the driver loaded (dtoverlay=dht11 or dtoverlay=i2c-sensor,bme280)?"
+        return "check the path"
+
+
+def _number(name: str, path: Path, text: str) -> float:
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise SensorReadError(f"{name}: {path} holds {text.strip()[:40]!r}, not a number") from None
+    if not math.isfinite(value):
+        raise SensorReadError(f"{name}: {path} holds {text.strip()!r}")
+    return value
+
+
+_W1_CRC = re.compile(r"crc=[0-9a-f]{2} (YES|NO)")
+_W1_TEMP = re.compile(r"t=(-?\d+)")
+
+
+def _ds18b20(name: str, path: Path, text: str) -> float:
+    """A DS18B20's reading from its C{w1_slave} (two lines, CRC check) or C{temperature} file."""
+    if path.name == "temperature":
+        value = _number(name, path, text) / 1000
+    else:
+        crc = _W1_CRC.search(text)
+        if crc is None or crc.group(1) != "YES":
+            raise SensorReadError(f"{name}: the DS18B20's CRC check failed (a bad contact or a long cable?)")
+        temp = _W1_TEMP.search(text)
+        if temp is None:
+            raise SensorReadError(f"{name}: no t= in {path}")
+        value = int(temp.group(1)) / 1000
+    if value == DS18B20_POWER_ON:
+        raise SensorReadError(
+            f"{name}: the DS18B20 reports 85.0 °C, its power-on value: it has not converted yet "
+            "(check its power supply)"
+        )
+    return value
+
+
+def parse_sensor(value: str, sysfs_root: Path = Path("/sys")) -> MeasurementSpec:
+    """
+    Parse C{NAME=KIND[:ARGS][,interval=S][,unit=U][,change=DELTA][,scale=F][,decimals=N]}:
+    C{room=w1:28-0316a2795aff}, C{hum=iio:device0:humidityrelative},
+    C{cpu=cpu}, C{soc=file:/sys/class/thermal/thermal_zone0/temp,scale=0.001,unit=°C}.
+
+    @raise ValueError: with what is wrong and what is allowed.
+    """
+    name, sep, rest = value.partition("=")
+    name = name.strip()
+    if not sep or not name.isidentifier():
+        raise ValueError(f"expected NAME=KIND:ARGS, e.g. room=w1:28-0316a2795aff, got {value!r}")
+    kind_and_source, *settings = rest.split(",")
+    kind, _, source = kind_and_source.strip().partition(":")
+    if kind not in KINDS:
+        raise ValueError(f"sensor {name!r}: kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    if kind in ("w1", "file") and not source:
+        raise ValueError(f"sensor {name!r}: {kind} needs what to read, e.g. {kind}:{_EXAMPLES[kind]}")
+    unit = {"w1": "°C", "cpu": "°C"}.get(kind, "")
+    if kind == "iio":
+        device, _, channel = source.rpartition(":")
+        if not device or not channel:
+            raise ValueError(f"sensor {name!r}: iio needs DEVICE:CHANNEL, e.g. iio:device0:temp")
+        if device.isdigit():
+            device = f"device{device}"
+        if not device.startswith("iio:"):
+            device = f"iio:{device}"  # the kernel's directory name: iio:device0
+        unit = _IIO_CHANNELS.get(channel, ("", 1.0))[0]
+        source = f"{device}:{channel}"
+    fields: dict[str, str] = {}
+    for setting in settings:
+        key, sep, setting_value = setting.partition("=")
+        key = key.strip()
+        if not sep or key not in ("interval", "unit", "change", "scale", "decimals"):
+            raise ValueError(
+                f"sensor {name!r}: unknown setting {setting!r}; use interval=, unit=, change=, scale= or decimals="
+            )
+        fields[key] = setting_value.strip()
+    numbers = {}
+    for key, low in (("interval", 0.1), ("change", 0.0), ("scale", None)):
+        if key in fields:
+            try:
+                numbers[key] = float(fields[key])
+            except ValueError:
+                raise ValueError(f"sensor {name!r}: {key}= must be a number, got {fields[key]!r}") from None
+            if low is not None and numbers[key] < low:
+                raise ValueError(f"sensor {name!r}: {key}= must be at least {low:g}")
+    if "decimals" in fields and not fields["decimals"].isdigit():
+        raise ValueError(f"sensor {name!r}: decimals= must be a whole number")
+    if "scale" in fields and kind != "file":
+        raise ValueError(f"sensor {name!r}: scale= is only for file sensors")
+    return MeasurementSpec(
+        name, kind, source,
+        interval=numbers.get("interval", 10.0),
+        unit=fields.get("unit", unit),
+        change=numbers.get("change", 0.0),
+        scale=numbers.get("scale", 1.0),
+        decimals=int(fields.get("decimals", 2)),
+        sysfs_root=sysfs_root,
+    )  # fmt: skip
+
+
+_EXAMPLES = {"w1": "28-0316a2795aff", "file": "/sys/class/thermal/thermal_zone0/temp"}
