@@ -53,13 +53,10 @@ class AccessPolicy:
         """Whether a peer at IP address C{host} may connect."""
         if self.everyone:
             return True
-        try:
-            address = ipaddress.ip_address(host.split("%")[0])
-        except ValueError:
-            return False
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        return any(address in network for network in self.networks)
+        from rpisensor.net.peers import ip_of
+
+        address = ip_of(host)
+        return address is not None and any(address in network for network in self.networks)
 
     def describe(self) -> str:
         if self.everyone:
