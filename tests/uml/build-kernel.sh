@@ -28,6 +28,10 @@ SOURCE_PACKAGE=linux-source-6.1
 TARBALL=/usr/src/$SOURCE_PACKAGE.tar.xz
 BUILD_PACKAGES="$SOURCE_PACKAGE bc flex bison build-essential libelf-dev libssl-dev xz-utils"
 GPIOD_REQUIREMENT='gpiod>=2.2'
+# rpi-lgpio provides the RPi.GPIO module on top of lgpio (what a Pi 5 needs); it goes into a
+# directory of its own in the venv, so it does not replace the real RPi.GPIO the emulated-Pi
+# tests use. Wheels for both: no compiler.
+LGPIO_REQUIREMENTS='rpi-lgpio==0.6 lgpio==0.2.2.0'
 WORK=""    # the build tree while a build runs; removed however the script ends
 trap '[ -z "$WORK" ] || rm -rf "$WORK"' EXIT
 
@@ -138,6 +142,15 @@ prepare_python() {
         say "installing $GPIOD_REQUIREMENT into $VENV"
         timeout 600 "$VENV/bin/python" -m pip install -q "$GPIOD_REQUIREMENT" || fail "pip could not install $GPIOD_REQUIREMENT"
         "$VENV/bin/python" -c "$check" || fail "$VENV/bin/python still cannot import $GPIOD_REQUIREMENT"
+    fi
+    local lgpio=$VENV/rpi-lgpio
+    if [ ! -f "$lgpio/.installed" ] || [ "$(cat "$lgpio/.installed")" != "$LGPIO_REQUIREMENTS" ]; then
+        say "installing $LGPIO_REQUIREMENTS into $lgpio"
+        rm -rf "$lgpio"
+        # shellcheck disable=SC2086
+        timeout 600 "$VENV/bin/python" -m pip install -q --only-binary=:all: --target "$lgpio" $LGPIO_REQUIREMENTS \
+            || fail "pip could not install $LGPIO_REQUIREMENTS"
+        echo "$LGPIO_REQUIREMENTS" > "$lgpio/.installed"
     fi
 }
 
