@@ -18,6 +18,8 @@ PROTOCOLS = ("auto", "1", "2")
 DEFAULT_HELLO_TIMEOUT = 3.0
 #: The status listener's socket, in the state directory (as the outbox).
 DEFAULT_STATUS_SOCKET = "rpisensor-report.sock"
+#: The longest path of a unix socket on Linux (sun_path holds 108 bytes, NUL included).
+MAX_UNIX_PATH = 107
 
 _CERTIFICATE = re.compile(rb"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", re.DOTALL)
 _DEVICE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}\Z")
@@ -68,9 +70,27 @@ class ReportOptions(GPIOOptions, ConnectOptions, OutboxOptions):
         self["hello-timeout"] = non_negative_float("hello-timeout", self["hello-timeout"])
         if self["hello-timeout"] <= 0:
             raise usage.UsageError("--hello-timeout must be more than 0 seconds")
+        default = self["status-listen"] == f"unix:{DEFAULT_STATUS_SOCKET}"
         self["status-listen"] = status_endpoint(self["status-listen"])
+        #: Why the default status listener is left out, if it is (said at start-up).
+        self.status_problem: str | None = None
+        path = state_directory() / DEFAULT_STATUS_SOCKET
+        if default and len(os.fsencode(path)) > MAX_UNIX_PATH:
+            # A unix socket's path has a hard limit; a deep working directory must
+            # not keep the reporter from starting for a listener nobody asked for.
+            self.status_problem = (
+                f"no status listener: its default socket {path} is longer than a unix socket's path "
+                f"may be ({MAX_UNIX_PATH} bytes); give --status-listen with a shorter one"
+            )
+            self["status-listen"] = None
+        #: A client certificate's CN that cannot be a device id (the start-up says so).
+        self.unusable_cn: str | None = None
         if self["device"] is None:
-            self["device"] = certificate_device(self["connect"])
+            cn = certificate_cn(self["connect"])
+            if cn is not None and _DEVICE.match(cn):
+                self["device"] = cn
+            else:
+                self.unusable_cn = cn
 
     def device_id(self) -> str:
         """C{--device}, else the client certificate's CN, else the host's default id."""
@@ -122,14 +142,13 @@ def _in_state_directory(description: str, parse_description) -> str:
     return "unix:" + ":".join(f"{name}={quoteStringArgument(value)}" for name, value in given.items())
 
 
-def certificate_device(connect: str) -> str | None:
+def certificate_cn(connect: str) -> str | None:
     """
     The CN of the client certificate a C{tls:} endpoint with C{certificate=}
     shows, which a collector with C{--client-ca} requires as the device;
-    C{None} for any other endpoint.
+    C{None} for any other endpoint, or a certificate without a CN.
 
-    @raise usage.UsageError: the certificate cannot be read, or its CN
-        cannot be a device id.
+    @raise usage.UsageError: the certificate cannot be read.
     """
     from rpisensor.net.tls import endpoint_type, parse_description
 
@@ -153,13 +172,4 @@ def certificate_device(connect: str) -> str | None:
     except (OSError, ValueError) as e:
         raise usage.UsageError(f"--connect certificate={certificate}: cannot read it ({e})") from None
     names = subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    if not names:
-        return None
-    cn = str(names[0].value)
-    if not _DEVICE.match(cn):
-        raise usage.UsageError(
-            f"--connect certificate={certificate}: its CN {cn!r} cannot be a device id (1 to 64 "
-            "letters, digits, '.', '_', ':' or '-'), and a collector with --client-ca wants the "
-            "device to be the CN: use a certificate whose CN is one, or give --device"
-        )
-    return cn
+    return str(names[0].value) if names else None

@@ -584,6 +584,16 @@ def make_service(options, reactor) -> ReportService:
         max_entries=settings.max_entries if settings.max_entries is not None else 1_000_000,
         sync=settings.sync,
     )
+    if options.unusable_cn is not None:
+        Reporter._log.warn(
+            "The client certificate's CN {cn!r} cannot be a device id (1 to 64 letters, digits, "
+            "'.', '_', ':' or '-'): using {device!r}. A collector with --client-ca refuses a device "
+            "that is not its certificate's CN: give the certificate a CN such as pi-kitchen, or "
+            "give --device.",
+            cn=options.unusable_cn, device=options.device_id(),
+        )  # fmt: skip
+    if options.status_problem is not None:
+        Reporter._log.warn("{problem}.", problem=options.status_problem)
     reader, pool = open_inputs(options, reactor)
     return build_report_service(
         reactor, reader, pool, options["connect"], options["interval"], options["on-change"],
