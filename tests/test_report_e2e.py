@@ -201,3 +201,29 @@ class OutboxStartTwistdTests(SynchronousTestCase):
         self.assertIn("another reporter is using it", exited.log)
         self.assertNotIn("Traceback", exited.log)
         first.stop_cleanly()
+
+
+class ReportTacTests(SynchronousTestCase):
+    """tac/report.tac takes the outbox from RPISENSOR_OUTBOX."""
+
+    tac = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir, "tac", "report.tac"))
+
+    def test_outbox_from_the_environment(self) -> None:
+        directory = tempfile.mkdtemp(prefix="rps-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        env = {"RPISENSOR_GPIO": "sim", "RPISENSOR_CONNECT": "tcp:host=127.0.0.1:port=9",
+               "RPISENSOR_OUTBOX": "mine.sqlite"}  # fmt: skip
+        twistd = Twistd("-y", self.tac, cwd=directory, env=env)
+        self.addCleanup(twistd.close)
+        twistd.wait_for(rf"Journal {re.escape(directory)}/mine\.sqlite: stream [0-9a-f]{{16}}")
+        twistd.stop_cleanly()
+        self.assertTrue(os.path.exists(os.path.join(directory, "mine.sqlite")))
+
+    def test_unusable_outbox(self) -> None:
+        exited = run_twistd(
+            "-n", "--pidfile=", "-y", self.tac,
+            env={"RPISENSOR_GPIO": "sim", "RPISENSOR_OUTBOX": "/nonexistent-dir/x.sqlite"},
+        )  # fmt: skip
+        self.assertEqual(exited.code, 1, exited.log)
+        self.assertIn("rpisensor: cannot use the outbox /nonexistent-dir/x.sqlite", exited.log)
+        self.assertNotIn("Traceback", exited.log)

@@ -24,12 +24,13 @@ from tests.v2_collector import FakeCollectorFactory
 
 def reporter_service(reactor, tmp_path, port: int, **options):
     reader, reads = open_reader(reactor, simulated_pins(clock=reactor), [DEFAULT_INPUT])
-    taken = []
+    taken, acks = [], []
     service = build_report_service(
         reactor, reader, reads, f"tcp:host=127.0.0.1:port={port}", interval=0.05, max_delay=1.0,
         outbox=str(tmp_path / "outbox.sqlite"), device="pi-loopback", on_reading=taken.append,
-        **options,
+        on_ack=acks.append, **options,
     )  # fmt: skip
+    service.acks = acks
     return service, taken
 
 
@@ -81,6 +82,9 @@ async def test_readings_taken_while_the_collector_is_down_arrive_once(reactor, t
         (r.seq, r.ts, r.value, r.text) for r in taken[: len(seqs)]
     ]
     assert all(r.device == "pi-loopback" for r in store.readings())
+    # The embedding program heard each acknowledgement, growing, up to what was stored.
+    assert service.acks == sorted(set(service.acks)) and service.acks[-1] <= len(seqs)
+    assert service.acks[-1] >= taken_while_down
 
 
 class Silent(Protocol):

@@ -8,8 +8,11 @@ test, time on a Clock, the outbox's SQLite on an inline runner.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 
 from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionLost
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver, StringTransport
@@ -707,3 +710,141 @@ class OutboxStartTests(SynchronousTestCase):
         second.startService()
         self.addCleanup(second.stopService)
         self.assertTrue(second.running)
+
+
+class StatusLineTests(SynchronousTestCase):
+    def status(self, h: V2Harness) -> str:
+        from rpisensor.roles.report.status import status_line
+
+        return self.successResultOf(Deferred.fromCoroutine(status_line(h.reporter)))
+
+    def test_streaming(self) -> None:
+        """Connected in v2, two readings unacknowledged: depth, the oldest one's seq and time, the last ack."""
+        h = V2Harness(self)
+        h.start()
+        link = h.connect()
+        link.pump()
+        h.tick()
+        link.pump()
+        h.tick()
+        link.pump()
+        h.collector.store.slow = True
+        h.tick()
+        link.pump()
+        h.tick()
+        link.pump()
+        self.assertEqual(
+            self.status(h),
+            f"stream={h.outbox.journal.stream} device=pi-test connected=yes protocol=2 outbox=2 "
+            "oldest_unacked=4 (2026-12-01T19:33:28.123Z) last_ack=3 (2.0 s ago) gaps=none",
+        )
+
+    def test_disconnected_with_a_gap(self) -> None:
+        """Away long enough for the outbox to overflow: the gap is shown with its reason."""
+        h = V2Harness(self)
+        h.outbox.stopService()
+        h.outbox = OutboxService(h.clock, Journal(None, max_entries=4), runner=inline_runner)
+        h.outbox.startService()
+        h.reporter = Reporter(h.reader, h.clock, 1.0, False, 60.0, h.outbox, h.stream, Synced())
+        h.start()
+        for _ in range(9):
+            h.tick()
+        self.assertEqual(
+            self.status(h),
+            f"stream={h.outbox.journal.stream} device=pi-test connected=no protocol=none outbox=10 "
+            "oldest_unacked=1 (a gap) last_ack=none gaps=1-7:outbox full",
+        )
+
+    def test_negotiating_and_plain(self) -> None:
+        """While the hello waits: negotiating; after a fallback: protocol=1, and the outbox let go."""
+        h = V2Harness(self)
+        h.start()
+        protocol = h.factory.buildProtocol(None)
+        protocol.makeConnection(StringTransport())
+        self.assertIn(" connected=yes protocol=negotiating outbox=1 ", self.status(h))
+        protocol.dataReceived(ERROR_REPLY)
+        self.assertIn(" connected=yes protocol=1 outbox=0 oldest_unacked=none last_ack=none ", self.status(h))
+
+
+class StatusListenerTests(SynchronousTestCase):
+    def connect(self, h: V2Harness):
+        from rpisensor.roles.report.status import StatusFactory
+
+        factory = StatusFactory(h.reporter)
+        protocol = factory.buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    def test_commands(self) -> None:
+        """status, ping and help are answered with one line each; anything else is refused."""
+        h = V2Harness(self)
+        h.start()
+        protocol, transport = self.connect(h)
+        protocol.dataReceived(b"status\0ping\0help\0go\0status now\0\0")
+        replies = frames(transport)
+        self.assertEqual(len(replies), 5)
+        self.assertTrue(replies[0].startswith(f"stream={h.outbox.journal.stream} device=pi-test "), replies[0])
+        self.assertEqual(replies[1:], [
+            "pong",
+            "commands: status | ping | help",
+            "error: unknown command 'go'; this is a reporter's status listener, it answers: status, ping, help",
+            "error: status takes no arguments",
+        ])  # fmt: skip
+
+    def test_replies_in_order(self) -> None:
+        """A ping after a status still being read is answered after it."""
+        h = V2Harness(self)
+        h.start()
+        slow: Deferred = Deferred()
+        h.outbox.gaps = lambda: slow
+        protocol, transport = self.connect(h)
+        protocol.dataReceived(b"status\0ping\0")
+        self.assertEqual(frames(transport), [])
+        slow.callback([])
+        replies = frames(transport)
+        self.assertEqual([r.split(" ")[0].split("=")[0] for r in replies], ["stream", "pong"])
+
+    def test_stale_socket_is_removed(self) -> None:
+        """A socket file nobody listens on (a killed reporter's) is removed before listening."""
+        import socket as sockets
+
+        from twisted.internet.testing import MemoryReactorClock
+
+        from rpisensor.roles.report.status import StatusListenerService
+
+        directory = tempfile.mkdtemp(prefix="rps-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        path = os.path.join(directory, "r.sock")
+        left = sockets.socket(sockets.AF_UNIX)
+        left.bind(path)
+        left.close()  # the file stays, as after SIGKILL
+        h = V2Harness(self)
+        from rpisensor.roles.report.status import StatusFactory
+
+        reactor = MemoryReactorClock()
+        StatusListenerService(reactor, f"unix:address={path}:lockfile=0", StatusFactory(h.reporter)).privilegedStartService()
+        self.assertFalse(os.path.exists(path))
+        self.assertEqual(len(reactor.unixServers), 1)
+
+    def test_live_socket_stops_the_start(self) -> None:
+        """A socket another reporter answers on: the start stops with one line, the file is kept."""
+        import socket as sockets
+
+        from twisted.internet.testing import MemoryReactorClock
+
+        from rpisensor.net.listening import CannotListen
+        from rpisensor.roles.report.status import StatusFactory, StatusListenerService
+
+        directory = tempfile.mkdtemp(prefix="rps-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        path = os.path.join(directory, "r.sock")
+        live = sockets.socket(sockets.AF_UNIX)
+        live.bind(path)
+        live.listen(1)
+        self.addCleanup(live.close)
+        h = V2Harness(self)
+        service = StatusListenerService(MemoryReactorClock(), f"unix:address={path}:lockfile=0", StatusFactory(h.reporter))
+        error = self.assertRaises(CannotListen, service.privilegedStartService)
+        self.assertIn("another reporter answers there", error.code)
+        self.assertTrue(os.path.exists(path))

@@ -10,7 +10,7 @@ def __getattr__(name: str):
     C{from rpisensor.roles.report import build_report_service}, loaded on first
     use: the options (which C{--help} imports) must not pull in the network stack.
     """
-    if name in ("build_report_service", "Reporter", "ReportFactory", "ReportProtocol"):
+    if name in ("build_report_service", "Reporter", "ReportFactory", "ReportProtocol", "StreamSettings"):
         from rpisensor.roles.report import reporter
 
         return getattr(reporter, name)
