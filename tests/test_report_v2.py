@@ -334,6 +334,18 @@ class FallbackTests(SynchronousTestCase):
         [line] = self.told()
         self.assertIn("it answered our hello with \"error: unknown command 'hello'", line)
 
+    def test_refusal_is_no_answer(self) -> None:
+        """A server turning the reporter away (error: refused ...) is a refusal, not a v1 peer."""
+        h = V2Harness(self)
+        h.start()
+        protocol, transport = self.connect_to_v1(h)
+        frames(transport)
+        protocol.dataReceived(b"error: refused: 192.168.0.10 is not in the allowed networks\0")
+        self.assertEqual(protocol.mode, "hello")
+        self.assertEqual(frames(transport), [])
+        self.assertEqual(protocol.parting_error, "error: refused: 192.168.0.10 is not in the allowed networks")
+        self.assertEqual(self.told(), [])
+
     def test_plain_text_lets_the_outbox_go(self) -> None:
         """What a v1 peer was handed is let go from the outbox (it cannot ack), so the outbox does not fill."""
         h = V2Harness(self)

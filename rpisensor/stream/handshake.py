@@ -13,6 +13,10 @@ from twisted.internet.defer import Deferred
 
 from rpisensor.wire import v2
 
+#: How an rpisensor server turns a client away (not allowed, too busy) before
+#: it reads anything: said to every client, so not an answer to the hello.
+REFUSALS = ("error: refused", "error: busy")
+
 
 class NotV2(Exception):
     """
@@ -51,9 +55,10 @@ class Handshake:
     def received(self, text: str) -> bool:
         """
         Whether C{text} answered the hello (a welcome, or an C{error:} line);
-        anything else a server says before answering is not for us.
+        anything else a server says before answering is not for us, nor is a
+        refusal (L{REFUSALS}): the server closes, and the client backs off.
         """
-        if self.done:
+        if self.done or text.startswith(REFUSALS):
             return False
         if text.startswith("error:"):
             self._settle(NotV2(f"it answered our hello with {text!r}", said=text))
