@@ -1,7 +1,8 @@
 """
 The reporting client role (the tutorial's DataClient3 on a Pi): sample the
-inputs and push their text to a server, which may be far away on the
-Internet; keep sampling while the link is down.
+inputs into an outbox and push them to a collector, which may be far away
+on the Internet, each reading once (protocol v2), or as plain text to a
+server that does not speak v2; keep sampling while the link is down.
 """
 
 
