@@ -196,7 +196,7 @@ async def test_report_through_cutting_proxy_stores_only_whole_messages(reactor, 
     proxy = CuttingProxy(reactor, collect_port, random.Random(1764075600), 5, 60)
     reader, reader_service = open_reader(reactor, simulated_pins(clock=reactor), [DEFAULT_INPUT])
     report = build_report_service(
-        reactor, reader, reader_service, proxy.endpoint, interval=0.05, max_delay=0.2
+        reactor, reader, reader_service, proxy.endpoint, interval=0.05, max_delay=0.2, protocol="1"
     )
     report.startService()
     try:

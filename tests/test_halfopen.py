@@ -111,7 +111,7 @@ class HalfOpenLinkTests(SynchronousTestCase):
         collector = self.start(self.net.collector, "collect", "--listen", f"tcp:{PORT}:interface={COLLECTOR_IP}")
         collector.wait_listening()
         reporter = self.start(
-            self.net.reporter, "report", "--gpio", "sim", "--interval", "0.2",
+            self.net.reporter, "report", "--gpio", "sim", "--interval", "0.2", "--protocol", "1",
             "--dead-peer-timeout", "2", "--max-delay", "2",
             "--connect", f"tcp:host={COLLECTOR_IP}:port={PORT}:timeout=3",
         )  # fmt: skip

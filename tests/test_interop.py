@@ -221,17 +221,34 @@ class ReportToDataServer3Tests(_TwistdTestMixin, SynchronousTestCase):
     """C{rpisensor report} against the tutorial's DataServer3."""
 
     def test_report_sends_button_released(self) -> None:
-        """DataServer3 receives C{report}'s messages, each exactly C{Button released}."""
+        """
+        DataServer3 receives C{report}'s messages, each exactly C{Button released}, after one
+        C{hello} line: the only trace of the v2 offer it never answers (the README says so).
+        """
         server = DataServer3()
         self.addCleanup(server.close)
         report = self.start(
             "report", "--gpio", "sim", "--interval", "0.2", "--connect", server.endpoint
         )
+        wait_until(lambda: len(server.messages) >= 3, describe=report.log)
+        log = report.stop_cleanly()
+        messages = list(server.messages)
+        self.assertGreaterEqual(len(messages), 3)
+        self.assertEqual([m for m in messages if m.startswith("hello ")], messages[:1])
+        self.assertRegex(messages[0], r'^hello \{"v":2,"role":"report","device":"[^"]+","stream":"[0-9a-f]{16}"')
+        self.assertEqual(set(messages[1:]), {"Button released"})
+        self.assertEqual(log.count("the server does not speak rpisensor v2"), 1, log)
+
+    def test_report_protocol_1_sends_no_hello(self) -> None:
+        """With C{--protocol 1}, DataServer3 sees exactly what DataClient3 would send: nothing new."""
+        server = DataServer3()
+        self.addCleanup(server.close)
+        report = self.start(
+            "report", "--gpio", "sim", "--interval", "0.2", "--protocol", "1", "--connect", server.endpoint
+        )
         wait_until(lambda: len(server.messages) >= 2, describe=report.log)
         report.stop_cleanly()
-        messages = list(server.messages)
-        self.assertGreaterEqual(len(messages), 2)
-        self.assertEqual(set(messages), {"Button released"})
+        self.assertEqual(set(server.messages), {"Button released"})
 
 
 class DataClient1WithServeTests(_TwistdTestMixin, SynchronousTestCase):

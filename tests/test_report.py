@@ -44,9 +44,12 @@ def sent(transport):
 
 
 class ReportTests(SynchronousTestCase):
+    #: How the reporter is built and connected (a subclass runs these tests after a v2 fallback).
+    Harness = ReporterHarness
+
     def test_sends_state_every_interval(self):
         """Every interval the button's text is sent, as DataClient3 does."""
-        h = ReporterHarness(interval=2.0)
+        h = self.Harness(interval=2.0)
         h.reporter.start()
         h.clock.advance(0)
         _, transport = h.connect()
@@ -59,7 +62,7 @@ class ReportTests(SynchronousTestCase):
 
     def test_keeps_sampling_while_disconnected_and_sends_current_on_reconnect(self):
         """Readings taken while the link is down are not queued; the current one goes at once."""
-        h = ReporterHarness(interval=1.0)
+        h = self.Harness(interval=1.0)
         h.reporter.start()
         h.clock.advance(0)
         protocol, transport = h.connect()
@@ -74,7 +77,7 @@ class ReportTests(SynchronousTestCase):
 
     def test_on_change_sends_only_changes(self):
         """With on_change, an unchanged state is not sent again."""
-        h = ReporterHarness(interval=1.0, on_change=True, heartbeat=60.0)
+        h = self.Harness(interval=1.0, on_change=True, heartbeat=60.0)
         h.reporter.start()
         h.clock.advance(0)
         _, transport = h.connect()
@@ -88,7 +91,7 @@ class ReportTests(SynchronousTestCase):
 
     def test_heartbeat(self):
         """With on_change, every input's state is sent each heartbeat, changed or not."""
-        h = ReporterHarness(interval=1.0, on_change=True, heartbeat=5.0)
+        h = self.Harness(interval=1.0, on_change=True, heartbeat=5.0)
         h.reporter.start()
         h.clock.advance(0)
         _, transport = h.connect()
@@ -103,7 +106,7 @@ class ReportTests(SynchronousTestCase):
 
     def test_read_failure_sends_nothing(self):
         """A failing read is logged, nothing is sent, and sampling goes on."""
-        h = ReporterHarness(interval=1.0)
+        h = self.Harness(interval=1.0)
         h.reporter.start()
         h.clock.advance(0)
         _, transport = h.connect()
@@ -118,7 +121,7 @@ class ReportTests(SynchronousTestCase):
 
     def test_stop(self):
         """After stop, no more reads happen."""
-        h = ReporterHarness(interval=1.0)
+        h = self.Harness(interval=1.0)
         h.reporter.start()
         h.clock.advance(0)
         h.reporter.stop()
@@ -130,8 +133,10 @@ class ReportTests(SynchronousTestCase):
 class BackpressureTests(SynchronousTestCase):
     """The server pauses the reporter (its transport's buffer is full): sampling goes on, sending stops."""
 
+    Harness = ReporterHarness
+
     def setUp(self):
-        self.h = ReporterHarness(inputs=(DEFAULT_INPUT, DOOR), interval=1.0)
+        self.h = self.Harness(inputs=(DEFAULT_INPUT, DOOR), interval=1.0)
         self.h.reporter.start()
         self.h.clock.advance(0)
         self.protocol, self.transport = self.h.connect()
@@ -184,7 +189,7 @@ class BackpressureTests(SynchronousTestCase):
 
     def test_on_change_resume_sends_only_what_changed(self):
         """With --on-change, only the inputs that changed while paused are sent on resume."""
-        h = ReporterHarness(inputs=(DEFAULT_INPUT, DOOR), interval=1.0, on_change=True, heartbeat=600.0)
+        h = self.Harness(inputs=(DEFAULT_INPUT, DOOR), interval=1.0, on_change=True, heartbeat=600.0)
         h.reporter.start()
         h.clock.advance(0)
         protocol, transport = h.connect()
@@ -222,10 +227,12 @@ class BackpressureTests(SynchronousTestCase):
 
 
 class ReportLogTests(SynchronousTestCase):
+    Harness = ReporterHarness
+
     def test_failing_input_is_not_logged_forever(self):
         """A read that fails every interval is logged once (by the reader), not each time; recovery is said."""
         events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
-        h = ReporterHarness(interval=1.0)
+        h = self.Harness(interval=1.0)
         h.backend.fail_reads("probe unplugged")
         h.reporter.start()
         for _ in range(120):
@@ -240,7 +247,7 @@ class ReportLogTests(SynchronousTestCase):
     def test_messages_from_the_server_are_rate_limited(self):
         """Every message a server sends is logged, but only so many a minute."""
         events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
-        h = ReporterHarness(interval=1.0)
+        h = self.Harness(interval=1.0)
         h.reporter.start()
         protocol, _ = h.connect()
         protocol.dataReceived(b"hello\0" * 1000)

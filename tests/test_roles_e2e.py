@@ -61,7 +61,7 @@ class _CollectorTestMixin:
     def start_reporter(self, port: int) -> Twistd:
         """Start C{report} with simulated pins, sending every 0.2 s to C{port}."""
         return self.start(
-            "report", "--gpio", "sim", "--interval", "0.2",
+            "report", "--gpio", "sim", "--interval", "0.2", "--protocol", "1",
             "--connect", f"tcp:host=127.0.0.1:port={port}",
         )  # fmt: skip
 

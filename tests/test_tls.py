@@ -591,7 +591,7 @@ class ReportOverTLSTests(_TLSTestMixin, SynchronousTestCase):
             cert=pki.client_cert if client_cert else None,
             key=pki.client_key if client_cert else None,
         )  # fmt: skip
-        reporter = self.start("report", "--gpio", "sim", "--interval", "0.2", "--connect", connect)
+        reporter = self.start("report", "--gpio", "sim", "--interval", "0.2", "--protocol", "1", "--connect", connect)
         wait_until(
             lambda: len(read_jsonl(store)) >= 3,
             describe=lambda: collector.log() + reporter.log(),

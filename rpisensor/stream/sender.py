@@ -32,12 +32,19 @@ class StreamSender:
     (the text of one v2 frame).
 
     @param window: the most entries sent and not yet acknowledged.
+    @param paused: start paused (the transport is full already): nothing is
+        sent before L{resume}.
     """
 
     _log = Logger()
 
     def __init__(
-        self, journal: JournalService, send: Callable[[str], None], acked: int, window: int = 1000
+        self,
+        journal: JournalService,
+        send: Callable[[str], None],
+        acked: int,
+        window: int = 1000,
+        paused: bool = False,
     ) -> None:
         last = journal.journal.last
         if acked > last:
@@ -57,7 +64,7 @@ class StreamSender:
         self.replayed_until = last
         self._cache: dict[int, Entry] = {}
         self._fetching = False
-        self.paused = False
+        self.paused = paused
         self.stopped = False
         journal.add_listener(self._committed)
         journal.acknowledge(acked)

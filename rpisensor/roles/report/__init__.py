@@ -1,7 +1,8 @@
 """
 The reporting client role (the tutorial's DataClient3 on a Pi): sample the
-inputs and push their text to a server, which may be far away on the
-Internet; keep sampling while the link is down.
+inputs into an outbox and push them to a collector, which may be far away
+on the Internet, each reading once (protocol v2), or as plain text to a
+server that does not speak v2; keep sampling while the link is down.
 """
 
 
@@ -10,7 +11,7 @@ def __getattr__(name: str):
     C{from rpisensor.roles.report import build_report_service}, loaded on first
     use: the options (which C{--help} imports) must not pull in the network stack.
     """
-    if name in ("build_report_service", "Reporter", "ReportFactory", "ReportProtocol"):
+    if name in ("build_report_service", "Reporter", "ReportFactory", "ReportProtocol", "StreamSettings"):
         from rpisensor.roles.report import reporter
 
         return getattr(reporter, name)
