@@ -47,8 +47,6 @@ class SensorServerProtocol(ServerConnection):
     _replies: deque[list[bytes | None]] | None = None
     #: The v2 session, once the client sent hello or subscribe.
     subscription: Subscription | None = None
-    # What waits for the replies still pending to be sent (a subscription's start).
-    _when_sent: list | None = None
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -147,15 +145,6 @@ class SensorServerProtocol(ServerConnection):
         slot[0] = data
         self._send_ready_replies()
 
-    def when_replies_sent(self, action) -> None:
-        """Call C{action} once every reply pending now is sent (at once if none is)."""
-        if not self._replies:
-            action()
-            return
-        if self._when_sent is None:
-            self._when_sent = []
-        self._when_sent.append(action)
-
     def start_subscription(self, heartbeat: float | None, announced: bool) -> Subscription:
         """This connection's v2 session (see L{Subscription}), after hello or subscribe."""
         from rpisensor.roles.serve.subscription import Subscription
@@ -187,9 +176,6 @@ class SensorServerProtocol(ServerConnection):
         if len(replies) < self.factory.limits.max_pending:
             self.resume(Pause.PENDING)
         if not replies:
-            waiting, self._when_sent = self._when_sent, None
-            for action in waiting or ():
-                action()
             self.workDone()
 
     # As a producer of replies, the transport pauses us when its buffer is

@@ -80,15 +80,13 @@ class Subscription:
     # -- subscribing ------------------------------------------------------------------
 
     def subscribe(self, after: int | None) -> None:
-        """Accept C{subscribe}: stream once the replies to earlier commands are sent."""
+        """
+        Accept C{subscribe} and start streaming. The frames go out as replies
+        do: after the replies to earlier commands (a C{go} still being read).
+        """
         self.subscribed = True
         self.after = after
         self.publishing.subscriptions.add(self)
-        self.connection.when_replies_sent(self._start)
-
-    def _start(self) -> None:
-        if self.connection.gone:
-            return
         try:
             self.publication.subscribe(self.after)
         except AheadOfStream as e:
