@@ -262,7 +262,8 @@ class HelloTests(SynchronousTestCase):
         client = harness.connect()
         client.send(hello(5))
         self.assertEqual(client.texts(), [
-            f'welcome {{"v":2,"device":"pi-test","stream":"{harness.stream}","first":1,"last":2,"heartbeat":5}}'
+            f'welcome {{"v":2,"device":"pi-test","stream":"{harness.stream}","first":1,"last":2,'
+            '"heartbeat":5}'
         ])  # fmt: skip
 
     def test_default_heartbeat(self) -> None:
@@ -322,7 +323,7 @@ class HelloTests(SynchronousTestCase):
 
 class SubscribeTests(SynchronousTestCase):
     def test_fresh_snapshot_then_live(self) -> None:
-        """subscribe {}: the latest reading of every input, marked snapshot, then each change as it happens."""
+        """subscribe {}: each input's latest reading, marked snapshot, then each change as it happens."""
         harness = Harness(self)
         harness.press()
         client = harness.connect()
@@ -497,7 +498,7 @@ class HeartbeatTests(SynchronousTestCase):
         self.assertTrue(client.aborted)
 
     def test_bare_subscriber_not_aborted_for_silence(self) -> None:
-        """A subscriber that never announced heartbeats (no hello) is sent them, but not dropped for silence."""
+        """A subscriber that never announced heartbeats (no hello) gets them, not dropped for silence."""
         harness = Harness(self)
         client = harness.connect()
         client.send("subscribe")
@@ -593,7 +594,10 @@ class LimitTests(SynchronousTestCase):
         first.send("subscribe")
         second = harness.connect()
         second.send(hello(), "subscribe", "go")
-        busy = "error: busy: 1 subscribers already (--max-subscribers); use go or read NAME, or subscribe later"
+        busy = (
+            "error: busy: 1 subscribers already (--max-subscribers); use go or read NAME, or "
+            "subscribe later"
+        )
         self.assertEqual(second.texts(), [busy, busy, "Button released"])
         first.lose()
         second.send("subscribe")
@@ -618,7 +622,9 @@ class StatusTests(SynchronousTestCase):
             "first": 5, "last": 7, "rows": 3,
             "gaps": [{"from": 1, "to": 4, "reason": "trimmed"}],
             "subscribers": 1,
-            "subscriptions": [{"peer": subscriber.protocol.peer, "acked": 6, "in_flight": 1, "paused": False}],
+            "subscriptions": [
+                {"peer": subscriber.protocol.peer, "acked": 6, "in_flight": 1, "paused": False},
+            ],
         })  # fmt: skip
 
 

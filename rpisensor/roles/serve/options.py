@@ -13,7 +13,9 @@ from rpisensor.roles._options.journal import journal_options
 #: The shortest --poll-interval: a read of every input a hundred times a second.
 MIN_POLL_INTERVAL = 0.01
 
-JournalOptions = journal_options("journal", "rpisensor-journal.sqlite", "holding the inputs' changes for subscribers")
+JournalOptions = journal_options(
+    "journal", "rpisensor-journal.sqlite", "holding the inputs' changes for subscribers"
+)
 
 
 class ServeOptions(GPIOOptions, ListenOptions, JournalOptions):
@@ -75,7 +77,8 @@ class ServeOptions(GPIOOptions, ListenOptions, JournalOptions):
         self["poll-interval"] = non_negative_float("poll-interval", self["poll-interval"])
         if self["poll-interval"] < MIN_POLL_INTERVAL:
             raise usage.UsageError(
-                f"--poll-interval must be at least {MIN_POLL_INTERVAL:g} seconds, got {self['poll-interval']:g}"
+                f"--poll-interval must be at least {MIN_POLL_INTERVAL:g} seconds, "
+                f"got {self['poll-interval']:g}"
             )
         self["max-subscribers"] = count("max-subscribers", self["max-subscribers"], minimum=0)
         self["max-subscriber-lag"] = non_negative_float("max-subscriber-lag", self["max-subscriber-lag"])
