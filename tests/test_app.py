@@ -162,7 +162,7 @@ class SimCommandTests(SynchronousTestCase):
         self.assertTrue(harness.backend.level(24))
         self.assertFalse(transport.disconnecting)
         self.assertEqual(self.send(harness, protocol, transport, "help"),
-                         [b"commands: go | read NAME | list | ping | help"])  # fmt: skip
+                         [b'commands: go | read NAME | list | ping | help | subscribe [{"after":N}] | status'])  # fmt: skip
 
     def test_refused_on_real_pins(self) -> None:
         """With a backend that is not simulated, C{sim} is refused even from loopback."""

@@ -226,7 +226,8 @@ async def test_serve_empty_messages(reactor, tmp_path):
         assert client.replies() == [
             "Button released",
             "pong",
-            "commands: go | read NAME | list | ping | help | sim NAME press|release|toggle",
+            'commands: go | read NAME | list | ping | help | subscribe [{"after":N}] | status | '
+            "sim NAME press|release|toggle",
         ]
         await close(client)
         await server.assert_healthy()

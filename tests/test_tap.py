@@ -92,13 +92,16 @@ class BadOptionTests(SynchronousTestCase):
 
 class MakeServiceTests(SynchronousTestCase):
     def test_serve_service(self):
-        """makeService builds the read pool and one listener per --listen."""
+        """makeService builds the read pool, the publishing side and one listener per --listen."""
+        from rpisensor.roles.serve.publishing import PublishingService
+
         service = makeService(parse("--gpio", "sim", "--listen", "tcp:0", "--listen", "tcp:0")).role
         self.assertIsInstance(service, MultiService)
         children = list(service)
         self.assertIsInstance(children[0], ReadPoolService)
-        self.assertIsInstance(children[1], DrainService)  # stops after the listeners
-        self.assertEqual([type(c) for c in children[2:]], [ListenerService, ListenerService])
+        self.assertIsInstance(children[1], PublishingService)  # after the subscribers, before the pool
+        self.assertIsInstance(children[2], DrainService)  # stops after the listeners
+        self.assertEqual([type(c) for c in children[3:]], [ListenerService, ListenerService])
         self.assertEqual(service.factory.reader.backend.name, "sim")
 
     def test_sim_options_reach_backend(self):

@@ -27,7 +27,9 @@ class Heartbeat:
     """
     One connection's heartbeat on C{clock}: call L{sent} whenever a frame
     goes out and L{heard} whenever bytes come in; C{send} sends a heartbeat
-    frame, C{on_dead} is called once when the peer went quiet.
+    frame, C{on_dead} is called once when the peer went quiet. Without
+    C{on_dead} it only sends: for a peer that never announced heartbeats of
+    its own (a person typing C{subscribe} into nc), whose silence means nothing.
     """
 
     def __init__(
@@ -35,14 +37,14 @@ class Heartbeat:
         clock,
         interval: float,
         send: Callable[[str], None],
-        on_dead: Callable[[float], None],
+        on_dead: Callable[[float], None] | None,
     ) -> None:
         self.interval = interval
         self._clock = clock
         self._send = send
         self._on_dead = on_dead
         self._beat = clock.callLater(interval, self._due)
-        self._quiet = clock.callLater(interval * MISSES, self._dead)
+        self._quiet = None if on_dead is None else clock.callLater(interval * MISSES, self._dead)
 
     def sent(self) -> None:
         if self._beat is not None and self._beat.active():

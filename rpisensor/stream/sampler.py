@@ -6,7 +6,7 @@ journal, timed by the Pi's clock when the pin was read.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.task import LoopingCall
@@ -36,6 +36,9 @@ class Sampler:
         every sample.
     @param on_sample: also called with each L{Reading} (recorded or not), for
         the v1 senders that push plain text.
+    @param names: the inputs to read, by default all of C{reader}'s; C{serve}
+        leaves out those whose level a backend reports by itself (edge events,
+        see L{rpisensor.stream.state}).
     """
 
     _log = Logger()
@@ -49,8 +52,10 @@ class Sampler:
         changes_only: bool,
         clock_state: ClockState | None = None,
         on_sample: Callable[[Reading], object] | None = None,
+        names: Sequence[str] | None = None,
     ) -> None:
         self.reader = reader
+        self.names = list(reader.inputs if names is None else names)
         self.journal = journal
         self.interval = interval
         self.changes_only = changes_only
@@ -92,7 +97,7 @@ class Sampler:
         synced = self._clock_state.synced()
         reads = [
             self.reader.read(name).addCallbacks(self._read, self._read_failed, (synced,), None, (name,))
-            for name in self.reader.inputs
+            for name in self.names
         ]
         self._sampling = DeferredList(reads)
         self._sampling.addBoth(self._done)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from rpisensor.sensing.reading import UnknownInput
+from rpisensor.wire import v2
 
 if TYPE_CHECKING:
     from rpisensor.roles.serve.connection import SensorServerProtocol
@@ -48,6 +49,12 @@ class Command:
     refusal: str = ""
     #: Said after the usage when the arguments are wrong.
     hint: str = ""
+    #: The handler gets the text after the name as it came (a v2 frame's JSON),
+    #: as one argument (C{""} when there is none), instead of words.
+    raw: bool = False
+    #: Whether C{help} lists it: the v2 frames a program sends are documented,
+    #: not offered to a person typing commands.
+    listed: bool = True
 
     def usage_error(self) -> str:
         if self.arguments == (0, 0):
@@ -73,7 +80,7 @@ class CommandRegistry:
 
     def help_text(self, granted: frozenset[Permission]) -> str:
         """The help a client with C{granted} permissions sees: what it may send."""
-        usable = [c.usage for c in self._commands.values() if c.permission in granted]
+        usable = [c.usage for c in self._commands.values() if c.listed and c.permission in granted]
         return "commands: " + " | ".join(usable)
 
 
@@ -113,12 +120,87 @@ READ_COMMANDS = (
     Command("help", "help", "the commands this client may send", _help),
 )
 
+# -- the event stream (protocol v2): hello, subscribe, and the journal's status ----
+
+NO_JOURNAL = "error: this server keeps no journal, so it cannot stream; use go or read NAME"
+
+
+def _frame(name: str, args: list[str]):
+    """The v2 frame C{name ARGS}, or raise L{v2.FrameError}."""
+    return v2.parse(f"{name} {args[0]}" if args[0] else name)
+
+
+def _hello(connection: SensorServerProtocol, args: list[str]) -> None:
+    publishing = connection.factory.publishing
+    if publishing is None:
+        connection.reply(NO_JOURNAL)
+        return
+    try:
+        hello = _frame("hello", args)
+    except v2.FrameError as e:
+        connection.reply(f"error: {e}")
+        return
+    if hello.role != "subscribe":
+        connection.reply("error: hello: serve takes role 'subscribe' (a reporter sends to collect)")
+    elif connection.subscription is not None:
+        connection.reply("error: hello: already answered; send subscribe")
+    elif not publishing.has_room():
+        connection.reply(publishing.busy_reply())
+    else:
+        connection.reply(connection.start_subscription(hello.heartbeat, announced=True).welcome())
+
+
+def _subscribe(connection: SensorServerProtocol, args: list[str]) -> None:
+    publishing = connection.factory.publishing
+    if publishing is None:
+        connection.reply(NO_JOURNAL)
+        return
+    try:
+        subscribe = _frame("subscribe", args)
+    except v2.FrameError as e:
+        connection.reply(f"error: {e}")
+        return
+    if not publishing.has_room():
+        connection.reply(publishing.busy_reply())
+        return
+    subscription = connection.subscription or connection.start_subscription(None, announced=False)
+    subscription.subscribe(subscribe.after)
+
+
+def _heartbeat(connection: SensorServerProtocol, args: list[str]) -> None:
+    if args[0]:
+        connection.reply("error: heartbeat takes nothing after it")
+    # else: a v2 frame, not a command: no reply (hearing it was enough)
+
+
+def _ack(connection: SensorServerProtocol, args: list[str]) -> None:
+    connection.reply("error: ack: nothing was sent to acknowledge; send subscribe first")
+
+
+def _status(connection: SensorServerProtocol, args: list[str]) -> None:
+    publishing = connection.factory.publishing
+    if publishing is None:
+        connection.reply(NO_JOURNAL)
+    else:
+        connection.reply_when(publishing.status())
+
+
+STREAM_COMMANDS = (
+    Command("hello", 'hello {"v":2,"role":"subscribe"}', "start protocol v2: answered with welcome",
+            _hello, raw=True, listed=False),
+    Command("subscribe", 'subscribe [{"after":N}]',
+            "stream every change: a snapshot (or the readings after N), then live", _subscribe, raw=True),
+    Command("ack", 'ack {"seq":N}', "the subscriber has everything up to N", _ack, raw=True, listed=False),
+    Command("heartbeat", "heartbeat", "the link is alive", _heartbeat, raw=True, listed=False),
+    Command("status", "status", "the journal and its subscribers", _status),
+)  # fmt: skip
+
 #: The help text a client that may only read gets.
-HELP_TEXT = CommandRegistry(READ_COMMANDS).help_text(frozenset({Permission.READ}))
+HELP_TEXT = CommandRegistry((*READ_COMMANDS, *STREAM_COMMANDS)).help_text(frozenset({Permission.READ}))
 
 
 def default_commands() -> CommandRegistry:
     """A registry with every command C{serve} knows."""
     from rpisensor.roles.serve.simulate import SIMULATE_COMMANDS
 
-    return CommandRegistry((*READ_COMMANDS, *SIMULATE_COMMANDS))
+    return CommandRegistry((*READ_COMMANDS, *STREAM_COMMANDS, *SIMULATE_COMMANDS))

@@ -1,5 +1,6 @@
 """
-One client of C{serve}: each command gets exactly one reply, in order.
+One client of C{serve}: each command gets exactly one reply, in order; a
+client that subscribes (protocol v2) gets the journal's stream instead.
 """
 
 from __future__ import annotations
@@ -7,6 +8,9 @@ from __future__ import annotations
 from collections import deque
 from functools import partial
 
+from typing import TYPE_CHECKING
+
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -15,6 +19,9 @@ from zope.interface import implementer
 from rpisensor import wire
 from rpisensor.net.connection import Pause, ServerConnection
 from rpisensor.sensing.reading import Reading
+
+if TYPE_CHECKING:
+    from rpisensor.roles.serve.subscription import Subscription
 
 
 @implementer(IPushProducer)
@@ -38,6 +45,8 @@ class SensorServerProtocol(ServerConnection):
     # list holding the reply's wire bytes once known; created on first need,
     # as most connections never have one waiting (memory per idle client).
     _replies: deque[list[bytes | None]] | None = None
+    #: The v2 session, once the client sent hello or subscribe.
+    subscription: Subscription | None = None
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -48,7 +57,16 @@ class SensorServerProtocol(ServerConnection):
     def busy(self) -> bool:
         return bool(self._replies)
 
+    def dataReceived(self, data: bytes) -> None:
+        if data and self.subscription is not None:
+            self.subscription.heard()
+        super().dataReceived(data)
+
     def messageReceived(self, text: str) -> None:
+        subscription = self.subscription
+        if subscription is not None and subscription.subscribed:
+            subscription.receive(text)
+            return
         if text == "go":  # the tutorial's command, as it sends it: the hot path
             self.reply_with_reading(self.factory.reader.first.name)
             return
@@ -56,6 +74,10 @@ class SensorServerProtocol(ServerConnection):
         if not verb:
             return
         command = self.factory.commands.get(verb)
+        if command is not None and command.raw and command.permission in self.granted:
+            rest = text.strip().split(None, 1)
+            command.handler(self, [rest[1] if len(rest) > 1 else ""])
+            return
         if command is None:
             self._log.debug("Unknown command {verb!r} from {peer}", verb=verb, peer=self.peer)
             self.reply(f"error: unknown command {verb!r}; send 'help' for the list")
@@ -79,9 +101,20 @@ class SensorServerProtocol(ServerConnection):
                 self.pause(Pause.PENDING)
         elif not self.transport.disconnecting:
             self.transport.write(wire.frame(text))
+            if self.subscription is not None:
+                self.subscription.wrote()
 
     def reply_with_reading(self, name: str) -> None:
-        """Queue a reply that is input C{name}'s reading, once it is read."""
+        """
+        Queue a reply that is input C{name}'s reading: at once when the GPIO
+        driver reports its every change (L{InputState}), else once it is read.
+        """
+        state = self.factory.state
+        if state is not None:
+            known = state.known(name)
+            if known is not None:
+                self._reply_bytes(self.factory.frame_for(known))
+                return
         slot: list[bytes | None] = [None]
         if self._replies is None:
             self._replies = deque()
@@ -89,6 +122,37 @@ class SensorServerProtocol(ServerConnection):
         self.factory.reader.when_read(name, partial(self._reading_ready, slot))
         if slot[0] is None and len(self._replies) >= self.factory.limits.max_pending:
             self.pause(Pause.PENDING)
+
+    def _reply_bytes(self, data: bytes) -> None:
+        if self._replies:
+            self._replies.append([data])
+            self._send_ready_replies()
+        elif not self.transport.disconnecting:
+            self.transport.write(data)
+
+    def reply_when(self, answer: Deferred[str]) -> None:
+        """Queue a reply that C{answer} gives (an C{error:} reply if it fails)."""
+        slot: list[bytes | None] = [None]
+        if self._replies is None:
+            self._replies = deque()
+        self._replies.append(slot)
+        answer.addCallbacks(
+            lambda text: wire.frame(text),
+            lambda failure: wire.frame(f"error: {failure.getErrorMessage()}"),
+        ).addCallback(self._answer_ready, slot)
+
+    def _answer_ready(self, data: bytes, slot: list[bytes | None]) -> None:
+        slot[0] = data
+        self._send_ready_replies()
+
+    def start_subscription(self, heartbeat: float | None, announced: bool) -> Subscription:
+        """This connection's v2 session (see L{Subscription}), after hello or subscribe."""
+        from rpisensor.roles.serve.subscription import Subscription
+
+        self.subscription = Subscription(self, self.factory.publishing, heartbeat, announced)
+        if self.paused & Pause.WRITES:
+            self.subscription.pause()
+        return self.subscription
 
     def _reading_ready(self, slot: list[bytes | None], outcome: Reading | Failure) -> None:
         if isinstance(outcome, Failure):
@@ -107,6 +171,8 @@ class SensorServerProtocol(ServerConnection):
             ready.append(replies.popleft()[0])
         if not self.transport.disconnecting:
             self.transport.writeSequence(ready)
+            if self.subscription is not None:
+                self.subscription.wrote()
         if len(replies) < self.factory.limits.max_pending:
             self.resume(Pause.PENDING)
         if not replies:
@@ -115,11 +181,22 @@ class SensorServerProtocol(ServerConnection):
     # As a producer of replies, the transport pauses us when its buffer is
     # full; we then stop reading commands.
 
+    # A subscription pauses with them: the stream waits for the subscriber to read.
+
     def pauseProducing(self) -> None:
         self.pause(Pause.WRITES)
+        if self.subscription is not None and not self.gone:
+            self.subscription.pause()
 
     def resumeProducing(self) -> None:
         self.resume(Pause.WRITES)
+        if self.subscription is not None and not self.gone:
+            self.subscription.resume()
 
     def stopProducing(self) -> None:
         pass
+
+    def connectionLost(self, reason: Failure) -> None:
+        if self.subscription is not None:
+            self.subscription.stop()
+        super().connectionLost(reason)

@@ -7,18 +7,45 @@ from __future__ import annotations
 from twisted.python import usage
 
 from rpisensor.roles._options import GPIOOptions, ListenOptions
+from rpisensor.roles._options.base import count, non_negative_float
+from rpisensor.roles._options.journal import journal_options
+
+#: The shortest --poll-interval: a read of every input a hundred times a second.
+MIN_POLL_INTERVAL = 0.01
+
+JournalOptions = journal_options(
+    "journal", "rpisensor-journal.sqlite", "holding the inputs' changes for subscribers"
+)
 
 
-class ServeOptions(GPIOOptions, ListenOptions):
-    """C{serve}: answer clients' commands with the inputs' state."""
+class ServeOptions(GPIOOptions, ListenOptions, JournalOptions):
+    """C{serve}: answer clients' commands with the inputs' state, and stream its changes."""
 
     synopsis = "[options]"
     longdesc = (
         "Listen for clients and answer 'go' with the first input's text ('Button pressed' "
         "or 'Button released'), as the tutorial's DataServer1 does, to any number of clients. "
-        "Also: 'read NAME', 'list', 'ping', 'help'; with simulated pins, 'sim NAME press' from "
-        "this machine. Example: twistd -n rpisensor serve --listen tcp:22000 --input button=24"
+        "Also: 'read NAME', 'list', 'ping', 'help', 'status'; 'subscribe' streams every change "
+        "of every input, each exactly once (protocol v2: poll --subscribe); with simulated "
+        "pins, 'sim NAME press' from this machine. "
+        "Example: twistd -n rpisensor serve --listen tcp:22000 --input button=24"
     )
+
+    optParameters = [
+        ["poll-interval", None, "0.1",
+         "Seconds between two reads of every input, to record each change in the journal "
+         "for subscribers: a change is seen within this time (a press shorter than it may be "
+         "missed), at the cost of one read per input per interval through the read pool "
+         f"(--read-threads). At least {MIN_POLL_INTERVAL:g}. Example: --poll-interval 0.02"],
+        ["max-subscribers", None, "50",
+         "Subscriptions at once (0: none; they count toward --max-connections too); more are refused "
+         "with 'error: busy' and may use go. Each may hold up to twice --window readings in "
+         "memory while it catches up. Example: --max-subscribers 10"],
+        ["max-subscriber-lag", None, "30",
+         "Seconds a subscriber may leave what is sent to it unread (its connection's buffer "
+         "full) before it is dropped; it resumes from its last acknowledged reading when it "
+         "reconnects, without loss. Example: --max-subscriber-lag 120"],
+    ]  # fmt: skip
 
     def __init__(self) -> None:
         super().__init__()
@@ -47,3 +74,25 @@ class ServeOptions(GPIOOptions, ListenOptions):
                 )
         if self["sim-patterns"] and self["gpio"] not in ("sim", "auto"):
             raise usage.UsageError("--sim-pattern needs simulated pins (--gpio sim)")
+        self["poll-interval"] = non_negative_float("poll-interval", self["poll-interval"])
+        if self["poll-interval"] < MIN_POLL_INTERVAL:
+            raise usage.UsageError(
+                f"--poll-interval must be at least {MIN_POLL_INTERVAL:g} seconds, "
+                f"got {self['poll-interval']:g}"
+            )
+        self["max-subscribers"] = count("max-subscribers", self["max-subscribers"], minimum=0)
+        self["max-subscriber-lag"] = non_negative_float("max-subscriber-lag", self["max-subscriber-lag"])
+        if self["max-subscriber-lag"] <= 0:
+            raise usage.UsageError("--max-subscriber-lag must be more than 0 seconds")
+
+    def publish_settings(self, device: str):
+        """How to publish the journal, as the options say, for C{device}."""
+        from rpisensor.roles.serve.publishing import PublishSettings
+
+        return PublishSettings(
+            device=device,
+            window=self["window"],
+            poll_interval=self["poll-interval"],
+            max_subscribers=self["max-subscribers"],
+            max_lag=self["max-subscriber-lag"],
+        )

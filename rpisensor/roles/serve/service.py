@@ -6,6 +6,7 @@ and stops in order.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from twisted.application.service import IService, Service
 from twisted.logger import Logger
@@ -20,6 +21,10 @@ from rpisensor.roles.serve.commands import CommandRegistry, Permission, default_
 from rpisensor.roles.serve.connection import SensorServerProtocol
 from rpisensor.sensing.reader import InputReader
 from rpisensor.sensing.reading import Reading
+from rpisensor.stream.state import InputState
+
+if TYPE_CHECKING:
+    from rpisensor.roles.serve.publishing import PublishingService
 
 _log = Logger(namespace="rpisensor.roles.serve")
 
@@ -30,6 +35,10 @@ class SensorServerFactory(AdmittingFactory):
 
     @param settings: limits and access policy (its endpoints are not used here).
     @param commands: what clients may send; by default every command of C{serve}.
+    @param publishing: the journal and its subscribers; without it, C{hello},
+        C{subscribe} and C{status} answer that this server keeps no journal.
+    @param state: the inputs whose level is known without a read (edge
+        events); C{go} and C{read} answer those at once.
     """
 
     protocol = SensorServerProtocol
@@ -39,9 +48,13 @@ class SensorServerFactory(AdmittingFactory):
         reader: InputReader,
         settings: ListenSettings = ListenSettings(),
         commands: CommandRegistry | None = None,
+        publishing: PublishingService | None = None,
+        state: InputState | None = None,
     ) -> None:
         super().__init__(settings.limits, settings.policy, reader.clock)
         self.reader = reader
+        self.publishing = publishing
+        self.state = state
         self.commands = commands if commands is not None else default_commands()
         # The wire form of every reply a reading can give, encoded once: the hot path sends these.
         self._frames = {
@@ -67,9 +80,10 @@ class SensorServerFactory(AdmittingFactory):
 
 class ServerService(StopInOrder):
     """
-    The whole server: the reader's pool and channels, and one listener per
-    endpoint. It stops in order: the listeners, then the replies in flight,
-    then the pool and the channels.
+    The whole server: the reader's pool and channels, the journal and what
+    records into it, and one listener per endpoint. It stops in order: the
+    listeners, then the replies in flight and the subscribers, then the
+    sampling and the journal, then the pool and the channels.
 
     @ivar factory: the L{SensorServerFactory} every listener uses.
     """
@@ -85,16 +99,25 @@ def build_server_service(
     reader_service: Service,
     settings: ListenSettings = ListenSettings(),
     extra: Sequence[IService] = (),
+    publishing: PublishingService | None = None,
 ) -> ServerService:
     """
     Assemble C{serve} from an opened reader and its pool service.
 
     @param extra: services that run between the pool and the listeners (a
         demo pattern): started after the pool, stopped before it.
+    @param publishing: the journal and its subscribers (see
+        L{rpisensor.roles.serve.publishing}); it opens the journal when it
+        starts, after the pool and before anything is served.
     """
-    factory = SensorServerFactory(reader, settings)
+    state = publishing.state if publishing is not None else InputState.for_reader(reader)
+    factory = SensorServerFactory(reader, settings, publishing=publishing, state=state)
     top = ServerService(factory)
     reader_service.setServiceParent(top)
+    if state is not None:
+        state.setServiceParent(top)
+    if publishing is not None:
+        publishing.setServiceParent(top)
     for service in extra:
         service.setServiceParent(top)
     DrainService(factory, reactor, reader.read_timeout + 1).setServiceParent(top)
@@ -106,7 +129,9 @@ def build_server_service(
 def make_service(options, reactor) -> ServerService:
     """C{serve} as its options say."""
     from rpisensor.roles._inputs import open_inputs
+    from rpisensor.roles.serve.publishing import open_publishing
     from rpisensor.roles.serve.simulate import PatternService
+    from rpisensor.stream.identity import default_device_id
 
     reader, pool = open_inputs(options, reactor)
     extra = []
@@ -114,4 +139,10 @@ def make_service(options, reactor) -> ServerService:
         if reader.backend.name != "sim":
             raise SystemExit("rpisensor: --sim-pattern needs simulated pins, but real pins are in use")
         extra.append(PatternService(reactor, reader.backend, reader.inputs, options["sim-patterns"]))
-    return build_server_service(reactor, reader, pool, options.listen_settings(), extra)
+    journal = options.journal_settings()
+    settings = options.publish_settings(journal.device or default_device_id())
+    publishing = open_publishing(
+        reactor, reader, journal.path, settings, journal.max_entries, journal.max_bytes, journal.sync,
+        InputState.for_reader(reader),
+    )  # fmt: skip
+    return build_server_service(reactor, reader, pool, options.listen_settings(), extra, publishing)
