@@ -19,7 +19,6 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
-from zope.interface import implementer
 
 from rpisensor.hw.simulated import SimulatedGPIO
 from rpisensor.net.limits import ListenSettings
@@ -32,7 +31,8 @@ from rpisensor.sensing.reader import InputReader
 from rpisensor.stream.journal import Journal
 from rpisensor.stream.outbox import JournalService
 from rpisensor.stream.sender import TRIMMED as TRIMMED_REASON
-from rpisensor.stream.state import IEdgeSource, InputState
+from rpisensor.hw.interfaces import LevelChange
+from rpisensor.stream.state import InputState
 from rpisensor.testing import FakeRunner, inline_runner, simulated_pins
 from rpisensor.wire import v2
 from tests.support import DOOR
@@ -47,31 +47,27 @@ class _Synced:
         return True
 
 
-@implementer(IEdgeSource)
 class EdgePins(SimulatedGPIO):
-    """Simulated pins that report every change of a watched input, as a kernel edge backend would."""
+    """
+    Simulated pins that tell their changes at once, in the caller's thread: the
+    edge path on a Clock, without the pipe the reactor would watch.
+    """
 
-    def __init__(self, clock, watched=(BUTTON_PIN,)) -> None:
-        super().__init__(clock=clock)
-        self._clock_for_edges = clock
-        self._watched = set(watched)
-        self._callbacks: dict[int, object] = {}
+    def __init__(self, clock) -> None:
+        super().__init__(clock=clock, edges=True)
+        self._on_change = None
 
-    def watch_edges(self, channel, on_change) -> bool:
-        if channel not in self._watched:
-            return False
-        self._callbacks[channel] = on_change
-        on_change(self.level(channel), self._clock_for_edges.seconds())
-        return True
+    def watch(self, reactor, on_change) -> None:
+        self._on_change = on_change
 
-    def unwatch_edges(self) -> None:
-        self._callbacks.clear()
+    def unwatch(self) -> None:
+        self._on_change = None
 
     def set_level(self, channel, high) -> None:
+        changed = self.level(channel) != high
         super().set_level(channel, high)
-        callback = self._callbacks.get(channel)
-        if callback is not None:
-            callback(high, self._clock_for_edges.seconds())
+        if self._on_change is not None and changed and channel in self.set_up_channels:
+            self._on_change(LevelChange(self._clock.seconds(), channel, high))
 
 
 class Client:
@@ -128,14 +124,14 @@ class Harness:
     ) -> None:
         self.clock = Clock()
         self.clock.advance(START)
-        self.backend = EdgePins(self.clock) if edges else simulated_pins(clock=self.clock)
+        self.backend = EdgePins(self.clock) if edges else SimulatedGPIO(clock=self.clock, edges=False)
         self.runner = FakeRunner() if reads_by_hand else inline_runner
         self.reader = InputReader(self.backend, [DEFAULT_INPUT, DOOR], self.runner, self.clock)
         self.reader.setup()
         self.path = path or os.path.join(test.mktemp() + ".sqlite")
         journal = Journal(self.path, max_entries=max_entries, current_boot="boot-1")
         self.journal = JournalService(self.clock, journal, outbox=False, runner=inline_runner)
-        self.state = InputState.for_reader(self.reader)
+        self.state = InputState.for_reader(self.reader, self.clock)
         settings = PublishSettings("pi-test", window, 0.1, max_subscribers, max_lag)
         self.publishing = PublishingService(
             self.clock, self.reader, self.journal, settings, self.state, clock_state=_Synced()
@@ -640,15 +636,15 @@ class EdgeSeamTests(SynchronousTestCase):
         client.send("go", "read button")
         self.assertEqual(client.texts(), ["Button pressed", "Button pressed"])
         self.assertEqual(harness.backend.reads, before)
-        client.send("read door")  # not watched: read as ever
+        client.send("read door")
         self.assertEqual(client.texts(), ["closed"])
-        self.assertEqual(harness.backend.reads, before + 1)
+        self.assertEqual(harness.backend.reads, before)
 
     def test_edges_feed_the_journal(self) -> None:
-        """Each reported change is a journal entry with the edge's time; the sampler reads only the others."""
+        """Each reported change is a journal entry with the edge's time; nothing is read to find changes."""
         harness = Harness(self, edges=True)
-        self.assertEqual(harness.state.tracked, {"button"})
-        self.assertEqual(harness.publishing.sampler.names, ["door"])
+        self.assertEqual(harness.state.tracked, {"button", "door"})
+        self.assertIsNone(harness.publishing.sampler)  # nothing to poll
         subscriber = harness.connect()
         subscriber.send("subscribe")
         subscriber.frames()
@@ -662,7 +658,7 @@ class EdgeSeamTests(SynchronousTestCase):
         reads = harness.backend.reads
         for _ in range(10):
             harness.step()
-        self.assertEqual(harness.backend.reads, reads + 10)  # the door, every 0.1 s; never the button
+        self.assertEqual(harness.backend.reads, reads)  # no polling: the driver tells
 
 
 class OptionsTests(SynchronousTestCase):

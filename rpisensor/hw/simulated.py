@@ -67,9 +67,9 @@ class SimulatedGPIO:
 
     @ivar history: the latest L{HISTORY_LENGTH} level changes, oldest first
         (bounded, so a long-running demo pattern does not grow it for ever).
-    @ivar tracks_levels: whether an input's level is known from its changes,
-        as with kernel edge events (see L{watch}); not when latency or failures
-        are injected, since those play a sensor that must be read.
+    @param edges: whether an input's level is known from its changes, as with
+        kernel edge events (see L{watch}); by default yes, unless latency or
+        failures are injected, since those play a sensor that must be read.
     """
 
     name = "sim"
@@ -80,6 +80,7 @@ class SimulatedGPIO:
         latency: float = 0.0,
         fail_every: int = 0,
         clock: IReactorTime | None = None,
+        edges: bool | None = None,
     ) -> None:
         if numbering not in NUMBERINGS:
             raise PinError(f"unknown numbering {numbering!r}; use 'board' or 'bcm'")
@@ -97,7 +98,8 @@ class SimulatedGPIO:
         self._gate.set()
         self.reads = 0
         self.history: deque[LevelChange] = deque(maxlen=HISTORY_LENGTH)
-        self.tracks_levels = not (latency or fail_every)
+        #: Whether L{watch} makes reads unnecessary (see the C{edges} parameter).
+        self.tracks_levels = not (latency or fail_every) if edges is None else edges
         self._debounce: dict[int, float] = {}
         self._watch: _ChangePipe | None = None
 

@@ -4,41 +4,25 @@ input whose backend reports every change by itself (kernel edge events), so
 that C{go}, C{read} and a subscription need no read and no thread hop.
 
 The seam between such a backend and the rest: the backend provides
-L{IEdgeSource}; L{InputState} asks it to watch each input, keeps the latest
-level, answers L{InputState.known} from it, and tells its listeners of each
-change (C{serve}'s publishing side records them in the journal, as the
-sampler records the changes it polls). Inputs a backend cannot watch stay
-with the sampler and the read pool.
+L{rpisensor.hw.interfaces.IEdgeSource} (the gpiod backend, and simulated
+pins that play no slow sensor); L{InputState} has it watch its inputs, keeps
+the latest level, answers L{InputState.known} from it, and tells its
+listeners of each change (C{serve}'s publishing side records them in the
+journal, as the sampler records the changes it polls). Inputs of a backend
+that must be read stay with the sampler and the read pool.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from functools import partial
 
 from twisted.application.service import Service
 from twisted.logger import Logger
-from zope.interface import Interface
 
+from rpisensor.hw.interfaces import IEdgeSource, LevelChange
+from rpisensor.lograte import RateLimitedLog
 from rpisensor.sensing.inputs import InputSpec
 from rpisensor.sensing.reading import Reading
-
-
-class IEdgeSource(Interface):
-    """A GPIO backend that reports every level change of an input by itself."""
-
-    def watch_edges(channel: int, on_change: Callable[[bool, float], object]) -> bool:
-        """
-        Report the level of input C{channel} now, then each change, as
-        C{on_change(high, when)} in the reactor's thread; C{when} is the
-        reader's clock seconds at the change (the kernel's timestamp of the
-        edge, not when the reactor heard of it).
-
-        @return: whether it watches C{channel}; C{False} leaves it to polling.
-        """
-
-    def unwatch_edges() -> None:
-        """Stop reporting changes (the service stops)."""
 
 
 class InputState(Service):
@@ -51,34 +35,39 @@ class InputState(Service):
 
     _log = Logger()
 
-    def __init__(self, backend: IEdgeSource, inputs: Iterable[InputSpec]) -> None:
+    def __init__(self, reactor, backend, inputs: Iterable[InputSpec]) -> None:
+        self._reactor = reactor
         self._backend = backend
-        self._inputs = list(inputs)
-        self.tracked: set[str] = set()
+        self._inputs = {spec.pin: spec for spec in inputs}
+        self.tracked: set[str] = {spec.name for spec in self._inputs.values()}
         self._latest: dict[str, Reading] = {}
         self._listeners: list[Callable[[Reading], object]] = []
+        self._lost_log = RateLimitedLog(reactor, self._log)
+        #: Changes the driver said it missed (its event buffer overflowed), per input.
+        self.lost: dict[str, int] = {}
 
     @classmethod
-    def for_reader(cls, reader) -> InputState | None:
-        """The state of C{reader}'s inputs, if its backend reports changes; else C{None}."""
-        if IEdgeSource.providedBy(reader.backend):
-            return cls(reader.backend, reader.inputs.values())
+    def for_reader(cls, reader, reactor) -> InputState | None:
+        """The state of C{reader}'s inputs, if its backend reports their changes; else C{None}."""
+        backend = reader.backend
+        if IEdgeSource.providedBy(backend) and getattr(backend, "tracks_levels", True):
+            return cls(reactor, backend, reader.inputs.values())
         return None
 
     def startService(self) -> None:
         super().startService()
-        for spec in self._inputs:
-            if self._backend.watch_edges(spec.pin, partial(self._changed, spec)):
-                self.tracked.add(spec.name)
-        if self.tracked:
-            self._log.info(
-                "Following the changes of {names} as the GPIO driver reports them: no reads needed.",
-                names=", ".join(sorted(self.tracked)),
-            )
+        now = self._reactor.seconds()
+        for spec in self._inputs.values():
+            self._latest[spec.name] = Reading(spec, self._backend.level(spec.pin), now)
+        self._backend.watch(self._reactor, self._changed)
+        self._log.info(
+            "Following the changes of {names} as the GPIO driver reports them: no reads needed.",
+            names=", ".join(sorted(self.tracked)),
+        )
 
     def stopService(self) -> None:
         super().stopService()
-        self._backend.unwatch_edges()
+        self._backend.unwatch()
 
     def known(self, name: str) -> Reading | None:
         """Input C{name}'s level now, if it is tracked and has been reported."""
@@ -92,11 +81,22 @@ class InputState(Service):
         if listener in self._listeners:
             self._listeners.remove(listener)
 
-    def _changed(self, spec: InputSpec, high: bool, when: float) -> None:
+    def _changed(self, change: LevelChange) -> None:
+        spec = self._inputs.get(change.channel)
+        if spec is None:
+            return
+        if change.lost:
+            self.lost[spec.name] = self.lost.get(spec.name, 0) + change.lost
+            self._lost_log.warn(
+                "{count} changes of input {name} were missed: the GPIO driver's event buffer "
+                "overflowed (the system was too busy to read it). The level is known again from "
+                "this change on.",
+                key=f"lost {spec.name}", count=change.lost, name=spec.name,
+            )  # fmt: skip
         previous = self._latest.get(spec.name)
-        if previous is not None and previous.high == high:
-            return  # a repeat of the level we know (the first report, or a missed edge)
-        reading = self._latest[spec.name] = Reading(spec, high, when)
+        if previous is not None and previous.high == change.high:
+            return  # a repeat of the level we know
+        reading = self._latest[spec.name] = Reading(spec, change.high, change.when)
         for listener in list(self._listeners):
             try:
                 listener(reading)

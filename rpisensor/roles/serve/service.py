@@ -110,7 +110,7 @@ def build_server_service(
         L{rpisensor.roles.serve.publishing}); it opens the journal when it
         starts, after the pool and before anything is served.
     """
-    state = publishing.state if publishing is not None else InputState.for_reader(reader)
+    state = publishing.state if publishing is not None else InputState.for_reader(reader, reactor)
     factory = SensorServerFactory(reader, settings, publishing=publishing, state=state)
     top = ServerService(factory)
     reader_service.setServiceParent(top)
@@ -143,6 +143,6 @@ def make_service(options, reactor) -> ServerService:
     settings = options.publish_settings(journal.device or default_device_id())
     publishing = open_publishing(
         reactor, reader, journal.path, settings, journal.max_entries, journal.max_bytes, journal.sync,
-        InputState.for_reader(reader),
+        InputState.for_reader(reader, reactor),
     )  # fmt: skip
     return build_server_service(reactor, reader, pool, options.listen_settings(), extra, publishing)
