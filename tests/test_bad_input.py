@@ -436,7 +436,7 @@ async def test_serve_client_that_never_reads(reactor, tmp_path):
                     pause = 0.005
                 await deferLater(reactor, pause, lambda: None)
                 most_buffered = max(most_buffered, buffered_bytes(server_transport))
-                most_pending = max(most_pending, len(protocol._replies))
+                most_pending = max(most_pending, len(protocol._replies or ()))
                 assert most_buffered <= max_buffered
                 assert most_pending <= max_replies
             # Sending hits EAGAIN and stays there: the server stopped reading this client.

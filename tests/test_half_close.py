@@ -18,7 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from rpisensor.net.limits import ListenSettings, ServerLimits
 from rpisensor.roles.collect.collector import build_collect_service
-from rpisensor.testing import listening_port, start_server, stored_messages, wait_until
+from rpisensor.testing import listening_port, simulated_pins, start_server, stored_messages, wait_until
 from tests.support import LOOPBACK, CollectorHarness, ServerHarness, read_jsonl, replies
 
 
@@ -112,7 +112,9 @@ async def test_serve_answers_go_sent_before_the_fin(reactor):
     """
     from twisted.internet.threads import deferToThread
 
-    server = await start_server(reactor=reactor, limits=ServerLimits(idle_timeout=0))
+    server = await start_server(
+        reactor=reactor, limits=ServerLimits(idle_timeout=0), backend=simulated_pins(clock=reactor, edges=False)
+    )
     try:
         server.backend.pause_reads()
         exchange: Deferred[bytes] = deferToThread(half_closed_exchange, server.port, b"go\0")

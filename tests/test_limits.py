@@ -186,7 +186,7 @@ async def test_max_connections(reactor):
 @pytest_twisted.ensureDeferred
 async def test_failed_read_gets_error_reply(reactor):
     """A sensor read that raises gets 'error: reading failed: ...'; the connection stays usable."""
-    server = await start_server(reactor=reactor)
+    server = await start_server(reactor=reactor, backend=simulated_pins(clock=reactor, edges=False))
     client = await connect(server.port, reactor)
     try:
         server.backend.fail_reads("the sensor is unplugged")
@@ -211,7 +211,7 @@ async def connection_refused(reactor, port: int) -> bool:
 @pytest_twisted.ensureDeferred
 async def test_serve_graceful_stop(reactor):
     """Stopping serve answers the in-flight 'go', closes, stops listening and releases the pins."""
-    backend = simulated_pins(clock=reactor)
+    backend = simulated_pins(clock=reactor, edges=False)  # a sensor that must be read
     reader, reader_service = open_reader(reactor, backend, [DEFAULT_INPUT])
     top = build_server_service(reactor, reader, reader_service, ListenSettings((LISTEN,)))
     top.startService()

@@ -94,14 +94,16 @@ class MakeServiceTests(SynchronousTestCase):
     def test_serve_service(self):
         """makeService builds the read pool, the publishing side and one listener per --listen."""
         from rpisensor.roles.serve.publishing import PublishingService
+        from rpisensor.stream.state import InputState
 
         service = makeService(parse("--gpio", "sim", "--listen", "tcp:0", "--listen", "tcp:0")).role
         self.assertIsInstance(service, MultiService)
         children = list(service)
         self.assertIsInstance(children[0], ReadPoolService)
-        self.assertIsInstance(children[1], PublishingService)  # after the subscribers, before the pool
-        self.assertIsInstance(children[2], DrainService)  # stops after the listeners
-        self.assertEqual([type(c) for c in children[3:]], [ListenerService, ListenerService])
+        self.assertIsInstance(children[1], InputState)  # simulated pins tell their changes
+        self.assertIsInstance(children[2], PublishingService)  # after the subscribers, before the pool
+        self.assertIsInstance(children[3], DrainService)  # stops after the listeners
+        self.assertEqual([type(c) for c in children[4:]], [ListenerService, ListenerService])
         self.assertEqual(service.factory.reader.backend.name, "sim")
 
     def test_sim_options_reach_backend(self):
