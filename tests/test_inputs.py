@@ -27,6 +27,15 @@ class ParseGoodTests(SynchronousTestCase):
             InputSpec("door", 18, "down", False, "Door open", "Door shut"),
         )
 
+    def test_debounce(self) -> None:
+        """debounce= is whole milliseconds; it becomes seconds; anything else is refused, saying so."""
+        self.assertEqual(parse_input("door=18,debounce=20").debounce, 0.02)
+        self.assertEqual(parse_input("door=18").debounce, 0.0)
+        for bad in ("door=18,debounce=fast", "door=18,debounce=2.5", "door=18,debounce=20000"):
+            with self.subTest(bad=bad):
+                error = self.assertRaises(ValueError, parse_input, bad)
+                self.assertIn("debounce= is whole milliseconds from 0 to 10000", str(error))
+
     def test_pull_off(self) -> None:
         """pull=off is accepted."""
         self.assertEqual(parse_input("door=18,pull=off").pull, "off")
@@ -116,14 +125,14 @@ class ParseBadTests(SynchronousTestCase):
         """An unknown key is refused with the keys allowed."""
         self.assertRefused(
             "door=18,colour=red",
-            "input 'door': unknown setting 'colour=red'; use pull=, active=, on= or off=",
+            "input 'door': unknown setting 'colour=red'; use pull=, active=, on=, off= or debounce=",
         )
 
     def test_setting_without_value(self) -> None:
         """A setting without '=' is refused as unknown."""
         self.assertRefused(
             "door=18,pull",
-            "input 'door': unknown setting 'pull'; use pull=, active=, on= or off=",
+            "input 'door': unknown setting 'pull'; use pull=, active=, on=, off= or debounce=",
         )
 
     def test_bad_pull(self) -> None:

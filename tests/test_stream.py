@@ -513,3 +513,36 @@ class HeartbeatTests(SynchronousTestCase):
         clock = Clock()
         Heartbeat(clock, 1.0, [].append, [].append).stop()
         self.assertEqual(clock.getDelayedCalls(), [])
+
+
+class SamplerDebounceTests(SynchronousTestCase):
+    def test_polled_input_debounced_across_samples(self) -> None:
+        """A polled input with debounce=MS: a new level counts once it held that long across samples."""
+        from dataclasses import replace
+
+        from rpisensor.sensing.inputs import DEFAULT_INPUT
+        from rpisensor.sensing.reader import InputReader
+        from rpisensor.stream.sampler import Sampler
+        from rpisensor.testing import simulated_pins
+
+        clock = Clock()
+        pins = simulated_pins(clock=clock, edges=False)
+        reader = InputReader(pins, [replace(DEFAULT_INPUT, debounce=0.25)], inline_runner, clock)
+        reader.setup()
+        path = os.path.join(self.mktemp() + ".sqlite")
+        journal = JournalService(clock, Journal(path, current_boot="b"), outbox=True, runner=inline_runner)
+        journal.startService()
+        self.addCleanup(journal.stopService)
+        sampler = Sampler(reader, journal, clock, 0.1, True, _Synced(True))
+        sampler.start()
+        self.addCleanup(sampler.stop)
+        clock.advance(0)
+        pins.set_level(24, False)  # pressed for 0.1 s only: a bounce
+        clock.advance(0.1)
+        pins.set_level(24, True)
+        clock.advance(0.1)
+        pins.set_level(24, False)  # pressed and held
+        for _ in range(4):
+            clock.advance(0.1)
+        values = [e.value for e in journal.journal.after(0, 100)]
+        self.assertEqual(values, [0, 1])  # released at start, then the held press, once

@@ -43,9 +43,11 @@ class IGPIOBackend(Interface):
     name = Attribute("Short name of the backend: C{'rpi'} or C{'sim'}.")
     numbering = Attribute("Channel numbering: C{'board'} (header pins) or C{'bcm'}.")
 
-    def setup_input(channel: int, pull: str) -> None:
+    def setup_input(channel: int, pull: str, debounce: float = 0.0) -> None:
         """
-        Make C{channel} an input with pull C{'up'}, C{'down'} or C{'off'}.
+        Make C{channel} an input with pull C{'up'}, C{'down'} or C{'off'}; a
+        backend that filters bounces itself (the kernel's debounce) applies
+        C{debounce} seconds, the others ignore it (the sampler filters).
 
         @raise PinError: C{channel} is not a GPIO pin.
         @raise GPIOUnavailable: the hardware cannot be accessed.

@@ -125,7 +125,9 @@ class RPiGPIO:
         except ValueError as e:  # another user of the module chose the other numbering
             raise GPIOUnavailable(f"cannot use {numbering.upper()} numbering: {e}") from None
 
-    def setup_input(self, channel: int, pull: str) -> None:
+    def setup_input(self, channel: int, pull: str, debounce: float = 0.0) -> None:
+        # RPi.GPIO's own bouncetime is for its edge threads, which are not used:
+        # the sampler filters bounces across its samples instead.
         to_bcm(self.numbering, channel)
         g = self._gpio
         pud = {"up": g.PUD_UP, "down": g.PUD_DOWN, "off": g.PUD_OFF}[pull]

@@ -23,6 +23,9 @@ class InputSpec:
         with a pull-up, as in the tutorial).
     @ivar active_text: sent when the input is active, e.g. C{"Button pressed"}.
     @ivar inactive_text: sent otherwise, e.g. C{"Button released"}.
+    @ivar debounce: seconds a new level must hold before it counts as a
+        change (0: every change counts). The kernel applies it for the gpiod
+        backend; for polled backends, the sampler does, across its samples.
     """
 
     name: str
@@ -31,6 +34,7 @@ class InputSpec:
     active_low: bool = True
     active_text: str = "Button pressed"
     inactive_text: str = "Button released"
+    debounce: float = 0.0
 
     def text_for(self, high: bool) -> str:
         """The text for a pin level: active when the level is the active one."""
@@ -74,7 +78,7 @@ def default_texts(name: str) -> tuple[str, str]:
 
 def parse_input(value: str, numbering: str = "board") -> InputSpec:
     """
-    Parse C{NAME=PIN[,pull=up|down|off][,active=low|high][,on=TEXT][,off=TEXT]}.
+    Parse C{NAME=PIN[,pull=up|down|off][,active=low|high][,on=TEXT][,off=TEXT][,debounce=MS]}.
 
     @raise ValueError: with a message saying which part is wrong and what is allowed.
     """
@@ -91,15 +95,15 @@ def parse_input(value: str, numbering: str = "board") -> InputSpec:
     except PinError as e:
         raise ValueError(f"input {name!r}: {e}") from None
     active_text, inactive_text = default_texts(name)
-    fields = {"pull": "up", "active": "low", "on": active_text, "off": inactive_text}
+    fields = {"pull": "up", "active": "low", "on": active_text, "off": inactive_text, "debounce": "0"}
     for setting in settings:
         key, sep, setting_value = setting.partition("=")
         key = key.strip()
         if not sep or key not in fields:
             raise ValueError(
-                f"input {name!r}: unknown setting {setting!r}; use pull=, active=, on= or off="
+                f"input {name!r}: unknown setting {setting!r}; use pull=, active=, on=, off= or debounce="
             )
-        fields[key] = setting_value.strip() if key in ("pull", "active") else setting_value
+        fields[key] = setting_value.strip() if key in ("pull", "active", "debounce") else setting_value
     if fields["pull"] not in PULLS:
         raise ValueError(f"input {name!r}: pull must be up, down or off, got {fields['pull']!r}")
     if fields["active"] not in ("low", "high"):
@@ -107,6 +111,10 @@ def parse_input(value: str, numbering: str = "board") -> InputSpec:
     for key in ("on", "off"):
         if "\0" in fields[key] or not fields[key]:
             raise ValueError(f"input {name!r}: {key}= text must be non-empty and contain no NUL")
+    if not fields["debounce"].isdigit() or int(fields["debounce"]) > 10_000:
+        raise ValueError(
+            f"input {name!r}: debounce= is whole milliseconds from 0 to 10000, got {fields['debounce']!r}"
+        )
     return InputSpec(
         name,
         pin,
@@ -114,4 +122,5 @@ def parse_input(value: str, numbering: str = "board") -> InputSpec:
         active_low=fields["active"] == "low",
         active_text=fields["on"],
         inactive_text=fields["off"],
+        debounce=int(fields["debounce"]) / 1000,
     )

@@ -139,7 +139,10 @@ class InputReader:
         before the reactor runs (see L{rpisensor.sensing.pool.open_reader}).
         """
         for spec in self.inputs.values():
-            self.backend.setup_input(spec.pin, spec.pull)
+            if spec.debounce:
+                self.backend.setup_input(spec.pin, spec.pull, debounce=spec.debounce)
+            else:
+                self.backend.setup_input(spec.pin, spec.pull)
 
     def read(self, name: str) -> Deferred[Reading]:
         """

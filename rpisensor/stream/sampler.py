@@ -63,6 +63,8 @@ class Sampler:
         self._clock_state = clock_state if clock_state is not None else ClockState()
         self._on_sample = on_sample
         self._recorded: dict[str, int] = {}
+        #: Input name -> (a new value, when first seen): waiting for its debounce.
+        self._settling: dict[str, tuple[int, float]] = {}
         self._loop = LoopingCall(self.sample)
         self._loop.clock = clock
         self._sampling: Deferred | None = None
@@ -113,10 +115,33 @@ class Sampler:
         if self.journal is None:
             return
         entry = to_entry(reading, synced)
-        if self.changes_only and self._recorded.get(entry.sensor) == entry.value:
-            return
+        if self.changes_only:
+            recorded = self._recorded.get(entry.sensor)
+            if recorded == entry.value:
+                self._settling.pop(entry.sensor, None)  # a bounce that came back
+                return
+            if recorded is not None and not self._settled(reading, entry.value):
+                return
         self._recorded[entry.sensor] = entry.value
         self.journal.append(entry).addErrback(lambda _: None)  # the journal logs its own failures
+
+    def _settled(self, reading: Reading, value) -> bool:
+        """
+        Whether a new level has held for the input's debounce, across samples:
+        the kernel's "stable for the period" rule, for inputs that are polled.
+        """
+        debounce = getattr(reading.input, "debounce", 0.0)
+        if not debounce:
+            return True
+        name = reading.input.name
+        since = self._settling.get(name)
+        if since is None or since[0] != value:
+            self._settling[name] = (value, reading.time)
+            return False
+        if reading.time - since[1] < debounce:
+            return False
+        del self._settling[name]
+        return True
 
     def _read_failed(self, failure: Failure, name: str) -> None:
         pass  # the reader logs a failing input once per kind of failure; sampling goes on
