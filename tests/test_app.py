@@ -19,7 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from rpisensor import __version__
 from rpisensor.app.signals import ExitCleanlyOnSignals
 from rpisensor.app.tap import Options
-from rpisensor.roles.serve.simulate import Pattern, PatternService, parse_pattern
+from rpisensor.hw.patterns import Pattern, PatternService, parse_pattern
 from rpisensor.sensing.inputs import DEFAULT_INPUT
 from rpisensor.testing import simulated_pins
 from tests.processes import Twistd, connect_tcp, request, run_twistd
@@ -277,3 +277,15 @@ class TacTests(SynchronousTestCase):
         self.assertNotIn("Traceback", exited.log)
         self.assertIn("rpisensor: --interval must be a number of seconds, got 'abc'", exited.log)
         self.assertIn("RPISENSOR_", exited.log)
+
+
+class ReportPatternTests(SynchronousTestCase):
+    def test_report_takes_a_sim_pattern(self) -> None:
+        """report --gpio sim --sim-pattern plays the pattern on its own pins (a demo without a Pi)."""
+        from rpisensor.app.tap import makeService
+
+        options = Options()
+        options.parseOptions(["report", "--connect", "127.0.0.1:1", "--gpio", "sim", "--outbox", "none",
+                              "--status-listen", "none", "--sim-pattern", "button=0.5,2"])  # fmt: skip
+        role = makeService(options).role
+        self.assertTrue(any(isinstance(child, PatternService) for child in role))

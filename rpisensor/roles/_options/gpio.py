@@ -42,13 +42,29 @@ class GPIOOptions(FoldedOptions):
         super().__init__()
         self._input_texts: list[str] = []
         self["inputs"] = [DEFAULT_INPUT]
+        self["sim-patterns"] = []
+
+    def opt_sim_pattern(self, value: str) -> None:
+        """
+        Simulated pins only: press and release an input by itself, for demos
+        (repeatable): NAME=ACTIVE_SECONDS,INACTIVE_SECONDS.
+        Example: --sim-pattern button=0.5,2
+        """
+        from rpisensor.hw.patterns import parse_pattern
+
+        try:
+            self["sim-patterns"].append(parse_pattern(value))
+        except ValueError as e:
+            raise usage.UsageError(f"--sim-pattern: {e}") from None
 
     def opt_input(self, value: str) -> None:
         """
         A named input NAME=PIN[,pull=up|down|off][,active=low|high][,on=TEXT][,off=TEXT]
-        (repeatable; the first answers 'go'; each on its own pin). Default: the
-        tutorial's button on BOARD pin 24 (BCM 8 with --numbering bcm),
-        pull=up,active=low, with its texts. Example: --input door=18,pull=up,active=high
+        [,debounce=MS] (repeatable; the first answers 'go'; each on its own pin). Default:
+        the tutorial's button on BOARD pin 24 (BCM 8 with --numbering bcm),
+        pull=up,active=low, with its texts. debounce=MS: a new level counts once it held
+        for MS milliseconds (the kernel's debounce with --gpio gpiod). Example:
+        --input door=18,pull=up,active=high,debounce=20
         """
         self._input_texts.append(value)
 
@@ -83,6 +99,14 @@ class GPIOOptions(FoldedOptions):
                     f"--input: {other!r} and {spec.name!r} are both on "
                     f"{self['numbering'].upper()} pin {spec.pin}; give each input its own pin"
                 )
+        names = {spec.name for spec in self["inputs"]}
+        for pattern in self["sim-patterns"]:
+            if pattern.name not in names:
+                raise usage.UsageError(
+                    f"--sim-pattern: no input named {pattern.name!r}; inputs are: {', '.join(sorted(names))}"
+                )
+        if self["sim-patterns"] and self["gpio"] not in ("sim", "auto"):
+            raise usage.UsageError("--sim-pattern needs simulated pins (--gpio sim)")
 
     def _parse_input(self, text: str) -> InputSpec:
         try:

@@ -457,10 +457,17 @@ def make_service(options, reactor) -> ReportService:
     if options.status_problem is not None:
         Reporter._log.warn("{problem}.", problem=options.status_problem)
     reader, pool = open_inputs(options, reactor)
-    return build_report_service(
+    service = build_report_service(
         reactor, reader, pool, options["connect"], options["interval"], options["on-change"],
         options["heartbeat"], options["max-delay"], options["dead-peer-timeout"],
         outbox=journal, outbox_max_bytes=settings.max_bytes, device=options.device_id(),
         protocol=options["protocol"], hello_timeout=options["hello-timeout"], window=settings.window,
         status_listen=options["status-listen"],
     )  # fmt: skip
+    if options["sim-patterns"]:
+        from rpisensor.hw.patterns import PatternService
+
+        if reader.backend.name != "sim":
+            raise SystemExit("rpisensor: --sim-pattern needs simulated pins, but real pins are in use")
+        PatternService(reactor, reader.backend, reader.inputs, options["sim-patterns"]).setServiceParent(service)
+    return service

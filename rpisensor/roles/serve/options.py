@@ -47,33 +47,8 @@ class ServeOptions(GPIOOptions, ListenOptions, JournalOptions):
          "reconnects, without loss. Example: --max-subscriber-lag 120"],
     ]  # fmt: skip
 
-    def __init__(self) -> None:
-        super().__init__()
-        self["sim-patterns"] = []
-
-    def opt_sim_pattern(self, value: str) -> None:
-        """
-        Simulated pins only: press and release an input by itself, for demos
-        (repeatable): NAME=ACTIVE_SECONDS,INACTIVE_SECONDS.
-        Example: --sim-pattern button=0.5,2
-        """
-        from rpisensor.roles.serve.simulate import parse_pattern
-
-        try:
-            self["sim-patterns"].append(parse_pattern(value))
-        except ValueError as e:
-            raise usage.UsageError(f"--sim-pattern: {e}") from None
-
     def postOptions(self) -> None:
         super().postOptions()
-        names = {spec.name for spec in self["inputs"]}
-        for pattern in self["sim-patterns"]:
-            if pattern.name not in names:
-                raise usage.UsageError(
-                    f"--sim-pattern: no input named {pattern.name!r}; inputs are: {', '.join(names)}"
-                )
-        if self["sim-patterns"] and self["gpio"] not in ("sim", "auto"):
-            raise usage.UsageError("--sim-pattern needs simulated pins (--gpio sim)")
         self["poll-interval"] = non_negative_float("poll-interval", self["poll-interval"])
         if self["poll-interval"] < MIN_POLL_INTERVAL:
             raise usage.UsageError(

@@ -130,7 +130,7 @@ def make_service(options, reactor) -> ServerService:
     """C{serve} as its options say."""
     from rpisensor.roles._inputs import open_inputs
     from rpisensor.roles.serve.publishing import open_publishing
-    from rpisensor.roles.serve.simulate import PatternService
+    from rpisensor.hw.patterns import PatternService
     from rpisensor.stream.identity import default_device_id
 
     reader, pool = open_inputs(options, reactor)
