@@ -1,0 +1,158 @@
+"""
+Experiment 3 as a user runs it, with everything that goes wrong going wrong: a real
+C{twistd report} (simulated button pressed and released by itself) sends, through a fault
+proxy, to a real C{twistd collect} with an SQLite store. The link is cut with RST and with
+FIN, goes silent (half-open: nothing forwarded, nothing closed), the reporter is killed with
+SIGKILL and stopped with SIGTERM, the collector is killed with SIGKILL, each restarted.
+
+Then the store must hold every reading the reporter took, exactly once, in order: the seqs
+1..N of its stream with no hole and no repeat, N being the last entry of the reporter's
+outbox; and, since the reporter records changes only, values that alternate (a lost reading
+would show as two equal values in a row). Every wait is for a condition; nothing is timed.
+"""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import tempfile
+from contextlib import closing
+from pathlib import Path
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.faultproxy import FaultProxy
+from tests.processes import Twistd, connect_unix, request, wait_until
+from tests.support import LOOPBACK
+
+DEVICE = "greenhouse"
+
+
+def stored(path: Path) -> list[tuple[str, int, int]]:
+    """(stream, seq, value) of every v2 reading in the store, in the order they were stored."""
+    if not path.exists():
+        return []
+    with closing(sqlite3.connect(path, timeout=30)) as db:
+        try:
+            rows = db.execute(
+                "SELECT stream, seq, value FROM readings WHERE device = ? ORDER BY id", (DEVICE,)
+            ).fetchall()
+        except sqlite3.OperationalError:  # the collector has not made its tables yet
+            return []
+    return [(stream, seq, int(value)) for stream, seq, value in rows]
+
+
+def gaps(path: Path) -> list[tuple]:
+    with closing(sqlite3.connect(path, timeout=30)) as db:
+        return db.execute("SELECT from_seq, to_seq, reason FROM gaps").fetchall()
+
+
+def outbox_last(path: Path) -> int:
+    """The last entry the reporter's outbox holds (it keeps its newest entry, acknowledged or not)."""
+    with closing(sqlite3.connect(path, timeout=30)) as db:
+        (last,) = db.execute("SELECT MAX(COALESCE(last, seq)) FROM entries").fetchone()
+    return last or 0
+
+
+class ExactlyOnceTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.scratch = Path(tempfile.mkdtemp(prefix="rpisensor-once-"))
+        self.pi = self.scratch / "pi"
+        self.pc = self.scratch / "pc"
+        self.pi.mkdir()
+        self.pc.mkdir()
+        self.store = self.pc / "readings.sqlite"
+        self.collector = self.reporter = None
+        self.proxy: FaultProxy | None = None
+
+    def tearDown(self) -> None:
+        for twistd in (self.reporter, self.collector):
+            if twistd is not None:
+                twistd.close()
+        if self.proxy is not None:
+            self.proxy.close()
+
+    def start_collector(self) -> int:
+        self.collector = Twistd(
+            "rpisensor", "collect", "--listen", LOOPBACK, "--store", str(self.store), cwd=str(self.pc)
+        )
+        return self.collector.wait_port()
+
+    def start_reporter(self, pattern: bool = True) -> None:
+        self.reporter = Twistd(
+            "rpisensor", "report", "--connect", f"127.0.0.1:{self.proxy.port}", "--gpio", "sim",
+            "--device", DEVICE, "--protocol", "2", "--on-change", "--interval", "0.05",
+            "--dead-peer-timeout", "3", "--max-delay", "2",
+            *(("--sim-pattern", "button=0.15,0.15") if pattern else ()),
+            cwd=str(self.pi),
+        )  # fmt: skip
+
+    def grows(self, by: int = 3) -> None:
+        """Wait until the store has C{by} more readings than now: the link works again."""
+        before = len(stored(self.store))
+        wait_until(lambda: len(stored(self.store)) >= before + by, describe=self.logs)
+
+    def logs(self) -> str:
+        parts = []
+        for name, twistd in (("reporter", self.reporter), ("collector", self.collector)):
+            if twistd is not None:
+                parts.append(f"--- {name}\n{twistd.log()[-6000:]}")
+        return "\n".join(parts)
+
+    def status(self) -> str:
+        with connect_unix(str(self.pi / "rpisensor-report.sock")) as sock:
+            return request(sock, b"status").rstrip(b"\0").decode()
+
+    def test_every_reading_once_in_order(self) -> None:
+        """Cuts, a half-open link, a killed and a stopped reporter, a killed collector: nothing lost, nothing twice."""
+        port = self.start_collector()
+        self.proxy = FaultProxy(port)
+        self.start_reporter()
+        self.grows(5)
+
+        self.proxy.cut("rst")
+        self.grows()
+        self.proxy.cut("fin")
+        self.grows()
+
+        self.proxy.silence()  # half-open: the reporter's heartbeat watch must notice
+        self.reporter.wait_for(r"not even a heartbeat: the link looks dead", timeout=60)
+        self.proxy.restore()
+        self.grows()
+
+        self.reporter.process.send_signal(signal.SIGKILL)
+        self.reporter.process.wait()
+        self.reporter.close()
+        self.start_reporter()
+        self.grows()
+
+        self.collector.process.send_signal(signal.SIGKILL)
+        self.collector.process.wait()
+        self.collector.close()
+        self.proxy.target_port = self.start_collector()
+        self.proxy.cut("rst")  # links to the dead collector's port are gone anyway
+        self.grows()
+
+        self.reporter.stop_cleanly()
+        self.start_reporter()
+        self.grows()
+
+        # The end: no more presses; wait until the collector has all the reporter took.
+        self.reporter.stop_cleanly()
+        self.start_reporter(pattern=False)
+        wait_until(lambda: " outbox=0 " in self.status(), describe=lambda: f"{self.status()}\n{self.logs()}")
+        self.reporter.stop_cleanly()
+        self.collector.stop_cleanly()
+
+        readings = stored(self.store)
+        streams = {stream for stream, _, _ in readings}
+        self.assertEqual(len(streams), 1, streams)  # one outbox, one stream, across every restart
+        seqs = [seq for _, seq, _ in readings]
+        last = outbox_last(self.pi / "rpisensor-outbox.sqlite")
+        self.assertEqual(sorted(seqs), list(range(1, last + 1)))  # every entry, none twice
+        self.assertEqual(seqs, sorted(seqs))  # stored in order
+        values = [value for _, _, value in readings]
+        repeats = [i for i in range(1, len(values)) if values[i] == values[i - 1]]
+        self.assertEqual(repeats, [], f"equal values in a row at {repeats}: a change went missing")
+        self.assertEqual(gaps(self.store), [])
+        self.assertGreater(last, 10)
