@@ -100,8 +100,12 @@ class ExactlyOnceTests(SynchronousTestCase):
         return "\n".join(parts)
 
     def status(self) -> str:
-        with connect_unix(str(self.pi / "rpisensor-report.sock")) as sock:
-            return request(sock, b"status").rstrip(b"\0").decode()
+        """The reporter's status line, or why there is none yet (it is starting)."""
+        try:
+            with connect_unix(str(self.pi / "rpisensor-report.sock")) as sock:
+                return request(sock, b"status").rstrip(b"\0").decode()
+        except OSError as e:
+            return f"no status yet: {e}"
 
     def test_every_reading_once_in_order(self) -> None:
         """Cuts, a half-open link, a killed and a stopped reporter, a killed collector: nothing lost, nothing twice."""
