@@ -15,6 +15,7 @@ from twisted.python.failure import Failure
 
 from rpisensor.store import StoreService
 from rpisensor.stream.records import StreamReading, StreamRecord
+from rpisensor.wire.v2 import format_timestamp
 
 #: What an embedding program gives to be called with each reading; a Deferred
 #: it returns is waited for before the reading is acknowledged.
@@ -80,3 +81,23 @@ class Delivery:
         else:
             done.callback(None)
         self._next()
+
+
+class Stamp:
+    """
+    C{stamp() -> str}: when a record was received, as the store keeps it
+    (ISO 8601 UTC with milliseconds); the same text for every record of one
+    millisecond, so a replay of thousands formats it once per millisecond.
+    """
+
+    def __init__(self, clock) -> None:
+        self._clock = clock
+        self._ms: int | None = None
+        self._text = ""
+
+    def __call__(self) -> str:
+        seconds = self._clock.seconds()
+        ms = int(seconds * 1000)
+        if ms != self._ms:
+            self._ms, self._text = ms, format_timestamp(seconds)
+        return self._text

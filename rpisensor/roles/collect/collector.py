@@ -17,7 +17,7 @@ from rpisensor.net.limits import ListenSettings
 from rpisensor.net.listening import ListenerService
 from rpisensor.roles.collect.session import HelloRefused, ReportSession, certificate_name, check_hello
 from rpisensor.store import Record, StoreService, store_file_for
-from rpisensor.stream.delivery import Delivery, OnReading
+from rpisensor.stream.delivery import Delivery, OnReading, Stamp
 from rpisensor.stream.receiver import StreamRegistry
 from rpisensor.stream.records import StreamReading, StreamRecord
 from rpisensor.lograte import RateLimitedLog
@@ -178,8 +178,7 @@ class CollectorFactory(AdmittingFactory):
         super().__init__(settings.limits, settings.policy, clock)
         self.store = store
         self.max_stream_pending = max_stream_pending
-        self._stamp_ms: int | None = None
-        self._stamp = ""
+        self.stamp = Stamp(clock)
         self._registry: StreamRegistry | None = None
         self.stream_log = RateLimitedLog(clock, _log)
         self._reading_log = RateLimitedLog(clock, _log, burst=READING_LINES, window=READING_WINDOW)
@@ -191,13 +190,6 @@ class CollectorFactory(AdmittingFactory):
         if self._registry is None:
             self._registry = StreamRegistry(self.store.high_waters() if self.store is not None else {})
         return self._registry
-
-    def stamp(self) -> str:
-        """When a record was received: the same text for every record of one millisecond."""
-        ms = int(self.clock.seconds() * 1000)
-        if ms != self._stamp_ms:
-            self._stamp_ms, self._stamp = ms, utc_now_iso(self.clock)
-        return self._stamp
 
     def show(self, record: StreamRecord) -> None:
         """One line per stored reading, a bounded number per stream: a replay can be 50,000 a second."""
