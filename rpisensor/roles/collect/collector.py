@@ -100,7 +100,9 @@ class CollectorProtocol(ServerConnection):
             )
             self.sendMessage(f"error: {e}")
             if self.client_certificate_required:
-                self.closeAfterWork()  # a device claiming another's stream gets nothing more
+                # A device claiming another's stream gets nothing more. (Not closeAfterWork: it stops
+                # reading, and a TLS close waits to read the peer's close_notify or its end.)
+                self.transport.loseConnection()
             return
         self.session = ReportSession(self, hello, identity)
 

@@ -114,12 +114,14 @@ class PollService(StopInOrder):
 
     @ivar client: the reconnecting client service.
     @ivar store: the L{StoreService}.
+    @ivar factory: the client's L{SubscribeFactory}.
     """
 
     def __init__(self, store: StoreService, client: ClientService) -> None:
         super().__init__()
         self.store = store
         self.client = client
+        self.factory = client.factory
         store.setServiceParent(self)
         client.setServiceParent(self)
 
@@ -178,6 +180,7 @@ def build_poll_service(
         reactor, command, interval, timeout, on_reply, store, heartbeat, hello_timeout, on_reading
     )
     client = reconnecting_client(reactor, connect, factory, max_delay, dead_peer_timeout=dead_peer_timeout)
+    client.factory = factory  # (what it builds the connections with, for embedding programs and tests)
     return client if store is None else PollService(store, client)
 
 
