@@ -109,7 +109,7 @@ class HandshakeTests(CollectV2TestCase):
         c = self.collector()
         protocol, transport = c.connect()
         protocol.dataReceived(frames(hello(heartbeat=4.0)))
-        self.assertEqual(sent(transport), ['welcome {"v":2,"acked":0,"heartbeat":4.0}'])
+        self.assertEqual(sent(transport), ['welcome {"v":2,"acked":0,"heartbeat":4}'])
         self.assertIsNotNone(protocol.session)
 
     def test_welcome_says_what_the_store_has(self):
@@ -122,14 +122,14 @@ class HandshakeTests(CollectV2TestCase):
         c = self.collector()
         protocol, transport = c.connect()
         protocol.dataReceived(frames(hello()))
-        self.assertEqual(sent(transport), ['welcome {"v":2,"acked":2,"heartbeat":10.0}'])
+        self.assertEqual(sent(transport), ['welcome {"v":2,"acked":2,"heartbeat":10}'])
 
     def test_default_heartbeat(self):
         """A hello without a heartbeat gets the default one (a third of 30 s), said in the welcome."""
         c = self.collector()
         protocol, transport = c.connect()
         protocol.dataReceived(frames(hello(heartbeat=None)))
-        self.assertEqual(sent(transport), ['welcome {"v":2,"acked":0,"heartbeat":10.0}'])
+        self.assertEqual(sent(transport), ['welcome {"v":2,"acked":0,"heartbeat":10}'])
 
     def test_v1_reporter_sees_nothing_new(self):
         """A first message that is not a hello keeps v1: stored as a message, nothing sent back."""
@@ -261,7 +261,7 @@ class AckTests(CollectV2TestCase):
         new, transport = c.connect(40001)
         new.dataReceived(frames(hello()))
         self.assertTrue(old_transport.disconnecting)
-        self.assertEqual(sent(transport), ['welcome {"v":2,"acked":0,"heartbeat":10.0}'])
+        self.assertEqual(sent(transport), ['welcome {"v":2,"acked":0,"heartbeat":10}'])
         new.dataReceived(frames(reading(1), reading(2), reading(3)))
         c.clock.advance(0)
         self.assertEqual(sent(transport), ['ack {"seq":0}'])  # duplicates of what is being stored
@@ -446,6 +446,22 @@ class LoggingTests(CollectV2TestCase):
         self.assertEqual(len(stored_stream(c.path)), 1000)
 
 
+class WithoutStoreTests(SynchronousTestCase):
+    def test_every_reading_is_logged(self):
+        """Without a store the log is all there is: every reading is logged, and acknowledged."""
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        clock = Clock()
+        factory = CollectorFactory(None, clock, ListenSettings())
+        protocol = factory.buildProtocol(None)
+        transport = StringTransport(peerAddress=IPv4Address("TCP", "192.168.0.17", 40000))
+        protocol.makeConnection(transport)
+        protocol.dataReceived(frames(hello(), *[reading(seq) for seq in range(1, 51)]))
+        clock.advance(0)
+        self.assertEqual(sent(transport), ['welcome {"v":2,"acked":0,"heartbeat":10}', 'ack {"seq":50}'])
+        lines = [e["seq"] for e in events if e.get("log_format", "").startswith("Reading {seq}")]
+        self.assertEqual(lines, list(range(1, 51)))
+
+
 class EmbeddingTests(CollectV2TestCase):
     def test_on_reading_after_the_store_and_before_the_ack(self):
         """An embedding program's callback gets each reading once stored; its Deferred holds the ack."""
@@ -492,7 +508,7 @@ class EmbeddingTests(CollectV2TestCase):
         again, transport = c.connect(40001)
         again.dataReceived(frames(hello(), reading(1)))
         c.write()
-        self.assertEqual(sent(transport), ['welcome {"v":2,"acked":0,"heartbeat":10.0}', 'ack {"seq":1}'])
+        self.assertEqual(sent(transport), ['welcome {"v":2,"acked":0,"heartbeat":10}', 'ack {"seq":1}'])
         self.assertEqual(seen, [1, 1])
 
 

@@ -182,7 +182,7 @@ class TutorialPeersTests(_Mixin, SynchronousTestCase):
         wait_until(lambda: len(pattern.findall(poll.log())) >= 2, describe=poll.log)
         log = poll.stop_cleanly()
         self.assertIn("does not stream readings (no answer to hello within 0.5 s", log)
-        self.assertEqual(server.commands[0], b'hello {"v":2,"role":"subscribe","heartbeat":10.0}\0')
+        self.assertEqual(server.commands[0], b'hello {"v":2,"role":"subscribe","heartbeat":10}\0')
         self.assertEqual(set(server.commands[1:]), {b"go\0"})
 
 

@@ -27,7 +27,7 @@ STREAM = "8f3a1c2e9b7d4a60"
 DEVICE = "pi-kitchen"
 TS = "2026-12-01T19:33:25.123Z"
 SERVER = "192.168.0.17:22000"
-HELLO = 'hello {"v":2,"role":"subscribe","heartbeat":10.0}'
+HELLO = 'hello {"v":2,"role":"subscribe","heartbeat":10}'
 
 
 def welcome(first: int = 1, last: int = 0, heartbeat: float | None = None, stream: str = STREAM) -> str:

@@ -184,6 +184,7 @@ class CollectorFactory(AdmittingFactory):
         self._registry: StreamRegistry | None = None
         self.stream_log = RateLimitedLog(clock, _log)
         self._reading_log = RateLimitedLog(clock, _log, burst=READING_LINES, window=READING_WINDOW)
+        self._every_reading = _EveryLine(_log)
         self.delivery = Delivery(store, on_reading)
 
     @property
@@ -194,9 +195,13 @@ class CollectorFactory(AdmittingFactory):
         return self._registry
 
     def show(self, record: StreamRecord) -> None:
-        """One line per stored reading, a bounded number per stream: a replay can be 50,000 a second."""
+        """
+        A line for a stored reading: a bounded number per stream (a replay can
+        bring 50,000 a second); without a store, the log is all there is: every one.
+        """
         if isinstance(record, StreamReading):
-            self._reading_log.info(
+            log = self._reading_log if self.store is not None else self._every_reading
+            log.info(
                 "Reading {seq} of {device} from {peer}: {sensor}: {text}",
                 key=f"readings of {record.device} {record.stream}", seq=record.seq, device=record.device,
                 peer=record.peer, sensor=record.sensor, text=record.text,
@@ -204,6 +209,16 @@ class CollectorFactory(AdmittingFactory):
 
     def logPrefix(self) -> str:
         return "rpisensor collect"
+
+
+class _EveryLine:
+    """A L{RateLimitedLog}'s C{info}, without the limit."""
+
+    def __init__(self, logger: Logger) -> None:
+        self._logger = logger
+
+    def info(self, format: str, key: str | None = None, **fields) -> None:
+        self._logger.info(format, **fields)
 
 
 class CollectService(StopInOrder):

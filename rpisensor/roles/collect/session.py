@@ -87,7 +87,8 @@ class ReportSession:
             factory.stamp, connection.peer, identity, factory.stream_log,
         )  # fmt: skip
         welcome = self.receiver.welcome()
-        self.send(v2.encode(v2.Welcome(acked=welcome.acked, heartbeat=interval)))
+        shown = int(interval) if float(interval).is_integer() else interval  # 10, not 10.0
+        self.send(v2.encode(v2.Welcome(acked=welcome.acked, heartbeat=shown)))
 
     @property
     def pending(self) -> int:

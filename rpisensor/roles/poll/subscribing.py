@@ -27,6 +27,11 @@ from rpisensor.wire import v2
 _log = Logger(namespace="rpisensor.poll")
 
 
+def _as_written(seconds: float | None) -> float | int | None:
+    """10 rather than 10.0 on the wire, as a person would write it."""
+    return int(seconds) if seconds is not None and float(seconds).is_integer() else seconds
+
+
 def describe(record: StreamReading) -> str:
     """A reading as the log shows it: C{button: Button pressed (seq 42, 19:33:25.123)}."""
     moment = record.ts[11:23] if len(record.ts) >= 23 else record.ts
@@ -56,7 +61,7 @@ class SubscribeProtocol(PollProtocol):
     def connectionMade(self) -> None:
         self._start_connection()
         factory = self.factory
-        self.sendMessage(v2.encode(v2.Hello("subscribe", heartbeat=factory.heartbeat)))
+        self.sendMessage(v2.encode(v2.Hello("subscribe", heartbeat=_as_written(factory.heartbeat))))
         self._hello_timer = factory.clock.callLater(factory.hello_timeout, self._no_welcome)
 
     # -- negotiation ---------------------------------------------------------------------
