@@ -90,11 +90,6 @@ class ReportSession:
         shown = int(interval) if float(interval).is_integer() else interval  # 10, not 10.0
         self.send(v2.encode(v2.Welcome(acked=welcome.acked, heartbeat=shown)))
 
-    @property
-    def pending(self) -> int:
-        """Entries taken and not yet stored."""
-        return self.receiver.state.accepted - self.receiver.state.stored
-
     def _deliver(self, record):
         connection = self.connection
         connection.entry_taken()
