@@ -1,30 +1,28 @@
 """
 A store file on a full disk, for tests of write and close failures: the
-real JSON Lines code writes through Python's own buffered text stream, whose
-raw end fails every write with C{OSError(ENOSPC)}, as a full disk does.
+real JSON Lines file, opened for real, whose writes fail with
+C{OSError(ENOSPC)} as a full disk's do; once one has failed, the close fails
+the same way (as on file systems that report write errors at the close, NFS).
 """
 
 from __future__ import annotations
 
 import errno
-import io
 import os
 
 from rpisensor.store import JsonLinesFile
 
 
-class _FullDisk(io.RawIOBase):
-    """The raw end of a file on a full disk: every write fails with ENOSPC."""
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data) -> int:
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-
 class FullDiskFile(JsonLinesFile):
     """A JSON Lines store that opens, and whose writes (and the close after one) fail with ENOSPC."""
 
-    def open(self) -> None:
-        self._file = io.TextIOWrapper(io.BufferedWriter(_FullDisk()), encoding="utf-8")
+    failed = False
+
+    def _append(self, data: bytes) -> None:
+        self.failed = True
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def close(self) -> None:
+        super().close()
+        if self.failed:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

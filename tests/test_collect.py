@@ -166,3 +166,21 @@ class StoreOpeningTwistdTests(SynchronousTestCase):
         [line] = [line for line in log.splitlines() if "cannot open the store" in line]
         self.assertIn("No such file or directory", line)
         self.assertNotIn("Traceback", log)
+
+
+class CollectOptionsTests(SynchronousTestCase):
+    def test_max_stream_pending(self):
+        """--max-stream-pending: 10000 by default, a whole number of at least 1, given to the factory."""
+        from twisted.python import usage
+        from twisted.internet.testing import MemoryReactorClock
+
+        from rpisensor.roles.collect.collector import make_service
+        from rpisensor.roles.collect.options import CollectOptions
+
+        options = CollectOptions()
+        options.parseOptions(["--listen", "tcp:0"])
+        self.assertEqual(options["max-stream-pending"], 10_000)
+        options = CollectOptions()
+        options.parseOptions(["--listen", "tcp:0", "--max-stream-pending", "50"])
+        self.assertEqual(make_service(options, MemoryReactorClock()).factory.max_stream_pending, 50)
+        self.assertRaises(usage.UsageError, CollectOptions().parseOptions, ["--max-stream-pending", "0"])

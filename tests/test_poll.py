@@ -68,3 +68,64 @@ class ImportTests(SynchronousTestCase):
         self.assertIs(rpisensor.roles.poll.build_poll_service, poller.build_poll_service)
         with self.assertRaises(AttributeError):
             rpisensor.roles.poll.no_such_thing
+
+
+class SubscribeOptionsTests(SynchronousTestCase):
+    """C{poll --subscribe}, C{--store}, C{--hello-timeout} on the command line."""
+
+    def parse(self, *args: str):
+        from rpisensor.roles.poll.options import PollOptions
+
+        options = PollOptions()
+        options.parseOptions(["--connect", "192.168.0.17:22000", *args])
+        return options
+
+    def assertUsageError(self, *args: str, text: str) -> None:
+        from twisted.python import usage
+
+        with self.assertRaises(usage.UsageError) as raised:
+            self.parse(*args)
+        self.assertIn(text, str(raised.exception))
+
+    def test_defaults(self):
+        """Without options: polling, no store, a 3 s hello timeout."""
+        options = self.parse()
+        self.assertEqual((options["subscribe"], options["store"], options["hello-timeout"]), (0, None, 3.0))
+
+    def test_store_needs_subscribe(self):
+        """--store without --subscribe is a usage error that says to add it."""
+        self.assertUsageError("--store", "r.sqlite", text="--store needs --subscribe")
+
+    def test_store_suffix(self):
+        """--store takes what collect's takes."""
+        self.assertUsageError("--subscribe", "--store", "r.txt", text="--store: cannot tell the store format")
+
+    def test_hello_timeout(self):
+        """--hello-timeout must be a positive number of seconds."""
+        self.assertUsageError("--subscribe", "--hello-timeout", "0", text="--hello-timeout must be more than 0")
+        self.assertEqual(self.parse("--subscribe", "--hello-timeout", "5")["hello-timeout"], 5.0)
+
+    def test_service(self):
+        """--subscribe --store builds the store and a subscribing client, heartbeat a third of the timeout."""
+        from twisted.internet.testing import MemoryReactorClock
+
+        from rpisensor.roles.poll.poller import PollService, make_service
+        from rpisensor.roles.poll.subscribing import SubscribeFactory
+
+        path = self.mktemp() + ".jsonl"
+        options = self.parse("--subscribe", "--store", path, "--dead-peer-timeout", "12", "--hello-timeout", "5")
+        service = make_service(options, MemoryReactorClock())
+        self.assertIsInstance(service, PollService)
+        factory = service.factory
+        self.assertIsInstance(factory, SubscribeFactory)
+        self.assertEqual((factory.heartbeat, factory.hello_timeout, str(factory.store.file.path)), (4.0, 5.0, path))
+        plain = make_service(self.parse("--subscribe"), MemoryReactorClock())
+        self.assertIsNone(plain.factory.store)
+
+    def test_builder_refuses_a_store_without_subscribe(self):
+        """The embedding API says so too."""
+        from twisted.internet.testing import MemoryReactorClock
+
+        from rpisensor.roles.poll.poller import build_poll_service
+
+        self.assertRaises(ValueError, build_poll_service, MemoryReactorClock(), "tcp:host=h:port=1", store_path="x.db")

@@ -3,6 +3,7 @@
 import errno
 import sqlite3
 import threading
+from contextlib import closing
 from dataclasses import asdict
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from rpisensor.store import (
     StoreService,
     store_file_for,
 )
+from rpisensor.store import jsonl
 from rpisensor.testing import FakeRunner
 from tests.full_disk import FullDiskFile
 from tests.support import read_jsonl, read_sqlite
@@ -238,3 +240,278 @@ class HungWrites:
         self.gate.wait()
         self._write(records)
         self.done = True
+
+
+# -- v2: stream records ---------------------------------------------------------------
+
+from rpisensor.stream.records import StreamGap, StreamReading  # noqa: E402
+from rpisensor.testing import stored_messages, stored_stream  # noqa: E402
+
+RECEIVED = "2026-12-01T19:33:25.200Z"
+
+
+def reading(seq: int, stream: str = "8f3a1c2e9b7d4a60", device: str = "pi-kitchen", **fields) -> StreamReading:
+    values = dict(
+        ts="2026-12-01T19:33:25.123Z", synced=True, sensor="button", value=seq % 2, unit=None,
+        text=f"reading {seq}", peer="192.168.0.17:40000", received=RECEIVED, identity=None,
+    )  # fmt: skip
+    values.update(fields)
+    return StreamReading(device, stream, seq, **values)
+
+
+def gap(first: int, last: int, stream: str = "8f3a1c2e9b7d4a60", device: str = "pi-kitchen") -> StreamGap:
+    return StreamGap(device, stream, first, last, "outbox full", "192.168.0.17:40000", RECEIVED, "pi-cert")
+
+
+class SQLiteStreamTests(SynchronousTestCase):
+    def open(self, path=None) -> SQLiteFile:
+        self.path = path or getattr(self, "path", None) or self.mktemp() + ".sqlite"
+        file = SQLiteFile(self.path)
+        file.open()
+        self.addCleanup(file.close)
+        return file
+
+    def rows(self, query: str) -> list[tuple]:
+        with closing(sqlite3.connect(self.path)) as db:
+            return db.execute(query).fetchall()
+
+    def test_reading_columns(self):
+        """A v2 reading has its fields as columns, and the v1 ones filled: time = received, message = text."""
+        file = self.open()
+        file.write([reading(1, unit="°C", value=21.5, identity="pi-kitchen")])
+        [row] = self.rows(
+            "SELECT time, peer, message, device, stream, seq, ts, synced, sensor, value, unit, text, "
+            "received, identity FROM readings"
+        )
+        self.assertEqual(row, (
+            RECEIVED, "192.168.0.17:40000", "reading 1", "pi-kitchen", "8f3a1c2e9b7d4a60", 1,
+            "2026-12-01T19:33:25.123Z", 1, "button", 21.5, "°C", "reading 1", RECEIVED, "pi-kitchen",
+        ))  # fmt: skip
+
+    def test_replayed_reading_is_ignored(self):
+        """The unique key on (device, stream, seq) keeps one row per reading, however often it comes."""
+        file = self.open()
+        file.write([reading(1), reading(2)])
+        file.write([reading(2), reading(3), reading(1, text="changed")])
+        self.assertEqual(self.rows("SELECT seq, text FROM readings ORDER BY id"),
+                         [(1, "reading 1"), (2, "reading 2"), (3, "reading 3")])  # fmt: skip
+        file.write([reading(1, device="pi-hall")])  # another device's stream may use the same id and seq
+        self.assertEqual(len(self.rows("SELECT * FROM readings")), 4)
+
+    def test_gaps_table(self):
+        """A gap goes to the gaps table, once."""
+        file = self.open()
+        file.write([gap(1, 7), reading(8)])
+        file.write([gap(1, 7)])
+        self.assertEqual(
+            self.rows("SELECT device, stream, from_seq, to_seq, reason, peer, received, identity FROM gaps"),
+            [("pi-kitchen", "8f3a1c2e9b7d4a60", 1, 7, "outbox full", "192.168.0.17:40000", RECEIVED, "pi-cert")],
+        )
+
+    def test_mixed_batch_keeps_arrival_order(self):
+        """v1 messages and v2 readings of one batch get ids in the order they came."""
+        file = self.open()
+        file.write([A, reading(1), reading(2), B, reading(3)])
+        self.assertEqual([row[0] for row in self.rows("SELECT message FROM readings ORDER BY id")],
+                         [A.message, "reading 1", "reading 2", B.message, "reading 3"])  # fmt: skip
+
+    def test_failed_batch_leaves_nothing(self):
+        """A batch that fails half way is rolled back whole: nothing of it is stored."""
+        file = self.open()
+        self.assertRaises(KeyError, file.write, [reading(1), A, object()])
+        self.assertEqual(self.rows("SELECT * FROM readings"), [])
+        file.write([reading(1)])
+        self.assertEqual(self.rows("SELECT seq FROM readings"), [(1,)])
+
+    def test_high_waters_rebuilt_at_open(self):
+        """Opening finds each stream's highest seq, a gap's end included."""
+        file = self.open()
+        file.write([reading(1), reading(2), reading(1, stream="other"), gap(2, 9, stream="other"), A])
+        file.close()
+        self.assertEqual(self.open().high_waters, {("pi-kitchen", "8f3a1c2e9b7d4a60"): 2, ("pi-kitchen", "other"): 9})
+
+    def test_durable_commits(self):
+        """The file is in WAL mode and every commit is synchronous=FULL (an fsync of the log)."""
+        file = self.open()
+        self.assertEqual(file._db.execute("PRAGMA synchronous").fetchone(), (2,))
+        self.assertEqual(self.rows("PRAGMA journal_mode"), [("wal",)])
+
+    def test_v1_file_is_migrated(self):
+        """A store written before v2 gets the new columns and tables; its rows stay as they were."""
+        self.path = self.mktemp() + ".sqlite"
+        with closing(sqlite3.connect(self.path)) as db, db:
+            for statement in V1_SCHEMA:
+                db.execute(statement)
+            db.execute("INSERT INTO readings (time, peer, message) VALUES (?, ?, ?)", (A.time, A.peer, A.message))
+        file = self.open()
+        file.write([reading(1), B])
+        self.assertEqual(read_sqlite(self.path), [asdict(A), {"time": RECEIVED, "peer": "192.168.0.17:40000",
+                                                               "message": "reading 1"}, asdict(B)])  # fmt: skip
+        self.assertEqual(self.rows("SELECT seq FROM readings WHERE device IS NOT NULL"), [(1,)])
+        file.close()
+        self.assertEqual(self.open().high_waters, {("pi-kitchen", "8f3a1c2e9b7d4a60"): 1})
+
+    def test_read_back(self):
+        """rpisensor.testing reads the records back: stream records, and every message's text."""
+        file = self.open()
+        file.write([A, reading(2), gap(1, 1), reading(3)])
+        self.assertEqual(stored_stream(self.path), [gap(1, 1), reading(2), reading(3)])
+        self.assertEqual(stored_messages(self.path), [A.message, "reading 2", "reading 3"])
+
+
+#: The table of a store written before v2.
+V1_SCHEMA = (
+    "CREATE TABLE readings (id INTEGER PRIMARY KEY AUTOINCREMENT, time TEXT NOT NULL,"
+    " peer TEXT NOT NULL, message TEXT NOT NULL)",
+    "CREATE INDEX readings_time ON readings (time)",
+)
+
+
+class JsonLinesStreamTests(SynchronousTestCase):
+    def setUp(self):
+        self.path = self.mktemp() + ".jsonl"
+
+    def open(self) -> JsonLinesFile:
+        file = JsonLinesFile(self.path)
+        file.open()
+        self.addCleanup(file.close)
+        return file
+
+    def test_objects(self):
+        """v2 records are objects with a kind, then their fields; v1 messages are as before."""
+        file = self.open()
+        file.write([reading(1, unit="°C"), gap(2, 4), A])
+        self.assertEqual(read_jsonl(self.path), [
+            {"kind": "reading", "device": "pi-kitchen", "stream": "8f3a1c2e9b7d4a60", "seq": 1,
+             "ts": "2026-12-01T19:33:25.123Z", "synced": True, "sensor": "button", "value": 1, "unit": "°C",
+             "text": "reading 1", "peer": "192.168.0.17:40000", "received": RECEIVED, "identity": None},
+            {"kind": "gap", "device": "pi-kitchen", "stream": "8f3a1c2e9b7d4a60", "from": 2, "to": 4,
+             "reason": "outbox full", "peer": "192.168.0.17:40000", "received": RECEIVED, "identity": "pi-cert"},
+            asdict(A),
+        ])  # fmt: skip
+        self.assertEqual(list(next(iter(read_jsonl(self.path))))[0], "kind")
+
+    def test_each_batch_is_fsynced(self):
+        """Every batch is fsynced before write returns: one fsync per batch."""
+        file = self.open()
+        synced = []
+        real = jsonl.os.fsync
+        self.patch(jsonl.os, "fsync", lambda fd: (synced.append(fd), real(fd)))
+        file.write([reading(1), reading(2), A])
+        self.assertEqual(len(synced), 1)
+        file.write([reading(2)])  # nothing new: nothing to write or sync
+        self.assertEqual(len(synced), 1)
+
+    def test_entries_at_or_below_the_high_water_are_not_written_again(self):
+        """A replayed entry is not written twice, in this run or after a reopen (the marks come from a scan)."""
+        file = self.open()
+        file.write([gap(1, 3), reading(4), reading(4), reading(1, stream="other")])
+        file.close()
+        file = self.open()
+        self.assertEqual(file.high_waters, {("pi-kitchen", "8f3a1c2e9b7d4a60"): 4, ("pi-kitchen", "other"): 1})
+        file.write([reading(3), reading(4), reading(5), gap(2, 5), reading(1, stream="other")])
+        self.assertEqual([(r["kind"], r.get("seq", r.get("to"))) for r in read_jsonl(self.path)],
+                         [("gap", 3), ("reading", 4), ("reading", 1), ("reading", 5)])  # fmt: skip
+
+    def test_torn_last_line_is_cut_at_open(self):
+        """A line cut short by a crash is removed at the open, and said once; whole lines stay."""
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        file = self.open()
+        file.write([reading(1), reading(2)])
+        file.close()
+        torn = b'{"kind": "reading", "device": "pi-kitchen", "stream": "8f3a1c2e9b7d4a60", "seq": 3, "ts'
+        with open(self.path, "ab") as f:
+            f.write(torn)
+        file = self.open()
+        self.assertEqual(file.torn, len(torn))
+        self.assertEqual(file.high_waters, {("pi-kitchen", "8f3a1c2e9b7d4a60"): 2})
+        file.write([reading(3)])
+        self.assertEqual([r["seq"] for r in read_jsonl(self.path)], [1, 2, 3])
+        [warning] = [e for e in events if e["log_level"] == LogLevel.warn]
+        self.assertIn("ended in the middle of a line", warning["log_format"])
+
+    def test_unreadable_lines_are_left_and_counted(self):
+        """A line with a kind but not a record (edited by hand) is left in place and counted."""
+        with open(self.path, "w") as f:
+            f.write('{"kind": "reading", "seq": "x"}\nnot json "kind"\n')
+        file = self.open()
+        self.assertEqual((file.unreadable, file.high_waters), (2, {}))
+
+    def test_failed_write_is_cut_back(self):
+        """A write that fails half way leaves no half batch in the file, and the marks unchanged."""
+        file = self.open()
+        file.write([reading(1)])
+        real = jsonl.os.write
+
+        def half_then_full(fd, data):
+            real(fd, bytes(data[: len(data) // 2]))
+            jsonl.os.write = failing
+            return len(data) // 2
+
+        def failing(fd, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        self.patch(jsonl.os, "write", half_then_full)
+        self.assertRaises(OSError, file.write, [reading(2), reading(3)])
+        jsonl.os.write = real
+        self.assertEqual([r["seq"] for r in read_jsonl(self.path)], [1])
+        self.assertEqual(Path(self.path).read_bytes().count(b"\n"), 1)
+        file.write([reading(2)])  # sent again after the failure: now written
+        self.assertEqual([r["seq"] for r in read_jsonl(self.path)], [1, 2])
+
+    def test_read_back(self):
+        """rpisensor.testing reads JSON Lines stream records back, and every message's text."""
+        file = self.open()
+        file.write([A, gap(1, 1), reading(2)])
+        self.assertEqual(stored_stream(self.path), [gap(1, 1), reading(2)])
+        self.assertEqual(stored_messages(self.path), [A.message, "reading 2"])
+
+
+class GroupCommitTests(SynchronousTestCase):
+    def test_records_wait_for_the_write_in_flight(self):
+        """While a batch is being written, later records wait and then go together, in one batch."""
+        clock, runner = Clock(), FakeRunner()
+        store = StoreService(clock, JsonLinesFile(self.mktemp() + ".jsonl"), runner=runner)
+        store.startService()
+        first = store.append(reading(1))
+        clock.advance(0)
+        later = [store.append(reading(2))]
+        clock.advance(0)
+        later.append(store.append(reading(3)))
+        clock.advance(0)
+        self.assertEqual(len(runner.jobs), 1)  # 2 and 3 wait for 1's write
+        runner.run_all()
+        self.successResultOf(first)
+        clock.advance(0)
+        [job] = runner.jobs
+        self.assertEqual([r.seq for r in job.args[0]], [2, 3])
+        job.run()
+        for d in later:
+            self.successResultOf(d)
+
+    def test_stop_writes_what_waits_behind_a_write(self):
+        """Stopping while a batch is being written writes the waiting records after it, then closes."""
+        clock, runner = Clock(), FakeRunner()
+        path = self.mktemp() + ".jsonl"
+        store = StoreService(clock, JsonLinesFile(path), runner=runner)
+        store.startService()
+        store.append(reading(1))
+        clock.advance(0)
+        waiting = store.append(reading(2))
+        stopped = store.stopService()
+        runner.run_all()
+        self.successResultOf(waiting)
+        self.successResultOf(stopped)
+        self.assertEqual([r["seq"] for r in read_jsonl(path)], [1, 2])
+
+    def test_high_waters(self):
+        """The service hands out the file's marks, read when it opened."""
+        path = self.mktemp() + ".sqlite"
+        file = SQLiteFile(path)
+        file.open()
+        file.write([reading(5)])
+        file.close()
+        store = StoreService(Clock(), SQLiteFile(path), runner=FakeRunner())
+        store.startService()
+        self.addCleanup(store.file.close)
+        self.assertEqual(store.high_waters(), {("pi-kitchen", "8f3a1c2e9b7d4a60"): 5})

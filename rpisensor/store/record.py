@@ -1,16 +1,32 @@
 """
-One stored message: when it arrived, from whom, and its text.
+What the store keeps: a v1 message (when it arrived, from whom, its text),
+or a v2 stream's reading or gap (L{rpisensor.stream.records}).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rpisensor.stream.records import StreamGap, StreamReading
+
 
 @dataclass(frozen=True)
 class Record:
-    """One stored message."""
+    """One stored v1 message."""
 
     time: str
     peer: str
     message: str
+
+
+#: Anything the store writes.
+StoredRecord = Record | StreamReading | StreamGap
+
+#: The highest seq stored of each stream, by (device, stream): every entry up
+#: to it is in the store (a gap record standing for the ones that were lost).
+HighWaters = dict[tuple[str, str], int]
+
+
+def covers(record: StreamReading | StreamGap) -> int:
+    """The last seq a stream record stands for: its own for a reading, the gap's end for a gap."""
+    return record.seq if isinstance(record, StreamReading) else record.last

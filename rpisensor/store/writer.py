@@ -19,7 +19,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from rpisensor.store.files import JsonLinesFile, SQLiteFile
-from rpisensor.store.record import Record
+from rpisensor.store.record import HighWaters, StoredRecord
 
 #: Seconds a stop waits for the writer thread to write what is queued and
 #: close the file; past that (a hung disk) the process ends without it.
@@ -51,9 +51,10 @@ def _daemon_thread(*args, **kwargs) -> threading.Thread:
 class StoreService(Service):
     """
     Writes records to a store file from one dedicated thread, in arrival
-    order. Records appended in one reactor turn are written as one batch;
+    order. Records appended in one reactor turn, or while the batch before
+    is being written, are written as one batch (one commit, one fsync);
     L{append}'s Deferred fires once its record is written (or fails with the
-    write's error).
+    write's error): for a v2 stream that is when its receiver may acknowledge it.
 
     The file is opened when the service starts: under twistd that is after
     it has daemonized (an SQLite connection must not cross a fork) and after
@@ -86,8 +87,10 @@ class StoreService(Service):
             self.pool.threadFactory = _daemon_thread
             runner = partial(deferToThreadPool, reactor, self.pool)
         self._run = runner
-        self._batch: list[tuple[Record, Deferred]] = []
+        self._batch: list[tuple[StoredRecord, Deferred]] = []
         self._flush_call = None
+        #: The write in the writer thread now, if any: the next batch waits for it.
+        self._writing: Deferred | None = None
 
     def startService(self) -> None:
         """
@@ -105,29 +108,46 @@ class StoreService(Service):
         if self.pool is not None:
             self.pool.start()
 
-    def append(self, record: Record) -> Deferred[None]:
-        """Queue C{record}; the result fires once it is written."""
+    def high_waters(self) -> HighWaters:
+        """The highest seq stored of each stream when the file was opened (see L{HighWaters})."""
+        return dict(self.file.high_waters)
+
+    def append(self, record: StoredRecord) -> Deferred[None]:
+        """Queue C{record}; the result fires once it is written (for a stream entry: durably)."""
         if not self.running:
             return fail(StoreClosed(f"the store {self.file.path} is closed (the collector is stopping)"))
         d: Deferred[None] = Deferred()
         self._batch.append((record, d))
-        if self._flush_call is None:
+        if self._flush_call is None and self._writing is None:
             self._flush_call = self._reactor.callLater(0, self._flush)
         return d
 
-    def _flush(self) -> Deferred:
+    def _flush(self) -> None:
+        """
+        Write what is queued as one batch (one commit, one fsync). While it is
+        being written, new records wait, and go in the next batch together:
+        the slower the disk, the larger the batches.
+        """
         self._flush_call = None
         batch, self._batch = self._batch, []
-        written = self._run(self.file.write, [record for record, _ in batch])
+        if not batch:
+            return
+        self._writing = self._run(self.file.write, [record for record, _ in batch])
+        self._writing.addBoth(self._written, batch)
 
-        def done(result):
-            for _, d in batch:
-                if isinstance(result, Failure):
-                    d.errback(result)
-                else:
-                    d.callback(None)
+    def _written(self, result, batch) -> None:
+        self._writing = None
+        self._deliver(result, batch)
+        if self._batch and self._flush_call is None and self.running:
+            self._flush_call = self._reactor.callLater(0, self._flush)
 
-        return written.addBoth(done)
+    @staticmethod
+    def _deliver(result, batch) -> None:
+        for _, d in batch:
+            if isinstance(result, Failure):
+                d.errback(result)
+            else:
+                d.callback(None)
 
     def stopService(self) -> Deferred[None]:
         """
@@ -141,8 +161,11 @@ class StoreService(Service):
         super().stopService()
         if self._flush_call is not None:
             self._flush_call.cancel()
-            self._flush()
-        closed = self._run(self.file.close)  # queued behind the writes, in the same thread
+            self._flush_call = None
+        batch, self._batch = self._batch, []
+        if batch:  # queued behind a write in flight, if any: one thread, in order
+            self._run(self.file.write, [record for record, _ in batch]).addBoth(self._deliver, batch)
+        closed = self._run(self.file.close)  # in the same thread, after the writes
         return Deferred.fromCoroutine(self._stopped(closed))
 
     async def _stopped(self, closed: Deferred) -> None:

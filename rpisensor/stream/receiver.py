@@ -10,9 +10,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from twisted.internet.defer import Deferred
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
+from rpisensor.lograte import RateLimitedLog
 from rpisensor.stream.records import StreamGap, StreamReading, StreamRecord
 from rpisensor.wire import v2
 
@@ -61,6 +62,14 @@ class StreamRegistry:
     def get(self, device: str, stream: str) -> StreamState | None:
         return self._streams.get((device, stream))
 
+    def begin(self, device: str, stream: str, after: int) -> None:
+        """
+        A stream first seen part way (a live view, which starts at the
+        server's newest entry): its entries up to C{after} count as had.
+        """
+        if (device, stream) not in self._streams:
+            self._streams[device, stream] = StreamState(device, stream, after, after)
+
     def __iter__(self):
         return iter(list(self._streams.values()))
 
@@ -77,6 +86,9 @@ class StreamReceiver:
     @param send: sends the text of one frame back.
     @param close: closes the connection, after C{send}ing an C{error:} line.
     @param stamp: the receiver's time now, as a frame timestamp.
+    @param log: where the lines about the stream go (resumed, replayed, gaps),
+        rate-limited per stream, so a flapping link cannot flood the log; shared
+        by a receiver's connections. By default, straight to the logger.
     """
 
     _log = Logger()
@@ -92,8 +104,10 @@ class StreamReceiver:
         stamp: Callable[[], str],
         peer: str,
         identity: str | None = None,
+        log: RateLimitedLog | None = None,
     ) -> None:
         self._registry = registry
+        self._stream_log = log
         self._store = store
         self._send = send
         self._close = close
@@ -110,11 +124,18 @@ class StreamReceiver:
         self._acked = self.state.stored
         self._ack_call = None
         self.closed = False
-        self._log.info(
+        self._say(
+            LogLevel.info, "resuming",
             "Device {device}, stream {stream} from {peer}: resuming after seq {seq}{replay}.",
             device=self.device, stream=self.stream, peer=peer, seq=self.state.stored,
             replay=self._replay_text(),
         )  # fmt: skip
+
+    def _say(self, level: LogLevel, what: str, format: str, **fields) -> None:
+        if self._stream_log is None:
+            self._log.emit(level, format, **fields)
+        else:
+            self._stream_log.emit(level, format, key=f"{what}: {self.device} {self.stream}", **fields)
 
     def _replay_text(self) -> str:
         if self.replay_until is None or self.replay_until <= self.state.stored:
@@ -156,7 +177,8 @@ class StreamReceiver:
         self.received += 1
         self._store(record).addCallbacks(self._stored, self._store_failed, (last,))
         if self.replay_until is not None and first <= self.replay_until <= last:
-            self._log.info(
+            self._say(
+                LogLevel.info, "replayed",
                 "Device {device}, stream {stream}: replayed {count} entries, now live at seq {seq}.",
                 device=self.device, stream=self.stream, count=self.replay_until - self.resumed_after,
                 seq=self.replay_until,
@@ -170,7 +192,8 @@ class StreamReceiver:
                 frame.value, frame.unit, frame.text, self.peer, received, self.identity,
             )  # fmt: skip
         first = max(frame.first, expected)
-        self._log.warn(
+        self._say(
+            LogLevel.warn, "gap",
             "Device {device}, stream {stream}: entries {first} to {last} will never arrive: {reason}.",
             device=self.device, stream=self.stream, first=first, last=frame.last, reason=frame.reason,
         )  # fmt: skip
@@ -180,7 +203,10 @@ class StreamReceiver:
 
     def _stored(self, _, last: int) -> None:
         self.state.stored = max(self.state.stored, last)
-        self._schedule_ack()
+        # The session that has the stream now acknowledges it: a newer
+        # connection that took over waits for what this one was storing.
+        current = self.state.session
+        (current if current is not None else self)._schedule_ack()
 
     def _store_failed(self, failure: Failure) -> None:
         # What was accepted but not stored must come again: close, and the

@@ -15,6 +15,8 @@ class StreamReading:
 
     @ivar identity: the client certificate's subject (its CN) when one was
         required, else C{None}.
+    @ivar snapshot: the input's state when a live view subscribed (sent
+        before the stream's new entries): shown, never stored.
     """
 
     device: str
@@ -29,6 +31,7 @@ class StreamReading:
     peer: str
     received: str
     identity: str | None = None
+    snapshot: bool = False
 
 
 @dataclass(frozen=True)

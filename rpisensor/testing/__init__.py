@@ -12,7 +12,7 @@ client.
         await server.stop()
 """
 
-from rpisensor.testing._files import listening_port, stored_messages
+from rpisensor.testing._files import listening_port, stored_messages, stored_stream
 from rpisensor.testing._pins import simulated_pins
 from rpisensor.testing._runners import FakeRunner, Job, inline_runner
 from rpisensor.testing._server import RunningServer, connect, send_message, start_server
@@ -29,5 +29,6 @@ __all__ = [
     "simulated_pins",
     "start_server",
     "stored_messages",
+    "stored_stream",
     "wait_until",
 ]

@@ -1,5 +1,6 @@
 """
-The collector: every whole message a reporter sends is stored, then logged.
+The collector: every whole message a reporter sends is stored, then logged;
+a v2 reporter's stream is stored exactly once and acknowledged once durable.
 """
 
 from __future__ import annotations
@@ -14,7 +15,13 @@ from rpisensor.net.admission import AdmittingFactory
 from rpisensor.net.connection import Pause, ServerConnection
 from rpisensor.net.limits import ListenSettings
 from rpisensor.net.listening import ListenerService
+from rpisensor.roles.collect.session import HelloRefused, ReportSession, certificate_name, check_hello
 from rpisensor.store import Record, StoreService, store_file_for
+from rpisensor.stream.delivery import Delivery, OnReading, Stamp
+from rpisensor.stream.receiver import StreamRegistry
+from rpisensor.stream.records import StreamReading, StreamRecord
+from rpisensor.lograte import RateLimitedLog
+from rpisensor.wire import v2
 
 _log = Logger(namespace="rpisensor.roles.collect")
 
@@ -27,37 +34,80 @@ def utc_now_iso(clock) -> str:
 
 class CollectorProtocol(ServerConnection):
     """
-    One reporter's connection. Each whole message is stored, then logged; a
-    message cut off by a lost connection (no NUL yet) is never stored.
+    One reporter's connection. A first message that is a v2 C{hello} makes it
+    a stream (L{ReportSession}): entries stored exactly once, acknowledged
+    once durable. Anything else keeps v1, the tutorial's protocol: each whole
+    message is stored, then logged; a message cut off by a lost connection
+    (no NUL yet) is never stored.
     """
 
     _log = Logger()
     peer_role = "Reporter"
+    #: The v2 session, once the reporter said hello.
+    session: ReportSession | None = None
 
     def connectionMade(self) -> None:
         super().connectionMade()
         self._unstored = 0
+        self._first = True
 
     @property
     def busy(self) -> bool:
         return self._unstored > 0
 
+    def dataReceived(self, data: bytes) -> None:
+        if data and self.session is not None:
+            self.session.heard()
+        super().dataReceived(data)
+
     def messageReceived(self, text: str) -> None:
         if not text:
             return  # an empty message carries no reading (serve ignores them too)
+        if self.session is not None:
+            self.session.message(text)
+            return
+        if self._first:
+            self._first = False
+            if text.split(" ", 1)[0] == "hello":
+                self._hello(text)
+                return
         record = Record(utc_now_iso(self.factory.clock), self.peer, text)
         if self.factory.store is None:
             self._log_message(record)
             return
-        self._unstored += 1
+        self.entry_taken()
         stored = self.factory.store.append(record)
         stored.addCallbacks(self._stored, self._store_failed, (record,), None, (record,))
-        if self._unstored >= self.factory.limits.max_pending:
-            self.pause(Pause.PENDING)  # the disk is behind: stop reading this reporter until it catches up
+        stored.addBoth(self.entry_done)
+
+    def _hello(self, text: str) -> None:
+        """A v2 reporter: check its hello, then welcome it; or say why not, in one line."""
+        identity = certificate_name(self.transport) if self.client_certificate_required else None
+        try:
+            hello = check_hello(text, identity, self.client_certificate_required)
+        except v2.FrameError as e:
+            # Not a hello we understand: v1 it is, as with a collector before v2.
+            self.peer_log.warn(
+                "Reporter {peer} said hello in a way this collector does not understand ({error}); "
+                "treating it as a plain (v1) reporter.",
+                key="malformed hellos", peer=self.peer, error=str(e),
+            )  # fmt: skip
+            self.sendMessage(f"error: {e}")
+            return
+        except HelloRefused as e:
+            self.peer_log.warn(
+                "Refused the stream of {peer}: {error}", key="refused streams", peer=self.peer, error=str(e)
+            )
+            self.sendMessage(f"error: {e}")
+            if self.client_certificate_required:
+                # A device claiming another's stream gets nothing more. (Not closeAfterWork: it stops
+                # reading, and a TLS close waits to read the peer's close_notify or its end.)
+                self.transport.loseConnection()
+            return
+        self.session = ReportSession(self, hello, identity)
 
     def _stored(self, _, record: Record) -> None:
         self._log_message(record)
-        self._written()
 
     def _store_failed(self, failure: Failure, record: Record) -> None:
         self._log.error(
@@ -67,21 +117,54 @@ class CollectorProtocol(ServerConnection):
             text=record.message,
             error=failure.getErrorMessage(),
         )
-        self._written()
 
     def _log_message(self, record: Record) -> None:
         self._log.info("Message from {peer}: {text}", peer=record.peer, text=record.message)
 
-    def _written(self) -> None:
+    @property
+    def _pending_limit(self) -> int:
+        # A stream's sender keeps its own window: the bound for it is a safety net, not flow control.
+        return self.factory.max_stream_pending if self.session is not None else self.factory.limits.max_pending
+
+    def entry_taken(self) -> None:
+        """A message or stream entry is on its way to the store."""
+        self._unstored += 1
+        if self._unstored >= self._pending_limit:
+            self.pause(Pause.PENDING)  # the disk is behind: stop reading this reporter until it catches up
+
+    def entry_done(self, result=None):
+        """It is stored, or failed (passes C{result} on)."""
         self._unstored -= 1
-        if self._unstored < self.factory.limits.max_pending:
-            self.resume(Pause.PENDING)  # whole messages already received are stored, even at a close
-        self.workDone()
+        if self.paused:  # (the common case, reading on, costs no more than this test)
+            if self._unstored < self._pending_limit:
+                self.resume(Pause.PENDING)  # whole messages already received are stored, even at a close
+            self.workDone()
+        return result
+
+    def connectionLost(self, reason: Failure) -> None:
+        if self.session is not None:
+            self.session.connection_lost()
+        super().connectionLost(reason)
+
+
+#: Entries of one v2 reporter on their way to the store before it is not read
+#: (--max-stream-pending): well above a reporter's window (1000 by default), so
+#: only a sender that ignores its window meets it.
+MAX_STREAM_PENDING = 10_000
+#: Stored readings of one stream logged one by one per window (then a count of the rest).
+READING_LINES = 20
+READING_WINDOW = 60.0
 
 
 class CollectorFactory(AdmittingFactory):
     """
     Builds L{CollectorProtocol}s that store into C{store} (or only log, if C{None}).
+
+    @param on_reading: called with each v2 reading (a L{StreamReading}) once
+        it is stored, in order; it may return a Deferred, and the reading is
+        acknowledged only once that fires (see L{Delivery}).
+    @param max_stream_pending: entries of one v2 reporter on their way to the
+        store at most; beyond that it is not read until they are stored.
     """
 
     protocol = CollectorProtocol
@@ -91,12 +174,51 @@ class CollectorFactory(AdmittingFactory):
         store: StoreService | None,
         clock,
         settings: ListenSettings = ListenSettings(),
+        on_reading: OnReading | None = None,
+        max_stream_pending: int = MAX_STREAM_PENDING,
     ) -> None:
         super().__init__(settings.limits, settings.policy, clock)
         self.store = store
+        self.max_stream_pending = max_stream_pending
+        self.stamp = Stamp(clock)
+        self._registry: StreamRegistry | None = None
+        self.stream_log = RateLimitedLog(clock, _log)
+        self._reading_log = RateLimitedLog(clock, _log, burst=READING_LINES, window=READING_WINDOW)
+        self._every_reading = _EveryLine(_log)
+        self.delivery = Delivery(store, on_reading)
+
+    @property
+    def registry(self) -> StreamRegistry:
+        """The streams' high-water marks, from the store once it is open (before the first reporter)."""
+        if self._registry is None:
+            self._registry = StreamRegistry(self.store.high_waters() if self.store is not None else {})
+        return self._registry
+
+    def show(self, record: StreamRecord) -> None:
+        """
+        A line for a stored reading: a bounded number per stream (a replay can
+        bring 50,000 a second); without a store, the log is all there is: every one.
+        """
+        if isinstance(record, StreamReading):
+            log = self._reading_log if self.store is not None else self._every_reading
+            log.info(
+                "Reading {seq} of {device} from {peer}: {sensor}: {text}",
+                key=f"readings of {record.device} {record.stream}", seq=record.seq, device=record.device,
+                peer=record.peer, sensor=record.sensor, text=record.text,
+            )  # fmt: skip
 
     def logPrefix(self) -> str:
         return "rpisensor collect"
+
+
+class _EveryLine:
+    """A L{RateLimitedLog}'s C{info}, without the limit."""
+
+    def __init__(self, logger: Logger) -> None:
+        self._logger = logger
+
+    def info(self, format: str, key: str | None = None, **fields) -> None:
+        self._logger.info(format, **fields)
 
 
 class CollectService(StopInOrder):
@@ -116,10 +238,15 @@ def build_collect_service(
     reactor,
     store_path: str | None,
     settings: ListenSettings = ListenSettings(),
+    on_reading: OnReading | None = None,
+    max_stream_pending: int = MAX_STREAM_PENDING,
 ) -> CollectService:
     """
     The whole collector: the store's writer (when C{store_path} is given) and
     one listener per endpoint in C{settings}.
+
+    @param on_reading: for programs embedding the collector: called with each
+        v2 reading once it is stored (see L{CollectorFactory}).
 
     The store is opened when the service starts, not here: under twistd,
     after daemonizing and after C{--uid} drops privileges. If it cannot be
@@ -133,7 +260,7 @@ def build_collect_service(
         _log.info("No --store given: messages are only logged. Add --store readings.jsonl to keep them.")
     else:
         store = StoreService(reactor, store_file_for(store_path))
-    factory = CollectorFactory(store, reactor, settings)
+    factory = CollectorFactory(store, reactor, settings, on_reading, max_stream_pending)
     top = CollectService(factory)
     if store is not None:
         store.setServiceParent(top)
@@ -145,4 +272,6 @@ def build_collect_service(
 
 def make_service(options, reactor) -> CollectService:
     """C{collect} as its options say."""
-    return build_collect_service(reactor, options["store"], options.listen_settings())
+    return build_collect_service(
+        reactor, options["store"], options.listen_settings(), max_stream_pending=options["max-stream-pending"]
+    )

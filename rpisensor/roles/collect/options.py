@@ -6,7 +6,22 @@ from __future__ import annotations
 
 from twisted.python import usage
 
-from rpisensor.roles._options import ListenOptions
+from rpisensor.roles._options import ListenOptions, count
+
+#: (rpisensor.roles.collect.collector.MAX_STREAM_PENDING, without importing the network stack for --help)
+MAX_STREAM_PENDING = 10_000
+
+
+def check_store(option: str, value: str | None) -> None:
+    """A C{--store} value must name a format the store knows (by its suffix)."""
+    if value is None:
+        return
+    from rpisensor.store import store_file_for
+
+    try:
+        store_file_for(value)
+    except ValueError as e:
+        raise usage.UsageError(f"--{option}: {e}") from None
 
 
 class CollectOptions(ListenOptions):
@@ -15,21 +30,22 @@ class CollectOptions(ListenOptions):
     synopsis = "[options]"
     longdesc = (
         "Accept any number of reporters, log every message with its sender and time, and "
-        "append it to --store, as the tutorial's DataServer3 with a memory. Example: "
+        "append it to --store, as the tutorial's DataServer3 with a memory. A reporter that "
+        "opens with a v2 hello sends its readings as a stream: each is stored exactly once, "
+        "and acknowledged once it is on disk. Example: "
         "twistd -n rpisensor collect --listen tcp:22000 --store readings.jsonl"
     )
     optParameters = [
         ["store", None, None,
          "File to append messages to: .jsonl (JSON Lines) or .sqlite/.db (SQLite). Without "
          "it messages are only logged. Example: --store readings.sqlite"],
+        ["max-stream-pending", None, str(MAX_STREAM_PENDING),
+         "Readings of one v2 reporter on their way to the disk at most; beyond that the "
+         "collector stops reading from it until they are stored (a reporter's --window "
+         "normally keeps it far below). Example: --max-stream-pending 50000"],
     ]  # fmt: skip
 
     def postOptions(self) -> None:
         super().postOptions()
-        if self["store"] is not None:
-            from rpisensor.store import store_file_for
-
-            try:
-                store_file_for(self["store"])
-            except ValueError as e:
-                raise usage.UsageError(f"--store: {e}") from None
+        check_store("store", self["store"])
+        self["max-stream-pending"] = count("max-stream-pending", self["max-stream-pending"], 1)

@@ -1,6 +1,7 @@
 """
 The polling client role (the tutorial's DataClient1/2 on a PC): send C{go}
 every few seconds and log each reply; reconnect whenever the link drops.
+With C{--subscribe}, follow the server's stream of readings instead.
 """
 
 
@@ -9,7 +10,7 @@ def __getattr__(name: str):
     C{from rpisensor.roles.poll import build_poll_service}, loaded on first use:
     the options (which C{--help} imports) must not pull in the network stack.
     """
-    if name in ("build_poll_service", "PollFactory", "PollProtocol"):
+    if name in ("build_poll_service", "PollFactory", "PollProtocol", "PollService"):
         from rpisensor.roles.poll import poller
 
         return getattr(poller, name)

@@ -1,6 +1,7 @@
 """
 The poller: one command every few seconds, at most one unanswered, over a
-connection kept open with reconnects.
+connection kept open with reconnects; with C{subscribe}, the server's
+stream instead (L{rpisensor.roles.poll.subscribing}).
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from twisted.application.internet import ClientService
-from twisted.internet.defer import CancelledError, TimeoutError
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.internet.protocol import Factory
 from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
@@ -17,6 +18,11 @@ from rpisensor.net.peers import peer_text
 from rpisensor.net.reconnect import DEFAULT_DEAD_PEER_TIMEOUT, reconnecting_client
 from rpisensor.net.request import RequestProtocol
 from rpisensor.net.wording import NamedLogger
+from rpisensor.roles.poll.options import DEFAULT_HELLO_TIMEOUT
+from rpisensor.app.stopping import StopInOrder
+from rpisensor.store import StoreService, store_file_for
+from rpisensor.stream.heartbeat import interval_for
+from rpisensor.stream.records import StreamReading
 
 
 class PollProtocol(RequestProtocol):
@@ -28,9 +34,17 @@ class PollProtocol(RequestProtocol):
 
     _log = NamedLogger("rpisensor.poll")
 
+    _loop: LoopingCall | None = None
+
     def connectionMade(self) -> None:
+        self._start_connection()
+        self._start_polling()
+
+    def _start_connection(self) -> None:
         super().connectionMade()
         self.peer = peer_text(self.transport)
+
+    def _start_polling(self) -> None:
         self._loop = LoopingCall(self._poll)
         self._loop.clock = self.factory.clock
         self._loop.start(self.factory.interval, now=True)
@@ -60,7 +74,7 @@ class PollProtocol(RequestProtocol):
             self.transport.abortConnection()
 
     def connectionLost(self, reason: Failure) -> None:
-        if self._loop.running:
+        if self._loop is not None and self._loop.running:
             self._loop.stop()
         super().connectionLost(reason)
 
@@ -93,6 +107,29 @@ class PollFactory(Factory):
         self.on_reply = on_reply
 
 
+class PollService(StopInOrder):
+    """
+    C{poll --subscribe --store FILE}: the store's writer, then the client; it
+    stops in the other order (the connection first, then what it was storing).
+
+    @ivar client: the reconnecting client service.
+    @ivar store: the L{StoreService}.
+    @ivar factory: the client's L{SubscribeFactory}.
+    """
+
+    def __init__(self, store: StoreService, client: ClientService) -> None:
+        super().__init__()
+        self.store = store
+        self.client = client
+        self.factory = client.factory
+        store.setServiceParent(self)
+        client.setServiceParent(self)
+
+    def whenConnected(self, *args, **kwargs) -> Deferred:
+        """As C{ClientService.whenConnected}: the current connection's protocol."""
+        return self.client.whenConnected(*args, **kwargs)
+
+
 def build_poll_service(
     reactor,
     connect: str,
@@ -102,21 +139,55 @@ def build_poll_service(
     max_delay: float = 60.0,
     on_reply: Callable[[str], object] | None = None,
     dead_peer_timeout: float = DEFAULT_DEAD_PEER_TIMEOUT,
-) -> ClientService:
+    subscribe: bool = False,
+    store_path: str | None = None,
+    hello_timeout: float = DEFAULT_HELLO_TIMEOUT,
+    on_reading: Callable[[StreamReading], object] | None = None,
+) -> ClientService | PollService:
     """
-    A service that keeps polling the server at the client endpoint C{connect};
-    C{service.whenConnected()} gives the current L{PollProtocol}.
+    A service that keeps polling the server at the client endpoint C{connect}
+    (or, with C{subscribe}, follows its stream); C{service.whenConnected()}
+    gives the current protocol.
 
     @param dead_peer_timeout: seconds without an answer at the TCP level
         before the link counts as dead (see L{rpisensor.net.deadpeer}); 0: never.
+        With C{subscribe}, a third of it is also the heartbeat interval.
+    @param subscribe: say hello and follow the server's stream of readings
+        (see L{rpisensor.roles.poll.subscribing}); a server that does not
+        stream is polled.
+    @param store_path: with C{subscribe}: store the readings there
+        (C{.jsonl}, C{.sqlite}, C{.db}, as C{collect}), each exactly once;
+        a L{PollService} is returned then.
+    @param hello_timeout: with C{subscribe}: seconds to wait for the welcome.
+    @param on_reading: with C{subscribe}: called with each reading, a
+        L{StreamReading}, once it is stored (or at once, without a store),
+        one at a time, in order; a Deferred it returns is waited for before
+        the reading is acknowledged, and if it fails the server sends the
+        reading again. Snapshot readings (C{reading.snapshot}) come first,
+        and are not waited for.
+    @raise ValueError: C{store_path} without C{subscribe}, or of no known format.
     """
-    factory = PollFactory(reactor, command, interval, timeout, on_reply)
-    return reconnecting_client(reactor, connect, factory, max_delay, dead_peer_timeout=dead_peer_timeout)
+    if not subscribe:
+        if store_path is not None or on_reading is not None:
+            raise ValueError("a store or on_reading needs subscribe=True: polled replies are not a stream")
+        factory = PollFactory(reactor, command, interval, timeout, on_reply)
+        return reconnecting_client(reactor, connect, factory, max_delay, dead_peer_timeout=dead_peer_timeout)
+    from rpisensor.roles.poll.subscribing import SubscribeFactory
+
+    store = StoreService(reactor, store_file_for(store_path)) if store_path is not None else None
+    heartbeat = interval_for(dead_peer_timeout) if dead_peer_timeout > 0 else None
+    factory = SubscribeFactory(
+        reactor, command, interval, timeout, on_reply, store, heartbeat, hello_timeout, on_reading
+    )
+    client = reconnecting_client(reactor, connect, factory, max_delay, dead_peer_timeout=dead_peer_timeout)
+    client.factory = factory  # (what it builds the connections with, for embedding programs and tests)
+    return client if store is None else PollService(store, client)
 
 
-def make_service(options, reactor) -> ClientService:
+def make_service(options, reactor) -> ClientService | PollService:
     """C{poll} as its options say."""
     return build_poll_service(
         reactor, options["connect"], options["command"], options["interval"], options["timeout"],
         options["max-delay"], dead_peer_timeout=options["dead-peer-timeout"],
+        subscribe=options["subscribe"], store_path=options["store"], hello_timeout=options["hello-timeout"],
     )  # fmt: skip

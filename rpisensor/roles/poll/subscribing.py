@@ -1,0 +1,292 @@
+"""
+C{poll --subscribe}: ask the server for its stream instead of polling it.
+The client speaks first with C{hello}; a v2 C{serve} answers C{welcome} and
+then pushes each reading as it happens (L{rpisensor.stream.subscriber}). A
+server that answers C{error: ...} (an older C{serve}: unknown command) or
+nothing within C{--hello-timeout} (the tutorial's DataServer1/2, which
+ignore what they do not know) is polled with C{go}, as without
+C{--subscribe}.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from rpisensor.lograte import RateLimitedLog
+from rpisensor.roles.poll.poller import PollFactory, PollProtocol
+from rpisensor.store import Record, StoreService
+from rpisensor.stream.delivery import Delivery, OnReading, Stamp
+from rpisensor.stream.heartbeat import Heartbeat
+from rpisensor.stream.receiver import StreamRegistry
+from rpisensor.stream.records import StreamReading, StreamRecord
+from rpisensor.stream.subscriber import StreamBehind, Subscription
+from rpisensor.wire import v2
+
+_log = Logger(namespace="rpisensor.poll")
+
+
+def _as_written(seconds: float | None) -> float | int | None:
+    """10 rather than 10.0 on the wire, as a person would write it."""
+    return int(seconds) if seconds is not None and float(seconds).is_integer() else seconds
+
+
+def describe(record: StreamReading) -> str:
+    """A reading as the log shows it: C{button: Button pressed (seq 42, 19:33:25.123)}."""
+    moment = record.ts[11:23] if len(record.ts) >= 23 else record.ts
+    notes = [f"seq {record.seq}", moment]
+    if not record.synced:
+        notes.append("the Pi's clock was not synchronised")
+    if record.snapshot:
+        notes.append("state when subscribed")
+    return f"{record.sensor}: {record.text} ({', '.join(notes)})"
+
+
+class SubscribeProtocol(PollProtocol):
+    """
+    One connection of C{poll --subscribe}: negotiates, then either follows
+    the stream or, with a v1 server, polls it as L{PollProtocol} does.
+
+    @ivar mode: C{"hello"} until the server answered, then C{"v2"} or C{"v1"}.
+    """
+
+    mode = "hello"
+    subscription: Subscription | None = None
+    heartbeat: Heartbeat | None = None
+    _hello_timer = None
+    #: Why this client closed the connection itself and wants to wait before the next try.
+    _gave_up: str | None = None
+
+    def connectionMade(self) -> None:
+        self._start_connection()
+        factory = self.factory
+        self.sendMessage(v2.encode(v2.Hello("subscribe", heartbeat=_as_written(factory.heartbeat))))
+        self._hello_timer = factory.clock.callLater(factory.hello_timeout, self._no_welcome)
+
+    # -- negotiation ---------------------------------------------------------------------
+
+    def _no_welcome(self) -> None:
+        self._hello_timer = None
+        self._use_v1(f"no answer to hello within {self.factory.hello_timeout:g} s (--hello-timeout)")
+
+    def _use_v1(self, why: str) -> None:
+        self._cancel_hello_timer()
+        self.mode = "v1"
+        self.peer_log.info(
+            "{peer} does not stream readings ({why}): polling it with {command!r} every {interval:g} s "
+            "instead.{stored}",
+            key="v1 servers", peer=self.peer, why=why, command=self.factory.command,
+            interval=self.factory.interval,
+            stored=" Replies are stored as plain messages, without sequence numbers." if self.factory.store else "",
+        )  # fmt: skip
+        self._start_polling()
+
+    def _cancel_hello_timer(self) -> None:
+        if self._hello_timer is not None and self._hello_timer.active():
+            self._hello_timer.cancel()
+        self._hello_timer = None
+
+    def messageFromServer(self, text: str) -> None:
+        if self.mode == "v1":
+            super().messageFromServer(text)
+        elif self.mode == "v2":
+            self._stream_message(text)
+        elif text.split(" ", 1)[0] == "welcome":
+            self._welcomed(text)
+        elif text.startswith("error:"):
+            self._use_v1(f"it said {text!r}")
+        else:
+            self._use_v1(f"it answered hello with {text[:80]!r}")
+
+    def _welcomed(self, text: str) -> None:
+        self._cancel_hello_timer()
+        try:
+            welcome = v2.parse(text)
+            if welcome.device is None or welcome.stream is None:
+                raise v2.FrameError("welcome: a server's welcome must name its device and stream")
+        except v2.FrameError as e:
+            self._use_v1(f"its welcome cannot be used: {e}")
+            return
+        factory = self.factory
+        try:
+            subscription = Subscription(
+                factory.registry, welcome, factory.store is not None, factory.delivery, self._send,
+                self._close, factory.clock, factory.stamp, self.peer, factory.snapshot, factory.stream_log,
+            )  # fmt: skip
+        except StreamBehind as e:
+            self._give_up(str(e))
+            return
+        self.mode = "v2"
+        self.subscription = subscription
+        interval = welcome.heartbeat or factory.heartbeat
+        if interval:
+            self.heartbeat = Heartbeat(factory.clock, interval, self._send, self._dead)
+        self._send(subscription.subscribe_frame())
+
+    # -- the stream ----------------------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        if data and self.heartbeat is not None:
+            self.heartbeat.heard()
+        super().dataReceived(data)
+
+    def _send(self, text: str) -> None:
+        if self.transport.disconnecting:
+            return
+        self.sendMessage(text)
+        if self.heartbeat is not None:
+            self.heartbeat.sent()
+
+    def _stream_message(self, text: str) -> None:
+        if text.startswith("error:"):
+            self.peer_log.warn(
+                "{peer} said {text!r} about the stream.", key="stream errors", peer=self.peer, text=text
+            )
+            return
+        try:
+            frame = v2.parse(text)
+        except v2.FrameError as e:
+            # Not answered with an error line: the server could take it for a command and answer.
+            self.peer_log.warn(
+                "{peer} sent a frame this client cannot use ({error}); ignored.",
+                key="malformed v2 frames", peer=self.peer, error=str(e),
+            )  # fmt: skip
+            return
+        if isinstance(frame, (v2.Reading, v2.Gap)):
+            self.subscription.receive(frame)
+        elif not isinstance(frame, v2.Heartbeat):
+            self.peer_log.warn(
+                "{peer} sent a {verb} frame, which a subscriber does not expect; ignored.",
+                key="unexpected v2 frames", peer=self.peer, verb=text.split(" ", 1)[0],
+            )  # fmt: skip
+
+    def _close(self, reason: str) -> None:
+        """The receiver ends the connection (out of order, a failed store): reconnect and resume."""
+        if "could not store" in reason:
+            self._give_up(
+                f"{reason}. Check the disk and the store file; the Pi keeps the readings and sends "
+                "them again"
+            )
+            return
+        self.peer_log.warn(
+            "Closing the stream from {peer}: {reason}; reconnecting to resume.",
+            key="streams closed", peer=self.peer, reason=reason,
+        )  # fmt: skip
+        self.transport.loseConnection()
+
+    def _give_up(self, reason: str) -> None:
+        """Close, and wait before the next try (as after a refusal): trying at once would fail again."""
+        self._gave_up = reason
+        self.parting_error = reason  # (the reconnecting client backs off after a refusal)
+        self.peer_log.error(
+            "Stopped following {peer}: {reason}.", key="streams given up", peer=self.peer, reason=reason
+        )
+        self.transport.loseConnection()
+
+    def _dead(self, seconds: float) -> None:
+        self.heartbeat = None
+        self.peer_log.warn(
+            "Nothing from {peer} for {seconds:g} s (3 heartbeats): the link looks dead; reconnecting.",
+            key="dead servers", peer=self.peer, seconds=seconds,
+        )  # fmt: skip
+        self.transport.abortConnection()
+
+    # -- v1 replies, stored when there is a store -------------------------------------------
+
+    def _replied(self, text: str) -> None:
+        super()._replied(text)
+        store = self.factory.store
+        if store is not None:
+            record = Record(self.factory.stamp(), self.peer, text)
+            store.append(record).addErrback(self._reply_not_stored, record)
+
+    def _reply_not_stored(self, failure: Failure, record: Record) -> None:
+        self.peer_log.error(
+            "Could not store the reply from {peer} ({text!r}): {error}. Check the disk and the store file.",
+            key="replies not stored", peer=record.peer, text=record.message, error=failure.getErrorMessage(),
+        )  # fmt: skip
+
+    def connectionLost(self, reason: Failure) -> None:
+        self._cancel_hello_timer()
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
+            self.heartbeat = None
+        if self.subscription is not None:
+            self.subscription.connection_lost()
+        if self._gave_up is not None:
+            self.parting_error = None  # (said above; the base would say the server said it)
+        super().connectionLost(reason)
+
+
+
+#: Stored readings logged one by one per window, per stream (then a count of the rest).
+READING_LINES = 20
+READING_WINDOW = 60.0
+
+
+class SubscribeFactory(PollFactory):
+    """
+    Builds L{SubscribeProtocol}s; keeps what outlives one connection: the
+    streams' high-water marks (from the store, or of this process), the
+    store, the rate-limited logs.
+
+    @param store: where readings are stored (C{--store}); C{None}: only logged.
+    @param heartbeat: the interval announced in hello; C{None}: none announced.
+    @param hello_timeout: seconds to wait for the welcome before polling with v1.
+    @param on_reading: called with each reading (see L{Delivery}); snapshot
+        readings (C{snapshot=True}) too, at once, their results not waited for.
+    """
+
+    protocol = SubscribeProtocol
+
+    def __init__(
+        self,
+        clock,
+        command: str = "go",
+        interval: float = 2.0,
+        timeout: float = 10.0,
+        on_reply=None,
+        store: StoreService | None = None,
+        heartbeat: float | None = None,
+        hello_timeout: float = 3.0,
+        on_reading: OnReading | None = None,
+    ) -> None:
+        super().__init__(clock, command, interval, timeout, on_reply)
+        self.store = store
+        self.heartbeat = heartbeat
+        self.hello_timeout = hello_timeout
+        self.on_reading = on_reading
+        self._registry: StreamRegistry | None = None
+        self._delivery = Delivery(store, on_reading)
+        self.stream_log = RateLimitedLog(clock, _log)
+        self.stamp = Stamp(clock)
+        self._reading_log = RateLimitedLog(clock, _log, burst=READING_LINES, window=READING_WINDOW)
+
+    @property
+    def registry(self) -> StreamRegistry:
+        """The streams' high-water marks: from the store once it is open (before the first connection)."""
+        if self._registry is None:
+            self._registry = StreamRegistry(self.store.high_waters() if self.store is not None else {})
+        return self._registry
+
+    def delivery(self, record: StreamRecord) -> Deferred:
+        return self._delivery(record).addCallback(self._shown, record)
+
+    def _shown(self, result, record: StreamRecord):
+        if isinstance(record, StreamReading):
+            if self.store is None:  # the log is the view: every reading
+                _log.info("{line}", line=describe(record), reading=record)
+            else:
+                self._reading_log.info(
+                    "Stored {line}", key=f"readings of {record.device} {record.stream}", line=describe(record)
+                )
+        return result
+
+    def snapshot(self, record: StreamReading) -> None:
+        """A snapshot reading: shown (never stored), and given to the embedding program."""
+        _log.info("{line}", line=describe(record), reading=record)
+        if self.on_reading is not None:
+            maybeDeferred(self.on_reading, record).addErrback(
+                lambda failure: _log.failure("The on_reading callback failed for a snapshot reading", failure)
+            )

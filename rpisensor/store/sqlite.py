@@ -1,0 +1,156 @@
+"""
+The SQLite store: a C{readings} table and a C{gaps} table.
+
+A v1 message fills C{time}, C{peer} and C{message}, as always. A v2 reading
+fills the stream's columns (C{device}, C{stream}, C{seq}, C{ts}, C{synced},
+C{sensor}, C{value}, C{unit}, C{text}, C{received}, C{identity}) and the v1
+ones too (C{time} is when it was received, C{message} its text), so queries
+written for v1 stores keep working. A unique index on C{(device, stream,
+seq)} makes a replayed reading a no-op (C{INSERT OR IGNORE}).
+
+A file made by an older version (v1 columns only) gets the new columns and
+tables when it is opened: existing rows are kept as they are.
+
+Blocking: used only from the store's writer thread (see L{rpisensor.store.writer}).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Sequence
+from itertools import groupby
+from pathlib import Path
+
+from rpisensor.store.record import HighWaters, Record, StoredRecord
+from rpisensor.stream.records import StreamGap, StreamReading
+
+#: The columns a v2 reading adds to C{readings}, with their types.
+STREAM_COLUMNS = (
+    ("device", "TEXT"), ("stream", "TEXT"), ("seq", "INTEGER"), ("ts", "TEXT"),
+    ("synced", "INTEGER"), ("sensor", "TEXT"), ("value", "NUMERIC"), ("unit", "TEXT"),
+    ("text", "TEXT"), ("received", "TEXT"), ("identity", "TEXT"),
+)  # fmt: skip
+
+_V1_TABLE = (
+    "CREATE TABLE IF NOT EXISTS readings ("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " time TEXT NOT NULL, peer TEXT NOT NULL, message TEXT NOT NULL)"
+)
+_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS readings_time ON readings (time)",
+    # v1 rows have no device, stream or seq: NULLs never collide in a unique index.
+    "CREATE UNIQUE INDEX IF NOT EXISTS readings_stream ON readings (device, stream, seq)",
+    "CREATE TABLE IF NOT EXISTS gaps ("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " device TEXT NOT NULL, stream TEXT NOT NULL, from_seq INTEGER NOT NULL, to_seq INTEGER NOT NULL,"
+    " reason TEXT NOT NULL, peer TEXT NOT NULL, received TEXT NOT NULL, identity TEXT)",
+    "CREATE UNIQUE INDEX IF NOT EXISTS gaps_stream ON gaps (device, stream, from_seq)",
+)
+
+_INSERT_MESSAGE = "INSERT INTO readings (time, peer, message) VALUES (?, ?, ?)"
+_INSERT_READING = (
+    "INSERT OR IGNORE INTO readings (time, peer, message, device, stream, seq, ts, synced, sensor,"
+    " value, unit, text, received, identity) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_GAP = (
+    "INSERT OR IGNORE INTO gaps (device, stream, from_seq, to_seq, reason, peer, received, identity)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_HIGH_WATERS = (
+    "SELECT device, stream, MAX(seq) FROM readings WHERE seq IS NOT NULL GROUP BY device, stream",
+    "SELECT device, stream, MAX(to_seq) FROM gaps GROUP BY device, stream",
+)
+
+
+def _message_row(r: Record) -> tuple:
+    return (r.time, r.peer, r.message)
+
+
+def _reading_row(r: StreamReading) -> tuple:
+    return (
+        r.received, r.peer, r.text, r.device, r.stream, r.seq, r.ts, int(r.synced), r.sensor,
+        r.value, r.unit, r.text, r.received, r.identity,
+    )  # fmt: skip
+
+
+def _gap_row(g: StreamGap) -> tuple:
+    return (g.device, g.stream, g.first, g.last, g.reason, g.peer, g.received, g.identity)
+
+
+_BY_KIND = {
+    Record: (_INSERT_MESSAGE, _message_row),
+    StreamReading: (_INSERT_READING, _reading_row),
+    StreamGap: (_INSERT_GAP, _gap_row),
+}
+
+
+class SQLiteFile:
+    """
+    Appends records to the C{readings} and C{gaps} tables, one transaction per
+    batch, committed under C{synchronous=FULL} in WAL mode: one fsync of the
+    log per batch, and a batch is either all in the file or not at all.
+
+    @ivar high_waters: the highest seq stored of each stream, read when the
+        file is opened. Entries are only ever stored in order, each stream
+        from its start (or behind a gap record), so the highest is also the
+        highest stored contiguously.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self._db: sqlite3.Connection | None = None
+        self.high_waters: HighWaters = {}
+
+    def open(self) -> None:
+        # Opened when the collector starts (so a bad path is a start-up
+        # error), then used only by the writer thread.
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        try:
+            self._prepare(db)
+        except BaseException:
+            db.close()
+            raise
+        self._db = db
+
+    def _prepare(self, db: sqlite3.Connection) -> None:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute(_V1_TABLE)
+            have = {row[1] for row in db.execute("PRAGMA table_info(readings)")}
+            for name, kind in STREAM_COLUMNS:
+                if name not in have:  # a store written by a version before the event streams
+                    db.execute(f"ALTER TABLE readings ADD COLUMN {name} {kind}")
+            for statement in _INDEXES:
+                db.execute(statement)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        marks: HighWaters = {}
+        for query in _HIGH_WATERS:
+            for device, stream, last in db.execute(query):
+                key = (device, stream)
+                marks[key] = max(last, marks.get(key, 0))
+        self.high_waters = marks
+
+    def write(self, records: Sequence[StoredRecord]) -> None:
+        db = self._db
+        db.execute("BEGIN")
+        try:
+            # In runs of one kind, so rows keep the order they arrived in.
+            for kind, run in groupby(records, type):
+                statement, row = _BY_KIND[kind]
+                db.executemany(statement, map(row, run))
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        db, self._db = self._db, None
+        if db is not None:
+            db.close()

@@ -1,0 +1,103 @@
+"""
+What a receiving role (C{collect}, C{poll --subscribe}) does with each v2
+entry before it may be acknowledged: store it durably, then hand the reading
+to the program embedding the role, if any; the entry's Deferred fires once
+both are done, in the order the entries came.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.python.failure import Failure
+
+from rpisensor.store import StoreService
+from rpisensor.stream.records import StreamReading, StreamRecord
+from rpisensor.wire.v2 import format_timestamp
+
+#: What an embedding program gives to be called with each reading; a Deferred
+#: it returns is waited for before the reading is acknowledged.
+OnReading = Callable[[StreamReading], object]
+
+_PENDING = object()
+
+
+class Delivery:
+    """
+    C{delivery(record) -> Deferred}, the C{store} of a
+    L{rpisensor.stream.receiver.StreamReceiver}.
+
+    @param store: where records go; C{None}: nowhere (the role only logs).
+    @param on_reading: called with each reading once it is stored, one at a
+        time and in order; if it raises or its Deferred fails, the reading is
+        not acknowledged (the connection closes and the sender sends it again).
+    """
+
+    def __init__(
+        self,
+        store: StoreService | None,
+        on_reading: OnReading | None = None,
+    ) -> None:
+        self.store = store
+        self.on_reading = on_reading
+        # Entries stored and waiting for on_reading: [record, done, stored result].
+        self._queue: deque[list] = deque()
+        self._calling = False
+
+    def __call__(self, record: StreamRecord) -> Deferred:
+        stored = self.store.append(record) if self.store is not None else succeed(None)
+        if self.on_reading is None:
+            return stored
+        done: Deferred = Deferred()
+        entry = [record, done, _PENDING]
+        self._queue.append(entry)
+        stored.addBoth(self._stored, entry)
+        return done
+
+    def _stored(self, result, entry: list) -> None:
+        entry[2] = result
+        self._next()
+
+    def _next(self) -> None:
+        # One call at a time, oldest first: a reading is acknowledged only once
+        # every one before it was handed over too.
+        while self._queue and not self._calling and self._queue[0][2] is not _PENDING:
+            record, done, result = self._queue.popleft()
+            if isinstance(result, Failure):
+                done.errback(result)
+                continue
+            if not isinstance(record, StreamReading):  # a gap: nothing to hand over
+                done.callback(None)
+                continue
+            self._calling = True
+            maybeDeferred(self.on_reading, record).addBoth(self._called, done)
+
+    def _called(self, result, done: Deferred) -> None:
+        self._calling = False
+        if isinstance(result, Failure):
+            done.errback(result)
+        else:
+            done.callback(None)
+        self._next()
+
+
+class Stamp:
+    """
+    C{stamp() -> str}: when a record was received, as the store keeps it
+    (ISO 8601 UTC with milliseconds); the same text for every record of one
+    millisecond, so a replay of thousands formats it once per millisecond.
+    """
+
+    def __init__(self, clock) -> None:
+        self._clock = clock
+        self._ms: int | None = None
+        self._text = ""
+
+    def __call__(self) -> str:
+        seconds = self._clock.seconds()
+        ms = int(seconds * 1000)
+        if ms != self._ms:
+            self._ms, self._text = ms, format_timestamp(seconds)
+        return self._text

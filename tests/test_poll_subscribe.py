@@ -1,0 +1,124 @@
+"""
+C{poll --subscribe --store} over real loopback TCP against a small v2
+server made of the stream's own parts (a L{JournalService} over a temp file
+and a L{Publication} per connection), with pytest-twisted: it stores every
+entry exactly once across a dropped link and a restart of the subscriber,
+resuming where its store ends.
+
+Every wait is for a condition (L{rpisensor.testing.wait_until}, 30 s
+deadline); nothing asserts a duration.
+"""
+
+from __future__ import annotations
+
+import pytest_twisted
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.protocol import Factory
+from twisted.logger import globalLogPublisher
+
+from rpisensor.net.framing import NullTerminatedProtocol
+from rpisensor.roles.poll.poller import PollService, build_poll_service
+from rpisensor.stream.journal import Journal, NewReading
+from rpisensor.stream.outbox import JournalService
+from rpisensor.stream.publisher import Publication
+from rpisensor.stream.records import StreamReading
+from rpisensor.testing import stored_stream, wait_until
+from rpisensor.wire import v2
+
+DEVICE = "pi-kitchen"
+
+
+class FakeServe(NullTerminatedProtocol):
+    """The publishing side of a v2 serve, and nothing else: hello, subscribe, ack, heartbeat."""
+
+    publication: Publication | None = None
+
+    def connectionMade(self) -> None:
+        self.factory.connections.append(self)
+
+    def messageReceived(self, text: str) -> None:
+        frame = v2.parse(text)
+        if isinstance(frame, v2.Hello):
+            self.publication = Publication(self.factory.journal, self.sendMessage, DEVICE, window=4)
+            self.sendMessage(v2.encode(self.publication.welcome(frame.heartbeat)))
+        elif isinstance(frame, v2.Subscribe):
+            self.factory.subscribed.append(frame.after)
+            self.publication.subscribe(frame.after)
+        elif isinstance(frame, v2.Ack):
+            self.factory.acked = max(self.factory.acked, frame.seq)
+            self.publication.ack(frame.seq)
+
+    def connectionLost(self, reason) -> None:
+        if self.publication is not None:
+            self.publication.stop()
+        self.factory.connections.remove(self)
+
+
+class FakeServeFactory(Factory):
+    protocol = FakeServe
+
+    def __init__(self, journal: JournalService) -> None:
+        self.journal = journal
+        self.connections: list[FakeServe] = []
+        self.subscribed: list[int | None] = []
+        self.acked = 0
+
+
+def take(journal: JournalService, *values: int) -> Deferred:
+    from twisted.internet.defer import gatherResults
+
+    return gatherResults([
+        journal.append(NewReading("2026-12-01T19:33:25.123Z", True, "button", v, f"value {v}")) for v in values
+    ])  # fmt: skip
+
+
+@pytest_twisted.ensureDeferred
+async def test_subscribe_stores_exactly_once_across_drops_and_restarts(reactor, tmp_path):
+    """Every entry is stored once, in order, across a dropped link and a restarted subscriber."""
+    journal = JournalService(reactor, Journal(tmp_path / "journal.sqlite", current_boot="b"), outbox=False)
+    journal.startService()
+    server_factory = FakeServeFactory(journal)
+    port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(server_factory)
+    endpoint = f"tcp:host=127.0.0.1:port={port.getHost().port}"
+    store = str(tmp_path / "readings.sqlite")
+    logged = []
+
+    def observe(event):
+        if "resuming after seq" in event.get("log_format", ""):
+            logged.append(event["seq"])
+
+    got: list[StreamReading] = []
+    globalLogPublisher.addObserver(observe)
+    service = None
+    try:
+        await take(journal, 1, 0, 1)
+        service = build_poll_service(reactor, endpoint, max_delay=2, subscribe=True, store_path=store,
+                                     on_reading=got.append)  # fmt: skip
+        assert isinstance(service, PollService)
+        service.startService()
+        await wait_until(lambda: server_factory.acked >= 3, reactor)
+        await take(journal, 0, 1)  # live, while connected
+        await wait_until(lambda: server_factory.acked >= 5, reactor)
+
+        server_factory.connections[0].transport.abortConnection()  # the link drops
+        await take(journal, 0)
+        await wait_until(lambda: server_factory.acked >= 6, reactor)
+        await service.stopService()
+
+        await take(journal, 1, 0)  # while the subscriber is stopped
+        service = build_poll_service(reactor, endpoint, max_delay=2, subscribe=True, store_path=store)
+        service.startService()
+        await wait_until(lambda: server_factory.acked >= 8, reactor)
+    finally:
+        globalLogPublisher.removeObserver(observe)
+        if service is not None:
+            await service.stopService()
+        port.stopListening()
+        await journal.stopService()
+    assert server_factory.subscribed == [0, 5, 6]
+    assert [r.seq for r in stored_stream(store)] == list(range(1, 9))
+    assert [r.text for r in stored_stream(store)][:3] == ["value 1", "value 0", "value 1"]
+    assert {r.device for r in stored_stream(store)} == {DEVICE}
+    assert [r.seq for r in got] == list(range(1, 7))
+    assert logged[:3] == [0, 5, 6]
