@@ -132,6 +132,9 @@ class InputReader:
         self.reads = 0
         #: Pool jobs handed out and not yet returned (stuck ones included).
         self.jobs_in_flight = 0
+        #: Called with (seconds a read took, whether it failed) at the end of every read
+        #: a worker began: the metrics' read latency and read errors.
+        self.on_read: Callable[[float, bool], object] | None = None
 
     def setup(self) -> None:
         """
@@ -251,6 +254,8 @@ class InputReader:
         if read.timer is not None:
             read.timer.cancel()
             read.timer = None
+        if self.on_read is not None and read.began is not None:
+            self.on_read(max(0.0, self.clock.seconds() - read.began), isinstance(result, Failure))
         if isinstance(result, Failure):
             outcome: Reading | Failure = result
             self._read_failed(name, result)

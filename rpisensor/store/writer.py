@@ -112,6 +112,11 @@ class StoreService(Service):
         """The highest seq stored of each stream when the file was opened (see L{HighWaters})."""
         return dict(self.file.high_waters)
 
+    @property
+    def waiting(self) -> int:
+        """Records queued for the next write (the metrics' outbox depth)."""
+        return len(self._batch)
+
     def append(self, record: StoredRecord) -> Deferred[None]:
         """Queue C{record}; the result fires once it is written (for a stream entry: durably)."""
         if not self.running:

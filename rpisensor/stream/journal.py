@@ -291,6 +291,18 @@ class Journal:
         ).fetchall()
         return [self._from_row(row) for row in rows]
 
+    def readings_since(self, ts: str, limit: int) -> list[Reading]:
+        """
+        The newest C{limit} readings taken at or after C{ts} (the entries' ISO
+        form), oldest first: a plot's history.
+        """
+        rows = self._db.execute(
+            "SELECT seq, last, ts, synced, sensor, value, text, unit, reason FROM entries "
+            "WHERE last IS NULL AND ts >= ? ORDER BY seq DESC LIMIT ?",
+            (ts, limit),
+        ).fetchall()
+        return [self._from_row(row) for row in reversed(rows)]
+
     def latest_per_sensor(self) -> dict[str, Reading]:
         """The newest reading of each sensor: a subscriber's snapshot."""
         rows = self._db.execute(

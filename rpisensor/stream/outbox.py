@@ -230,6 +230,10 @@ class JournalService(Service):
     def latest_per_sensor(self) -> Deferred:
         return self._run(self.journal.latest_per_sensor)
 
+    def readings_since(self, ts: str, limit: int) -> Deferred:
+        """Fires with C{(the newest limit readings taken since ts, the last seq)}, read together."""
+        return self._run(lambda: (self.journal.readings_since(ts, limit), self.journal.last))
+
     def snapshot(self) -> Deferred:
         """Fires with C{(last, latest reading of each sensor)}, taken together in the journal's thread."""
         return self._run(lambda: (self.journal.last, self.journal.latest_per_sensor()))

@@ -272,6 +272,23 @@ def build_collect_service(
 
 def make_service(options, reactor) -> CollectService:
     """C{collect} as its options say."""
-    return build_collect_service(
-        reactor, options["store"], options.listen_settings(), max_stream_pending=options["max-stream-pending"]
-    )
+    listen = options.listen_settings()
+    feed = None
+    if options["web"]:
+        from rpisensor.web.feed import ReceivedFeed
+        from rpisensor.web.history import store_history
+
+        feed = ReceivedFeed(history=store_history(options["store"]))
+    top = build_collect_service(
+        reactor, options["store"], listen, feed.on_reading if feed is not None else None,
+        max_stream_pending=options["max-stream-pending"],
+    )  # fmt: skip
+    if feed is not None:
+        from rpisensor.web.roles import receiver_web
+
+        factory = top.factory
+        receiver_web(
+            reactor, "collect", options.web_settings(), listen, options["store"], lambda: factory.registry,
+            store=factory.store, connections=lambda: factory.connections, feed=feed,
+        ).setServiceParent(top)  # fmt: skip
+    return top

@@ -7,6 +7,7 @@ from __future__ import annotations
 from twisted.python import usage
 
 from rpisensor.roles._options import ListenOptions, count
+from rpisensor.roles._options.web import WebOptions
 
 #: (rpisensor.roles.collect.collector.MAX_STREAM_PENDING, without importing the network stack for --help)
 MAX_STREAM_PENDING = 10_000
@@ -24,7 +25,7 @@ def check_store(option: str, value: str | None) -> None:
         raise usage.UsageError(f"--{option}: {e}") from None
 
 
-class CollectOptions(ListenOptions):
+class CollectOptions(ListenOptions, WebOptions):
     """C{collect}: accept reporters and store what they send."""
 
     synopsis = "[options]"

@@ -7,13 +7,14 @@ from __future__ import annotations
 from twisted.python import usage
 
 from rpisensor.roles._options import ConnectOptions, non_negative_float
+from rpisensor.roles._options.web import WebOptions
 from rpisensor.roles.collect.options import check_store
 
 #: Seconds to wait for a v2 server's welcome before polling it as a v1 server.
 DEFAULT_HELLO_TIMEOUT = 3.0
 
 
-class PollOptions(ConnectOptions):
+class PollOptions(ConnectOptions, WebOptions):
     """C{poll}: ask a server for its state every few seconds, or follow its stream."""
 
     synopsis = "--connect ENDPOINT [options]"
@@ -60,3 +61,7 @@ class PollOptions(ConnectOptions):
                 "once. Add --subscribe."
             )
         check_store("store", self["store"])
+        if self["web"] and not self["subscribe"]:
+            raise usage.UsageError(
+                "--web needs --subscribe: the page follows the server's stream of readings. Add --subscribe."
+            )

@@ -186,8 +186,40 @@ def build_poll_service(
 
 def make_service(options, reactor) -> ClientService | PollService:
     """C{poll} as its options say."""
-    return build_poll_service(
+    feed = None
+    if options["web"]:
+        from rpisensor.web.feed import ReceivedFeed
+        from rpisensor.web.history import store_history
+
+        feed = ReceivedFeed(history=store_history(options["store"]))
+    service = build_poll_service(
         reactor, options["connect"], options["command"], options["interval"], options["timeout"],
         options["max-delay"], dead_peer_timeout=options["dead-peer-timeout"],
         subscribe=options["subscribe"], store_path=options["store"], hello_timeout=options["hello-timeout"],
+        on_reading=feed.on_reading if feed is not None else None,
     )  # fmt: skip
+    if feed is None:
+        return service
+    from rpisensor.net.limits import ListenSettings
+    from rpisensor.web.roles import receiver_web
+
+    top = service if isinstance(service, PollService) else _WithWeb(service)
+    factory = service.factory
+    receiver_web(
+        reactor, "poll", options.web_settings(), ListenSettings(), options["store"], lambda: factory.registry,
+        store=getattr(service, "store", None), feed=feed,
+    ).setServiceParent(top)  # fmt: skip
+    return top
+
+
+class _WithWeb(StopInOrder):
+    """C{poll --subscribe --web} without a store: the client, then the page (stopped first)."""
+
+    def __init__(self, client: ClientService) -> None:
+        super().__init__()
+        self.client = client
+        self.factory = client.factory
+        client.setServiceParent(self)
+
+    def whenConnected(self, *args, **kwargs) -> Deferred:
+        return self.client.whenConnected(*args, **kwargs)

@@ -9,6 +9,7 @@ from twisted.python import usage
 from rpisensor.roles._options import GPIOOptions, ListenOptions
 from rpisensor.roles._options.base import count, non_negative_float
 from rpisensor.roles._options.journal import journal_options
+from rpisensor.roles._options.web import WebOptions
 
 #: The shortest --poll-interval: a read of every input a hundred times a second.
 MIN_POLL_INTERVAL = 0.01
@@ -18,7 +19,7 @@ JournalOptions = journal_options(
 )
 
 
-class ServeOptions(GPIOOptions, ListenOptions, JournalOptions):
+class ServeOptions(GPIOOptions, ListenOptions, JournalOptions, WebOptions):
     """C{serve}: answer clients' commands with the inputs' state, and stream its changes."""
 
     synopsis = "[options]"

@@ -145,4 +145,10 @@ def make_service(options, reactor) -> ServerService:
         reactor, reader, journal.path, settings, journal.max_entries, journal.max_bytes, journal.sync,
         InputState.for_reader(reader, reactor),
     )  # fmt: skip
-    return build_server_service(reactor, reader, pool, options.listen_settings(), extra, publishing)
+    listen = options.listen_settings()
+    top = build_server_service(reactor, reader, pool, listen, extra, publishing)
+    if options["web"]:
+        from rpisensor.web.roles import serve_web
+
+        serve_web(reactor, options.web_settings(), listen, top, reader, publishing).setServiceParent(top)
+    return top

@@ -1,0 +1,101 @@
+"""
+The options of the web page: C{--web ENDPOINT} on C{serve}, C{collect} and
+C{poll --subscribe}.
+"""
+
+from __future__ import annotations
+
+import re
+
+from twisted.python import usage
+
+from rpisensor.roles._options.base import FoldedOptions, check_endpoint, count, non_negative_float
+
+#: tcp:, tcp6: and ssl: listen on every address unless told: the page listens on loopback instead.
+_INTERFACED = ("tcp", "ssl")
+
+
+def web_endpoint(description: str) -> str:
+    """
+    C{8080} as C{tcp:8080:interface=127.0.0.1}, and a C{tcp:} or C{ssl:}
+    endpoint without C{interface=} on loopback too: the page is for this
+    machine unless C{interface=} says otherwise (C{interface=0.0.0.0}: the LAN).
+    """
+    from rpisensor.net.tls import endpoint_type, with_lower_case_type
+
+    text = description.strip()
+    if text.isdigit():
+        text = f"tcp:{text}"
+    text = with_lower_case_type(text)
+    kind = endpoint_type(text)
+    arguments = re.split(r"(?<!\\):", text)[1:]
+    named = {part.split("=", 1)[0] for part in arguments if "=" in part}
+    if kind in _INTERFACED and "interface" not in named:
+        text += ":interface=127.0.0.1"
+    elif kind == "tcp6" and "interface" not in named:
+        text += r":interface=\:\:1"
+    return text
+
+
+class WebOptions(FoldedOptions):
+    """The web page's options."""
+
+    optParameters = [
+        ["web-max-clients", None, "100",
+         "Web pages following the live readings at once; more get 503 and retry. "
+         "Example: --web-max-clients 300"],
+        ["web-max-buffer", None, str(256 * 1024),
+         "Bytes held for one web page that does not read what is sent (beyond its socket's "
+         "buffer) before it is dropped; it reconnects and resumes without loss. "
+         "Example: --web-max-buffer 1048576"],
+        ["web-heartbeat", None, "15",
+         "Seconds between keep-alive comments on a quiet event stream, for proxies that close "
+         "silent connections. Example: --web-heartbeat 30"],
+        ["web-stale", None, "60",
+         "Seconds after which a measurement's tile shows its reading as old. Example: --web-stale 300"],
+    ]  # fmt: skip
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["web"] = []
+
+    def opt_web(self, description: str) -> None:
+        """
+        Serve the web page, its JSON API and /metrics there (repeatable), as a Twisted server
+        endpoint; a bare port or tcp: without interface= listens on loopback only.
+        Examples: --web 8080  --web tcp:8080:interface=0.0.0.0
+        --web ssl:8443:privateKey=key.pem:certKey=cert.pem
+        """
+        self["web"].append(web_endpoint(description))
+
+    def postOptions(self) -> None:
+        super().postOptions()
+        for description in self["web"]:
+            check_endpoint("web", description, "serverFromString")
+        self["web-max-clients"] = count("web-max-clients", self["web-max-clients"], 1)
+        self["web-max-buffer"] = count("web-max-buffer", self["web-max-buffer"], 1024)
+        self["web-heartbeat"] = non_negative_float("web-heartbeat", self["web-heartbeat"])
+        if self["web-heartbeat"] <= 0:
+            raise usage.UsageError("--web-heartbeat must be more than 0 seconds")
+        self["web-stale"] = non_negative_float("web-stale", self["web-stale"])
+        if self.get("client-ca") is not None:
+            from rpisensor.net.tls import endpoint_type
+
+            plain = [d for d in self["web"] if endpoint_type(d) not in ("ssl", "unix")]
+            if plain:
+                raise usage.UsageError(
+                    f"--client-ca needs every --web to be ssl: or unix: too, but {plain[0]} is not: "
+                    "it would show the readings to clients without a certificate"
+                )
+
+    def web_settings(self):
+        """Where and how to serve the page, as the options say."""
+        from rpisensor.web.events import EventLimits
+        from rpisensor.web.service import WebSettings
+
+        limits = EventLimits(
+            max_clients=self["web-max-clients"],
+            max_buffered=self["web-max-buffer"],
+            heartbeat=self["web-heartbeat"],
+        )
+        return WebSettings(tuple(self["web"]), limits, self["web-stale"])

@@ -1,0 +1,117 @@
+"""
+The JSON API beside the page:
+
+  - C{GET /api/state}: the latest reading of each sensor (the tiles), the
+    last event id, link and outbox health, and what this client may change.
+  - C{GET /api/readings?after=ID[&limit=N]}: the readings after an event id;
+    C{?since=ISO_TIME} or C{?window=SECONDS}: those taken since then (the
+    plots' history); C{limit} (at most L{MAX_LIMIT}) keeps the newest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+
+from rpisensor.web.controls import Controls
+from rpisensor.web.feed import Event, Feed, iso_time
+from rpisensor.web.query import BadQuery, Query, error_response, json_response
+
+#: Readings one answer holds at most, and by default.
+MAX_LIMIT = 10_000
+DEFAULT_LIMIT = 5_000
+#: The longest window of history, in seconds: 31 days.
+MAX_WINDOW = 31 * 24 * 3600.0
+DEFAULT_WINDOW = 3600.0
+
+
+def kind_of(event: Event) -> str:
+    """How the page draws a sensor: a digital input (no unit) as steps, a measurement as a line."""
+    return "digital" if event.get("unit") is None else "measurement"
+
+
+class _Deferring(Resource):
+    isLeaf = True
+
+    def _answer(self, request, d) -> object:
+        def done(body):
+            if not request.finished and not getattr(request, "_disconnected", False):
+                request.write(json_response(request, body))
+                request.finish()
+
+        def failed(failure):
+            if not request.finished and not getattr(request, "_disconnected", False):
+                request.write(error_response(request, 500, f"could not read: {failure.getErrorMessage()}"))
+                request.finish()
+
+        d.addCallbacks(done, failed)
+        return NOT_DONE_YET
+
+
+class StateResource(_Deferring):
+    """C{GET /api/state}."""
+
+    def __init__(self, info: dict, feed: Feed, clock, controls: Controls, health: Callable[[], dict],
+                 stale_after: float) -> None:  # fmt: skip
+        super().__init__()
+        self.info = info
+        self.feed = feed
+        self.clock = clock
+        self.controls = controls
+        self.health = health
+        self.stale_after = stale_after
+
+    def render_GET(self, request):
+        try:
+            Query(request, allowed=())
+        except BadQuery as e:
+            return error_response(request, 400, str(e))
+        return self._answer(request, self.feed.current().addCallback(self._body, request))
+
+    def _body(self, current, request) -> dict:
+        latest, last = current
+        tiles = []
+        for event in latest:
+            kind = kind_of(event)
+            tiles.append({**event, "kind": kind, "stale_after": self.stale_after if kind == "measurement" else None})
+        return {
+            **self.info,
+            "now": iso_time(self.clock.seconds()),
+            "last": last,
+            "tiles": tiles,
+            "health": self.health(),
+            "controls": self.controls.describe(request),
+        }
+
+
+class ReadingsResource(_Deferring):
+    """C{GET /api/readings}."""
+
+    def __init__(self, feed: Feed, clock) -> None:
+        super().__init__()
+        self.feed = feed
+        self.clock = clock
+
+    def render_GET(self, request):
+        try:
+            query = Query(request, allowed=("after", "since", "window", "limit"))
+            limit = query.integer("limit", minimum=1, maximum=MAX_LIMIT) or DEFAULT_LIMIT
+            after = query.integer("after", minimum=0)
+            since = query.time("since")
+            window = query.seconds("window", MAX_WINDOW)
+            if after is not None and (since is not None or window is not None):
+                raise BadQuery("give either after (an event id) or since/window (a time), not both")
+            if since is not None and window is not None:
+                raise BadQuery("give either since (a time) or window (seconds back from now), not both")
+        except BadQuery as e:
+            return error_response(request, 400, str(e))
+        if after is not None:
+            last = self.feed.last
+            d = self.feed.after(after, limit).addCallback(lambda events: {"readings": events, "last": last})
+            return self._answer(request, d)
+        if since is None:
+            since = self.clock.seconds() - (window if window is not None else DEFAULT_WINDOW)
+        d = self.feed.since(since, limit)
+        return self._answer(request, d.addCallback(lambda result: {"readings": result[0], "last": result[1]}))

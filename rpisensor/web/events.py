@@ -1,0 +1,292 @@
+"""
+Live updates pushed to browsers with Server-Sent Events.
+
+Each reading is one event whose C{id:} is its place in the feed (on C{serve},
+the stream's seq), so a browser that reconnects sends C{Last-Event-ID} and
+gets every reading after it, from the journal, before the live ones: a
+reconnect misses nothing. A comment line every C{heartbeat} seconds keeps
+proxies from closing a quiet stream; link and outbox health is an C{event:
+health} whenever it changes.
+
+Bounded: at most C{max_clients} browsers at once (more get 503 and retry),
+and what one browser has not read is held up to C{max_buffered} bytes
+beyond its socket's buffer (the transport pauses us, as a push producer);
+past that it is dropped, and resumes with its last id when it reconnects.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+from zope.interface import implementer
+from twisted.internet.interfaces import IPushProducer
+
+from rpisensor.lograte import RateLimitedLog
+from rpisensor.web.feed import Event, Feed
+from rpisensor.web.query import BadQuery, Query, error_response
+
+#: Events read from the feed per step while a browser catches up.
+CATCH_UP = 500
+#: Seconds between checks of the health the page shows.
+HEALTH_INTERVAL = 2.0
+
+_log = Logger(namespace="rpisensor.web.events")
+
+
+@dataclass(frozen=True)
+class EventLimits:
+    """
+    @ivar max_clients: browsers following at once (C{--web-max-clients}).
+    @ivar max_buffered: bytes held for one browser that does not read, beyond
+        its socket's buffer, before it is dropped (C{--web-max-buffer}).
+    @ivar heartbeat: seconds between comment lines on a quiet stream.
+    @ivar retry: milliseconds the browser waits before it reconnects.
+    """
+
+    max_clients: int = 100
+    max_buffered: int = 256 * 1024
+    heartbeat: float = 15.0
+    retry: int = 2000
+
+
+def encode(event: Event) -> bytes:
+    data = json.dumps(event, ensure_ascii=False, separators=(",", ":"))
+    return f"id: {event['id']}\nevent: reading\ndata: {data}\n\n".encode()
+
+
+@implementer(IPushProducer)
+class EventClient:
+    """One browser's event stream: a catch-up from the feed, then live events."""
+
+    def __init__(self, hub: EventHub, request, after: int) -> None:
+        self.hub = hub
+        self.request = request
+        self.sent = after
+        self.live = False
+        self.paused = False
+        self.closed = False
+        self._queue: deque[bytes] = deque()
+        self._queued = 0
+        self._held: list[Event] = []  # live events that came while catching up
+        self._reading = False
+        request.registerProducer(self, True)
+        request.notifyFinish().addBoth(lambda _: self.close())
+
+    # -- writing --------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if self.closed:
+            return
+        if self.paused:
+            self._queue.append(data)
+            self._queued += len(data)
+            if self._queued > self.hub.limits.max_buffered:
+                self.drop()
+            return
+        self.request.write(data)
+
+    def send(self, events: list[Event]) -> None:
+        fresh = [e for e in events if e["id"] > self.sent]
+        if not fresh:
+            return
+        self.sent = fresh[-1]["id"]
+        self.hub.sent(len(fresh))
+        self.write(b"".join(map(encode, fresh)))
+
+    def drop(self) -> None:
+        """A browser that does not read: close it; it reconnects with its last id."""
+        self.hub.dropped += 1
+        self.hub.slow_log.warn(
+            "Dropped a web page that read nothing of {bytes} bytes sent to it (--web-max-buffer); "
+            "it reconnects and resumes from its last reading.",
+            key="slow web pages", bytes=self._queued,
+        )  # fmt: skip
+        self.close()
+        transport = getattr(self.request, "transport", None)
+        if transport is not None and hasattr(transport, "abortConnection"):
+            transport.abortConnection()
+
+    # -- catching up, then live --------------------------------------------------------
+
+    def catch_up(self) -> None:
+        if self.closed or self.paused or self._reading:
+            return
+        self._reading = True
+        self.hub.feed.after(self.sent, CATCH_UP).addCallbacks(self._caught_up, self._read_failed)
+
+    def _caught_up(self, events: list[Event]) -> None:
+        self._reading = False
+        if self.closed:
+            return
+        self.send(events)
+        if len(events) >= CATCH_UP:
+            self.catch_up()
+            return
+        self.live = True
+        held, self._held = self._held, []
+        self.send(held)
+
+    def _read_failed(self, failure) -> None:
+        self._reading = False
+        _log.error("Could not read readings for a web page: {error}", error=failure.getErrorMessage())
+        self.close()
+        self.request.finish()
+
+    def published(self, events: list[Event]) -> None:
+        if self.live:
+            self.send(events)
+        elif not self.closed:
+            self._held.extend(events)
+
+    # -- IPushProducer: the transport says when the browser reads ------------------
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        queue, self._queue, self._queued = self._queue, deque(), 0
+        for data in queue:
+            self.write(data)
+        if not self.live:
+            self.catch_up()
+
+    def stopProducing(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._queue.clear()
+        self._held = []
+        self.hub.clients.discard(self)
+
+
+class EventHub:
+    """
+    Every browser's stream, fed from C{feed}; heartbeats and health for all
+    from one timer each.
+
+    @param health: returns the link and outbox health as a JSON-able dict.
+    @param on_sent: called with how many reading events went out (metrics).
+    """
+
+    def __init__(
+        self,
+        feed: Feed,
+        clock,
+        limits: EventLimits = EventLimits(),
+        health: Callable[[], dict] | None = None,
+        on_sent: Callable[[int], object] | None = None,
+    ) -> None:
+        self.feed = feed
+        self.clock = clock
+        self.limits = limits
+        self.health = health
+        self._on_sent = on_sent
+        self.clients: set[EventClient] = set()
+        self.dropped = 0
+        self.slow_log = RateLimitedLog(clock, _log)
+        self._last_health: bytes | None = None
+        self._loops: list[LoopingCall] = []
+
+    def start(self) -> None:
+        self.feed.add_listener(self._published)
+        for interval, beat in ((self.limits.heartbeat, self._heartbeat), (HEALTH_INTERVAL, self._health)):
+            loop = LoopingCall(beat)
+            loop.clock = self.clock
+            loop.start(interval, now=False)
+            self._loops.append(loop)
+
+    def stop(self) -> None:
+        self.feed.remove_listener(self._published)
+        for loop in self._loops:
+            if loop.running:
+                loop.stop()
+        self._loops = []
+        for client in list(self.clients):
+            client.close()
+            client.request.unregisterProducer()
+            client.request.finish()
+
+    def sent(self, count: int) -> None:
+        if self._on_sent is not None:
+            self._on_sent(count)
+
+    def _published(self, events: list[Event]) -> None:
+        for client in list(self.clients):
+            client.published(events)
+
+    def _heartbeat(self) -> None:
+        for client in list(self.clients):
+            client.write(b": heartbeat\n\n")
+
+    def health_event(self) -> bytes | None:
+        if self.health is None:
+            return None
+        data = json.dumps(self.health(), ensure_ascii=False, separators=(",", ":"))
+        return f"event: health\ndata: {data}\n\n".encode()
+
+    def _health(self) -> None:
+        event = self.health_event()
+        if event is None or event == self._last_health:
+            return
+        self._last_health = event
+        for client in list(self.clients):
+            client.write(event)
+
+    def open(self, request, after: int | None) -> EventClient | None:
+        """Start streaming to C{request} after id C{after} (C{None}: from now); C{None} if full."""
+        if len(self.clients) >= self.limits.max_clients:
+            return None
+        if after is None or after > self.feed.last:
+            # A new page, or an id from another stream (a journal made anew): from now.
+            after = self.feed.last
+        client = EventClient(self, request, after)
+        self.clients.add(client)
+        client.write(f"retry: {self.limits.retry}\n: rpisensor events after {after}\n\n".encode())
+        health = self.health_event()
+        if health is not None:
+            self._last_health = health
+            client.write(health)
+        client.catch_up()
+        return client
+
+
+class EventsResource(Resource):
+    """C{GET /events[?after=ID]}: the event stream; C{Last-Event-ID} wins over C{after}."""
+
+    isLeaf = True
+
+    def __init__(self, hub: EventHub) -> None:
+        super().__init__()
+        self.hub = hub
+
+    def render_GET(self, request):
+        try:
+            query = Query(request, allowed=("after",))
+            after = query.integer("after", minimum=0)
+            header = request.getHeader(b"last-event-id")
+            if header:
+                after = Query.parse_integer("Last-Event-ID", header, minimum=0)
+        except BadQuery as e:
+            return error_response(request, 400, str(e))
+        request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-cache")
+        request.setHeader(b"x-accel-buffering", b"no")  # proxies: do not hold the stream back
+        if self.hub.open(request, after) is None:
+            request.setHeader(b"retry-after", b"10")
+            return error_response(
+                request, 503,
+                f"{len(self.hub.clients)} pages follow the events already (--web-max-clients); "
+                "try again later",
+            )  # fmt: skip
+        return NOT_DONE_YET

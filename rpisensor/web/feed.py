@@ -1,0 +1,207 @@
+"""
+What the page follows: a numbered sequence of readings (the event id a
+browser resumes from), the latest reading of each sensor, and the history of
+a time range. Two sources:
+
+  - L{JournalFeed} on C{serve}: the journal is the sequence; an event's id is
+    the stream's seq, so a browser resumes from the journal, even across a
+    restart of the server.
+  - L{ReceivedFeed} on C{collect} and C{poll --subscribe}: readings of many
+    devices and streams arrive at once, so the page's ids are its own count
+    of the readings received since the role started, kept in a bounded
+    buffer; the history of a time range comes from the store (see
+    L{rpisensor.web.history}).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.logger import Logger
+
+from rpisensor.stream.journal import span
+from rpisensor.wire import v2
+
+#: One reading as the page and the JSON API show it.
+Event = dict
+
+Listener = Callable[[list[Event]], object]
+
+
+def event_of(device: str, reading, seq: int) -> Event:
+    """A journal or stream reading as the page's event, numbered C{seq}."""
+    return {
+        "id": seq,
+        "device": device,
+        "sensor": reading.sensor,
+        "value": reading.value,
+        "text": reading.text,
+        "unit": reading.unit,
+        "ts": reading.ts,
+    }
+
+
+def iso_time(seconds: float) -> str:
+    """Epoch seconds as the streams write times (ISO 8601 UTC, milliseconds): comparable as text."""
+    return v2.format_timestamp(seconds)
+
+
+def parse_time(text: str) -> float:
+    """
+    An ISO 8601 time (C{2026-12-01T22:00:00Z}, or with an offset) as epoch seconds.
+
+    @raise ValueError: not such a time.
+    """
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
+
+
+class Feed:
+    """
+    The base of both sources: listeners told of every new batch of events,
+    and the latest event of each sensor.
+
+    @ivar last: the id of the newest event the reactor has been told of.
+    """
+
+    _log = Logger()
+
+    def __init__(self) -> None:
+        self._listeners: list[Listener] = []
+        self.latest: dict[tuple[str, str], Event] = {}
+        self.last = 0
+
+    def add_listener(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def _publish(self, events: list[Event]) -> None:
+        for event in events:
+            self.latest[event["device"], event["sensor"]] = event
+        if events:
+            self.last = max(self.last, events[-1]["id"])
+        for listener in list(self._listeners):
+            try:
+                listener(events)
+            except Exception:
+                self._log.failure("A listener of the web feed failed")
+
+    def after(self, seq: int, limit: int) -> Deferred[list[Event]]:
+        """Fires with up to C{limit} events after id C{seq}, in order."""
+        raise NotImplementedError
+
+    def since(self, start: float, limit: int) -> Deferred[tuple[list[Event], int]]:
+        """
+        Fires with C{(events, last)}: the newest C{limit} events taken at or
+        after C{start} (epoch seconds), oldest first, and the id of the last
+        event there was when they were read (the page follows live from it).
+        """
+        raise NotImplementedError
+
+    def current(self) -> Deferred[tuple[list[Event], int]]:
+        """Fires with C{(latest event of each sensor, last id)}."""
+        return succeed((sorted(self.latest.values(), key=lambda e: e["id"]), self.last))
+
+
+class JournalFeed(Feed):
+    """
+    C{serve}'s journal as the page's feed: committed entries are published
+    as they are committed (a gap entry advances the ids without an event).
+
+    @param journal: the L{rpisensor.stream.outbox.JournalService}.
+    """
+
+    def __init__(self, journal, device: str) -> None:
+        super().__init__()
+        self.journal = journal
+        self.device = device
+
+    def start(self) -> Deferred:
+        """Learn the latest reading of each sensor, then follow the journal's commits."""
+        self.journal.add_listener(self._committed)
+        return self.journal.snapshot().addCallback(self._snapshot)
+
+    def stop(self) -> None:
+        self.journal.remove_listener(self._committed)
+
+    def _snapshot(self, snapshot) -> None:
+        last, latest = snapshot
+        for reading in latest.values():
+            event = event_of(self.device, reading, reading.seq)
+            key = event["device"], event["sensor"]
+            if key not in self.latest or self.latest[key]["id"] < event["id"]:
+                self.latest[key] = event
+        self.last = max(self.last, last)
+
+    def _committed(self, entries) -> None:
+        if entries:
+            self.last = max(self.last, max(span(e)[1] for e in entries))
+        self._publish(self._events(entries))
+
+    def after(self, seq: int, limit: int) -> Deferred[list[Event]]:
+        return self.journal.after(seq, limit).addCallback(self._events)
+
+    def _events(self, entries) -> list[Event]:
+        return [event_of(self.device, e, e.seq) for e in entries if isinstance(e, v2.Reading)]
+
+    def since(self, start: float, limit: int) -> Deferred[tuple[list[Event], int]]:
+        d = self.journal.readings_since(iso_time(start), limit)
+        return d.addCallback(lambda result: (self._events(result[0]), result[1]))
+
+
+class ReceivedFeed(Feed):
+    """
+    The readings a receiving role stores (C{collect}, C{poll --subscribe}),
+    numbered in the order they were stored, the newest C{keep} of them held
+    for browsers that reconnect.
+
+    @param history: reads a time range from the store,
+        C{history(start_iso, limit) -> Deferred[list of StreamReading]}, or
+        C{None} (no store: the buffer is all there is).
+    """
+
+    def __init__(self, keep: int = 10_000, history=None) -> None:
+        super().__init__()
+        self._buffer: deque[Event] = deque(maxlen=keep)
+        self._history = history
+
+    def on_reading(self, reading) -> None:
+        """A L{rpisensor.stream.records.StreamReading} was stored (the roles' C{on_reading})."""
+        event = event_of(reading.device, reading, self.last + 1)
+        self._buffer.append(event)
+        self._publish([event])
+
+    def after(self, seq: int, limit: int) -> Deferred[list[Event]]:
+        if not self._buffer or seq >= self._buffer[-1]["id"]:
+            return succeed([])
+        first = self._buffer[0]["id"]
+        start = max(0, seq + 1 - first)
+        return succeed([self._buffer[i] for i in range(start, min(len(self._buffer), start + limit))])
+
+    def since(self, start: float, limit: int) -> Deferred[tuple[list[Event], int]]:
+        last = self.last
+        begin = iso_time(start)
+        buffered = [e for e in self._buffer if e["ts"] >= begin][-limit:]
+        if self._history is None:
+            return succeed((buffered, last))
+        return self._history(begin, limit).addCallback(self._merge, buffered, limit, last)
+
+    @staticmethod
+    def _merge(stored, buffered: list[Event], limit: int, last: int) -> tuple[list[Event], int]:
+        """
+        The store's readings (which have no page id: id 0) before those in
+        the buffer, which the store holds too: one of each reading.
+        """
+        seen = {(e["device"], e["sensor"], e["ts"]) for e in buffered}
+        older = [
+            event_of(r.device, r, 0) for r in stored if (r.device, r.sensor, r.ts) not in seen
+        ]
+        return (older + buffered)[-limit:], last

@@ -1,0 +1,92 @@
+"""
+The web side of each role: what its page follows, its health and metrics.
+
+  - C{serve}: the journal (L{JournalFeed}); health is the journal's bounds,
+    its gaps and the subscribers; the simulated inputs' buttons.
+  - C{collect}, C{poll --subscribe}: what is stored (L{ReceivedFeed}), with
+    history from the store; health is each device's stream: connected or
+    not, the last reading acknowledged (stored), gaps received.
+"""
+
+from __future__ import annotations
+
+from rpisensor.net.limits import ListenSettings
+from rpisensor.web.controls import Controls, SimulatedInputs
+from rpisensor.web.feed import JournalFeed, ReceivedFeed
+from rpisensor.web.history import store_history
+from rpisensor.web.metrics import Metrics
+from rpisensor.web.service import WebService, WebSettings
+
+
+def serve_web(reactor, settings: WebSettings, listen: ListenSettings, top, reader, publishing,
+              outputs=None) -> WebService:  # fmt: skip
+    """
+    C{serve}'s page. C{outputs}: an L{rpisensor.web.controls.IOutputSwitches}
+    once C{serve} drives outputs (their switches then show for the clients it grants).
+    """
+    journal = publishing.journal
+    feed = JournalFeed(journal, publishing.device)
+    metrics = Metrics("serve")
+    metrics.count_connections(top.factory)
+    metrics.count_outbox(lambda: journal.journal.rows)
+    reader.on_read = metrics.read
+    web: WebService | None = None
+
+    def health() -> dict:
+        j = journal.journal
+        return {
+            "journal": {"first": j.first, "last": j.last, "rows": j.rows},
+            "subscribers": len(publishing.subscriptions),
+            "connections": len(top.factory.connections),
+            "pages": len(web.hub.clients) if web is not None else 0,
+        }
+
+    simulated = SimulatedInputs(reader) if reader.backend.name == "sim" else None
+    info = {"role": "serve", "device": publishing.device}
+    web = WebService(reactor, settings, listen, info, feed, metrics, health, Controls(simulated, outputs))
+    return web
+
+
+class ReceiverHealth:
+    """The streams a receiving role has, for its page: connected, last acknowledged, gaps."""
+
+    def __init__(self, registry, feed: ReceivedFeed, connections=None) -> None:
+        self._registry = registry
+        self._feed = feed
+        self._connections = connections
+
+    def __call__(self) -> dict:
+        streams = []
+        for state in self._registry():
+            session = state.session
+            streams.append({
+                "device": state.device,
+                "stream": state.stream,
+                "connected": session is not None and not getattr(session, "closed", False),
+                "peer": getattr(session, "peer", None),
+                "acked": state.stored,
+            })  # fmt: skip
+        body = {"streams": sorted(streams, key=lambda s: (s["device"], s["stream"]))}
+        if self._connections is not None:
+            body["connections"] = len(self._connections())
+        return body
+
+
+def receiver_web(reactor, role: str, settings: WebSettings, listen: ListenSettings, store_path: str | None,
+                 registry, store=None, connections=None, feed: ReceivedFeed | None = None) -> WebService:  # fmt: skip
+    """
+    The page of C{collect} or C{poll --subscribe}.
+
+    @param registry: returns the role's streams (L{rpisensor.stream.receiver.StreamRegistry}).
+    @param store: the L{rpisensor.store.StoreService}, for the outbox depth.
+    @param connections: returns the open connections (collect's reporters).
+    @param feed: the feed whose C{on_reading} the role calls.
+    """
+    feed = feed if feed is not None else ReceivedFeed(history=store_history(store_path))
+    metrics = Metrics(role)
+    if connections is not None:
+        metrics.connections.set_function(lambda: len(connections()))
+    if store is not None:
+        metrics.count_outbox(lambda: store.waiting)
+    health = ReceiverHealth(registry, feed, connections)
+    return WebService(reactor, settings, listen, {"role": role, "device": None}, feed, metrics, health)

@@ -1,0 +1,90 @@
+"""
+The web side as a service of its role: C{--web ENDPOINT} on C{serve},
+C{collect} and C{poll --subscribe}. It starts after what it shows (the
+journal, the store) and stops before it: listeners first, then the pages'
+event streams.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from twisted.application.service import MultiService
+from twisted.internet.defer import maybeDeferred
+
+from rpisensor.net.limits import ListenSettings
+from rpisensor.net.listening import ListenerService
+from rpisensor.web.controls import Controls
+from rpisensor.web.events import EventHub, EventLimits
+from rpisensor.web.feed import Feed
+from rpisensor.web.metrics import Metrics
+from rpisensor.web.site import WebSite, build_root
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    """
+    @ivar endpoints: where the web side listens (C{--web}, repeatable).
+    @ivar events: the bounds of the pages' event streams.
+    @ivar stale_after: seconds after which a measurement's tile shows it is old
+        (a digital input's reading stays current until it changes).
+    """
+
+    endpoints: tuple[str, ...] = ()
+    events: EventLimits = field(default_factory=EventLimits)
+    stale_after: float = 60.0
+
+
+class WebService(MultiService):
+    """
+    @param info: what the page says of the role (C{role}, C{device}).
+    @param health: the link and outbox health, as a JSON-able dict.
+    """
+
+    def __init__(
+        self,
+        reactor,
+        settings: WebSettings,
+        listen: ListenSettings,
+        info: dict,
+        feed: Feed,
+        metrics: Metrics,
+        health: Callable[[], dict],
+        controls: Controls | None = None,
+    ) -> None:
+        super().__init__()
+        self.feed = feed
+        self.metrics = metrics
+        self.hub = EventHub(feed, reactor, settings.events, health, metrics.sent_to_web)
+        metrics.count_web_streams(self.hub)
+        self.controls = controls if controls is not None else Controls()
+        self.root = build_root(
+            info, feed, reactor, self.hub, metrics, self.controls, health, settings.stale_after
+        )
+        idle = listen.limits.idle_timeout or 60.0
+        self.site = WebSite(self.root, reactor, listen.policy, listen.limits.max_connections, idle)
+        self.listeners = [
+            ListenerService(reactor, endpoint, self.site, listen.client_ca) for endpoint in settings.endpoints
+        ]
+        for listener in self.listeners:
+            listener.setServiceParent(self)
+
+    def startService(self) -> None:
+        start = getattr(self.feed, "start", None)
+        if start is not None:
+            maybeDeferred(start).addErrback(lambda f: self.feed._log.failure("The web feed did not start", f))
+        self.feed.add_listener(self.metrics.received)
+        self.metrics.observe_log()
+        self.hub.start()
+        super().startService()
+
+    def stopService(self):
+        stopping = super().stopService()  # the listeners
+        self.hub.stop()
+        self.feed.remove_listener(self.metrics.received)
+        stop = getattr(self.feed, "stop", None)
+        if stop is not None:
+            stop()
+        self.metrics.stop_observing_log()
+        return stopping

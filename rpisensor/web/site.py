@@ -1,0 +1,189 @@
+"""
+The web side of a role: the page and its assets, the JSON API, the event
+stream and C{/metrics}, served by a L{WebSite} that applies the role's
+access policy and refuses oversized requests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from importlib.resources import files
+
+from twisted.logger import Logger
+from twisted.internet.protocol import Protocol
+from twisted.web import server
+from twisted.web.pages import notFound
+from twisted.web.resource import Resource
+
+from rpisensor.lograte import RateLimitedLog
+from rpisensor.net.access import AccessPolicy
+from rpisensor.web.api import ReadingsResource, StateResource
+from rpisensor.web.controls import Controls, OutputsResource, SimulateResource
+from rpisensor.web.events import EventHub, EventsResource
+from rpisensor.web.feed import Feed
+from rpisensor.web.metrics import Metrics, MetricsResource
+
+#: The largest request body accepted, in bytes: a change is a short POST.
+MAX_BODY = 4096
+
+#: The page's files, shipped in the package (no CDN: a classroom often has no Internet).
+ASSETS = {
+    "app.js": "text/javascript; charset=utf-8",
+    "style.css": "text/css; charset=utf-8",
+}
+
+_log = Logger(namespace="rpisensor.web.site")
+
+
+def _asset(name: str) -> bytes:
+    return files("rpisensor.web").joinpath("static", name).read_bytes()
+
+
+class _File(Resource):
+    """One of the page's files, from memory."""
+
+    isLeaf = True
+
+    def __init__(self, data: bytes, kind: str) -> None:
+        super().__init__()
+        self.data = data
+        self.kind = kind.encode()
+
+    def render_GET(self, request):
+        request.setHeader(b"content-type", self.kind)
+        request.setHeader(b"cache-control", b"no-cache")
+        return self.data
+
+
+class _Node(Resource):
+    """A directory of fixed children: any other name is a 404 saying where to look."""
+
+    def getChild(self, path, request):
+        return notFound("No such page", "The page is /, the API /api/state and /api/readings.")
+
+
+class LimitedRequest(server.Request):
+    """A request whose body may be at most L{MAX_BODY} bytes; a longer one is refused with 413."""
+
+    max_body = MAX_BODY
+    _refused = False
+    _body = 0
+
+    def gotLength(self, length):
+        super().gotLength(length)
+        if length is not None and length > self.max_body:
+            self._refuse()
+
+    def handleContentChunk(self, data):
+        if self._refused:
+            return
+        self._body += len(data)
+        if self._body > self.max_body:
+            self._refuse()
+            return
+        super().handleContentChunk(data)
+
+    def requestReceived(self, command, path, version):
+        if not self._refused:
+            super().requestReceived(command, path, version)
+
+    def _refuse(self) -> None:
+        self._refused = True
+        message = f"request body larger than {self.max_body} bytes\n".encode()
+        transport = self.channel.transport
+        transport.write(
+            b"HTTP/1.1 413 Content Too Large\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(message), message)
+        )
+        transport.loseConnection()
+
+
+class _Forbidden(Protocol):
+    """Answers a peer the access policy refuses with one 403, then closes."""
+
+    def connectionMade(self):
+        message = b"this address may not connect (see --allow)\n"
+        transport = self.transport
+        transport.write(
+            b"HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(message), message)
+        )
+        transport.loseConnection()
+
+
+class WebSite(server.Site):
+    """
+    The role's site. Peers outside the access policy get a 403; beyond
+    C{max_connections} open at once, a new one is closed.
+    """
+
+    requestFactory = LimitedRequest
+    noisy = False
+
+    def __init__(self, root, clock, policy: AccessPolicy, max_connections: int, timeout: float = 60.0) -> None:
+        super().__init__(root, timeout=timeout or None)
+        self.policy = policy
+        self.max_connections = max_connections
+        self.open = 0
+        self.callLater = clock.callLater
+        self._refusals = RateLimitedLog(clock, _log, burst=5, window=10.0)
+
+    def logPrefix(self) -> str:
+        return "rpisensor web"
+
+    def log(self, request) -> None:
+        """No line per request: a page makes many, and any peer could fill the log."""
+
+    def buildProtocol(self, addr):
+        host = getattr(addr, "host", None)
+        if host is not None and not self.policy.allows(host):
+            self._refusals.warn(
+                "Refused a web connection from {host}: it is not in the allowed networks ({allowed}). "
+                "Add --allow with its network to let it in.",
+                key="refused web connections", host=host, allowed=self.policy.describe(),
+            )  # fmt: skip
+            return _Forbidden()
+        if self.open >= self.max_connections:
+            self._refusals.warn(
+                "Refused a web connection from {host}: {count} are open, the limit (--max-connections).",
+                key="busy web connections", host=host or "a local client", count=self.open,
+            )  # fmt: skip
+            return None
+        channel = super().buildProtocol(addr)
+        self.open += 1
+        lost = channel.connectionLost
+
+        def connection_lost(reason):
+            self.open -= 1
+            return lost(reason)
+
+        channel.connectionLost = connection_lost
+        return channel
+
+
+def build_root(
+    info: dict,
+    feed: Feed,
+    clock,
+    hub: EventHub,
+    metrics: Metrics,
+    controls: Controls,
+    health: Callable[[], dict],
+    stale_after: float,
+) -> Resource:
+    """The resource tree: C{/}, C{/static/...}, C{/api/...}, C{/events}, C{/metrics}."""
+    root = _Node()
+    root.putChild(b"", _File(_asset("index.html"), "text/html; charset=utf-8"))
+    static = _Node()
+    for name, kind in ASSETS.items():
+        static.putChild(name.encode(), _File(_asset(name), kind))
+    root.putChild(b"static", static)
+    api = _Node()
+    api.putChild(b"state", StateResource(info, feed, clock, controls, health, stale_after))
+    api.putChild(b"readings", ReadingsResource(feed, clock))
+    api.putChild(b"sim", SimulateResource(controls))
+    api.putChild(b"outputs", OutputsResource(controls))
+    root.putChild(b"api", api)
+    root.putChild(b"events", EventsResource(hub))
+    root.putChild(b"metrics", MetricsResource(metrics))
+    return root

@@ -1,0 +1,393 @@
+"""
+The web side's resources, on Twisted's doubles: the JSON API over a real
+(in-memory) journal, the event stream's resume, bounds and heartbeats,
+simulated presses and their cross-site checks, /metrics as Prometheus parses
+it, bad query parameters (fuzzed), unknown paths, oversized requests and the
+access policy.
+"""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import given, settings, strategies as st
+from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import succeed
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.test.requesthelper import DummyRequest
+
+from rpisensor.hw.simulated import SimulatedGPIO
+from rpisensor.net.access import AccessPolicy
+from rpisensor.net.limits import ListenSettings
+from rpisensor.sensing.inputs import DEFAULT_INPUT
+from rpisensor.stream.journal import Journal, NewReading
+from rpisensor.stream.outbox import JournalService
+from rpisensor.web.controls import Controls, SimulatedInputs
+from rpisensor.web.events import CATCH_UP, EventLimits
+from rpisensor.web.feed import JournalFeed, ReceivedFeed, iso_time
+from rpisensor.web.metrics import Metrics
+from rpisensor.web.service import WebService, WebSettings
+
+START = 1_790_000_000.0
+
+
+def inline(f, *args):
+    """A journal runner that runs in the test's thread."""
+    try:
+        return succeed(f(*args))
+    except Exception:
+        from twisted.internet.defer import fail
+
+        return fail()
+
+
+class Request(DummyRequest):
+    """A DummyRequest that takes a push producer (the event stream) and a client address."""
+
+    def __init__(self, path: bytes, method: bytes = b"GET", client: str = "127.0.0.1", **args):
+        parts = path.lstrip(b"/").split(b"/")
+        super().__init__(parts)
+        self.method = method
+        self.uri = path
+        self.client = IPv4Address("TCP", client, 40000)
+        self.producer = None
+        for name, value in args.items():
+            self.args[name.encode()] = [value if isinstance(value, bytes) else str(value).encode()]
+
+    def registerProducer(self, producer, streaming):
+        self.producer = producer
+
+    def unregisterProducer(self):
+        self.producer = None
+
+    def body(self) -> bytes:
+        return b"".join(self.written)
+
+    def json(self):
+        return json.loads(self.body())
+
+
+class _Reader:
+    """What the web side needs of an input reader: its inputs and backend."""
+
+    def __init__(self, backend) -> None:
+        self.backend = backend
+        self.inputs = {DEFAULT_INPUT.name: DEFAULT_INPUT}
+
+
+class WebTestCase(SynchronousTestCase):
+    def setUp(self):
+        self.clock = Clock()
+        self.clock.advance(START)
+        journal = Journal(None, max_entries=100_000)
+        self.journal = JournalService(self.clock, journal, outbox=False, runner=inline)
+        self.journal.startService()
+        self.addCleanup(self.journal.stopService)
+        self.feed = JournalFeed(self.journal, "pi")
+        self.metrics = Metrics("serve")
+        self.backend = SimulatedGPIO()
+        self.backend.setup_input(DEFAULT_INPUT.pin, "up")
+        self.reader = _Reader(self.backend)
+        self.limits = EventLimits(max_clients=3, max_buffered=2000, heartbeat=15.0)
+        self.web = WebService(
+            self.clock, WebSettings((), self.limits), ListenSettings(), {"role": "serve", "device": "pi"},
+            self.feed, self.metrics, lambda: {"journal": {"last": journal.last}},
+            Controls(SimulatedInputs(self.reader)),
+        )  # fmt: skip
+        self.web.startService()
+        self.addCleanup(self.web.stopService)
+
+    def record(self, count: int = 1, at: float | None = None, value: int | None = None) -> None:
+        """Append readings to the journal and let its flush run."""
+        for i in range(count):
+            v = (self.journal.journal.last + 1) % 2 if value is None else value
+            ts = iso_time(self.clock.seconds() if at is None else at)
+            self.journal.append(NewReading(ts, True, "button", v, "Button pressed" if v else "Button released"))
+        self.clock.advance(0)
+
+    def get(self, path: bytes, method: bytes = b"GET", headers: dict | None = None, **args) -> Request:
+        request = Request(path, method, **args)
+        for name, value in (headers or {}).items():
+            request.requestHeaders.addRawHeader(name, value)
+        resource = self.web.root
+        while request.postpath and not resource.isLeaf:
+            name = request.postpath.pop(0)
+            request.prepath.append(name)
+            resource = resource.getChildWithDefault(name, request)
+        request.render(resource)
+        return request
+
+
+class APITests(WebTestCase):
+    def test_state_has_a_tile_per_sensor_and_the_controls(self):
+        self.record(3)
+        body = self.get(b"/api/state").json()
+        self.assertEqual(body["last"], 3)
+        self.assertEqual([t["sensor"] for t in body["tiles"]], ["button"])
+        tile = body["tiles"][0]
+        self.assertEqual((tile["id"], tile["text"], tile["kind"]), (3, "Button pressed", "digital"))
+        self.assertEqual(body["controls"], {"simulate": ["button"], "outputs": []})
+        self.assertEqual(body["health"], {"journal": {"last": 3}})
+
+    def test_a_remote_client_gets_no_simulate_buttons(self):
+        request = Request(b"/api/state", client="192.168.0.9")
+        self.assertEqual(self.web.controls.describe(request)["simulate"], [])
+
+    def test_readings_after_an_id(self):
+        self.record(5)
+        body = self.get(b"/api/readings", after=2).json()
+        self.assertEqual([r["id"] for r in body["readings"]], [3, 4, 5])
+        self.assertEqual(body["last"], 5)
+        self.assertEqual([r["id"] for r in self.get(b"/api/readings", after=2, limit=1).json()["readings"]], [3])
+
+    def test_readings_of_a_time_window(self):
+        self.record(2, at=START - 600)
+        self.record(3, at=START - 10)
+        body = self.get(b"/api/readings", window=60).json()
+        self.assertEqual([r["id"] for r in body["readings"]], [3, 4, 5])
+        since = self.get(b"/api/readings", since=iso_time(START - 700)).json()
+        self.assertEqual(len(since["readings"]), 5)
+        newest = self.get(b"/api/readings", since=iso_time(START - 700), limit=2).json()
+        self.assertEqual([r["id"] for r in newest["readings"]], [4, 5])
+
+    def test_bad_parameters_are_400_with_a_message(self):
+        cases = [
+            ({"after": "x"}, "after must be a whole number"),
+            ({"after": "-1"}, "after must be a whole number"),
+            ({"limit": "0"}, "limit must be from 1 to 10000"),
+            ({"window": "nan"}, "window must be more than 0"),
+            ({"since": "yesterday"}, "since must be an ISO 8601 time"),
+            ({"after": "1", "window": "5"}, "not both"),
+            ({"colour": "red"}, "unknown parameter 'colour'"),
+            ({"after": "9" * 300}, "longer than 200 bytes"),
+        ]
+        for args, message in cases:
+            request = self.get(b"/api/readings", **args)
+            self.assertEqual(request.responseCode, 400, args)
+            self.assertIn(message, request.json()["error"])
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.dictionaries(
+        st.sampled_from(["after", "since", "window", "limit", "x", "after\xff"]),
+        st.binary(max_size=300) | st.text(max_size=40).map(str.encode),
+        max_size=4,
+    ))  # fmt: skip
+    def test_fuzzed_parameters_answer_200_or_400(self, args):
+        request = Request(b"/api/readings")
+        request.args = {name.encode("utf-8", "surrogateescape"): [value] for name, value in args.items()}
+        resource = self.web.root.children[b"api"].children[b"readings"]
+        request.render(resource)
+        self.assertIn(request.responseCode, (None, 400))
+        body = request.json()
+        if request.responseCode == 400:
+            self.assertTrue(body["error"])
+        else:
+            self.assertIn("readings", body)
+
+    def test_unknown_paths_are_404(self):
+        for path in (b"/nope", b"/api/nope", b"/static/missing.js", b"/static/"):
+            self.assertEqual(self.get(path).responseCode, 404, path)
+
+    def test_the_page_and_its_assets_come_from_the_package(self):
+        page = self.get(b"/").body()
+        self.assertIn(b'<script src="/static/app.js"', page)
+        script = self.get(b"/static/app.js")
+        self.assertIn(b"EventSource", script.body())
+        for path in (b"/", b"/static/app.js", b"/static/style.css"):
+            self.assertNotIn(b"http", self.get(path).body(), f"{path}: nothing from the Internet")
+
+
+class SimulateTests(WebTestCase):
+    def press(self, action="press", client="127.0.0.1", headers=None, name=b"button"):
+        request = Request(b"/api/sim/" + name, b"POST", client=client, action=action)
+        for header, value in ({"X-Rpisensor": "1"} if headers is None else headers).items():
+            request.requestHeaders.addRawHeader(header, value)
+        request.postpath = [name]
+        request.render(self.web.root.children[b"api"].children[b"sim"])
+        return request
+
+    def test_press_and_release_drive_the_simulated_pin(self):
+        request = self.press()
+        self.assertEqual(request.json(), {"input": "button", "text": "Button pressed"})
+        self.assertEqual(self.backend.level(DEFAULT_INPUT.pin), False)  # active low
+        self.assertEqual(self.press("release").json()["text"], "Button released")
+        self.assertEqual(self.backend.level(DEFAULT_INPUT.pin), True)
+
+    def test_without_the_header_it_is_refused(self):
+        request = self.press(headers={})
+        self.assertEqual(request.responseCode, 403)
+        self.assertIn("X-Rpisensor", request.json()["error"])
+        self.assertEqual(self.backend.level(DEFAULT_INPUT.pin), True)
+
+    def test_from_another_site_it_is_refused(self):
+        request = self.press(headers={"X-Rpisensor": "1", "Origin": "http://evil.example", "Host": "pi:8080"})
+        self.assertEqual(request.responseCode, 403)
+        self.assertIn("another site", request.json()["error"])
+        same = self.press(headers={"X-Rpisensor": "1", "Origin": "http://pi:8080", "Host": "pi:8080"})
+        self.assertEqual(same.responseCode, None)
+
+    def test_from_another_machine_it_is_refused(self):
+        request = self.press(client="192.168.0.9")
+        self.assertEqual(request.responseCode, 403)
+        self.assertIn("from this machine", request.json()["error"])
+
+    def test_bad_names_and_actions(self):
+        self.assertEqual(self.press(name=b"door").responseCode, 404)
+        self.assertEqual(self.press(action="smash").responseCode, 400)
+        get = self.get(b"/api/sim/button", action="press")
+        self.assertEqual(get.responseCode, 405)
+
+
+class EventStreamTests(WebTestCase):
+    def events(self, request) -> list[dict]:
+        out = []
+        for block in request.body().decode().split("\n\n"):
+            fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line and not line.startswith(":"))
+            if fields.get("event") == "reading":
+                data = json.loads(fields["data"])
+                self.assertEqual(int(fields["id"]), data["id"])
+                out.append(data)
+        return out
+
+    def test_a_new_page_gets_live_readings_only(self):
+        self.record(2)
+        request = self.get(b"/events")
+        self.assertTrue(request.body().startswith(b"retry: 2000\n"))
+        self.assertEqual(self.events(request), [])
+        self.record(1)
+        self.assertEqual([e["id"] for e in self.events(request)], [3])
+
+    def test_last_event_id_resumes_without_loss(self):
+        self.record(5)
+        request = self.get(b"/events", headers={"Last-Event-ID": "2"}, after="0")
+        self.assertEqual([e["id"] for e in self.events(request)], [3, 4, 5])
+        self.record(2)
+        self.assertEqual([e["id"] for e in self.events(request)], [3, 4, 5, 6, 7])
+
+    def test_a_long_catch_up_comes_in_steps_then_live(self):
+        self.record(CATCH_UP * 2 + 3)
+        request = self.get(b"/events", after="0")
+        ids = [e["id"] for e in self.events(request)]
+        self.assertEqual(ids, list(range(1, CATCH_UP * 2 + 4)))
+        self.record(1)
+        self.assertEqual(self.events(request)[-1]["id"], CATCH_UP * 2 + 4)
+
+    def test_an_id_from_another_stream_starts_from_now(self):
+        self.record(2)
+        request = self.get(b"/events", headers={"Last-Event-ID": "999"})
+        self.assertEqual(self.events(request), [])
+        self.record(1)
+        self.assertEqual([e["id"] for e in self.events(request)], [3])
+
+    def test_heartbeat_comments(self):
+        request = self.get(b"/events")
+        self.clock.advance(self.limits.heartbeat)
+        self.assertIn(b"\n: heartbeat\n\n", request.body())
+
+    def test_too_many_pages_get_503(self):
+        for _ in range(self.limits.max_clients):
+            self.get(b"/events")
+        request = self.get(b"/events")
+        self.assertEqual(request.responseCode, 503)
+        self.assertIn("--web-max-clients", request.json()["error"])
+
+    def test_a_page_that_does_not_read_is_dropped_and_resumes(self):
+        request = self.get(b"/events")
+        client = request.producer
+        client.pauseProducing()
+        transport = StringTransport()
+        request.transport = transport
+        self.record(5)
+        self.assertFalse(transport.disconnecting)
+        self.record(40)  # more than max_buffered bytes held
+        self.assertTrue(transport.disconnected)
+        self.assertEqual(len(self.web.hub.clients), 0)
+        again = self.get(b"/events", headers={"Last-Event-ID": "0"})
+        self.assertEqual([e["id"] for e in self.events(again)], list(range(1, 46)))
+
+    def test_a_paused_page_gets_what_was_held_when_it_reads_again(self):
+        request = self.get(b"/events")
+        client = request.producer
+        client.pauseProducing()
+        self.record(3)
+        self.assertEqual(self.events(request), [])
+        client.resumeProducing()
+        self.assertEqual([e["id"] for e in self.events(request)], [1, 2, 3])
+
+
+class ReceivedFeedTests(SynchronousTestCase):
+    def test_numbers_readings_and_resumes_from_its_buffer(self):
+        from rpisensor.stream.records import StreamReading
+
+        feed = ReceivedFeed(keep=3)
+        for seq in range(1, 6):
+            feed.on_reading(StreamReading("pi", "s", seq, iso_time(START + seq), True, "button", seq % 2,
+                                          "t", None, "peer", iso_time(START + seq)))  # fmt: skip
+        self.assertEqual(feed.last, 5)
+        self.assertEqual([e["id"] for e in self.successResultOf(feed.after(0, 10))], [3, 4, 5])
+        self.assertEqual([e["id"] for e in self.successResultOf(feed.after(3, 10))], [4, 5])
+        self.assertEqual(self.successResultOf(feed.after(5, 10)), [])
+        events, last = self.successResultOf(feed.since(START + 4, 10))
+        self.assertEqual(([e["id"] for e in events], last), ([4, 5], 5))
+
+
+class MetricsTests(WebTestCase):
+    def test_metrics_parse_and_count(self):
+        self.metrics.read(0.002, False)
+        self.metrics.read(0.5, True)
+        self.record(4)
+        self.get(b"/events", after="0")
+        text = self.get(b"/metrics").body().decode()
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families.values() for s in f.samples}
+        self.assertEqual(samples[("rpisensor_readings_in_total", ())], 4)
+        self.assertEqual(samples[("rpisensor_readings_out_total", (("to", "web"),))], 4)
+        self.assertEqual(samples[("rpisensor_web_event_streams", ())], 1)
+        self.assertEqual(samples[("rpisensor_read_seconds_count", ())], 2)
+        self.assertEqual(samples[("rpisensor_read_seconds_bucket", (("le", "0.005"),))], 1)
+        self.assertEqual(samples[("rpisensor_errors_total", (("kind", "read"),))], 1)
+        for name in ("rpisensor_connections", "rpisensor_outbox_depth"):
+            self.assertIn(name, families)
+
+    def test_warnings_logged_count_as_errors_by_subsystem(self):
+        from twisted.logger import Logger
+
+        Logger(namespace="rpisensor.roles.serve.connection").warn("a test warning")
+        text = self.get(b"/metrics").body().decode()
+        self.assertIn('rpisensor_errors_total{kind="log:serve"} 1.0', text)
+
+
+class SiteTests(WebTestCase):
+    def connect(self, host="127.0.0.1", policy=None):
+        site = self.web.site
+        if policy is not None:
+            site.policy = policy
+        protocol = site.buildProtocol(IPv4Address("TCP", host, 40000))
+        transport = StringTransport(peerAddress=IPv4Address("TCP", host, 40000))
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    def test_an_oversized_body_is_refused_with_413(self):
+        protocol, transport = self.connect()
+        protocol.dataReceived(
+            b"POST /api/sim/button?action=press HTTP/1.1\r\nHost: x\r\nX-Rpisensor: 1\r\n"
+            b"Content-Length: 100000\r\n\r\n" + b"x" * 5000
+        )
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 413 "), transport.value()[:200])
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.backend.level(DEFAULT_INPUT.pin), True)  # not pressed
+
+    def test_a_request_over_http_is_answered(self):
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"GET /api/state HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertIn(b"200 OK", transport.value().split(b"\r\n")[0])
+
+    def test_peers_outside_the_policy_get_403(self):
+        protocol, transport = self.connect("203.0.113.7")
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 403 "))
+        protocol, transport = self.connect("203.0.113.7", AccessPolicy([]))
+        protocol.dataReceived(b"GET /api/state HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertIn(b"200 OK", transport.value())
