@@ -54,3 +54,48 @@ class SocketActivationTests(SynchronousTestCase):
             self.assertEqual(request(sock, b"go"), b"Button released\0")
         process.send_signal(signal.SIGTERM)
         self.assertEqual(process.wait(timeout=DEADLINE), 0, read_log())
+
+
+class NotifyTests(SynchronousTestCase):
+    """Type=notify: the messages a real twistd sends to the test's own NOTIFY_SOCKET."""
+
+    def test_ready_once_every_listener_is_up_watchdog_and_stopping(self):
+        from tests.processes import Twistd
+
+        import shutil
+        import tempfile
+
+        directory = tempfile.mkdtemp(prefix="rpisensor-")  # short: a unix socket's path is at most 107 bytes
+        self.addCleanup(shutil.rmtree, directory, True)
+        path = os.path.join(directory, "notify")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.addCleanup(sock.close)
+        sock.bind(path)
+        sock.settimeout(DEADLINE)
+        twistd = Twistd(
+            "rpisensor", "serve", "--gpio", "sim", "--journal", "none", "--listen", "tcp:0:interface=127.0.0.1",
+            "--web", "tcp:0", env={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "400000"},
+        )  # fmt: skip
+        self.addCleanup(twistd.close)
+        messages = []
+        while not any(m.startswith("READY=1") for m in messages):
+            messages.append(sock.recv(4096).decode())
+        ready = next(m for m in messages if m.startswith("READY=1"))
+        # Both listeners had announced their ports before READY=1 was sent.
+        log = twistd.log()
+        self.assertEqual(log.count("Listening on tcp:0:interface=127.0.0.1"), 2, log)
+        fields = dict(line.split("=", 1) for line in ready.splitlines())
+        self.assertEqual(fields["MAINPID"], str(twistd.process.pid))
+        self.assertIn("Listening on tcp:0", fields["STATUS"])
+        # The watchdog: every 0.2 s (half of 0.4 s), from the reactor.
+        beats = 0
+        while beats < 3:
+            if sock.recv(4096) == b"WATCHDOG=1":
+                beats += 1
+        twistd.process.send_signal(signal.SIGTERM)
+        while True:
+            message = sock.recv(4096)
+            if message != b"WATCHDOG=1":
+                break
+        self.assertEqual(message, b"STOPPING=1")
+        self.assertEqual(twistd.stop().code, 0)

@@ -139,15 +139,18 @@ def makeService(options: Options) -> IService:
         from rpisensor.app.resources import ensure_file_limit
 
         ensure_file_limit(role["max-connections"])
+    from rpisensor.app.systemd import SystemdNotifier
+
     top = RoleService(_ROLES[options.subCommand].make_service(role, reactor))
     ExitCleanlyOnSignals(reactor).setServiceParent(top)
+    SystemdNotifier(reactor, top).setServiceParent(top)  # last: told first that we stop
     return top
 
 
 class RoleService(MultiService):
     """
-    What C{makeService} returns: the chosen role's service, and the signal
-    handlers that let twistd exit 0 on SIGTERM.
+    What C{makeService} returns: the chosen role's service, the signal
+    handlers that let twistd exit 0 on SIGTERM, and systemd's notifications.
 
     @ivar role: the role's own service.
     """
