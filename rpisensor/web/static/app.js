@@ -106,7 +106,7 @@ function deviceBox(device) {
     box = document.createElement("div");
     box.className = "device";
     box.id = id;
-    box.innerHTML = "<h2></h2>";
+    box.innerHTML = '<h2></h2><div class="tiles"></div>';
     $("h2", box).textContent = device;
     $("#devices").append(box);
   }
@@ -136,7 +136,7 @@ function tileFor(reading) {
     }
     tile.append(sim);
   }
-  box.append(tile);
+  $(".tiles", box).append(tile);
   return tile;
 }
 
@@ -174,6 +174,7 @@ function draw(tile, key) {
   const end = now(), start = end - page.range * 1000;
   const points = (page.series.get(key) || []).filter((r) => Date.parse(r.ts) >= start);
   canvas.dataset.points = points.length;
+  drawAxis(context, width, height);
   if (!points.length) return;
   const digital = page.tiles.get(key).kind === "digital";
   const values = points.map((r) => Number(r.value));
@@ -199,6 +200,24 @@ function draw(tile, key) {
     context.font = `${11 * devicePixelRatio}px system-ui`;
     context.fillText(String(high), 2, pad + 4);
     context.fillText(String(low), 2, height - 2);
+  }
+}
+
+function drawAxis(context, width, height) {
+  // Quarters of the range, and how far back each is.
+  context.strokeStyle = "#dee2e6";
+  context.fillStyle = "#868e96";
+  context.lineWidth = devicePixelRatio;
+  context.font = `${10 * devicePixelRatio}px system-ui`;
+  for (let i = 1; i <= 4; i++) {
+    const x = (width * i) / 4;
+    context.beginPath();
+    context.moveTo(x, 0);
+    context.lineTo(x, height);
+    context.stroke();
+    const back = page.range * (1 - i / 4);
+    const label = i === 4 ? "now" : back >= 3600 ? `-${back / 3600} h` : back >= 60 ? `-${back / 60} min` : `-${back} s`;
+    context.fillText(label, x - context.measureText(label).width - 3, height - 3);
   }
 }
 
