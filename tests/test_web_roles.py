@@ -1,0 +1,118 @@
+"""
+C{--web} on each role: its options, and real twistd processes whose pages
+show what they receive (C{poll --subscribe} from a C{serve}, C{collect} from
+a C{report}), with history from the store and each stream's link health.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase
+
+from rpisensor.app.tap import Options
+from tests.certs import escape, write_pki
+from tests.processes import Twistd, wait_until
+
+
+def parse(*args: str) -> Options:
+    options = Options()
+    options.parseOptions(list(args))
+    return options
+
+
+def get(port: int, path: str):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as answer:
+        return json.load(answer)
+
+
+class OptionTests(SynchronousTestCase):
+    def test_a_bare_port_or_tcp_listens_on_loopback(self):
+        options = parse("--web", "8080", "--web", "tcp:8081", "--web", "tcp:8082:interface=0.0.0.0")
+        self.assertEqual(
+            options.subOptions["web"],
+            ["tcp:8080:interface=127.0.0.1", "tcp:8081:interface=127.0.0.1", "tcp:8082:interface=0.0.0.0"],
+        )
+        self.assertEqual(options.subCommand, "serve")
+
+    def test_every_role_but_report_takes_it(self):
+        self.assertEqual(parse("collect", "--web", "8080").subOptions["web"], ["tcp:8080:interface=127.0.0.1"])
+        poll = parse("poll", "--connect", "pi:22000", "--subscribe", "--web", "8080")
+        self.assertEqual(poll.subOptions["web"], ["tcp:8080:interface=127.0.0.1"])
+        with self.assertRaises(usage.UsageError):
+            parse("report", "--connect", "pi:22000", "--web", "8080")
+
+    def test_poll_needs_subscribe(self):
+        with self.assertRaises(usage.UsageError) as caught:
+            parse("poll", "--connect", "pi:22000", "--web", "8080")
+        self.assertIn("--web needs --subscribe", str(caught.exception))
+
+    def test_bad_endpoints_and_limits_are_usage_errors(self):
+        with self.assertRaises(usage.UsageError) as caught:
+            parse("--web", "tcp:eighty")
+        self.assertIn("--web tcp:eighty", str(caught.exception))
+        with self.assertRaises(usage.UsageError):
+            parse("--web", "8080", "--web-max-clients", "0")
+        with self.assertRaises(usage.UsageError):
+            parse("--web", "8080", "--web-heartbeat", "0")
+
+    def test_with_client_certificates_the_page_needs_tls_too(self):
+        pki = write_pki(self.mktemp())
+        with self.assertRaises(usage.UsageError) as caught:
+            parse("--listen", f"ssl:0:privateKey={escape(pki.server_key)}:certKey={escape(pki.server_cert)}",
+                  "--client-ca", pki.ca_cert, "--web", "8080")  # fmt: skip
+        self.assertIn("--client-ca needs every --web to be ssl:", str(caught.exception))
+
+
+class ReceivingRolesTests(SynchronousTestCase):
+    def start(self, *args: str, cwd: str | None = None) -> Twistd:
+        twistd = Twistd(*args, cwd=cwd)
+        self.addCleanup(twistd.close)
+        return twistd
+
+    def test_poll_subscribe_shows_the_servers_stream_with_history_from_its_store(self):
+        serve = self.start("rpisensor", "serve", "--gpio", "sim", "--journal", "none", "--listen", "tcp:0",
+                           "--sim-pattern", "button=0.2,0.2")  # fmt: skip
+        port = serve.wait_port("tcp:0")
+        poll = self.start("rpisensor", "poll", "--connect", f"127.0.0.1:{port}", "--subscribe",
+                          "--store", "readings.sqlite", "--web", "tcp:0")  # fmt: skip
+        web = poll.wait_port("tcp:0:interface=127.0.0.1")
+        state = wait_until(lambda: (s := get(web, "/api/state"))["tiles"] and s, describe=poll.log)
+        self.assertEqual(state["role"], "poll")
+        self.assertEqual(state["tiles"][0]["sensor"], "button")
+        wait_until(lambda: len(get(web, "/api/readings?window=60")["readings"]) >= 4, describe=poll.log)
+        streams = get(web, "/api/state")["health"]["streams"]
+        self.assertEqual([(s["connected"], s["peer"]) for s in streams], [(True, f"127.0.0.1:{port}")])
+        # The server goes: the page says the link is down.
+        serve.stop()
+        wait_until(lambda: not get(web, "/api/state")["health"]["streams"][0]["connected"])
+        poll.stop_cleanly()
+        # Started again, the page's history comes from the store.
+        again = self.start("rpisensor", "poll", "--connect", f"127.0.0.1:{port}", "--subscribe",
+                           "--store", "readings.sqlite", "--web", "tcp:0", cwd=poll.directory)  # fmt: skip
+        web = again.wait_port("tcp:0:interface=127.0.0.1")
+        self.assertGreaterEqual(len(get(web, "/api/readings?window=600")["readings"]), 4)
+
+    def test_collect_shows_each_reporters_device(self):
+        collect = self.start("rpisensor", "collect", "--listen", "tcp:0", "--store", "readings.jsonl",
+                             "--web", "tcp:0")  # fmt: skip
+        port = collect.wait_port("tcp:0")
+        web = collect.wait_port("tcp:0:interface=127.0.0.1")
+        for device in ("kitchen", "garage"):
+            self.start("rpisensor", "report", "--gpio", "sim", "--connect", f"127.0.0.1:{port}", "--outbox",
+                       "none", "--device", device, "--on-change", "--sim-pattern", "button=0.3,0.3")  # fmt: skip
+        wait_until(lambda: {t["device"] for t in get(web, "/api/state")["tiles"]} == {"kitchen", "garage"},
+                   describe=collect.log)  # fmt: skip
+        health = get(web, "/api/state")["health"]
+        self.assertEqual(sorted(s["device"] for s in health["streams"] if s["connected"]), ["garage", "kitchen"])
+        self.assertEqual(health["connections"], 2)
+        readings = get(web, "/api/readings?window=60")["readings"]
+        self.assertEqual({r["device"] for r in readings}, {"kitchen", "garage"})
+        with self.assertRaises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(urllib.request.Request(
+                f"http://127.0.0.1:{web}/api/sim/button?action=press", method="POST",
+                headers={"X-Rpisensor": "1"}), timeout=10)  # fmt: skip
+        self.assertEqual(caught.exception.code, 403)  # nothing to press on a collector
