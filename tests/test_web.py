@@ -203,7 +203,8 @@ class APITests(WebTestCase):
 class SimulateTests(WebTestCase):
     def press(self, action="press", client="127.0.0.1", headers=None, name=b"button"):
         request = Request(b"/api/sim/" + name, b"POST", client=client, action=action)
-        for header, value in ({"X-Rpisensor": "1"} if headers is None else headers).items():
+        sent = {"X-Rpisensor": "1", "Host": "127.0.0.1:8080"} if headers is None else headers
+        for header, value in sent.items():
             request.requestHeaders.addRawHeader(header, value)
         request.postpath = [name]
         request.render(self.web.root.children[b"api"].children[b"sim"])
@@ -223,11 +224,19 @@ class SimulateTests(WebTestCase):
         self.assertEqual(self.backend.level(DEFAULT_INPUT.pin), True)
 
     def test_from_another_site_it_is_refused(self):
-        request = self.press(headers={"X-Rpisensor": "1", "Origin": "http://evil.example", "Host": "pi:8080"})
+        request = self.press(headers={"X-Rpisensor": "1", "Origin": "http://evil.example", "Host": "localhost:8080"})
         self.assertEqual(request.responseCode, 403)
         self.assertIn("another site", request.json()["error"])
-        same = self.press(headers={"X-Rpisensor": "1", "Origin": "http://pi:8080", "Host": "pi:8080"})
+        same = self.press(headers={"X-Rpisensor": "1", "Origin": "http://localhost:8080", "Host": "localhost:8080"})
         self.assertEqual(same.responseCode, None)
+        self.assertEqual(self.press(headers={"X-Rpisensor": "1", "Host": "[::1]:8080"}).responseCode, None)
+
+    def test_a_page_opened_by_another_name_cannot_press(self):
+        """DNS rebinding: evil.example resolving to 127.0.0.1 is same-origin for the browser."""
+        for host in ("evil.example:8080", "evil.example", "192.168.0.5:8080", ""):
+            request = self.press(headers={"X-Rpisensor": "1", "Origin": f"http://{host}", "Host": host})
+            self.assertEqual(request.responseCode, 403, host)
+        self.assertEqual(self.backend.level(DEFAULT_INPUT.pin), True)
 
     def test_from_another_machine_it_is_refused(self):
         request = self.press(client="192.168.0.9")
@@ -379,6 +388,12 @@ class SiteTests(WebTestCase):
         self.assertTrue(transport.value().startswith(b"HTTP/1.1 413 "), transport.value()[:200])
         self.assertTrue(transport.disconnecting)
         self.assertEqual(self.backend.level(DEFAULT_INPUT.pin), True)  # not pressed
+
+    def test_oversized_headers_are_refused(self):
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"GET /api/state HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n")
+        self.assertTrue(transport.disconnecting)  # Twisted's bound on the request line and headers (16 KiB)
+        self.assertNotIn(b"200 OK", transport.value())
 
     def test_a_request_over_http_is_answered(self):
         protocol, transport = self.connect()

@@ -32,17 +32,22 @@ def kind_of(event: Event) -> str:
     return "digital" if event.get("unit") is None else "measurement"
 
 
-class _Deferring(Resource):
+class _JSONResource(Resource):
+    """A resource whose answer comes later (read in the journal's or the store's thread)."""
+
     isLeaf = True
 
     def _answer(self, request, d) -> object:
+        gone: list[bool] = []
+        request.notifyFinish().addErrback(lambda _: gone.append(True))  # the client left first
+
         def done(body):
-            if not request.finished and not getattr(request, "_disconnected", False):
+            if not gone:
                 request.write(json_response(request, body))
                 request.finish()
 
         def failed(failure):
-            if not request.finished and not getattr(request, "_disconnected", False):
+            if not gone:
                 request.write(error_response(request, 500, f"could not read: {failure.getErrorMessage()}"))
                 request.finish()
 
@@ -50,7 +55,7 @@ class _Deferring(Resource):
         return NOT_DONE_YET
 
 
-class StateResource(_Deferring):
+class StateResource(_JSONResource):
     """C{GET /api/state}."""
 
     def __init__(self, info: dict, feed: Feed, clock, controls: Controls, health: Callable[[], dict],
@@ -86,7 +91,7 @@ class StateResource(_Deferring):
         }
 
 
-class ReadingsResource(_Deferring):
+class ReadingsResource(_JSONResource):
     """C{GET /api/readings}."""
 
     def __init__(self, feed: Feed, clock) -> None:

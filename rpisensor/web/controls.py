@@ -9,7 +9,9 @@ switches. Both are C{POST}s that a page from another site cannot make:
   - an C{Origin} header, when the browser sends one, must name this server.
 
 Who may: simulated inputs only with simulated pins and from this machine
-(loopback), as C{sim}. Outputs: the seam is L{IOutputSwitches}, whose
+(loopback), as C{sim}, and only on a page opened by a loopback name
+(C{127.0.0.1}, C{localhost}, C{[::1]}): a site whose name an attacker points
+at 127.0.0.1 (DNS rebinding) would otherwise count as this server's origin. Outputs: the seam is L{IOutputSwitches}, whose
 C{granted(request)} says whether this client holds the control grant; the
 page shows switches only when L{Controls.describe} lists them.
 """
@@ -71,6 +73,19 @@ def cross_site(request) -> str | None:
         if urlsplit(origin).netloc.lower() != host.lower():
             return f"a change from another site ({origin[:80]}) is refused"
     return None
+
+
+def loopback_host(request) -> bool:
+    """Whether the request's C{Host} names this machine's loopback (C{127.0.0.1:8080}, C{localhost}, C{[::1]})."""
+    host = (request.getHeader("host") or "").strip().lower()
+    if host.startswith("["):
+        name = host[1:].partition("]")[0]
+    else:
+        name = host.rpartition(":")[0] if host.count(":") == 1 else host
+    if name == "localhost":
+        return True
+    ip = ip_of(name) if name else None
+    return ip is not None and ip.is_loopback
 
 
 class SimulatedInputs:
@@ -141,6 +156,11 @@ class SimulateResource(_ChangeResource):
             return error_response(
                 request, 403, "pressing inputs is only for simulated pins (--gpio sim), from this machine"
             )
+        if not loopback_host(request):
+            return error_response(
+                request, 403, "pressing inputs needs the page opened as http://127.0.0.1:PORT/ or "
+                "http://localhost:PORT/ on this machine",
+            )  # fmt: skip
         if name not in simulated.names:
             return error_response(request, 404, f"no input named {name[:40]!r}; inputs are: "
                                   + ", ".join(simulated.names))  # fmt: skip

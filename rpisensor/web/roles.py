@@ -2,10 +2,10 @@
 The web side of each role: what its page follows, its health and metrics.
 
   - C{serve}: the journal (L{JournalFeed}); health is the journal's bounds,
-    its gaps and the subscribers; the simulated inputs' buttons.
+    the subscribers, connections and pages; the simulated inputs' buttons.
   - C{collect}, C{poll --subscribe}: what is stored (L{ReceivedFeed}), with
     history from the store; health is each device's stream: connected or
-    not, the last reading acknowledged (stored), gaps received.
+    not, from where, and the last reading acknowledged (stored).
 """
 
 from __future__ import annotations
@@ -50,9 +50,8 @@ def serve_web(reactor, settings: WebSettings, listen: ListenSettings, top, reade
 class ReceiverHealth:
     """The streams a receiving role has, for its page: connected, last acknowledged, gaps."""
 
-    def __init__(self, registry, feed: ReceivedFeed, connections=None) -> None:
+    def __init__(self, registry, connections=None) -> None:
         self._registry = registry
-        self._feed = feed
         self._connections = connections
 
     def __call__(self) -> dict:
@@ -88,5 +87,5 @@ def receiver_web(reactor, role: str, settings: WebSettings, listen: ListenSettin
         metrics.connections.set_function(lambda: len(connections()))
     if store is not None:
         metrics.count_outbox(lambda: store.waiting)
-    health = ReceiverHealth(registry, feed, connections)
+    health = ReceiverHealth(registry, connections)
     return WebService(reactor, settings, listen, {"role": role, "device": None}, feed, metrics, health)

@@ -144,7 +144,7 @@ function updateTile(tile, reading) {
   $(".text", tile).textContent = reading.text;
   $(".value", tile).textContent = reading.kind === "measurement" ? `${reading.value} ${reading.unit}` : "";
   const age = (now() - Date.parse(reading.ts)) / 1000;
-  $(".age", tile).textContent = "changed " + ago(age);
+  $(".age", tile).textContent = (reading.kind === "digital" ? "changed " : "read ") + ago(age);
   tile.classList.toggle("active", reading.kind === "digital" && reading.value === 1);
   tile.classList.toggle("stale", isStale(reading, age));
 }
