@@ -284,6 +284,13 @@ class EventStreamTests(WebTestCase):
         self.record(1)
         self.assertEqual(self.events(request)[-1]["id"], CATCH_UP * 2 + 4)
 
+    def test_a_gap_entry_in_a_catch_up_step_does_not_end_it(self):
+        self.record(CATCH_UP * 2 + 100)
+        gap = self.journal.journal.drop_oldest_over(CATCH_UP * 2, "trimmed for the test")
+        self.assertEqual((gap.first, gap.last), (1, 101))
+        request = self.get(b"/events", after="0")
+        self.assertEqual([e["id"] for e in self.events(request)], list(range(102, CATCH_UP * 2 + 101)))
+
     def test_an_id_from_another_stream_starts_from_now(self):
         self.record(2)
         request = self.get(b"/events", headers={"Last-Event-ID": "999"})
@@ -336,9 +343,10 @@ class ReceivedFeedTests(SynchronousTestCase):
             feed.on_reading(StreamReading("pi", "s", seq, iso_time(START + seq), True, "button", seq % 2,
                                           "t", None, "peer", iso_time(START + seq)))  # fmt: skip
         self.assertEqual(feed.last, 5)
-        self.assertEqual([e["id"] for e in self.successResultOf(feed.after(0, 10))], [3, 4, 5])
-        self.assertEqual([e["id"] for e in self.successResultOf(feed.after(3, 10))], [4, 5])
-        self.assertEqual(self.successResultOf(feed.after(5, 10)), [])
+        self.assertEqual([e["id"] for e in self.successResultOf(feed.after(0, 10)).events], [3, 4, 5])
+        page = self.successResultOf(feed.after(3, 1))
+        self.assertEqual(([e["id"] for e in page.events], page.through, page.more), ([4], 4, True))
+        self.assertEqual(self.successResultOf(feed.after(5, 10)).events, [])
         events, last = self.successResultOf(feed.since(START + 4, 10))
         self.assertEqual(([e["id"] for e in events], last), ([4, 5], 5))
 

@@ -114,7 +114,7 @@ class ReadingsResource(_JSONResource):
             return error_response(request, 400, str(e))
         if after is not None:
             last = self.feed.last
-            d = self.feed.after(after, limit).addCallback(lambda events: {"readings": events, "last": last})
+            d = self.feed.after(after, limit).addCallback(lambda page: {"readings": page.events, "last": last})
             return self._answer(request, d)
         if since is None:
             since = self.clock.seconds() - (window if window is not None else DEFAULT_WINDOW)

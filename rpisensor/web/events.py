@@ -29,7 +29,7 @@ from zope.interface import implementer
 from twisted.internet.interfaces import IPushProducer
 
 from rpisensor.lograte import RateLimitedLog
-from rpisensor.web.feed import Event, Feed
+from rpisensor.web.feed import Event, Feed, Page
 from rpisensor.web.query import BadQuery, Query, error_response
 
 #: Events read from the feed per step while a browser catches up.
@@ -69,6 +69,8 @@ class EventClient:
         self.hub = hub
         self.request = request
         self.sent = after
+        #: Where the catch-up reads from next: past gap entries too.
+        self.cursor = after
         self.live = False
         self.paused = False
         self.closed = False
@@ -120,14 +122,15 @@ class EventClient:
         if self.closed or self.paused or self._reading:
             return
         self._reading = True
-        self.hub.feed.after(self.sent, CATCH_UP).addCallbacks(self._caught_up, self._read_failed)
+        self.hub.feed.after(self.cursor, CATCH_UP).addCallbacks(self._caught_up, self._read_failed)
 
-    def _caught_up(self, events: list[Event]) -> None:
+    def _caught_up(self, page: Page) -> None:
         self._reading = False
         if self.closed:
             return
-        self.send(events)
-        if len(events) >= CATCH_UP:
+        self.send(page.events)
+        self.cursor = max(self.cursor, page.through)
+        if page.more:
             self.catch_up()
             return
         self.live = True

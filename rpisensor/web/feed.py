@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from twisted.internet.defer import Deferred, succeed
@@ -29,6 +30,18 @@ from rpisensor.wire import v2
 Event = dict
 
 Listener = Callable[[list[Event]], object]
+
+
+@dataclass(frozen=True)
+class Page:
+    """
+    What L{Feed.after} read: C{events}, the id C{through} which it read (a
+    gap entry in the journal has ids and no event), and whether C{more} follow.
+    """
+
+    events: list[Event]
+    through: int
+    more: bool
 
 
 def event_of(device: str, reading, seq: int) -> Event:
@@ -94,8 +107,8 @@ class Feed:
             except Exception:
                 self._log.failure("A listener of the web feed failed")
 
-    def after(self, seq: int, limit: int) -> Deferred[list[Event]]:
-        """Fires with up to C{limit} events after id C{seq}, in order."""
+    def after(self, seq: int, limit: int) -> Deferred[Page]:
+        """Fires with a L{Page}: the events after id C{seq}, in order, from at most C{limit} entries."""
         raise NotImplementedError
 
     def since(self, start: float, limit: int) -> Deferred[tuple[list[Event], int]]:
@@ -146,8 +159,12 @@ class JournalFeed(Feed):
             self.last = max(self.last, max(span(e)[1] for e in entries))
         self._publish(self._events(entries))
 
-    def after(self, seq: int, limit: int) -> Deferred[list[Event]]:
-        return self.journal.after(seq, limit).addCallback(self._events)
+    def after(self, seq: int, limit: int) -> Deferred[Page]:
+        def page(entries) -> Page:
+            through = max([seq, *(span(e)[1] for e in entries)])
+            return Page(self._events(entries), through, len(entries) >= limit)
+
+        return self.journal.after(seq, limit).addCallback(page)
 
     def _events(self, entries) -> list[Event]:
         return [event_of(self.device, e, e.seq) for e in entries if isinstance(e, v2.Reading)]
@@ -179,12 +196,13 @@ class ReceivedFeed(Feed):
         self._buffer.append(event)
         self._publish([event])
 
-    def after(self, seq: int, limit: int) -> Deferred[list[Event]]:
+    def after(self, seq: int, limit: int) -> Deferred[Page]:
         if not self._buffer or seq >= self._buffer[-1]["id"]:
-            return succeed([])
+            return succeed(Page([], seq, False))
         first = self._buffer[0]["id"]
         start = max(0, seq + 1 - first)
-        return succeed([self._buffer[i] for i in range(start, min(len(self._buffer), start + limit))])
+        events = [self._buffer[i] for i in range(start, min(len(self._buffer), start + limit))]
+        return succeed(Page(events, events[-1]["id"], start + limit < len(self._buffer)))
 
     def since(self, start: float, limit: int) -> Deferred[tuple[list[Event], int]]:
         last = self.last
