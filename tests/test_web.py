@@ -403,6 +403,32 @@ class SiteTests(WebTestCase):
         self.assertTrue(transport.disconnecting)  # Twisted's bound on the request line and headers (16 KiB)
         self.assertNotIn(b"200 OK", transport.value())
 
+    def test_a_slow_page_over_a_real_channel_is_paused_then_dropped(self):
+        """The transport's backpressure reaches the event stream through Twisted's HTTP channel."""
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertIn(b"text/event-stream", transport.value())
+        self.record(1)
+        self.assertIn(b"id: 1\n", transport.value())
+        (client,) = self.web.hub.clients
+        self.clock.advance(self.web.site.timeOut + 1)  # the site's idle timeout does not apply
+        self.assertFalse(transport.disconnecting)
+        transport.producer.pauseProducing()  # what the transport does once its buffer is full
+        self.assertTrue(client.paused)
+        self.record(3)
+        self.assertNotIn(b"id: 2\n", transport.value())
+        transport.producer.resumeProducing()
+        self.assertIn(b"id: 4\n", transport.value())
+        transport.producer.pauseProducing()
+        self.record(40)
+        self.assertEqual(self.web.hub.clients, set())
+        self.assertTrue(transport.disconnecting)
+
+    def test_an_idle_connection_is_closed(self):
+        protocol, transport = self.connect()
+        self.clock.advance(self.web.site.timeOut + 1)
+        self.assertTrue(transport.disconnecting)
+
     def test_a_request_over_http_is_answered(self):
         protocol, transport = self.connect()
         protocol.dataReceived(b"GET /api/state HTTP/1.1\r\nHost: x\r\n\r\n")

@@ -80,6 +80,11 @@ class EventClient:
         self._reading = False
         request.registerProducer(self, True)
         request.notifyFinish().addBoth(lambda _: self.close())
+        channel = getattr(request, "channel", None)
+        if channel is not None:
+            # The site's idle timeout counts what the client sends, and a page following
+            # events sends nothing: its heartbeats tell a dead peer instead.
+            channel.setTimeout(None)
 
     # -- writing --------------------------------------------------------------------
 

@@ -121,11 +121,10 @@ class WebSite(server.Site):
     noisy = False
 
     def __init__(self, root, clock, policy: AccessPolicy, max_connections: int, timeout: float = 60.0) -> None:
-        super().__init__(root, timeout=timeout or None)
+        super().__init__(root, timeout=timeout or None, reactor=clock)
         self.policy = policy
         self.max_connections = max_connections
         self.open = 0
-        self.callLater = clock.callLater
         self._refusals = RateLimitedLog(clock, _log, burst=5, window=10.0)
 
     def logPrefix(self) -> str:
