@@ -14,6 +14,8 @@ from hypothesis import given, settings, strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import succeed
+from twisted.internet.error import ConnectionDone
+from twisted.python.failure import Failure
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
@@ -423,6 +425,14 @@ class SiteTests(WebTestCase):
         self.record(40)
         self.assertEqual(self.web.hub.clients, set())
         self.assertTrue(transport.disconnecting)
+
+    def test_connections_beyond_the_limit_are_closed(self):
+        site = self.web.site
+        site.max_connections = 1
+        protocol, transport = self.connect()
+        self.assertIsNone(site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40001)))
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertIsNotNone(site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40002)))
 
     def test_an_idle_connection_is_closed(self):
         protocol, transport = self.connect()

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import maybeDeferred
+from twisted.logger import Logger
 
 from rpisensor.net.limits import ListenSettings
 from rpisensor.net.listening import ListenerService
@@ -20,6 +21,9 @@ from rpisensor.web.events import EventHub, EventLimits
 from rpisensor.web.feed import Feed
 from rpisensor.web.metrics import Metrics
 from rpisensor.web.site import WebSite, build_root
+
+
+_log = Logger(namespace="rpisensor.web.service")
 
 
 @dataclass(frozen=True)
@@ -73,7 +77,7 @@ class WebService(MultiService):
     def startService(self) -> None:
         start = getattr(self.feed, "start", None)
         if start is not None:
-            maybeDeferred(start).addErrback(lambda f: self.feed._log.failure("The web feed did not start", f))
+            maybeDeferred(start).addErrback(lambda f: _log.failure("The web page's feed did not start", f))
         self.feed.add_listener(self.metrics.received)
         self.metrics.observe_log()
         self.hub.start()
