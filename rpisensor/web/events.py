@@ -110,10 +110,10 @@ class EventClient:
 
     def drop(self) -> None:
         """A browser that does not read: close it; it reconnects with its last id."""
-        self.hub.dropped += 1
         self.hub.slow_log.warn(
-            "Dropped a web page that read nothing of {bytes} bytes sent to it (--web-max-buffer); "
-            "it reconnects and resumes from its last reading.",
+            "Dropped a web page that does not read what is sent to it: {bytes} bytes were waiting "
+            "beyond its socket's buffer (--web-max-buffer). It reconnects and resumes from its last "
+            "reading.",
             key="slow web pages", bytes=self._queued,
         )  # fmt: skip
         self.close()
@@ -202,7 +202,6 @@ class EventHub:
         self.health = health
         self._on_sent = on_sent
         self.clients: set[EventClient] = set()
-        self.dropped = 0
         self.slow_log = RateLimitedLog(clock, _log)
         self._last_health: bytes | None = None
         self._loops: list[LoopingCall] = []

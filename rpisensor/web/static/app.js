@@ -38,6 +38,7 @@ async function load() {
   page.last = Math.max(page.last, state.last);
   await loadHistory();
   render();
+  renderOutputs();
   follow();
 }
 
@@ -278,7 +279,6 @@ function render() {
     updateTile(tile, reading);
     draw(tile, key);
   }
-  renderOutputs();
   renderHealth();
 }
 
