@@ -141,7 +141,13 @@ class Reporter:
     def start(self) -> None:
         self.sampler.start()
         if self.on_change:
-            self._heartbeat.start(self.heartbeat, now=False)
+            self._heartbeat.start(self.heartbeat, now=False).addErrback(self._heartbeat_failed)
+
+    def _heartbeat_failed(self, failure) -> None:
+        self._log.failure(
+            "The --heartbeat messages stopped (a bug: please report it); changes are still sent",
+            failure,
+        )
 
     def stop(self) -> None:
         self.sampler.stop()
