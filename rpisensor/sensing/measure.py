@@ -23,6 +23,20 @@ KINDS = ("w1", "iio", "file", "cpu")
 #: The DS18B20 reports exactly this at power-on, before its first conversion.
 DS18B20_POWER_ON = 85.0
 
+#: Seconds a read may take by default: a DS18B20 converts in up to 750 ms at 12 bits, and
+#: the kernel reads the sensors of one 1-wire bus one after the other, so a few on one
+#: bus take a few of those; a DHT22 through IIO retries for up to about 2 s.
+DEFAULT_TIMEOUT = 3.0
+#: The longest timeout= allowed: a read thread is held that long by a hung sensor.
+MAX_TIMEOUT = 60.0
+#: The longest interval= allowed: a day.
+MAX_INTERVAL = 86400.0
+#: The most decimals= a text may show.
+MAX_DECIMALS = 6
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
+_UNIT = re.compile(r"[^\s\0,()]{1,16}\Z")
+
 #: IIO channels: the file stem, its unit, and the factor from the kernel's unit to ours
 #: (the IIO ABI: temperature in milli °C, humidity in milli %, pressure in kPa).
 _IIO_CHANNELS = {
@@ -45,6 +59,8 @@ class MeasurementSpec:
         than this since the last one published, or at each interval when 0.
     @ivar scale: for C{file}: the factor from the file's number to the value.
     @ivar decimals: digits after the point in the text.
+    @ivar timeout: seconds a read may take, from when a read thread begins
+        it, before its requests get an error and the sensor counts as hung.
     """
 
     name: str
@@ -55,6 +71,7 @@ class MeasurementSpec:
     change: float = 0.0
     scale: float = 1.0
     decimals: int = 2
+    timeout: float = DEFAULT_TIMEOUT
     sysfs_root: Path = field(default=Path("/sys"), compare=False)
 
     def text_for(self, value: float) -> str:
@@ -63,7 +80,9 @@ class MeasurementSpec:
         return f"{text} {self.unit}" if self.unit else text
 
     def describe(self) -> str:
-        return f"{self.name} ({self.kind}{':' + self.source if self.source else ''}, every {self.interval:g} s)"
+        """Its source in words, for the start-up line: C{"room (w1:28-0316a2795aff, °C, every 10 s)"}."""
+        unit = f", {self.unit}" if self.unit else ""
+        return f"{self.name} ({self.kind}{':' + self.source if self.source else ''}{unit}, every {self.interval:g} s)"
 
     def path(self) -> Path:
         """The file this sensor reads, under the sysfs root where it is under /sys."""
@@ -168,7 +187,7 @@ def _ds18b20(name: str, path: Path, text: str) -> float:
 
 def parse_sensor(value: str, sysfs_root: Path = Path("/sys")) -> MeasurementSpec:
     """
-    Parse C{NAME=KIND[:ARGS][,interval=S][,unit=U][,change=DELTA][,scale=F][,decimals=N]}:
+    Parse C{NAME=KIND[:ARGS][,interval=S][,unit=U][,change=DELTA][,timeout=S][,scale=F][,decimals=N]}:
     C{room=w1:28-0316a2795aff}, C{hum=iio:device0:humidityrelative},
     C{cpu=cpu}, C{soc=file:/sys/class/thermal/thermal_zone0/temp,scale=0.001,unit=°C}.
 
@@ -176,8 +195,10 @@ def parse_sensor(value: str, sysfs_root: Path = Path("/sys")) -> MeasurementSpec
     """
     name, sep, rest = value.partition("=")
     name = name.strip()
-    if not sep or not name.isidentifier():
+    if not sep or not name:
         raise ValueError(f"expected NAME=KIND:ARGS, e.g. room=w1:28-0316a2795aff, got {value!r}")
+    if not _NAME.match(name):
+        raise ValueError(f"sensor name {name[:70]!r} must be 1 to 64 ASCII letters, digits or '_', not starting with a digit")
     kind_and_source, *settings = rest.split(",")
     kind, _, source = kind_and_source.strip().partition(":")
     if kind not in KINDS:
@@ -199,24 +220,36 @@ def parse_sensor(value: str, sysfs_root: Path = Path("/sys")) -> MeasurementSpec
     for setting in settings:
         key, sep, setting_value = setting.partition("=")
         key = key.strip()
-        if not sep or key not in ("interval", "unit", "change", "scale", "decimals"):
+        if not sep or key not in _SETTINGS:
             raise ValueError(
-                f"sensor {name!r}: unknown setting {setting!r}; use interval=, unit=, change=, scale= or decimals="
+                f"sensor {name!r}: unknown setting {setting!r}; use interval=, unit=, change=, timeout=, "
+                "scale= or decimals="
             )
         fields[key] = setting_value.strip()
     numbers = {}
-    for key, low in (("interval", 0.1), ("change", 0.0), ("scale", None)):
+    for key, low, high in (
+        ("interval", 0.1, MAX_INTERVAL), ("change", 0.0, None), ("timeout", 0.1, MAX_TIMEOUT), ("scale", None, None),
+    ):  # fmt: skip
         if key in fields:
             try:
                 numbers[key] = float(fields[key])
             except ValueError:
                 raise ValueError(f"sensor {name!r}: {key}= must be a number, got {fields[key]!r}") from None
+            if not math.isfinite(numbers[key]):
+                raise ValueError(f"sensor {name!r}: {key}= must be a finite number")
             if low is not None and numbers[key] < low:
                 raise ValueError(f"sensor {name!r}: {key}= must be at least {low:g}")
-    if "decimals" in fields and not fields["decimals"].isdigit():
-        raise ValueError(f"sensor {name!r}: decimals= must be a whole number")
+            if high is not None and numbers[key] > high:
+                raise ValueError(f"sensor {name!r}: {key}= must be at most {high:g}")
+    if "decimals" in fields and (not fields["decimals"].isdigit() or int(fields["decimals"]) > MAX_DECIMALS):
+        raise ValueError(f"sensor {name!r}: decimals= must be a whole number from 0 to {MAX_DECIMALS}")
     if "scale" in fields and kind != "file":
         raise ValueError(f"sensor {name!r}: scale= is only for file sensors")
+    if "unit" in fields and fields["unit"] and not _UNIT.match(fields["unit"]):
+        raise ValueError(
+            f"sensor {name!r}: unit= must be 1 to 16 characters without spaces, commas or brackets, "
+            f"got {fields['unit'][:20]!r}"
+        )
     return MeasurementSpec(
         name, kind, source,
         interval=numbers.get("interval", 10.0),
@@ -224,8 +257,10 @@ def parse_sensor(value: str, sysfs_root: Path = Path("/sys")) -> MeasurementSpec
         change=numbers.get("change", 0.0),
         scale=numbers.get("scale", 1.0),
         decimals=int(fields.get("decimals", 2)),
+        timeout=numbers.get("timeout", DEFAULT_TIMEOUT),
         sysfs_root=sysfs_root,
     )  # fmt: skip
 
 
+_SETTINGS = ("interval", "unit", "change", "timeout", "scale", "decimals")
 _EXAMPLES = {"w1": "28-0316a2795aff", "file": "/sys/class/thermal/thermal_zone0/temp"}

@@ -18,6 +18,7 @@ from rpisensor.sensing.reader import InputReader
 from rpisensor.sensing.reading import Reading
 from rpisensor.stream.identity import ClockState
 from rpisensor.stream.journal import Journal, JournalError
+from rpisensor.stream.measuring import MeasurementSampler
 from rpisensor.stream.outbox import JournalService
 from rpisensor.stream.sampler import Sampler, to_entry
 from rpisensor.stream.state import InputState
@@ -90,6 +91,7 @@ class PublishingService(Service):
         self.state = state
         self._clock_state = clock_state if clock_state is not None else ClockState()
         self.sampler: Sampler | None = None
+        self.measuring: MeasurementSampler | None = None
         self._recorded: dict[str, int] | None = None
         self.subscriptions: set = set()
 
@@ -127,6 +129,14 @@ class PublishingService(Service):
             )  # fmt: skip
         if followed:
             self.journal.latest_per_sensor().addCallback(self._follow)
+        if self.reader.sensors:
+            self.measuring = MeasurementSampler(self.reader, self.journal, self._reactor, self._clock_state)
+            self.measuring.start()
+            self._log.info(
+                "Recording the measurements of {names} for subscribers, each at its interval= "
+                "(or when it moved by more than its change=).",
+                names=", ".join(self.reader.sensors),
+            )
 
     def _follow(self, latest) -> None:
         """Record the followed inputs from now on, starting with any change since the last run."""
@@ -153,6 +163,8 @@ class PublishingService(Service):
     async def _stop(self) -> None:
         if self.sampler is not None:
             self.sampler.stop()
+        if self.measuring is not None:
+            self.measuring.stop()
         if self.state is not None:
             self.state.remove_listener(self._record)
         # The samples in flight finish (each within the read timeout) and are recorded
