@@ -222,7 +222,7 @@ class InputReader:
         if name in self.stuck:
             since = self.clock.seconds() - self.stuck[name]
             callback(Failure(ReadTimeout(
-                f"input {name} is not answering: a read has been running for {since:.0f} s"
+                f"{_what(spec)} {name} is not answering: a read has been running for {since:.0f} s"
             )))  # fmt: skip
             return
         pending = self._pending.get(name)
