@@ -15,7 +15,9 @@ interval and timeout happens exactly when the test says.
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
+from contextlib import closing
 from pathlib import Path
 
 from twisted.logger import formatEvent, globalLogPublisher
@@ -36,12 +38,14 @@ from rpisensor.sensing.reader import InputReader
 from rpisensor.sensing.reading import Measurement
 from rpisensor.stream.journal import Journal
 from rpisensor.stream.measuring import MeasurementSampler
+from rpisensor.store import SQLiteFile
 from rpisensor.stream.outbox import JournalService
-from rpisensor.testing import inline_runner
+from rpisensor.testing import inline_runner, stored_stream
 from rpisensor.wire import v2
 from tests.support import DOOR
 from tests.test_measure import BAD_CRC, GOOD, POWER_ON, W1_ID, FakeSysfs
 from tests.test_serve_stream import START, Client, _Synced
+from tests.test_store import reading
 from tests.worker_threads import ThreadedClock
 
 W1_SLAVE = f"bus/w1/devices/{W1_ID}/w1_slave"
@@ -348,3 +352,28 @@ class OptionTests(SynchronousTestCase):
             with self.subTest(args=args):
                 error = self.assertRaises(usage.UsageError, ServeOptions().parseOptions, args)
                 self.assertIn(wanted, str(error))
+
+
+class StoreTests(SynchronousTestCase):
+    def test_store_without_a_unit_column_gets_one(self) -> None:
+        """An SQLite store whose readings table has no unit column gets it when opened; its rows stay."""
+        path = self.mktemp() + ".sqlite"
+        with closing(sqlite3.connect(path)) as db, db:
+            db.execute(
+                "CREATE TABLE readings (id INTEGER PRIMARY KEY AUTOINCREMENT, time TEXT NOT NULL,"
+                " peer TEXT NOT NULL, message TEXT NOT NULL, device TEXT, stream TEXT, seq INTEGER, ts TEXT,"
+                " synced INTEGER, sensor TEXT, value NUMERIC, text TEXT, received TEXT, identity TEXT)"
+            )
+            db.execute(
+                "INSERT INTO readings (time, peer, message, device, stream, seq, ts, synced, sensor, value, text,"
+                " received) VALUES ('t', 'p', 'Button pressed', 'pi-kitchen', '8f3a1c2e9b7d4a60', 1,"
+                " '2026-12-01T19:33:25.123Z', 1, 'button', 1, 'Button pressed', 't')"
+            )
+        file = SQLiteFile(path)
+        file.open()
+        self.addCleanup(file.close)
+        file.write([reading(2, sensor="temp", value=22.562, unit="°C", text="22.56 °C")])
+        self.assertEqual(
+            [(r.seq, r.sensor, r.value, r.unit, r.text) for r in stored_stream(path)],
+            [(1, "button", 1, None, "Button pressed"), (2, "temp", 22.562, "°C", "22.56 °C")],
+        )
