@@ -168,6 +168,16 @@ class ReadCommandTests(SynchronousTestCase):
         })  # fmt: skip
         self.assertEqual(serve.ask("read t", "read hum"), ["15.00 °C", "45.60 %"])
 
+    def test_iio_device_by_driver_name(self) -> None:
+        """iio:bme280:pressure finds the device whose name file says bme280, whatever its number."""
+        serve = SensorServe(self, "p=iio:bme280:pressure", "h=iio:dht11:humidityrelative", files={
+            "bus/iio/devices/iio:device0/name": "dht11\n",
+            "bus/iio/devices/iio:device0/in_humidityrelative_input": "51200\n",
+            "bus/iio/devices/iio:device1/name": "bme280\n",
+            "bus/iio/devices/iio:device1/in_pressure_input": "101.325\n",
+        })  # fmt: skip
+        self.assertEqual(serve.ask("read p", "read h", "list"), ["1013.25 hPa", "51.20 %", "button door p(iio,hPa) h(iio,%)"])
+
     def test_file_sensors(self) -> None:
         """A /sys file is read under the sysfs root, with its scale; cpu is the first thermal zone."""
         serve = SensorServe(
@@ -348,6 +358,9 @@ class OptionTests(SynchronousTestCase):
             (["--sensor", "a=cpu,change=nan"], "change= must be a finite number"),
             (["--sensor", "a=file:/x,unit=deg C"], "unit= must be 1 to 16 characters without spaces"),
             (["--sensor", "a=cpu", "--sysfs-root", "/no/such/dir"], "--sysfs-root /no/such/dir: no such directory"),
+            (["--sensor", "a=w1:../../etc"], "a 1-wire id is its family and serial number"),
+            (["--sensor", "a=iio:../x:temp"], "the IIO device must be iio:deviceN"),
+            (["--sensor", "a=iio:device0:../temp"], "the IIO channel must be a name"),
         ]:
             with self.subTest(args=args):
                 error = self.assertRaises(usage.UsageError, ServeOptions().parseOptions, args)

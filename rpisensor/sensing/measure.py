@@ -53,7 +53,9 @@ class MeasurementSpec:
 
     @ivar source: what to read, by kind: the 1-wire id (C{28-0316a2795aff}),
         C{DEVICE:CHANNEL} for IIO (C{iio:device0:temp}: the directory under
-        C{/sys/bus/iio/devices}, and the channel), a path for C{file}.
+        C{/sys/bus/iio/devices}, or the driver's name in its C{name} file,
+        C{bme280:pressure}, which does not depend on the order the drivers
+        were loaded in; and the channel), a path for C{file}.
     @ivar interval: seconds between measurements.
     @ivar change: a new reading is published when the value moved by more
         than this since the last one published, or at each interval when 0.
@@ -92,7 +94,7 @@ class MeasurementSpec:
             return newer if newer.exists() else device / "w1_slave"
         if self.kind == "iio":
             device, _, channel = self.source.rpartition(":")
-            directory = self.sysfs_root / "bus/iio/devices" / device
+            directory = self._iio_directory(device)
             processed = directory / f"in_{channel}_input"
             return processed if processed.exists() or not (directory / f"in_{channel}_raw").exists() \
                 else directory / f"in_{channel}_raw"
@@ -102,6 +104,21 @@ class MeasurementSpec:
         if path.is_absolute() and path.parts[1:2] == ("sys",):
             return self.sysfs_root.joinpath(*path.parts[2:])
         return path
+
+    def _iio_directory(self, device: str) -> Path:
+        devices = self.sysfs_root / "bus/iio/devices"
+        if device.startswith("iio:device"):
+            return devices / device
+        try:  # a driver's name: the device whose name file says it
+            for directory in sorted(devices.iterdir()):
+                try:
+                    if (directory / "name").read_text().strip() == device:
+                        return directory
+                except OSError:
+                    continue
+        except OSError:
+            pass
+        return devices / f"{device} (no IIO device has this name)"
 
     def measure(self) -> float:
         """
@@ -205,15 +222,27 @@ def parse_sensor(value: str, sysfs_root: Path = Path("/sys")) -> MeasurementSpec
         raise ValueError(f"sensor {name!r}: kind must be one of {', '.join(KINDS)}, got {kind!r}")
     if kind in ("w1", "file") and not source:
         raise ValueError(f"sensor {name!r}: {kind} needs what to read, e.g. {kind}:{_EXAMPLES[kind]}")
+    if kind == "w1" and not re.fullmatch(r"[0-9a-f]{2}-[0-9a-f]{12}", source):
+        raise ValueError(
+            f"sensor {name!r}: a 1-wire id is its family and serial number as in /sys/bus/w1/devices, "
+            f"e.g. 28-0316a2795aff; got {source[:40]!r}"
+        )
     unit = {"w1": "°C", "cpu": "°C"}.get(kind, "")
     if kind == "iio":
         device, _, channel = source.rpartition(":")
         if not device or not channel:
-            raise ValueError(f"sensor {name!r}: iio needs DEVICE:CHANNEL, e.g. iio:device0:temp")
+            raise ValueError(f"sensor {name!r}: iio needs DEVICE:CHANNEL, e.g. iio:device0:temp or iio:bme280:pressure")
+        if not re.fullmatch(r"[a-z0-9_]{1,40}", channel):
+            raise ValueError(f"sensor {name!r}: the IIO channel must be a name such as temp or pressure, got {channel[:40]!r}")
         if device.isdigit():
             device = f"device{device}"
-        if not device.startswith("iio:"):
+        if re.fullmatch(r"device\d+", device):
             device = f"iio:{device}"  # the kernel's directory name: iio:device0
+        elif not re.fullmatch(r"iio:device\d+|[A-Za-z0-9_-]{1,32}", device):
+            raise ValueError(
+                f"sensor {name!r}: the IIO device must be iio:deviceN, deviceN, N or a driver's name "
+                f"such as bme280, got {device[:40]!r}"
+            )
         unit = _IIO_CHANNELS.get(channel, ("", 1.0))[0]
         source = f"{device}:{channel}"
     fields: dict[str, str] = {}
