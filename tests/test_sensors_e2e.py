@@ -10,7 +10,10 @@ Real processes, loopback only; every wait is for a condition.
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import sqlite3
+import subprocess
 from contextlib import closing
 from pathlib import Path
 
@@ -98,3 +101,29 @@ class ReportCollectTests(_Sensors, SynchronousTestCase):
         self.report_to_collect(store, "--protocol", "1")
         wait_until(lambda: "22.56 °C" in stored_messages(store))
         self.assertIn("Button released", stored_messages(store))
+
+
+class ReadmeDemoTests(_Sensors, SynchronousTestCase):
+    def test_sensors_demo(self) -> None:
+        """The README's demo, run as written (only the port is a free loopback one), prints what it says."""
+        from tests.processes import free_port
+        from tests.test_readme import README, example
+
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        port = free_port()
+        lines = [line for line in example("sensors-demo").splitlines() if line.strip()]
+        serve_line = next(line for line in lines if line.startswith("twistd -n rpisensor "))
+        query_line = next(line for line in lines if line.startswith("rpisensor query "))
+        for line in lines:
+            if line not in (serve_line, query_line):
+                subprocess.run(["bash", "-e", "-c", line], cwd=directory, check=True)
+        serve = Twistd(*shlex.split(serve_line)[2:], "--listen", f"tcp:{port}:interface=127.0.0.1", cwd=directory)
+        self.addCleanup(serve.close)
+        serve.wait_port()
+        query = shlex.split(query_line.split("#")[0].replace("127.0.0.1:22000", f"127.0.0.1:{port}"))
+        result = run_rpisensor(*query[1:])
+        self.assertEqual((result.returncode, result.stderr), (0, ""))
+        said = re.search(r"prints `([^`]*)`, `([^`]*)` and `([^`]*)`", README.read_text(encoding="utf-8"))
+        self.assertEqual(result.stdout.splitlines(), list(said.groups()))
+        serve.stop_cleanly()
