@@ -267,41 +267,56 @@ class StreamTests(SynchronousTestCase):
 
 
 class SlowSensorTests(SynchronousTestCase):
-    """A read that blocks in a real thread, as a DS18B20 converting; time is the test's."""
+    """
+    A read that blocks in a real thread, as a DS18B20 converting: its w1_slave
+    is a FIFO, whose read waits until the test writes. Time is the test's.
+    """
+
+    def setUp(self) -> None:
+        self.sys = FakeSysfs(Path(self.mktemp()))
+        self.fifo = self.sys.root / W1_SLAVE
+        self.fifo.parent.mkdir(parents=True)
+        os.mkfifo(self.fifo)
+        self.clock = ThreadedClock()
+        spec = parse_sensor(f"temp=w1:{W1_ID},timeout=2", self.sys.root)
+        self.backend = SimulatedGPIO(clock=self.clock)
+        self.reader, self.pool = open_reader(self.clock, self.backend, [DEFAULT_INPUT], sensors=[spec])
+        self.pool.startService()
+        self._released = threading.Event()
+        self.addCleanup(self.stop)
+
+    def release(self) -> None:
+        """Let the blocked read return (a conversion that ended)."""
+        if self._released.is_set():
+            return
+        self._released.set()
+        try:  # the blocked read holds the FIFO open; without one, there is nothing to release
+            end = os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:
+            return
+        os.write(end, good(21000).encode())
+        os.close(end)
+
+    def stop(self) -> None:
+        self.release()
+        self.clock.pump_until(lambda: self.reader.jobs_in_flight == 0)
+        if self.pool.running:
+            stopped = self.pool.stopService()
+            self.clock.pump_until(lambda: stopped.called)
+        if self.pool.sensor_pool.started:
+            self.pool.sensor_pool.stop()
+
+    def hang(self, client: Client) -> None:
+        """C{read temp} from C{client}, until its read has begun (its timeout runs)."""
+        began = self.reader.reads
+        client.send("read temp")
+        self.clock.pump_until(lambda: self.reader.reads > began)
 
     def test_slow_read_times_out_while_the_button_answers(self) -> None:
-        sys = FakeSysfs(Path(self.mktemp()))
-        fifo = sys.root / W1_SLAVE
-        fifo.parent.mkdir(parents=True)
-        os.mkfifo(fifo)  # reading blocks until the test writes: a conversion that takes its time
-        clock = ThreadedClock()
-        spec = parse_sensor(f"temp=w1:{W1_ID},timeout=2", sys.root)
-        reader, pool = open_reader(clock, SimulatedGPIO(clock=clock), [DEFAULT_INPUT], sensors=[spec])
-        pool.startService()
-        released = threading.Event()
-
-        def release() -> None:
-            if released.is_set():
-                return
-            released.set()
-            try:  # the blocked read holds the FIFO open; without one, there is nothing to release
-                end = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-            except OSError:
-                return
-            os.write(end, good(21000).encode())
-            os.close(end)
-
-        def stop() -> None:
-            release()
-            clock.pump_until(lambda: reader.jobs_in_flight == 0)
-            stopped = pool.stopService()
-            clock.pump_until(lambda: stopped.called)
-
-        self.addCleanup(stop)
+        reader, clock = self.reader, self.clock
         factory = SensorServerFactory(reader, ListenSettings())
         client = Client(factory, "192.168.1.20", 50002)
-        client.send("read temp")
-        clock.pump_until(lambda: clock.getDelayedCalls())  # the read began; its timeout runs
+        self.hang(client)
         client.send("go", "ping")
         clock.pump_until(lambda: reader.reads >= 2)  # the go's read began too
         clock.advance(1.9)
@@ -316,13 +331,25 @@ class SlowSensorTests(SynchronousTestCase):
         client.send("read temp")
         [stuck] = client.texts()
         self.assertTrue(stuck.startswith("error: reading failed: sensor temp is not answering"), stuck)
-        release()
+        self.release()
         clock.pump_until(lambda: not reader.stuck)
-        fifo.unlink()
-        sys.write(W1_SLAVE, good(21000))  # the next conversion is quick
+        self.fifo.unlink()
+        self.sys.write(W1_SLAVE, good(21000))  # the next conversion is quick
         client.send("read temp")
         clock.pump_until(lambda: client.transport.value())
         self.assertEqual(client.texts(), ["21.00 °C"])
+
+    def test_stopping_with_a_stuck_sensor_releases_the_pins(self) -> None:
+        """A sensor stuck in its own thread does not keep the pins from being released on stop."""
+        log = LogLines(self)
+        self.hang(Client(SensorServerFactory(self.reader, ListenSettings()), "192.168.1.20", 50004))
+        self.clock.advance(2)
+        self.assertEqual(list(self.reader.stuck), ["temp"])
+        stopped = self.pool.stopService()
+        self.clock.pump_until(lambda: stopped.called)
+        self.assertEqual(self.backend.set_up_channels, frozenset())
+        self.assertEqual(len(log.matching("Not waiting for the stuck read of sensor temp")), 1)
+        self.assertEqual(log.matching("Released the GPIO channels"), ["Released the GPIO channels this process set up."])
 
 
 class OptionTests(SynchronousTestCase):

@@ -131,13 +131,19 @@ class ReadPoolService(Service):
         reader = self._reader
         if reader is not None:
             await reader.when_settled()
-            if reader.jobs_in_flight:
+            stuck_sensors = [name for name in reader.stuck if name in reader.sensors]
+            if reader.jobs_in_flight and (self.sensor_pool is None or len(stuck_sensors) < len(reader.stuck)):
                 self._log.warn(
                     "Not waiting for the stuck read of {names}: its thread and the GPIO "
                     "channels are released when the process ends.",
                     names=", ".join(reader.stuck),
                 )
                 return  # stopping the pool would wait for the stuck thread
+            if stuck_sensors:  # in their own threads: the pins are released all the same
+                self._log.warn(
+                    "Not waiting for the stuck read of sensor {names}: its thread ends with the process.",
+                    names=", ".join(stuck_sensors),
+                )
             try:
                 await self.runner(reader.backend.cleanup)
             except Exception as e:
@@ -149,8 +155,8 @@ class ReadPoolService(Service):
             else:
                 self._log.info("Released the GPIO channels this process set up.")
         self.pool.stop()  # idle now: its threads end at once
-        if self.sensor_pool is not None:
-            self.sensor_pool.stop()
+        if self.sensor_pool is not None and not (reader is not None and reader.stuck):
+            self.sensor_pool.stop()  # stopping it would wait for a stuck sensor's thread
 
 
 def _nothing() -> None:
