@@ -57,8 +57,8 @@ def timed_measure(
 ) -> tuple[float, float]:
     """
     Measure once; runs in a worker thread. As L{timed_read}, with the value
-    rounded to 6 decimals (what the sensor's unit can mean: it drops the
-    float noise of a scale, as 1013.2499999999999 hPa).
+    rounded to 6 decimals: that drops a scale's float noise (1013.2499999999999
+    hPa) and none of any sensor's precision.
     """
     began(clock.seconds())
     value = round(spec.measure(), 6)
@@ -112,9 +112,10 @@ class InputReader:
         still read.
     @param sensors: measurement sensors, read by name as the inputs are
         (names shared by none of the inputs), each with its own
-        C{timeout}, through C{sensor_runner} (by default C{runner}).
-        A stuck sensor holds its own thread only when C{sensor_runner} has
-        one per sensor; else C{on_stuck} lends one as for an input.
+        C{timeout}, through C{sensor_runner}: a runner with a thread per
+        sensor (L{rpisensor.sensing.pool.ReadPoolService}'s), so a stuck sensor holds only its own
+        and none is lent. Without it they go through C{runner}, and
+        C{on_stuck} lends a thread as for an input.
     """
 
     _log = Logger()
@@ -130,7 +131,6 @@ class InputReader:
         on_stuck: Callable[[int], object] | None = None,
         sensors: Sequence[MeasurementSpec] = (),
         sensor_runner: Runner | None = None,
-        sensor_on_stuck: Callable[[int], object] | None = None,
     ) -> None:
         if not inputs:
             raise ValueError("at least one input is needed")
@@ -143,7 +143,8 @@ class InputReader:
         if shared:
             raise ValueError(f"{shared[0]!r} is the name of an input and of a sensor")
         self._sensor_runner = sensor_runner if sensor_runner is not None else runner
-        self._sensor_on_stuck = sensor_on_stuck if sensor_runner is not None else on_stuck
+        # A sensor's own runner has a thread per sensor: a stuck one holds only its own.
+        self._sensor_on_stuck = None if sensor_runner is not None else on_stuck
         self.first = inputs[0]
         self.max_age = max_age
         self.read_timeout = read_timeout
@@ -336,14 +337,14 @@ class InputReader:
 
     def _read_failed(self, spec: InputSpec | MeasurementSpec, failure: Failure) -> None:
         name = spec.name
-        error = failure.getErrorMessage()
-        if not failure.check(GPIOError):  # not a sensor's error: name the exception
-            error = f"{failure.type.__name__}: {error}"
         # Logged once until it reads again (and rate-limited across such
         # rounds): a sensor failing every read cannot fill the log.
         if self._failing.get(name) == "failed":
             return
         self._failing[name] = "failed"
+        error = failure.getErrorMessage()
+        if not failure.check(GPIOError):  # not a sensor's error: name the exception
+            error = f"{failure.type.__name__}: {error}"
         self._sensor_log.warn(
             f"Reading {_what(spec)} {{name}} failed: {{error}}. Requests for it get an error until a read "
             "succeeds; check the sensor and its wiring.",
