@@ -22,6 +22,7 @@ from pathlib import Path
 
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -44,6 +45,7 @@ from rpisensor.testing import inline_runner, stored_stream
 from rpisensor.wire import v2
 from tests.support import DOOR
 from tests.test_measure import BAD_CRC, GOOD, POWER_ON, W1_ID, FakeSysfs
+from tests.test_report_v2 import V2Harness, frames
 from tests.test_serve_stream import START, Client, _Synced
 from tests.test_store import reading
 from tests.worker_threads import ThreadedClock
@@ -417,3 +419,49 @@ class StoreTests(SynchronousTestCase):
             [(r.seq, r.sensor, r.value, r.unit, r.text) for r in stored_stream(path)],
             [(1, "button", 1, None, "Button pressed"), (2, "temp", 22.562, "°C", "22.56 °C")],
         )
+
+
+class SensorReportHarness(V2Harness):
+    """The v2 reporter's harness (outbox, fake collector, Clock) with measurement sensors too."""
+
+    def __init__(self, test: SynchronousTestCase, sensors: list[str], **options) -> None:
+        self.sys = FakeSysfs(Path(test.mktemp()))
+        self.sys.root.mkdir()
+        self.sys.write(W1_SLAVE, GOOD)
+        self._sensors = [parse_sensor(text, self.sys.root) for text in sensors]
+        super().__init__(test, **options)
+
+    def open_outbox(self) -> None:
+        if not self.reader.sensors:
+            self.reader = InputReader(
+                self.backend, list(self.reader.inputs.values()), inline_runner, self.clock, sensors=self._sensors
+            )
+            self.reader.setup()
+        super().open_outbox()
+
+
+class ReportTests(SynchronousTestCase):
+    def test_v2_reading_has_the_unit(self) -> None:
+        """report to a v2 collector: the measurement's number as value, with its unit; the button without one."""
+        harness = SensorReportHarness(self, [f"temp=w1:{W1_ID},interval=5"])
+        harness.start()
+        link = harness.connect()
+        link.pump()
+        stored = [(r.sensor, r.value, r.unit, r.text) for r in harness.collector.store.readings()]
+        self.assertEqual(stored, [("button", 0, None, "Button released"), ("temp", 22.562, "°C", "22.56 °C")])
+        self.assertIn('"sensor":"temp","value":22.562,"text":"22.56 °C","unit":"°C"', link.up_bytes.decode())
+
+    def test_v1_sends_the_text_on_change(self) -> None:
+        """report --protocol 1: a measurement's text as DataClient3 would send it, when change= says so."""
+        harness = SensorReportHarness(self, [f"temp=w1:{W1_ID},interval=5,change=0.5"], protocol="1")
+        harness.start()
+        protocol = harness.factory.buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        harness.clock.advance(0)
+        self.assertEqual(sorted(frames(transport)), ["22.56 °C", "Button released"])
+        harness.sys.write(W1_SLAVE, good(22900))  # moved 0.338: not more than 0.5
+        harness.tick(5)
+        harness.sys.write(W1_SLAVE, good(23100))  # moved 0.538
+        harness.tick(5)
+        self.assertEqual([f for f in frames(transport) if "°C" in f], ["23.10 °C"])
