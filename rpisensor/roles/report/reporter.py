@@ -23,12 +23,13 @@ from rpisensor.net.wording import NamedLogger
 from rpisensor.roles.report.connection import ReportFactory, ReportProtocol
 from rpisensor.roles.report.outbox import OutboxService
 from rpisensor.sensing.reader import InputReader
-from rpisensor.sensing.reading import Reading
+from rpisensor.sensing.reading import AnyReading
 from rpisensor.stream.follower import ChangeFollower
 from rpisensor.stream.handshake import Handshake, NotV2
 from rpisensor.stream.heartbeat import interval_for
 from rpisensor.stream.identity import ClockState
 from rpisensor.stream.journal import Entry, Journal, span
+from rpisensor.stream.measuring import MeasurementSampler
 from rpisensor.stream.outbox import JournalService
 from rpisensor.stream.sampler import Sampler
 from rpisensor.stream.sender import ReceiverAhead
@@ -70,8 +71,9 @@ class StreamSettings:
 
 class Reporter:
     """
-    Samples every input each C{interval} seconds (a L{Sampler}) into the
-    C{outbox}, and sends over the connection, when there is one.
+    Samples every input each C{interval} seconds (a L{Sampler}), and every
+    measurement sensor at its own C{interval=} (a L{MeasurementSampler}),
+    into the C{outbox}, and sends over the connection, when there is one.
 
     In v2 (the collector answered the C{hello} with C{welcome}) the outbox
     is streamed from what the collector has: readings taken while the link
@@ -143,6 +145,8 @@ class Reporter:
             reader, outbox, clock, interval, on_change, clock_state, on_sample=self._sampled,
             names=[name for name in reader.inputs if name not in followed],
         )  # fmt: skip
+        #: The measurement sensors, each on its own interval= and change= (not --interval).
+        self.measuring = MeasurementSampler(reader, outbox, clock, clock_state, on_publish=self._sampled)
         self._heartbeat = LoopingCall(self.send_all)
         self._heartbeat.clock = clock
         if outbox is not None:
@@ -155,6 +159,7 @@ class Reporter:
             self.sampler.start()
         if self.follower is not None:
             self.follower.start()
+        self.measuring.start()
         if self.on_change:
             self._heartbeat.start(self.heartbeat, now=False).addErrback(self._heartbeat_failed)
 
@@ -168,6 +173,7 @@ class Reporter:
         self.sampler.stop()
         if self.follower is not None:
             self.follower.stop()
+        self.measuring.stop()
         if self._heartbeat.running:
             self._heartbeat.stop()
         if self._protocol is not None:
@@ -316,8 +322,8 @@ class Reporter:
         if self.outbox is not None:
             self.outbox.acknowledge(self.outbox.journal.last)
 
-    def _sampled(self, reading: Reading) -> None:
-        name, text = reading.input.name, reading.text
+    def _sampled(self, reading: AnyReading) -> None:
+        name, text = reading.name, reading.text
         changed = self.latest.get(name) != text
         self.latest[name] = text
         if changed or not self.on_change:

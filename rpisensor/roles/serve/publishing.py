@@ -18,6 +18,7 @@ from rpisensor.sensing.reader import InputReader
 from rpisensor.stream.follower import ChangeFollower
 from rpisensor.stream.identity import ClockState
 from rpisensor.stream.journal import Journal, JournalError
+from rpisensor.stream.measuring import MeasurementSampler
 from rpisensor.stream.outbox import JournalService
 from rpisensor.stream.sampler import Sampler
 from rpisensor.stream.state import InputState
@@ -91,6 +92,7 @@ class PublishingService(Service):
         self._clock_state = clock_state if clock_state is not None else ClockState()
         self.sampler: Sampler | None = None
         self.follower: ChangeFollower | None = None
+        self.measuring: MeasurementSampler | None = None
         self.subscriptions: set = set()
 
     @property
@@ -128,6 +130,14 @@ class PublishingService(Service):
         if followed:
             self.follower = ChangeFollower(self.state, self.journal, self._clock_state)
             self.follower.start()
+        if self.reader.sensors:
+            self.measuring = MeasurementSampler(self.reader, self.journal, self._reactor, self._clock_state)
+            self.measuring.start()
+            self._log.info(
+                "Recording the measurements of {names} for subscribers, each at its interval= "
+                "(or when it moved by more than its change=).",
+                names=", ".join(self.reader.sensors),
+            )
 
     def stopService(self) -> Deferred:
         super().stopService()
@@ -138,6 +148,8 @@ class PublishingService(Service):
             self.sampler.stop()
         if self.follower is not None:
             self.follower.stop()
+        if self.measuring is not None:
+            self.measuring.stop()
         # The samples in flight finish (each within the read timeout) and are recorded
         # before the journal's last commit.
         await self.reader.when_settled()
