@@ -6,6 +6,9 @@ a NAT forgets the link or the PC loses power: no FIN, no RST. The reporter
 must notice within its C{--dead-peer-timeout}, and reconnect once the path
 is back.
 
+The same path carries the exactly-once stream (protocol v2) through a
+blackhole and a downed link, and the store must end with every reading once.
+
 Needs root, C{ip} (iproute2) and C{iptables}; skipped, saying which is
 missing, otherwise. Every wait is for a log line (L{tests.processes.DEADLINE}
 each); nothing asserts a duration.
@@ -17,11 +20,14 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import uuid
+from pathlib import Path
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from tests.processes import Twistd
+from tests.processes import Twistd, connect_unix, request, wait_until
+from tests.test_exactly_once import DEVICE, gaps, outbox_last, stored
 
 #: The collector's address inside its namespace, and the reporter's.
 COLLECTOR_IP = "10.213.0.2"
@@ -84,6 +90,10 @@ class Namespaces:
         if done.returncode != 0:
             raise SkipTest(f"iptables does not work in a namespace here: {done.stderr.strip()}")
 
+    def link(self, namespace: str, device: str, state: str) -> None:
+        """Take C{device} in C{namespace} C{"down"} (the cable pulled) or C{"up"}."""
+        self._ip("-n", namespace, "link", "set", device, state)
+
     def delete(self) -> None:
         for name in reversed(self.created):  # deleting a namespace deletes its end of the veth pair
             _run("ip", "netns", "delete", name)
@@ -127,3 +137,92 @@ class HalfOpenLinkTests(SynchronousTestCase):
         collector.wait_for(rf"\] Message from {re.escape(again)}: Button released")
         reporter.stop_cleanly()
         collector.stop_cleanly()
+
+
+class StreamAcrossABlackholeTests(SynchronousTestCase):
+    """
+    The exactly-once stream (protocol v2) across a real network path that fails twice:
+    blackholed by iptables (half-open: no FIN, no RST), then the link taken down. Every
+    reading the reporter took must be in the collector's store once, in order.
+    """
+
+    def setUp(self) -> None:
+        missing = _missing()
+        if missing:
+            raise SkipTest(missing)
+        self.net = Namespaces()
+        self.addCleanup(self.net.delete)
+        self.net.create()
+        self.pi = Path(tempfile.mkdtemp(prefix="rpisensor-pi-"))
+        self.pc = Path(tempfile.mkdtemp(prefix="rpisensor-pc-"))
+        self.addCleanup(shutil.rmtree, self.pi, True)
+        self.addCleanup(shutil.rmtree, self.pc, True)
+        self.store = self.pc / "readings.sqlite"
+
+    def start(self, namespace: str, *args: str, cwd: Path) -> Twistd:
+        twistd = Twistd("rpisensor", *args, wrapper=self.net.exec(namespace), cwd=str(cwd))
+        self.addCleanup(twistd.close)
+        return twistd
+
+    def start_reporter(self, pattern: bool = True) -> Twistd:
+        return self.start(
+            self.net.reporter, "report", "--gpio", "sim", "--device", DEVICE, "--protocol", "2",
+            "--on-change", "--dead-peer-timeout", "3", "--max-delay", "2",
+            *(("--sim-pattern", "button=0.15,0.15") if pattern else ()),
+            "--connect", f"tcp:host={COLLECTOR_IP}:port={PORT}:timeout=3", cwd=self.pi,
+        )  # fmt: skip
+
+    def grows(self, by: int = 3) -> None:
+        before = len(stored(self.store))
+        wait_until(lambda: len(stored(self.store)) >= before + by, describe=self.logs)
+
+    def dropped(self, reporter: Twistd) -> None:
+        """Wait until the reporter gives up the connection it has now (its dead-peer watch fires)."""
+        before = reporter.log().count("Disconnected from")
+        wait_until(lambda: reporter.log().count("Disconnected from") > before, describe=self.logs)
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {name}\n{t.log()[-6000:]}" for name, t in self.running.items())
+
+    def status(self) -> str:
+        try:
+            with connect_unix(str(self.pi / "rpisensor-report.sock")) as sock:
+                return request(sock, b"status").rstrip(b"\0").decode()
+        except OSError as e:
+            return f"no status yet: {e}"
+
+    def test_every_reading_once_across_a_blackhole_and_a_downed_link(self) -> None:
+        collector = self.start(
+            self.net.collector, "collect", "--listen", f"tcp:{PORT}:interface={COLLECTOR_IP}",
+            "--store", str(self.store), cwd=self.pc,
+        )  # fmt: skip
+        collector.wait_listening()
+        reporter = self.start_reporter()
+        self.running = {"reporter": reporter, "collector": collector}
+        self.grows(5)
+
+        self.net.iptables("-A", "INPUT", "-j", "DROP")
+        self.dropped(reporter)
+        self.net.iptables("-D", "INPUT", "-j", "DROP")
+        self.grows()
+
+        device = f"vc{self.net.reporter[-8:]}"
+        self.net.link(self.net.collector, device, "down")
+        self.dropped(reporter)
+        self.net.link(self.net.collector, device, "up")
+        self.grows()
+
+        reporter.stop_cleanly()  # no more presses; the last run sends what is left
+        reporter = self.running["reporter"] = self.start_reporter(pattern=False)
+        wait_until(lambda: " outbox=0 " in self.status(), describe=lambda: f"{self.status()}\n{self.logs()}")
+        reporter.stop_cleanly()
+        collector.stop_cleanly()
+
+        readings = stored(self.store)
+        seqs = [seq for _, seq, _ in readings]
+        last = outbox_last(self.pi / "rpisensor-outbox.sqlite")
+        self.assertEqual(len({stream for stream, _, _ in readings}), 1)
+        self.assertEqual(seqs, list(range(1, last + 1)))  # every entry, once, in order
+        values = [value for _, _, value in readings]
+        self.assertEqual([i for i in range(1, len(values)) if values[i] == values[i - 1]], [])
+        self.assertEqual(gaps(self.store), [])

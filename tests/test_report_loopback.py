@@ -76,6 +76,8 @@ async def test_readings_taken_while_the_collector_is_down_arrive_once(reactor, t
         taken_while_down = service.outbox.journal.last
         port = reactor.listenTCP(number, collector, interface="127.0.0.1")
         await wait_until(lambda: store.seqs() and max(store.seqs()) >= taken_while_down, reactor)
+        # Stored is not yet heard: the collector's ack is on its way back.
+        await wait_until(lambda: service.acks and service.acks[-1] >= taken_while_down, reactor)
     finally:
         await service.stopService()
         await stop_listening(port, collector)

@@ -860,3 +860,48 @@ class StatusListenerTests(SynchronousTestCase):
         error = self.assertRaises(CannotListen, service.privilegedStartService)
         self.assertIn("another reporter answers there", error.code)
         self.assertTrue(os.path.exists(path))
+
+
+class EdgeFollowingTests(SynchronousTestCase):
+    """With --on-change, inputs whose driver reports each change go to the outbox as they change."""
+
+    def test_changes_between_samples_are_recorded_with_their_time_and_no_read(self) -> None:
+        from rpisensor.stream.state import InputState
+        from tests.test_serve_stream import EdgePins
+
+        clock = Clock()
+        clock.advance(START)
+        backend = EdgePins(clock)
+        reader = InputReader(backend, [DEFAULT_INPUT], inline_runner, clock)
+        reader.setup()
+        state = InputState.for_reader(reader, clock)
+        state.startService()
+        outbox = OutboxService(clock, Journal(None, current_boot="boot"), runner=inline_runner)
+        outbox.startService()
+        self.addCleanup(outbox.stopService)
+        settings = StreamSettings(DEVICE, "auto", 3.0, 10.0, 1000)
+        # A sampling interval far longer than the test: only edges can record anything.
+        reporter = Reporter(reader, clock, 3600.0, True, 60.0, outbox, settings, Synced(), state=state)
+        committed: list[v2.Reading] = []
+        reporter.add_listeners(on_reading=committed.append)
+        reporter.start()
+        clock.advance(0)
+        reads = backend.reads
+        clock.advance(0.25)
+        backend.set_level(DEFAULT_INPUT.pin, False)  # pressed: a pull-up input goes low
+        clock.advance(0.01)
+        backend.set_level(DEFAULT_INPUT.pin, True)
+        clock.advance(0)
+        self.assertEqual(
+            [(e.seq, e.value, e.ts) for e in committed],
+            [
+                (1, 0, v2.format_timestamp(START)),
+                (2, 1, v2.format_timestamp(START + 0.25)),
+                (3, 0, v2.format_timestamp(START + 0.26)),
+            ],
+        )
+        self.assertEqual(backend.reads, reads)
+        reporter.stop()
+        backend.set_level(DEFAULT_INPUT.pin, False)
+        clock.advance(0)
+        self.assertEqual(len(committed), 3)  # stopped: nothing more recorded

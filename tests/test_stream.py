@@ -218,6 +218,17 @@ class DeliveryTests(StreamTestCase):
         self.assertEqual([(g.first, g.last, g.reason) for g in gaps], [(1, 7, "outbox full")])
         self.assertEqual(pair.store.readings(), [8, 9, 10])
 
+    def test_outbox_full_log_is_rate_limited(self) -> None:
+        """A collector away for days cannot fill the Pi's log: a full outbox says so a few times a minute."""
+        events: list[dict] = []
+        pair = self.pair(max_entries=2)
+        pair.outbox.limited_log._logger.observer = events.append
+        for value in range(40):
+            pair.take(value)
+        full = [e for e in events if "outbox is full" in e["log_format"]]
+        self.assertEqual(len(full), pair.outbox.limited_log.burst)
+        self.assertGreater(pair.outbox.limited_log.suppressed, 0)
+
 
 class ReceiverTests(StreamTestCase):
     def test_out_of_order_closes(self) -> None:

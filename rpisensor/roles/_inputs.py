@@ -10,7 +10,7 @@ from rpisensor.roles._options import GPIOOptions
 
 def open_inputs(options: GPIOOptions, reactor):
     """
-    Open the backend the options name and a reader for their inputs; return
+    Open the backend the options name and a reader for their inputs and sensors; return
     C{(reader, pool service)}. The pool service logs, when the role starts,
     which pins are read and why, and every input's wiring. Stops the program
     with one line saying why if the backend cannot work here.
@@ -27,7 +27,7 @@ def open_inputs(options: GPIOOptions, reactor):
         )
         return open_reader(
             reactor, backend, options["inputs"], options["read-threads"], options["max-age"],
-            options["read-timeout"], backend_choice=choice,
+            options["read-timeout"], backend_choice=choice, sensors=options["sensors"],
         )  # fmt: skip
     except GPIOError as e:
         raise SystemExit(

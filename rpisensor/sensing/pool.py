@@ -1,7 +1,8 @@
 """
-The read thread pool: a small pool of the reader's own (not the reactor's
-default pool, which also resolves host names), started and stopped as a
-service that also releases the GPIO channels.
+The read thread pools: a small pool of the reader's own for the pins (not
+the reactor's default pool, which also resolves host names), and one thread
+per measurement sensor, started and stopped as a service that also releases
+the GPIO channels.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from twisted.python.threadpool import ThreadPool
 from rpisensor.hw.interfaces import IGPIOBackend
 from rpisensor.hw.select import BackendChoice
 from rpisensor.sensing.inputs import InputSpec, describe_inputs
+from rpisensor.sensing.measure import MeasurementSpec
 from rpisensor.sensing.reader import InputReader, Runner
 
 
@@ -42,6 +44,10 @@ class ReadPoolService(Service):
         access, which is what real pins want.
     @param backend_choice: which backend C{--gpio} gave and why, for the
         start-up line; without it the line names the backend only.
+    @param sensor_threads: threads of the measurement sensors' own pool (one
+        per sensor: at most one read of a sensor runs at a time, so a slow or
+        hung sensor holds only its own thread, and no pin read waits behind a
+        conversion); 0: no such pool.
     """
 
     _log = Logger()
@@ -51,11 +57,18 @@ class ReadPoolService(Service):
         reactor: IReactorFromThreads,
         threads: int = 1,
         backend_choice: BackendChoice | None = None,
+        sensor_threads: int = 0,
     ) -> None:
         self._reactor = reactor
         self.pool = ThreadPool(minthreads=0, maxthreads=threads, name="rpisensor-reads")
         self.pool.threadFactory = _daemon_thread
         self.runner: Runner = partial(deferToThreadPool, reactor, self.pool)
+        self.sensor_pool: ThreadPool | None = None
+        self.sensor_runner: Runner | None = None
+        if sensor_threads:
+            self.sensor_pool = ThreadPool(minthreads=0, maxthreads=sensor_threads, name="rpisensor-sensors")
+            self.sensor_pool.threadFactory = _daemon_thread
+            self.sensor_runner = partial(deferToThreadPool, reactor, self.sensor_pool)
         self._reader: InputReader | None = None
         self._choice = backend_choice
 
@@ -74,6 +87,8 @@ class ReadPoolService(Service):
     def startService(self) -> None:
         super().startService()
         self.pool.start()
+        if self.sensor_pool is not None:
+            self.sensor_pool.start()
         if self._reader is not None:
             self._announce(self._reader)
 
@@ -90,6 +105,7 @@ class ReadPoolService(Service):
                 why=choice.why,
                 inputs=inputs,
             )
+            self._announce_sensors(reader)
             return
         pins = "real pins (RPi.GPIO)" if backend.name == "rpi" else "simulated pins"
         self._log.info(
@@ -98,6 +114,14 @@ class ReadPoolService(Service):
             why="" if choice is None else f" ({choice.why})",
             inputs=inputs,
         )
+        self._announce_sensors(reader)
+
+    def _announce_sensors(self, reader: InputReader) -> None:
+        if reader.sensors:
+            self._log.info(
+                "Measuring {sensors}, each read in a thread of its own.",
+                sensors="; ".join(spec.describe() for spec in reader.sensors.values()),
+            )
 
     def stopService(self) -> Deferred:
         super().stopService()
@@ -107,13 +131,19 @@ class ReadPoolService(Service):
         reader = self._reader
         if reader is not None:
             await reader.when_settled()
-            if reader.jobs_in_flight:
+            stuck_sensors = [name for name in reader.stuck if name in reader.sensors]
+            if reader.jobs_in_flight and (self.sensor_pool is None or len(stuck_sensors) < len(reader.stuck)):
                 self._log.warn(
                     "Not waiting for the stuck read of {names}: its thread and the GPIO "
                     "channels are released when the process ends.",
                     names=", ".join(reader.stuck),
                 )
                 return  # stopping the pool would wait for the stuck thread
+            if stuck_sensors:  # in their own threads: the pins are released all the same
+                self._log.warn(
+                    "Not waiting for the stuck read of sensor {names}: its thread ends with the process.",
+                    names=", ".join(stuck_sensors),
+                )
             try:
                 await self.runner(reader.backend.cleanup)
             except Exception as e:
@@ -125,6 +155,8 @@ class ReadPoolService(Service):
             else:
                 self._log.info("Released the GPIO channels this process set up.")
         self.pool.stop()  # idle now: its threads end at once
+        if self.sensor_pool is not None and not (reader is not None and reader.stuck):
+            self.sensor_pool.stop()  # stopping it would wait for a stuck sensor's thread
 
 
 def _nothing() -> None:
@@ -139,6 +171,7 @@ def open_reader(
     max_age: float = 0.0,
     read_timeout: float = 10.0,
     backend_choice: BackendChoice | None = None,
+    sensors: Sequence[MeasurementSpec] = (),
 ) -> tuple[InputReader, ReadPoolService]:
     """
     An L{InputReader} for C{inputs} with its channels set up now, and the
@@ -154,10 +187,11 @@ def open_reader(
 
     @raise rpisensor.hw.GPIOError: the backend cannot set up an input.
     """
-    service = ReadPoolService(reactor, threads=threads, backend_choice=backend_choice)
+    service = ReadPoolService(reactor, threads=threads, backend_choice=backend_choice, sensor_threads=len(sensors))
     reader = InputReader(
-        backend, inputs, service.runner, reactor, max_age, read_timeout, service.lend_thread
-    )
+        backend, inputs, service.runner, reactor, max_age, read_timeout, service.lend_thread,
+        sensors=sensors, sensor_runner=service.sensor_runner,
+    )  # fmt: skip
     reader.setup()
     service.attach(reader)
     return reader, service

@@ -10,6 +10,10 @@ that read (single flight): many requests in one reactor turn cost one read.
 A read's timeout counts from the moment a worker thread begins it, not from
 when it was queued, so a read waiting for a thread behind a slow one is not
 blamed for the wait.
+
+Measurement sensors (L{MeasurementSpec}: a DS18B20, an IIO channel, a file)
+are read the same way, each with its own timeout, through a runner of their
+own (their own threads: a 750 ms conversion never delays a button's read).
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ from twisted.python.failure import Failure
 from rpisensor.hw.interfaces import GPIOError, IGPIOBackend, SensorReadError
 from rpisensor.lograte import RateLimitedLog
 from rpisensor.sensing.inputs import InputSpec
-from rpisensor.sensing.reading import Reading, UnknownInput
+from rpisensor.sensing.measure import MeasurementSpec
+from rpisensor.sensing.reading import AnyReading, Measurement, Reading, UnknownInput
 
 #: Runs a blocking callable elsewhere: C{runner(f, *args)} fires with f's result.
 Runner = Callable[..., Deferred]
@@ -47,17 +52,33 @@ def timed_read(
     return high, clock.seconds()
 
 
+def timed_measure(
+    spec: MeasurementSpec, clock: IReactorTime, began: Callable[[float], object]
+) -> tuple[float, float]:
+    """
+    Measure once; runs in a worker thread. As L{timed_read}, with the value
+    rounded to 6 decimals: that drops a scale's float noise (1013.2499999999999
+    hPa) and none of any sensor's precision.
+    """
+    began(clock.seconds())
+    value = round(spec.measure(), 6)
+    return value, clock.seconds()
+
+
 class ReadTimeout(SensorReadError):
     """A read took longer than the read timeout; the sensor may be hung."""
 
 
 class _Read:
-    """One read of one input: queued, running, or stuck past its timeout."""
+    """One read of one input or sensor: queued, running, or stuck past its timeout."""
 
-    __slots__ = ("spec", "waiters", "began", "timer", "stuck", "finished")
+    __slots__ = ("spec", "timeout", "waiters", "began", "timer", "stuck", "finished")
 
-    def __init__(self, spec: InputSpec, waiter: Callable[[Reading | Failure], object]) -> None:
+    def __init__(
+        self, spec: InputSpec | MeasurementSpec, timeout: float, waiter: Callable[[AnyReading | Failure], object]
+    ) -> None:
         self.spec = spec
+        self.timeout = timeout
         self.waiters = [waiter]
         #: When a worker thread began the read; None while it waits for a thread.
         self.began: float | None = None
@@ -89,6 +110,12 @@ class InputReader:
         "stuck" and requests for it fail at once, and C{on_stuck(+1)} /
         C{on_stuck(-1)} let the pool lend a thread so the other inputs are
         still read.
+    @param sensors: measurement sensors, read by name as the inputs are
+        (names shared by none of the inputs), each with its own
+        C{timeout}, through C{sensor_runner}: a runner with a thread per
+        sensor (L{rpisensor.sensing.pool.ReadPoolService}'s), so a stuck sensor holds only its own
+        and none is lent. Without it they go through C{runner}, and
+        C{on_stuck} lends a thread as for an input.
     """
 
     _log = Logger()
@@ -102,11 +129,22 @@ class InputReader:
         max_age: float = 0.0,
         read_timeout: float = 10.0,
         on_stuck: Callable[[int], object] | None = None,
+        sensors: Sequence[MeasurementSpec] = (),
+        sensor_runner: Runner | None = None,
     ) -> None:
         if not inputs:
             raise ValueError("at least one input is needed")
         self.backend = backend
+        #: The digital inputs, by name (pins, levels: C{go}, the sampler, edge events).
         self.inputs = {spec.name: spec for spec in inputs}
+        #: The measurement sensors, by name.
+        self.sensors = {spec.name: spec for spec in sensors}
+        shared = sorted(set(self.inputs) & set(self.sensors))
+        if shared:
+            raise ValueError(f"{shared[0]!r} is the name of an input and of a sensor")
+        self._sensor_runner = sensor_runner if sensor_runner is not None else runner
+        # A sensor's own runner has a thread per sensor: a stuck one holds only its own.
+        self._sensor_on_stuck = None if sensor_runner is not None else on_stuck
         self.first = inputs[0]
         self.max_age = max_age
         self.read_timeout = read_timeout
@@ -121,7 +159,7 @@ class InputReader:
         self._failing: dict[str, str] = {}
         #: Input name -> its read that is queued or running and not yet answered.
         self._pending: dict[str, _Read] = {}
-        self._latest: dict[str, Reading] = {}
+        self._latest: dict[str, AnyReading] = {}
         self._settled: list[Deferred[None]] = []
         #: Input name -> when its stuck read began.
         self.stuck: dict[str, float] = {}
@@ -147,10 +185,21 @@ class InputReader:
             else:
                 self.backend.setup_input(spec.pin, spec.pull)
 
-    def read(self, name: str) -> Deferred[Reading]:
+    @property
+    def names(self) -> list[str]:
+        """Every input's and every sensor's name: inputs first, as given."""
+        return [*self.inputs, *self.sensors]
+
+    @property
+    def longest_timeout(self) -> float:
+        """The longest any read may run before it counts as stuck (shutdown waits that long)."""
+        return max([self.read_timeout, *(spec.timeout for spec in self.sensors.values())])
+
+    def read(self, name: str) -> Deferred[AnyReading]:
         """
-        A Deferred that fires with a fresh L{Reading} of input C{name}, or fails
-        with the backend's error or L{ReadTimeout}.
+        A Deferred that fires with a fresh L{Reading} of input C{name} (a
+        L{Measurement} for a sensor), or fails with the backend's or the
+        sensor's error or L{ReadTimeout}.
 
         @raise UnknownInput: no input has that name.
         """
@@ -158,7 +207,7 @@ class InputReader:
         self.when_read(name, partial(_settle, d))
         return d
 
-    def when_read(self, name: str, callback: Callable[[Reading | Failure], object]) -> None:
+    def when_read(self, name: str, callback: Callable[[AnyReading | Failure], object]) -> None:
         """
         As L{read}, but call C{callback} with the L{Reading} or a L{Failure}
         (at once, if the answer is already known): the server's hot path,
@@ -166,9 +215,9 @@ class InputReader:
 
         @raise UnknownInput: no input has that name.
         """
-        spec = self.inputs.get(name)
+        spec = self.inputs.get(name) or self.sensors.get(name)
         if spec is None:
-            raise UnknownInput(name, self.inputs)
+            raise UnknownInput(name, self.names)
         if self.max_age > 0:
             latest = self._latest.get(name)
             if latest is not None and self.clock.seconds() - latest.time <= self.max_age:
@@ -177,18 +226,22 @@ class InputReader:
         if name in self.stuck:
             since = self.clock.seconds() - self.stuck[name]
             callback(Failure(ReadTimeout(
-                f"input {name} is not answering: a read has been running for {since:.0f} s"
+                f"{_what(spec)} {name} is not answering: a read has been running for {since:.0f} s"
             )))  # fmt: skip
             return
         pending = self._pending.get(name)
         if pending is not None:
             pending.waiters.append(callback)
             return
-        read = self._pending[name] = _Read(spec, callback)
+        sensor = isinstance(spec, MeasurementSpec)
+        read = self._pending[name] = _Read(spec, spec.timeout if sensor else self.read_timeout, callback)
         self.jobs += 1
         self.jobs_in_flight += 1
         began = partial(self._from_thread, self._began, read)
-        job = self._runner(timed_read, self.backend, spec.pin, self.clock, began)
+        if sensor:
+            job = self._sensor_runner(timed_measure, spec, self.clock, began)
+        else:
+            job = self._runner(timed_read, self.backend, spec.pin, self.clock, began)
         job.addBoth(self._finished, read)
 
     def waiting(self, name: str) -> int:
@@ -222,8 +275,8 @@ class InputReader:
             return
         read.began = began
         # The worker took the time; the reactor may hear of it a little later.
-        elapsed = min(max(self.clock.seconds() - began, 0.0), self.read_timeout)
-        read.timer = self.clock.callLater(self.read_timeout - elapsed, self._timed_out, read)
+        elapsed = min(max(self.clock.seconds() - began, 0.0), read.timeout)
+        read.timer = self.clock.callLater(read.timeout - elapsed, self._timed_out, read)
 
     def _timed_out(self, read: _Read) -> None:
         read.timer = None
@@ -234,20 +287,24 @@ class InputReader:
         if self._failing.get(name) != "hung":
             self._failing[name] = "hung"
             self._sensor_log.warn(
-                "Reading input {name} took more than {timeout} s: the sensor may be hung. "
+                f"Reading {_what(read.spec)} {{name}} took more than {{timeout}} s: the sensor may be hung. "
                 "Requests for it get an error until the read returns; other inputs are "
                 "still read.",
                 key=f"hung: {name}",
                 name=name,
-                timeout=self.read_timeout,
+                timeout=read.timeout,
             )
         waiters, read.waiters = read.waiters, []
-        _notify(waiters, Failure(ReadTimeout(f"reading {name} took more than {self.read_timeout:g} s")))
-        if self._on_stuck is not None:
-            self._on_stuck(+1)
+        _notify(waiters, Failure(ReadTimeout(f"reading {name} took more than {read.timeout:g} s")))
+        on_stuck = self._stuck_callback(read.spec)
+        if on_stuck is not None:
+            on_stuck(+1)
         self._check_settled()
 
-    def _finished(self, result: tuple[bool, float] | Failure, read: _Read) -> None:
+    def _stuck_callback(self, spec: InputSpec | MeasurementSpec) -> Callable[[int], object] | None:
+        return self._sensor_on_stuck if isinstance(spec, MeasurementSpec) else self._on_stuck
+
+    def _finished(self, result: tuple[bool | float, float] | Failure, read: _Read) -> None:
         read.finished = True
         self.jobs_in_flight -= 1
         name = read.spec.name
@@ -257,21 +314,23 @@ class InputReader:
         if self.on_read is not None and read.began is not None:
             self.on_read(max(0.0, self.clock.seconds() - read.began), isinstance(result, Failure))
         if isinstance(result, Failure):
-            outcome: Reading | Failure = result
-            self._read_failed(name, result)
+            outcome: AnyReading | Failure = result
+            self._read_failed(read.spec, result)
         else:
-            high, when = result
-            outcome = self._latest[name] = Reading(read.spec, high, when)
+            got, when = result
+            kind = Measurement if isinstance(read.spec, MeasurementSpec) else Reading
+            outcome = self._latest[name] = kind(read.spec, got, when)
             if self._failing.pop(name, None) is not None and not read.stuck:
                 self._sensor_log.info(
-                    "Input {name} reads again.", key=f"reads again: {name}", name=name
+                    f"{_what(read.spec).capitalize()} {{name}} reads again.", key=f"reads again: {name}", name=name
                 )
         if read.stuck:  # its waiters have had their error already
             del self.stuck[name]
-            if self._on_stuck is not None:
-                self._on_stuck(-1)
+            on_stuck = self._stuck_callback(read.spec)
+            if on_stuck is not None:
+                on_stuck(-1)
             self._sensor_log.info(
-                "The stuck read of input {name} returned after {seconds:.1f} s.",
+                f"The stuck read of {_what(read.spec)} {{name}} returned after {{seconds:.1f}} s.",
                 key=f"returned: {name}",
                 name=name,
                 seconds=self.clock.seconds() - read.began,
@@ -281,7 +340,10 @@ class InputReader:
             _notify(read.waiters, outcome)
         self._check_settled()
 
-    def _read_failed(self, name: str, failure: Failure) -> None:
+    def _read_failed(self, spec: InputSpec | MeasurementSpec, failure: Failure) -> None:
+        name = spec.name
+        # Logged once until it reads again (and rate-limited across such
+        # rounds): a sensor failing every read cannot fill the log.
         if self._failing.get(name) == "failed":
             return
         self._failing[name] = "failed"
@@ -289,7 +351,7 @@ class InputReader:
         if not failure.check(GPIOError):  # not a sensor's error: name the exception
             error = f"{failure.type.__name__}: {error}"
         self._sensor_log.warn(
-            "Reading input {name} failed: {error}. Requests for it get an error until a read "
+            f"Reading {_what(spec)} {{name}} failed: {{error}}. Requests for it get an error until a read "
             "succeeds; check the sensor and its wiring.",
             key=f"failed: {name}",
             name=name,
@@ -297,7 +359,11 @@ class InputReader:
         )
 
 
-def _settle(d: Deferred, outcome: Reading | Failure) -> None:
+def _what(spec: InputSpec | MeasurementSpec) -> str:
+    return "sensor" if isinstance(spec, MeasurementSpec) else "input"
+
+
+def _settle(d: Deferred, outcome: AnyReading | Failure) -> None:
     if isinstance(outcome, Failure):
         d.errback(outcome)
     else:
@@ -307,7 +373,7 @@ def _settle(d: Deferred, outcome: Reading | Failure) -> None:
 _notify_log = Logger(namespace="rpisensor.reader")
 
 
-def _notify(waiters: list[Callable], outcome: Reading | Failure) -> None:
+def _notify(waiters: list[Callable], outcome: AnyReading | Failure) -> None:
     """Give C{outcome} to every waiter; one that raises does not stop the others."""
     for waiter in waiters:
         try:

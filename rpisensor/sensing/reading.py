@@ -1,5 +1,8 @@
 """
-What a read gives: the level of one named input, and when it was read.
+What a read gives: the level of one named input, or the value of one
+measurement sensor, and when it was read. Both are "a named sensor with a
+kind, a value and a unit" (C{name}, C{kind}, C{value}, C{unit}, C{text}),
+so the stream, C{serve} and C{report} treat buttons and measurements alike.
 """
 
 from __future__ import annotations
@@ -7,10 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rpisensor.sensing.inputs import InputSpec
+from rpisensor.sensing.measure import MeasurementSpec
+
+#: The kind of a digital input (a measurement's kind is its spec's: w1, iio, file, cpu).
+DIGITAL = "input"
 
 
 class UnknownInput(KeyError):
-    """No input has the requested name."""
+    """No input or sensor has the requested name."""
 
     def __init__(self, name: str, names) -> None:
         super().__init__(name)
@@ -32,6 +39,48 @@ class Reading:
     high: bool
     time: float
 
+    kind = DIGITAL
+    unit = None
+
+    @property
+    def name(self) -> str:
+        return self.input.name
+
     @property
     def text(self) -> str:
         return self.input.text_for(self.high)
+
+    @property
+    def value(self) -> int:
+        """1 when the input is active (as its text says), else 0."""
+        return int(self.high != self.input.active_low)
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One value of a measurement sensor, in its unit, and when it was read (as L{Reading})."""
+
+    sensor: MeasurementSpec
+    value: float
+    time: float
+
+    @property
+    def name(self) -> str:
+        return self.sensor.name
+
+    @property
+    def kind(self) -> str:
+        return self.sensor.kind
+
+    @property
+    def unit(self) -> str | None:
+        return self.sensor.unit or None
+
+    @property
+    def text(self) -> str:
+        """E.g. C{22.56 °C}: what C{read NAME} answers and v1 sends."""
+        return self.sensor.text_for(self.value)
+
+
+#: Anything a read gives.
+AnyReading = Reading | Measurement

@@ -26,6 +26,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from rpisensor.lograte import RateLimitedLog
 from rpisensor.stream.journal import Entry, Journal, NewReading
 from rpisensor.wire.v2 import Gap
 
@@ -66,6 +67,9 @@ class JournalService(Service):
         self._reactor = reactor
         self.journal = journal
         self.outbox = outbox
+        #: For lines a peer's pace can repeat (a full outbox, a subscriber far
+        #: behind): shared by this journal's senders, so many cannot flood the log.
+        self.limited_log = RateLimitedLog(reactor, self._log)
         #: A bound in bytes instead of entries: turned into entries from the
         #: file's measured bytes per entry, once there are enough to measure.
         self.max_bytes = max_bytes
@@ -205,7 +209,7 @@ class JournalService(Service):
         else:
             entries, gap = result
             if gap is not None:
-                self._log.warn(
+                self.limited_log.warn(
                     "The outbox is full ({limit} entries): readings {first} to {last} were dropped, "
                     "oldest first. The collector will record the gap. Raise --outbox-max, or bring "
                     "the collector back.",

@@ -14,17 +14,19 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from rpisensor.sensing.reader import InputReader
-from rpisensor.sensing.reading import Reading
+from rpisensor.sensing.reading import AnyReading, Reading
 from rpisensor.stream.identity import ClockState
 from rpisensor.stream.journal import NewReading
 from rpisensor.stream.outbox import JournalService
 from rpisensor.wire.v2 import format_timestamp
 
 
-def to_entry(reading: Reading, synced: bool) -> NewReading:
-    """A digital input's reading as a stream entry: value 1 when active (as its text says), else 0."""
-    active = reading.high != reading.input.active_low
-    return NewReading(format_timestamp(reading.time), synced, reading.input.name, int(active), reading.text)
+def to_entry(reading: AnyReading, synced: bool) -> NewReading:
+    """
+    A reading as a stream entry: a digital input's value is 1 when active (as
+    its text says), else 0, without a unit; a measurement's is its number, with its unit.
+    """
+    return NewReading(format_timestamp(reading.time), synced, reading.name, reading.value, reading.text, reading.unit)
 
 
 class Sampler:

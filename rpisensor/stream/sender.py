@@ -108,7 +108,7 @@ class StreamSender:
             # (it keeps only the newest ones): say so, then go on after them.
             first = span(entries[0])[0]
             lost = Gap(self._journal.journal.stream, self.next, first - 1, TRIMMED)
-            self._log.warn(
+            self._journal.limited_log.warn(
                 "A subscriber fell behind: entries {first} to {last} are no longer in the journal.",
                 first=lost.first, last=lost.last,
             )  # fmt: skip
@@ -131,7 +131,7 @@ class StreamSender:
     def ack(self, seq: int) -> None:
         """The receiver has durably stored everything up to C{seq}."""
         if seq > self.next - 1:
-            self._log.warn(
+            self._journal.limited_log.warn(
                 "The receiver acknowledged {seq}, which was not sent yet (sent up to {sent}); ignored.",
                 seq=seq, sent=self.next - 1,
             )  # fmt: skip

@@ -1,7 +1,7 @@
 """
-Helpers for tests, ours and yours: simulated pins you can drive, runners that
-make thread-pool reads deterministic, a server on loopback and a one-shot
-client.
+Helpers for tests, ours and yours: simulated pins you can drive, a fake sysfs
+tree for measurement sensors, runners that make thread-pool reads
+deterministic, a server on loopback and a one-shot client.
 
     from rpisensor.testing import start_server, send_message
 
@@ -16,10 +16,12 @@ from rpisensor.testing._files import listening_port, stored_messages, stored_str
 from rpisensor.testing._pins import simulated_pins
 from rpisensor.testing._runners import FakeRunner, Job, inline_runner
 from rpisensor.testing._server import RunningServer, connect, send_message, start_server
+from rpisensor.testing._sysfs import FakeSysfs
 from rpisensor.testing._waiting import wait_until
 
 __all__ = [
     "FakeRunner",
+    "FakeSysfs",
     "Job",
     "RunningServer",
     "connect",

@@ -16,6 +16,7 @@ from rpisensor.net.limits import ListenSettings, ServerLimits
 from rpisensor.net.request import RequestProtocol
 from rpisensor.roles.serve.service import SensorServerFactory, ServerService, build_server_service
 from rpisensor.sensing.inputs import DEFAULT_INPUT, InputSpec
+from rpisensor.sensing.measure import MeasurementSpec
 from rpisensor.sensing.pool import open_reader
 from rpisensor.sensing.reader import InputReader
 from rpisensor.testing._files import listening_port
@@ -59,17 +60,19 @@ def start_server(
     port: int = 0,
     limits: ServerLimits = ServerLimits(),
     policy: AccessPolicy | None = None,
+    sensors: Sequence[MeasurementSpec] = (),
 ) -> Deferred[RunningServer]:
     """
     Start C{serve} on 127.0.0.1 (a free port unless C{port} is given), built
     as in production (L{build_server_service}: a real one-thread read pool,
-    the same stop order), on simulated pins unless C{backend} is given.
+    the same stop order), on simulated pins unless C{backend} is given, with
+    the measurement C{sensors} (see L{FakeSysfs} and L{parse_sensor}) too.
     """
     if reactor is None:
         from twisted.internet import reactor
     if backend is None:
         backend = simulated_pins(clock=reactor)
-    reader, pool = open_reader(reactor, backend, list(inputs))
+    reader, pool = open_reader(reactor, backend, list(inputs), sensors=list(sensors))
     settings = ListenSettings(
         (f"tcp:{port}:interface=127.0.0.1",), limits, policy if policy is not None else AccessPolicy()
     )

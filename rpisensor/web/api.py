@@ -28,8 +28,14 @@ DEFAULT_WINDOW = 3600.0
 
 
 def kind_of(event: Event) -> str:
-    """How the page draws a sensor: a digital input (no unit) as steps, a measurement as a line."""
-    return "digital" if event.get("unit") is None else "measurement"
+    """
+    How the page draws a sensor: a digital input (no unit, 0 or 1) as steps, a measurement
+    as a line. (Streams do not say which a sensor is; a digital input's value is always an
+    integer 0 or 1 and it has no unit.)
+    """
+    value = event.get("value")
+    digital = event.get("unit") is None and isinstance(value, int) and value in (0, 1)
+    return "digital" if digital else "measurement"
 
 
 class _JSONResource(Resource):

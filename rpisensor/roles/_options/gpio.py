@@ -1,14 +1,17 @@
 """
-The options of every role that reads pins: C{serve} and C{report}.
+The options of every role that reads pins and sensors: C{serve} and C{report}.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from twisted.python import usage
 
 from rpisensor.hw import BACKEND_NAMES
 from rpisensor.roles._options.base import FoldedOptions, count, non_negative_float
 from rpisensor.sensing.inputs import DEFAULT_INPUT, InputSpec, default_input, parse_input
+from rpisensor.sensing.measure import parse_sensor
 
 
 class GPIOOptions(FoldedOptions):
@@ -36,12 +39,17 @@ class GPIOOptions(FoldedOptions):
          "Seconds a read may run, from when a read thread begins it (time queued behind "
          "other reads does not count), before its requests get an error; the input then "
          "counts as hung until the read returns. Example: --read-timeout 2"],
+        ["sysfs-root", None, "/sys",
+         "Read every --sensor path under /sys from this directory instead (a fake tree for "
+         "tests and demos). Example: --sysfs-root ./demo-sys"],
     ]  # fmt: skip
 
     def __init__(self) -> None:
         super().__init__()
         self._input_texts: list[str] = []
+        self._sensor_texts: list[str] = []
         self["inputs"] = [DEFAULT_INPUT]
+        self["sensors"] = []
         self["sim-patterns"] = []
 
     def opt_sim_pattern(self, value: str) -> None:
@@ -67,6 +75,18 @@ class GPIOOptions(FoldedOptions):
         --input door=18,pull=up,active=high,debounce=20
         """
         self._input_texts.append(value)
+
+    def opt_sensor(self, value: str) -> None:
+        """
+        A measurement sensor NAME=KIND:ARGS[,interval=S][,unit=U][,change=DELTA][,timeout=S]
+        (repeatable): w1:28-XXXXXXXXXXXX (a DS18B20), iio:DEVICE:CHANNEL (a kernel IIO
+        driver: DHT22, BME280), file:PATH[,scale=F] (any number in a file) or cpu (the
+        CPU's temperature). Read every interval= seconds (10), published when it moved by
+        more than change= (0: every reading); a read longer than timeout= seconds (3, at
+        most 60) is an error. 'read NAME' answers e.g. '22.56 °C'. Example:
+        --sensor room=w1:28-0316a2795aff,interval=30,change=0.2
+        """
+        self._sensor_texts.append(value)
 
     def postOptions(self) -> None:
         super().postOptions()
@@ -99,6 +119,7 @@ class GPIOOptions(FoldedOptions):
                     f"--input: {other!r} and {spec.name!r} are both on "
                     f"{self['numbering'].upper()} pin {spec.pin}; give each input its own pin"
                 )
+        self._parse_sensors()
         names = {spec.name for spec in self["inputs"]}
         for pattern in self["sim-patterns"]:
             if pattern.name not in names:
@@ -107,6 +128,23 @@ class GPIOOptions(FoldedOptions):
                 )
         if self["sim-patterns"] and self["gpio"] not in ("sim", "auto"):
             raise usage.UsageError("--sim-pattern needs simulated pins (--gpio sim)")
+
+    def _parse_sensors(self) -> None:
+        root = self["sysfs-root"] = Path(self["sysfs-root"])
+        if self._sensor_texts and not root.is_dir():
+            raise usage.UsageError(f"--sysfs-root {root}: no such directory")
+        taken = {spec.name for spec in self["inputs"]}
+        for text in self._sensor_texts:
+            try:
+                spec = parse_sensor(text, root)
+            except ValueError as e:
+                raise usage.UsageError(f"--sensor {text}: {e}") from None
+            if spec.name in taken:
+                raise usage.UsageError(
+                    f"--sensor: name {spec.name!r} is given more than once (inputs and sensors share names)"
+                )
+            taken.add(spec.name)
+            self["sensors"].append(spec)
 
     def _parse_input(self, text: str) -> InputSpec:
         try:

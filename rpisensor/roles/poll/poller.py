@@ -47,7 +47,14 @@ class PollProtocol(RequestProtocol):
     def _start_polling(self) -> None:
         self._loop = LoopingCall(self._poll)
         self._loop.clock = self.factory.clock
-        self._loop.start(self.factory.interval, now=True)
+        self._loop.start(self.factory.interval, now=True).addErrback(self._polling_failed)
+
+    def _polling_failed(self, failure: Failure) -> None:
+        self._log.failure(
+            "Polling {peer} stopped (a bug: please report it); reconnecting to start again",
+            failure, peer=self.peer,
+        )
+        self.transport.abortConnection()
 
     def _poll(self) -> None:
         if self.outstanding or self.transport.disconnecting:

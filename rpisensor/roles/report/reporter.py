@@ -23,14 +23,17 @@ from rpisensor.net.wording import NamedLogger
 from rpisensor.roles.report.connection import ReportFactory, ReportProtocol
 from rpisensor.roles.report.outbox import OutboxService
 from rpisensor.sensing.reader import InputReader
-from rpisensor.sensing.reading import Reading
+from rpisensor.sensing.reading import AnyReading
+from rpisensor.stream.follower import ChangeFollower
 from rpisensor.stream.handshake import Handshake, NotV2
 from rpisensor.stream.heartbeat import interval_for
 from rpisensor.stream.identity import ClockState
 from rpisensor.stream.journal import Entry, Journal, span
+from rpisensor.stream.measuring import MeasurementSampler
 from rpisensor.stream.outbox import JournalService
 from rpisensor.stream.sampler import Sampler
 from rpisensor.stream.sender import ReceiverAhead
+from rpisensor.stream.state import InputState
 from rpisensor.stream.uplink import Uplink
 from rpisensor.wire import v2
 
@@ -68,8 +71,9 @@ class StreamSettings:
 
 class Reporter:
     """
-    Samples every input each C{interval} seconds (a L{Sampler}) into the
-    C{outbox}, and sends over the connection, when there is one.
+    Samples every input each C{interval} seconds (a L{Sampler}), and every
+    measurement sensor at its own C{interval=} (a L{MeasurementSampler}),
+    into the C{outbox}, and sends over the connection, when there is one.
 
     In v2 (the collector answered the C{hello} with C{welcome}) the outbox
     is streamed from what the collector has: readings taken while the link
@@ -109,6 +113,7 @@ class Reporter:
         clock_state: ClockState | None = None,
         on_reading: Callable[[v2.Reading], object] | None = None,
         on_ack: Callable[[int], object] | None = None,
+        state: InputState | None = None,
     ) -> None:
         if outbox is not None and stream is None:
             raise ValueError("an outbox needs StreamSettings (at least the device)")
@@ -128,9 +133,20 @@ class Reporter:
         self._ack_listeners = [on_ack] if on_ack is not None else []
         self._waiting_for_ack: list[tuple[int, Deferred]] = []
         self._mode_told: str | None = None
-        self.sampler = Sampler(
-            reader, outbox, clock, interval, on_change, clock_state, on_sample=self._sampled
+        clock_state = clock_state if clock_state is not None else ClockState()
+        # With --on-change, inputs whose driver reports each change (kernel edge
+        # events) are recorded as the changes come, timed by the driver, with
+        # no reads; the sampler reads the others every interval.
+        followed = state.tracked if state is not None and on_change and outbox is not None else set()
+        self.follower = (
+            ChangeFollower(state, outbox, clock_state, on_reading=self._sampled) if followed else None
         )
+        self.sampler = Sampler(
+            reader, outbox, clock, interval, on_change, clock_state, on_sample=self._sampled,
+            names=[name for name in reader.inputs if name not in followed],
+        )  # fmt: skip
+        #: The measurement sensors, each on its own interval= and change= (not --interval).
+        self.measuring = MeasurementSampler(reader, outbox, clock, clock_state, on_publish=self._sampled)
         self._heartbeat = LoopingCall(self.send_all)
         self._heartbeat.clock = clock
         if outbox is not None:
@@ -139,12 +155,25 @@ class Reporter:
     # -- life -------------------------------------------------------------------
 
     def start(self) -> None:
-        self.sampler.start()
+        if self.sampler.names:
+            self.sampler.start()
+        if self.follower is not None:
+            self.follower.start()
+        self.measuring.start()
         if self.on_change:
-            self._heartbeat.start(self.heartbeat, now=False)
+            self._heartbeat.start(self.heartbeat, now=False).addErrback(self._heartbeat_failed)
+
+    def _heartbeat_failed(self, failure) -> None:
+        self._log.failure(
+            "The --heartbeat messages stopped (a bug: please report it); changes are still sent",
+            failure,
+        )
 
     def stop(self) -> None:
         self.sampler.stop()
+        if self.follower is not None:
+            self.follower.stop()
+        self.measuring.stop()
         if self._heartbeat.running:
             self._heartbeat.stop()
         if self._protocol is not None:
@@ -293,8 +322,8 @@ class Reporter:
         if self.outbox is not None:
             self.outbox.acknowledge(self.outbox.journal.last)
 
-    def _sampled(self, reading: Reading) -> None:
-        name, text = reading.input.name, reading.text
+    def _sampled(self, reading: AnyReading) -> None:
+        name, text = reading.name, reading.text
         changed = self.latest.get(name) != text
         self.latest[name] = text
         if changed or not self.on_change:
@@ -415,9 +444,10 @@ def build_report_service(
         device or default_device_id(), protocol, hello_timeout,
         interval_for(dead_peer_timeout) if dead_peer_timeout > 0 else None, window,
     )  # fmt: skip
+    state = InputState.for_reader(reader, reactor) if on_change else None
     reporter = Reporter(
         reader, reactor, interval, on_change, heartbeat, outbox_service, stream, clock_state,
-        on_reading, on_ack,
+        on_reading, on_ack, state,
     )  # fmt: skip
     client = reconnecting_client(
         reactor, connect, ReportFactory(reporter), max_delay, dead_peer_timeout=dead_peer_timeout
@@ -427,6 +457,8 @@ def build_report_service(
     top = ReportService(reporter, client, outbox_service)
     reader_service.setServiceParent(top)
     outbox_service.setServiceParent(top)
+    if state is not None:
+        state.setServiceParent(top)
     if status_listen is not None:
         from rpisensor.roles.report.status import status_service
 

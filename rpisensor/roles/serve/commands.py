@@ -92,15 +92,24 @@ def _go(connection: SensorServerProtocol, args: list[str]) -> None:
 
 
 def _read(connection: SensorServerProtocol, args: list[str]) -> None:
-    inputs = connection.factory.reader.inputs
-    if args[0] not in inputs:
-        connection.reply(f"error: {UnknownInput(args[0], inputs)}")
+    reader = connection.factory.reader
+    if args[0] not in reader.inputs and args[0] not in reader.sensors:
+        connection.reply(f"error: {UnknownInput(args[0], reader.names)}")
     else:
         connection.reply_with_reading(args[0])
 
 
+def list_text(reader) -> str:
+    """
+    The C{list} reply: the inputs' names, then each sensor as C{NAME(KIND,UNIT)}
+    (C{room(w1,°C)}), separated by spaces: C{button door room(w1,°C)}.
+    """
+    sensors = [f"{s.name}({s.kind}{',' + s.unit if s.unit else ''})" for s in reader.sensors.values()]
+    return " ".join([*reader.inputs, *sensors])
+
+
 def _list(connection: SensorServerProtocol, args: list[str]) -> None:
-    connection.reply(" ".join(connection.factory.reader.inputs))
+    connection.reply(list_text(connection.factory.reader))
 
 
 def _ping(connection: SensorServerProtocol, args: list[str]) -> None:
@@ -113,9 +122,9 @@ def _help(connection: SensorServerProtocol, args: list[str]) -> None:
 
 READ_COMMANDS = (
     Command("go", "go", "the first input's text", _go),
-    Command("read", "read NAME", "that input's text", _read, arguments=(1, 1),
+    Command("read", "read NAME", "that input's text, or that sensor's value and unit", _read, arguments=(1, 1),
             hint="send 'list' for the names"),
-    Command("list", "list", "the input names", _list),
+    Command("list", "list", "the input names, and the sensors with their kind and unit", _list),
     Command("ping", "ping", "pong", _ping),
     Command("help", "help", "the commands this client may send", _help),
 )

@@ -15,11 +15,12 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from rpisensor.sensing.reader import InputReader
-from rpisensor.sensing.reading import Reading
+from rpisensor.stream.follower import ChangeFollower
 from rpisensor.stream.identity import ClockState
 from rpisensor.stream.journal import Journal, JournalError
+from rpisensor.stream.measuring import MeasurementSampler
 from rpisensor.stream.outbox import JournalService
-from rpisensor.stream.sampler import Sampler, to_entry
+from rpisensor.stream.sampler import Sampler
 from rpisensor.stream.state import InputState
 
 #: Why the entries before the journal's first one are missing (C{status}).
@@ -90,7 +91,8 @@ class PublishingService(Service):
         self.state = state
         self._clock_state = clock_state if clock_state is not None else ClockState()
         self.sampler: Sampler | None = None
-        self._recorded: dict[str, int] | None = None
+        self.follower: ChangeFollower | None = None
+        self.measuring: MeasurementSampler | None = None
         self.subscriptions: set = set()
 
     @property
@@ -126,25 +128,16 @@ class PublishingService(Service):
                 names=", ".join(polled), interval=self.settings.poll_interval,
             )  # fmt: skip
         if followed:
-            self.journal.latest_per_sensor().addCallback(self._follow)
-
-    def _follow(self, latest) -> None:
-        """Record the followed inputs from now on, starting with any change since the last run."""
-        if not self.running:
-            return
-        self._recorded = {name: entry.value for name, entry in latest.items()}
-        for name in sorted(self.state.tracked):
-            known = self.state.known(name)
-            if known is not None:
-                self._record(known)
-        self.state.add_listener(self._record)
-
-    def _record(self, reading: Reading) -> None:
-        entry = to_entry(reading, self._clock_state.synced())
-        if self._recorded.get(entry.sensor) == entry.value:
-            return
-        self._recorded[entry.sensor] = entry.value
-        self.journal.append(entry).addErrback(lambda _: None)  # the journal logs its own failures
+            self.follower = ChangeFollower(self.state, self.journal, self._clock_state)
+            self.follower.start()
+        if self.reader.sensors:
+            self.measuring = MeasurementSampler(self.reader, self.journal, self._reactor, self._clock_state)
+            self.measuring.start()
+            self._log.info(
+                "Recording the measurements of {names} for subscribers, each at its interval= "
+                "(or when it moved by more than its change=).",
+                names=", ".join(self.reader.sensors),
+            )
 
     def stopService(self) -> Deferred:
         super().stopService()
@@ -153,8 +146,10 @@ class PublishingService(Service):
     async def _stop(self) -> None:
         if self.sampler is not None:
             self.sampler.stop()
-        if self.state is not None:
-            self.state.remove_listener(self._record)
+        if self.follower is not None:
+            self.follower.stop()
+        if self.measuring is not None:
+            self.measuring.stop()
         # The samples in flight finish (each within the read timeout) and are recorded
         # before the journal's last commit.
         await self.reader.when_settled()

@@ -20,7 +20,7 @@ from rpisensor.net.peers import is_loopback
 from rpisensor.roles.serve.commands import CommandRegistry, Permission, default_commands
 from rpisensor.roles.serve.connection import SensorServerProtocol
 from rpisensor.sensing.reader import InputReader
-from rpisensor.sensing.reading import Reading
+from rpisensor.sensing.reading import AnyReading, Reading
 from rpisensor.stream.state import InputState
 
 if TYPE_CHECKING:
@@ -66,9 +66,11 @@ class SensorServerFactory(AdmittingFactory):
     def logPrefix(self) -> str:
         return "rpisensor serve"
 
-    def frame_for(self, reading: Reading) -> bytes:
-        """A reading's text as one message on the wire, NUL included."""
-        return self._frames[reading.input.name, reading.high]
+    def frame_for(self, reading: AnyReading) -> bytes:
+        """A reading's text as one message on the wire, NUL included (an input's, encoded once)."""
+        if isinstance(reading, Reading):
+            return self._frames[reading.input.name, reading.high]
+        return wire.frame(reading.text)
 
     def permissions_for(self, transport) -> frozenset[Permission]:
         """What the client on C{transport} may do."""
@@ -120,7 +122,7 @@ def build_server_service(
         publishing.setServiceParent(top)
     for service in extra:
         service.setServiceParent(top)
-    DrainService(factory, reactor, reader.read_timeout + 1).setServiceParent(top)
+    DrainService(factory, reactor, reader.longest_timeout + 1).setServiceParent(top)
     for description in settings.endpoints:
         ListenerService(reactor, description, factory, settings.client_ca).setServiceParent(top)
     return top

@@ -88,7 +88,8 @@ function showReading(reading) {
   draw(tile, key);
 }
 
-const kindOf = (reading) => (reading.unit == null ? "digital" : "measurement");
+// As the server decides (api.py): no unit and a value of 0 or 1 is a digital input.
+const kindOf = (reading) => (reading.unit == null && (reading.value === 0 || reading.value === 1) ? "digital" : "measurement");
 
 function setOnline(online) {
   page.online = online;
