@@ -50,10 +50,16 @@ def _browser():
 
 class BrowserTests(SynchronousTestCase):
     def setUp(self):
+        # A CPU temperature sensor read from a fake sysfs tree the test writes.
+        sysfs = os.path.abspath(self.mktemp())
+        zone = os.path.join(sysfs, "class", "thermal", "thermal_zone0")
+        os.makedirs(zone)
+        self.temperature = os.path.join(zone, "temp")
+        self.set_temperature(41.2)
         self.twistd = Twistd(
             "rpisensor", "serve", "--gpio", "sim", "--journal", "none", "--listen", "tcp:0",
             "--input", "button=24", "--input", "door=26", "--sim-pattern", "door=0.1,0.1",
-            "--web", "tcp:0",
+            "--sysfs-root", sysfs, "--sensor", "cpu=cpu,interval=0.2,change=0.05", "--web", "tcp:0",
         )  # fmt: skip
         self.addCleanup(self.twistd.close)
         self.port = self.twistd.wait_port("tcp:0")
@@ -61,6 +67,11 @@ class BrowserTests(SynchronousTestCase):
         self.url = f"http://127.0.0.1:{self.web}/"
         self.driver = _browser()
         self.addCleanup(self.driver.quit)
+
+    def set_temperature(self, celsius: float) -> None:
+        with open(self.temperature + ".new", "w") as f:
+            f.write(f"{round(celsius * 1000)}\n")
+        os.replace(self.temperature + ".new", self.temperature)  # never half a number
 
     def js(self, script: str):
         return self.driver.execute_script(script)
@@ -122,8 +133,19 @@ class BrowserTests(SynchronousTestCase):
         self.assertEqual(ids, list(range(1, ids[-1] + 1)))
         self.screenshot()
 
+    def test_a_measurement_has_its_value_and_unit_and_a_line(self):
+        self.driver.get(self.url)
+        wait_until(lambda: self.tile_text("cpu") == "41.20 °C", describe=lambda: repr(self.tile_text("cpu")))
+        before = self.points("cpu")
+        self.set_temperature(43.5)
+        wait_until(lambda: self.tile_text("cpu") == "43.50 °C", describe=lambda: repr(self.tile_text("cpu")))
+        wait_until(lambda: self.points("cpu") == before + 1)
+
     def screenshot(self) -> None:
         driver = self.driver
+        for celsius in (43.5, 42.1, 45.0, 44.2, 46.8, 45.9):  # a line to look at
+            self.set_temperature(celsius)
+            wait_until(lambda: self.tile_text("cpu") == f"{celsius:.2f} °C")
         driver.find_element("css selector", "#range option[value='60']").click()
         wait_until(lambda: self.points("door") > 0)
         path = os.environ.get("RPISENSOR_SCREENSHOT") or os.path.join(os.path.abspath(self.mktemp()) + ".png")

@@ -144,7 +144,9 @@ function tileFor(reading) {
 
 function updateTile(tile, reading) {
   $(".text", tile).textContent = reading.text;
-  $(".value", tile).textContent = reading.kind === "measurement" ? `${reading.value} ${reading.unit}` : "";
+  // A measurement's number and unit, unless its text says them already ("22.56 °C").
+  const plain = reading.kind === "measurement" && !(reading.unit && reading.text.includes(reading.unit));
+  $(".value", tile).textContent = plain ? `${reading.value}${reading.unit ? " " + reading.unit : ""}` : "";
   const age = (now() - Date.parse(reading.ts)) / 1000;
   $(".age", tile).textContent = (reading.kind === "digital" ? "changed " : "read ") + ago(age);
   tile.classList.toggle("active", reading.kind === "digital" && reading.value === 1);
