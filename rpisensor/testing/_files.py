@@ -26,12 +26,18 @@ def _jsonl_objects(path) -> list[dict]:
     return [json.loads(line) for line in lines]
 
 
+def _has_tables(db) -> bool:
+    """Whether the store's tables exist: a collector creates the file a moment before them."""
+    return db.execute("SELECT COUNT(*) FROM sqlite_master WHERE name IN ('readings', 'gaps')").fetchone()[0] == 2
+
+
 def stored_messages(path) -> list[str]:
     """
     The messages in a store file, oldest first (JSON Lines or SQLite): each v1
     message's text, and each v2 reading's text; gap records have none.
     """
     import sqlite3
+    from contextlib import closing
     from pathlib import Path
 
     path = Path(path)
@@ -40,7 +46,9 @@ def stored_messages(path) -> list[str]:
     if path.suffix == ".jsonl":
         objects = _jsonl_objects(path)
         return [o["message"] if "kind" not in o else o["text"] for o in objects if o.get("kind") != "gap"]
-    with sqlite3.connect(path) as db:
+    with closing(sqlite3.connect(path)) as db:
+        if not _has_tables(db):
+            return []
         return [row[0] for row in db.execute("SELECT message FROM readings ORDER BY id")]
 
 
@@ -75,6 +83,8 @@ def stored_stream(path) -> list:
                 ))  # fmt: skip
     else:
         with closing(sqlite3.connect(path)) as db:
+            if not _has_tables(db):
+                return []
             for row in db.execute(
                 "SELECT device, stream, seq, ts, synced, sensor, value, unit, text, peer, received, identity "
                 "FROM readings WHERE seq IS NOT NULL"
