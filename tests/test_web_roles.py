@@ -67,6 +67,23 @@ class OptionTests(SynchronousTestCase):
         self.assertIn("--client-ca needs every --web to be ssl:", str(caught.exception))
 
 
+class TLSTests(SynchronousTestCase):
+    def test_the_page_over_https(self):
+        """ssl: as for every listener: the page's API over TLS, the certificate checked by the client."""
+        import ssl
+
+        pki = write_pki(self.mktemp())
+        serve = Twistd("rpisensor", "serve", "--gpio", "sim", "--journal", "none", "--listen", "tcp:0",
+                       "--web", f"ssl:0:privateKey={escape(pki.server_key)}:certKey={escape(pki.server_cert)}")  # fmt: skip
+        self.addCleanup(serve.close)
+        port = int(serve.wait_for(r"Listening on ssl:0:\S+ \(port (\d+)\)").group(1))
+        context = ssl.create_default_context(cafile=pki.ca_cert)  # its certificate names 127.0.0.1
+        with urllib.request.urlopen(f"https://127.0.0.1:{port}/api/state", context=context, timeout=10) as answer:
+            self.assertEqual(json.load(answer)["role"], "serve")
+        with self.assertRaises(OSError):  # no plain HTTP there
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/api/state", timeout=10).read()
+
+
 class ReceivingRolesTests(SynchronousTestCase):
     def start(self, *args: str, cwd: str | None = None) -> Twistd:
         twistd = Twistd(*args, cwd=cwd)
