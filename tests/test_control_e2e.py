@@ -153,3 +153,41 @@ class RemoteControlTests(SynchronousTestCase):
         wait_until(lambda: self.outputs(port) == b"led=off motor=off\0", describe=twistd.log)
         log = twistd.stop_cleanly()
         self.assertIn("no command renewed it within its ttl of 0.5 s", log)
+
+
+class RobotExampleTests(SynchronousTestCase):
+    def test_keys_drive_the_motors(self) -> None:
+        """The README's robot program: w drives both motors forward while it keeps coming, space stops, q quits."""
+        from tests.test_readme import ExampleProcess, example
+
+        motors = ("left_fwd=11,ttl=0.5", "left_back=13,ttl=0.5", "right_fwd=15,ttl=0.5", "right_back=16,ttl=0.5")
+        twistd = Twistd("rpisensor", "serve", "--gpio", "sim", "--listen", LOOPBACK, "--journal", "none",
+                        *[f"--output={m}" for m in motors])  # fmt: skip
+        self.addCleanup(twistd.close)
+        port = twistd.wait_port()
+        code = example("robot-example")
+        self.assertIn("tcp:host=raspberrypi.local:port=22000", code)
+        robot = ExampleProcess(self, code.replace("tcp:host=raspberrypi.local:port=22000", f"tcp:host=127.0.0.1:port={port}"),
+                               stdin=subprocess.PIPE)  # fmt: skip
+
+        def outputs() -> bytes:
+            with connect_tcp(port) as sock:
+                return request(sock, b"outputs").split(b";")[0].rstrip(b"\0")
+
+        def pressing(key: bytes, wanted: bytes):
+            def check():  # a held key repeats: send it again at each look
+                robot.process.stdin.write(key)
+                robot.process.stdin.flush()
+                return outputs() == wanted
+            return check
+
+        wait_until(lambda: "claimed" in robot.text(), describe=robot.text)
+        wait_until(pressing(b"w", b"left_fwd=on left_back=off right_fwd=on right_back=off"), describe=robot.text)
+        wait_until(pressing(b"d", b"left_fwd=on left_back=off right_fwd=off right_back=on"), describe=robot.text)
+        wait_until(pressing(b" ", b"left_fwd=off left_back=off right_fwd=off right_back=off"), describe=robot.text)
+        robot.process.stdin.write(b"q")
+        robot.process.stdin.close()
+        self.assertEqual(robot.process.wait(DEADLINE), 0, robot.text())
+        with connect_tcp(port) as sock:  # its claim ended with its connection
+            self.assertEqual(request(sock, b"outputs"), b"left_fwd=off left_back=off right_fwd=off right_back=off\0")
+        twistd.stop_cleanly()
