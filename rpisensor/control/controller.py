@@ -302,6 +302,9 @@ class OutputController:
     def _flush(self, out: _Output) -> None:
         if out.writing is not None:
             return
+        if self._stopping:  # shutdown writes the safe level itself, then releases the pin
+            self._answer(out, out.generation, ControlError("the server is stopping"))
+            return
         if out.written == out.wanted:
             self._answer(out, out.generation, None)
             return
