@@ -17,7 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.processes import DEADLINE, Twistd, connect_tcp, request, wait_until
 from tests.support import LOOPBACK
-from tests.test_tls import rpisensor_command, run_query
+from tests.test_tls import _TLSTestMixin, rpisensor_command, run_query, tls_client
 
 REFUSED = (
     b"error: set: this client may not drive outputs (it may still read); the server grants "
@@ -190,4 +190,29 @@ class RobotExampleTests(SynchronousTestCase):
         self.assertEqual(robot.process.wait(DEADLINE), 0, robot.text())
         with connect_tcp(port) as sock:  # its claim ended with its connection
             self.assertEqual(request(sock, b"outputs"), b"left_fwd=off left_back=off right_fwd=off right_back=off\0")
+        twistd.stop_cleanly()
+
+
+class CertificateGrantTests(_TLSTestMixin, SynchronousTestCase):
+    """Over mutual TLS, --control-cert CN grants control to that certificate, whatever its address."""
+
+    def query(self, port: int, *messages: str):
+        pki = self.pki
+        return run_query(tls_client(port, pki.trust_dir, cert=pki.client_cert, key=pki.client_key), *messages)
+
+    def test_named_certificate_drives(self) -> None:
+        twistd, port = self.start_tls_serve("--client-ca", self.pki.ca_cert, "--output", "led=12",
+                                            "--journal", "none", "--control-cert", "rpisensor test client")  # fmt: skip
+        result = self.query(port, "set led on", "outputs")
+        self.assertEqual((result.returncode, result.stdout), (0, "led on\nled=on\n"), result.stderr)
+        log = twistd.stop_cleanly()
+        self.assertRegex(log, r"Control command from 127\.0\.0\.1:\d+ \(certificate rpisensor test client\): set led on")
+
+    def test_other_certificate_reads_only(self) -> None:
+        """A valid certificate with another CN may read, not drive; 127.0.0.1 is no grant once --control-cert is given."""
+        twistd, port = self.start_tls_serve("--client-ca", self.pki.ca_cert, "--output", "led=12",
+                                            "--journal", "none", "--control-cert", "my-pc")  # fmt: skip
+        result = self.query(port, "set led on", "outputs", "go")
+        self.assertEqual(result.returncode, 1)
+        self.assertEqual(result.stdout, REFUSED.decode().rstrip("\0") + "\nled=off\nButton released\n")
         twistd.stop_cleanly()
