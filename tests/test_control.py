@@ -8,6 +8,8 @@ bad input's own C{error:} reply.
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from OpenSSL import crypto
 from twisted.internet.address import IPv4Address, UNIXAddress
 from twisted.internet.interfaces import ISSLTransport
@@ -524,3 +526,31 @@ class GrantTests(SynchronousTestCase):
         pi = ControlHarness(grants=ControlGrants([parse_network("127.0.0.1")], ["nobody"]))
         self.assertEqual(pi.ask(pi.connect("127.0.0.1"), "set led on"), ["led on"])
         self.assertEqual(pi.ask(self.connect_tls(pi, pki.client.cert_pem), "set led off"), [self.REFUSED])
+
+
+class FuzzTests(SynchronousTestCase):
+    """Whatever a user or a peer writes, a parse error or one reply: never a crash."""
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.text(max_size=60))
+    def test_output_option(self, text: str) -> None:
+        try:
+            spec = parse_output(text)
+        except ValueError:
+            return
+        self.assertTrue(spec.name.isidentifier())
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.sampled_from(["set", "pulse", "pwm", "stop", "claim", "release", "outputs"]),
+           st.lists(st.one_of(
+               st.sampled_from(["led", "motor", "gate", "on", "off", "ttl=0.2", "ttl=99", "100", "40%", "-1",
+                                "1e308", "nan", "inf", "0"]),
+               st.text(alphabet=st.characters(blacklist_characters="\0", blacklist_categories=("Cs",)),
+                       min_size=1, max_size=12).filter(lambda w: w.split() == [w])), max_size=4))  # fmt: skip
+    def test_commands(self, verb: str, words: list[str]) -> None:
+        pi = ControlHarness(control_rate=10_000)
+        client = pi.connect()
+        answers = pi.ask(client, " ".join([verb, *words]))
+        self.assertEqual(len(answers), 1, answers)
+        self.assertFalse(client[1].disconnecting)
+        pi.controller.shutdown()
