@@ -58,15 +58,19 @@ class SensorServerProtocol(ServerConnection):
         # The client's certificate is known now: it may grant control (--control-cert).
         self.granted = self.factory.permissions_for(self.transport)
 
+    _who: str | None = None
+
     @property
     def who(self) -> str:
         """The client as control replies and log lines name it: its address, and its certificate's CN."""
         if not self.tls_established:
             return self.peer
-        from rpisensor.net.tls import certificate_name
+        if self._who is None:
+            from rpisensor.net.tls import certificate_name
 
-        name = certificate_name(self.transport)
-        return f"{self.peer} (certificate {name})" if name else self.peer
+            name = certificate_name(self.transport)
+            self._who = f"{self.peer} (certificate {name})" if name else self.peer
+        return self._who
 
     @property
     def busy(self) -> bool:
