@@ -216,3 +216,35 @@ class CertificateGrantTests(_TLSTestMixin, SynchronousTestCase):
         self.assertEqual(result.returncode, 1)
         self.assertEqual(result.stdout, REFUSED.decode().rstrip("\0") + "\nled=off\nButton released\n")
         twistd.stop_cleanly()
+
+
+class JournalTests(SynchronousTestCase):
+    def test_output_changes_are_journaled_once(self) -> None:
+        """Start-up's safe level, each change and the safe level at SIGTERM are entries; a restart adds none."""
+        import sqlite3
+        from contextlib import closing
+
+        def serve(directory=None) -> Twistd:
+            twistd = Twistd("rpisensor", "serve", "--gpio", "sim", "--listen", LOOPBACK, "--output", "led=12",
+                            "--journal", "journal.sqlite", cwd=directory)  # fmt: skip
+            self.addCleanup(twistd.close)
+            return twistd
+
+        def entries(directory) -> list[tuple]:
+            with closing(sqlite3.connect(os.path.join(directory, "journal.sqlite"))) as db:
+                return db.execute("SELECT sensor, value, text FROM entries WHERE sensor = 'led' ORDER BY seq").fetchall()
+
+        first = serve()
+        port = first.wait_port()
+        with connect_tcp(port) as sock:
+            self.assertEqual(request(sock, b"pwm led 40"), b"led pwm 40%\0")
+            self.assertEqual(request(sock, b"set led on"), b"led on\0")
+        wait_until(lambda: len(entries(first.directory)) == 3, describe=first.log)
+        first.stop_cleanly()
+        self.assertEqual(entries(first.directory),
+                         [("led", 0, "off"), ("led", 0.4, "pwm 40%"), ("led", 1, "on"), ("led", 0, "off")])  # fmt: skip
+        again = serve(first.directory)
+        with connect_tcp(again.wait_port()) as sock:
+            self.assertEqual(request(sock, b"outputs"), b"led=off\0")
+        again.stop_cleanly()
+        self.assertEqual(len(entries(first.directory)), 4)
