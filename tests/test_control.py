@@ -554,3 +554,12 @@ class FuzzTests(SynchronousTestCase):
         self.assertEqual(len(answers), 1, answers)
         self.assertFalse(client[1].disconnecting)
         pi.controller.shutdown()
+
+
+class LogKindTests(SynchronousTestCase):
+    def test_made_up_names_share_one_kind(self) -> None:
+        """Output names a peer invents cannot grow the log's rate-limit table."""
+        pi = ControlHarness(control_rate=10_000)
+        client = pi.connect()
+        pi.ask(client, *[f"set nothing{n} on" for n in range(100)])
+        self.assertLessEqual(len(pi.factory.control_log._windows), 2)

@@ -104,6 +104,11 @@ class OutputController:
         return [out.spec for out in self._outputs.values()]
 
     @property
+    def names(self):
+        """The declared outputs' names."""
+        return self._outputs.keys()
+
+    @property
     def pwm_capable(self) -> bool:
         return IPWMBackend.providedBy(self.backend)
 

@@ -47,6 +47,8 @@ class SensorServerProtocol(ServerConnection):
     _replies: deque[list[bytes | None]] | None = None
     #: The v2 session, once the client sent hello or subscribe.
     subscription: Subscription | None = None
+    #: The rate limit of its control commands (C{--control-rate}), made at its first one.
+    control_bucket = None
 
     def connectionMade(self) -> None:
         super().connectionMade()

@@ -32,8 +32,6 @@ _log = Logger(namespace="rpisensor.control")
 def refusal(connection, verb: str) -> str:
     """The reply to a control command from a client that may not drive outputs."""
     factory = connection.factory
-    if factory.controller is None:
-        return f"error: {verb}: this server has no outputs (serve --output NAME=PIN declares one)"
     factory.control_log.info(
         "Refused {verb} from {who}: it has no control grant (--control-allow, --control-cert).",
         key="control refused", verb=verb, who=connection.who,
@@ -47,9 +45,9 @@ def refusal(connection, verb: str) -> str:
 def _admit(connection, verb: str, args: list[str]) -> OutputController | None:
     """The controller, once the command passed the rate limit and was logged; else reply and None."""
     factory = connection.factory
-    rate = connection.__dict__.get("control_rate")
+    rate = connection.control_bucket
     if rate is None:
-        rate = connection.control_rate = CommandRate(factory.clock, factory.control_rate)
+        rate = connection.control_bucket = CommandRate(factory.clock, factory.control_rate)
     if not rate.allow():
         factory.control_log.warn(
             "Too many control commands from {who}: more than {rate:g} a second (--control-rate); "
@@ -61,9 +59,11 @@ def _admit(connection, verb: str, args: list[str]) -> OutputController | None:
             "(--control-rate); this one was not carried out"
         )
         return None
+    # One kind of line per verb and declared output: names a peer makes up share one kind.
+    named = args[0] if args and args[0] in factory.controller.names else ""
     factory.control_log.info(
         "Control command from {who}: {command}",
-        key=f"control {verb} {args[0] if args else ''}",
+        key=f"control {verb} {named}",
         who=connection.who, command=" ".join([verb, *args]),
     )  # fmt: skip
     return factory.controller
@@ -151,11 +151,7 @@ def _release(connection, args: list[str]) -> None:
 
 
 def _outputs(connection, args: list[str]) -> None:
-    controller = connection.factory.controller
-    if controller is None:
-        connection.reply("error: outputs: this server has no outputs (serve --output NAME=PIN declares one)")
-    else:
-        connection.reply(controller.states())
+    connection.reply(connection.factory.controller.states())
 
 
 CONTROL_COMMANDS = (
@@ -171,7 +167,7 @@ CONTROL_COMMANDS = (
     Command("release", "release", "end this connection's claim", _release, permission=Permission.CONTROL),
 )  # fmt: skip
 
-#: C{outputs} is for every client that may read.
+#: C{outputs} is for every client that may read. (Only a server with outputs has these commands.)
 OUTPUTS_COMMAND = Command("outputs", "outputs", "each output and its level", _outputs)
 
 
