@@ -322,7 +322,7 @@ class ShutdownTests(SynchronousTestCase):
         pi.ask(client, "set led on", "set gate off", "set motor on")
         done = pi.controller.shutdown()
         self.successResultOf(done)
-        self.assertEqual(pi.backend.released, {12, 16, 18})
+        self.assertEqual(pi.backend.released_outputs, {12, 16, 18})
         self.assertEqual(pi.backend.outputs, frozenset())
         self.assertEqual((pi.high(LED), pi.high(MOTOR), pi.high(GATE)), (False, False, True))
         self.assertEqual(pi.timers(), [])

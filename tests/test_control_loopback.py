@@ -40,5 +40,5 @@ class LoopbackOutputTests(TestCase):
         server = await self.start(stop_after=False)
         self.assertEqual(await send_message(server.port, "set led on"), "led on")
         await server.stop()
-        self.assertEqual(server.backend.released, {12, 16})
+        self.assertEqual(server.backend.released_outputs, {12, 16})
         self.assertFalse(server.output("led"))

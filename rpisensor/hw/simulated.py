@@ -112,7 +112,7 @@ class SimulatedGPIO:
         #: Output channel -> its PWM duty in percent, while it has one.
         self.duty: dict[int, float] = {}
         #: Output channels returned to input by L{release_output}.
-        self.released: set[int] = set()
+        self.released_outputs: set[int] = set()
 
     def setup_input(self, channel: int, pull: str, debounce: float = 0.0) -> None:
         to_bcm(self.numbering, channel)
@@ -151,7 +151,7 @@ class SimulatedGPIO:
         to_bcm(self.numbering, channel)
         with self._lock:
             self._outputs.add(channel)
-            self.released.discard(channel)
+            self.released_outputs.discard(channel)
         self.set_level(channel, high)
 
     def write(self, channel: int, high: bool) -> None:
@@ -163,7 +163,7 @@ class SimulatedGPIO:
         self.write(channel, high)
         with self._lock:
             self._outputs.discard(channel)
-            self.released.add(channel)
+            self.released_outputs.add(channel)
 
     def _check_output(self, channel: int) -> None:
         with self._lock:
