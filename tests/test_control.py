@@ -134,6 +134,7 @@ class OutputOptionTests(SynchronousTestCase):
     def test_usage_errors(self) -> None:
         self.assertUsageError(["--output", "led=24"], "already input 'button'")
         self.assertUsageError(["--output", "button=12"], "already input 'button'")
+        self.assertUsageError(["--sensor", "cpu=cpu", "--output", "cpu=12"], "already sensor 'cpu'")
         self.assertUsageError(["--output", "a=12", "--output", "b=12"], "already output 'a'")
         self.assertUsageError(["--output", "a=12", "--output", "a=16"], "already output 'a'")
         self.assertUsageError(["--output", "m=16,ttl=10", "--max-ttl", "5"], "over --max-ttl 5")

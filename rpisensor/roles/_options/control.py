@@ -88,6 +88,7 @@ class ControlOptions(FoldedOptions):
                 raise usage.UsageError(f"--output {text}: {e}") from None
         self["outputs"] = outputs
         taken = {spec.name: f"input {spec.name!r}" for spec in self["inputs"]}
+        taken.update({spec.name: f"sensor {spec.name!r}" for spec in self.get("sensors", ())})
         pins = {spec.pin: f"input {spec.name!r}" for spec in self["inputs"]}
         for spec in outputs:
             if spec.name in taken:
