@@ -39,6 +39,9 @@ ARGUMENTS = [
     # "--window", "1000",
     # Subscribers at once, and how long one may leave its stream unread before it is dropped:
     # "--max-subscribers", "50", "--max-subscriber-lag", "30",
+    # Outputs a client may drive ('set led on'; a ttl= makes a deadman), and who may:
+    # "--output", "led=12", "--output", "motor=16,ttl=0.5",
+    # "--control-allow", "192.168.1.0/24",
 ]
 
 application = role_application("rpisensor-serve", ARGUMENTS)

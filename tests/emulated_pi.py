@@ -31,6 +31,13 @@ from pathlib import Path
 
 #: Offset of GPLEV0, the levels of BCM 0 to 31, in the GPIO register block.
 GPLEV0 = 0x34
+#: Offsets of GPSET0 and GPCLR0: bit N written 1 drives BCM N high, or low.
+GPSET0 = 0x1C
+GPCLR0 = 0x28
+#: Offset of GPFSEL0; each GPFSELn holds 3 function bits for each of BCM 10n to 10n+9.
+GPFSEL0 = 0x00
+#: Function select values: input, output.
+INPUT, OUTPUT = 0b000, 0b001
 GPIOMEM_SIZE = 4096
 
 CPUINFO = (
@@ -122,6 +129,23 @@ class EmulatedPi:
             output = " ".join((result.stdout + result.stderr).split())
             return f"cannot emulate a Raspberry Pi here: {output or result.returncode}"
         return None
+
+    def register(self, offset: int) -> int:
+        """The little-endian word at C{offset} of the GPIO registers."""
+        with open(self.gpiomem, "rb") as registers:
+            registers.seek(offset)
+            return struct.unpack("<I", registers.read(4))[0]
+
+    def clear_register(self, offset: int) -> None:
+        """Zero the word at C{offset}, to see what the library writes there next."""
+        with open(self.gpiomem, "r+b") as registers:
+            registers.seek(offset)
+            registers.write(bytes(4))
+
+    def function(self, bcm: int) -> int:
+        """BCM C{bcm}'s function select bits: L{INPUT}, L{OUTPUT}, or an alternative function."""
+        word = self.register(GPFSEL0 + 4 * (bcm // 10))
+        return (word >> (3 * (bcm % 10))) & 0b111
 
     def set_levels(self, high: Iterable[int]) -> None:
         """Make the BCM channels in C{high} read high, and every other one low."""

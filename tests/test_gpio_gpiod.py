@@ -41,6 +41,7 @@ class _Request:
         self.events = []
         self.fd = 99
         self.released = False
+        self.log = []
 
     def get_value(self, offset):
         return self.value
@@ -49,8 +50,16 @@ class _Request:
         events, self.events = self.events, []
         return events
 
+    def set_value(self, offset, value):
+        self.value = value
+        self.log.append(("set", value))
+
+    def reconfigure_lines(self, config):
+        self.log.append(("reconfigure", config[self.offset]["direction"]))
+
     def release(self):
         self.released = True
+        self.log.append(("release",))
 
 
 def fake_gpiod(labels: dict[str, str]):
@@ -58,9 +67,9 @@ def fake_gpiod(labels: dict[str, str]):
     _Chip.labels = labels
     requests = {}
 
-    def request_lines(path, consumer, config, event_buffer_size):
+    def request_lines(path, consumer, config, event_buffer_size=None):
         (offset, settings), = config.items()
-        requests[offset] = _Request(offset, "INACTIVE")
+        requests[offset] = _Request(offset, settings.get("output_value", "INACTIVE"))
         requests[offset].settings = settings
         return requests[offset]
 
@@ -73,7 +82,7 @@ def fake_gpiod(labels: dict[str, str]):
         line=SimpleNamespace(
             Bias=SimpleNamespace(PULL_UP="pull-up", PULL_DOWN="pull-down", DISABLED="disabled"),
             Clock=SimpleNamespace(REALTIME="realtime"),
-            Direction=SimpleNamespace(INPUT="input"),
+            Direction=SimpleNamespace(INPUT="input", OUTPUT="output"),
             Edge=SimpleNamespace(BOTH="both"),
             Value=SimpleNamespace(ACTIVE="ACTIVE", INACTIVE="INACTIVE"),
         ),
@@ -161,3 +170,38 @@ class EventTests(SynchronousTestCase):
         self.gpio.cleanup()
         self.assertEqual(list(self.reactor.readers), [])
         self.assertTrue(self.gpiod.requests[8].released)
+
+
+class OutputTests(SynchronousTestCase):
+    """Outputs: one line request each, made with its initial (safe) value; released as an input."""
+
+    def setUp(self) -> None:
+        directory = self.mktemp()
+        os.makedirs(directory)
+        chip = os.path.join(directory, "gpiochip0")
+        self.gpiod = fake_gpiod({chip: "pinctrl-bcm2711"})
+        self.gpio = KernelGPIO("board", chip=chip, gpiod=self.gpiod)
+
+    def test_requested_with_initial_value(self) -> None:
+        """BOARD 12 is line 18, requested as an output already driving the safe level."""
+        self.gpio.setup_output(12, True)
+        request = self.gpiod.requests[18]
+        self.assertEqual((request.settings["direction"], request.settings["output_value"]), ("output", "ACTIVE"))
+        self.assertEqual(request.log, [])  # no write needed: the request itself set the level
+
+    def test_write_and_release(self) -> None:
+        """Writes set the line's value; release writes the safe level, makes it an input, then releases."""
+        self.gpio.setup_output(12, False)
+        self.gpio.write(12, True)
+        self.assertEqual(self.gpiod.requests[18].value, "ACTIVE")
+        self.gpio.release_output(12, False)
+        self.assertEqual(self.gpiod.requests[18].log,
+                         [("set", "ACTIVE"), ("set", "INACTIVE"), ("reconfigure", "input"), ("release",)])  # fmt: skip
+        self.assertRaises(PinModeError, self.gpio.write, 12, True)
+
+    def test_no_pwm(self) -> None:
+        """The character device has no PWM: the backend does not claim it."""
+        from rpisensor.hw.interfaces import IOutputBackend, IPWMBackend
+
+        self.assertTrue(IOutputBackend.providedBy(self.gpio))
+        self.assertFalse(IPWMBackend.providedBy(self.gpio))

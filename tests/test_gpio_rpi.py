@@ -420,11 +420,8 @@ PATIENCE = 30.0
 LISTENING = re.compile(r"Listening on tcp:0:interface=127\.0\.0\.1 \(port (\d+)\)")
 
 
-class EmulatedPiServerTests(SynchronousTestCase):
-    """
-    C{twistd rpisensor serve --gpio rpi} with the real RPi.GPIO on an emulated
-    Pi 3, answering a plain socket client as the tutorial's DataClient1 does.
-    """
+class EmulatedPiServer(SynchronousTestCase):
+    """C{twistd rpisensor serve --gpio rpi} with the real RPi.GPIO on an emulated Pi 3."""
 
     def setUp(self) -> None:
         reason = unavailable_reason()
@@ -489,6 +486,10 @@ class EmulatedPiServerTests(SynchronousTestCase):
                     self.fail(f"the server closed the connection after {reply!r}")
                 reply += chunk
         return reply.split(b"\0", 1)[0].decode("utf-8")
+
+
+class EmulatedPiServerTests(EmulatedPiServer):
+    """The server on the emulated Pi answers a plain socket client as the tutorial's DataClient1 does."""
 
     def assertButtonFollowsBCM8(self, port: int) -> None:
         """Pressed when only BCM 8 is low, released when only BCM 8 is high."""

@@ -28,7 +28,7 @@ def example(marker: str) -> str:
 class ExampleProcess:
     """Runs a Python snippet in a subprocess, collecting its output in a file."""
 
-    def __init__(self, test, code: str):
+    def __init__(self, test, code: str, stdin=None):
         directory = Path(test.mktemp()).resolve()
         directory.mkdir()
         script = directory / "example.py"
@@ -36,7 +36,8 @@ class ExampleProcess:
         self.output = directory / "output.txt"
         self._out = open(self.output, "w")
         self.process = subprocess.Popen(
-            [sys.executable, str(script)], cwd=directory, stdout=self._out, stderr=subprocess.STDOUT
+            [sys.executable, str(script)], cwd=directory, stdout=self._out, stderr=subprocess.STDOUT,
+            stdin=stdin,
         )
         test.addCleanup(self.close)
 

@@ -1,8 +1,8 @@
 """
 The C{rpisensor} command, for scripts and debugging on the PC:
-C{rpisensor query ENDPOINT MESSAGE...}. Exit status: 0 when every reply came
+C{rpisensor query ENDPOINT MESSAGE...} (exit status: 0 when every reply came
 and none is an C{error:} reply; 1 when one is, or the query failed; 2 for a
-usage error.
+usage error), and C{rpisensor console ENDPOINT}, interactive.
 """
 
 from __future__ import annotations
@@ -11,12 +11,16 @@ import sys
 
 from twisted.python import usage
 
+from rpisensor.roles.console import ConsoleOptions
 from rpisensor.roles.query import QueryOptions
 
 
 class Options(usage.Options):
     synopsis = "Usage: rpisensor"
-    subCommands = [["query", None, QueryOptions, "Send messages to a server, print the replies."]]
+    subCommands = [
+        ["query", None, QueryOptions, "Send messages to a server, print the replies."],
+        ["console", None, ConsoleOptions, "Type commands, see replies and pushed changes as they come."],
+    ]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -32,6 +36,9 @@ def main(argv: list[str] | None = None) -> None:
     from twisted.internet.defer import Deferred
     from twisted.internet.task import react
 
-    from rpisensor.roles.query import run_query
+    if options.subCommand == "console":
+        from rpisensor.roles.console import run_console as run
+    else:
+        from rpisensor.roles.query import run_query as run
 
-    react(lambda reactor: Deferred.fromCoroutine(run_query(reactor, options.subOptions)))
+    react(lambda reactor: Deferred.fromCoroutine(run(reactor, options.subOptions)))

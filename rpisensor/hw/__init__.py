@@ -1,5 +1,6 @@
 """
-Pin and sensor backends: the real C{RPi.GPIO} on a Raspberry Pi, simulated pins elsewhere.
+Pin and sensor backends: the real C{RPi.GPIO} on a Raspberry Pi, simulated pins elsewhere;
+inputs, and the outputs C{serve --output} drives.
 
 Backends are named and imported only when chosen, so a PC never imports
 C{RPi.GPIO} and a Pi never pays for code it does not use.
@@ -9,6 +10,9 @@ from rpisensor.hw.interfaces import (
     GPIOError,
     GPIOUnavailable,
     IGPIOBackend,
+    IOutputBackend,
+    IPWMBackend,
+    OutputWriteError,
     PinError,
     PinModeError,
     SensorReadError,
@@ -21,6 +25,9 @@ __all__ = [
     "GPIOError",
     "GPIOUnavailable",
     "IGPIOBackend",
+    "IOutputBackend",
+    "IPWMBackend",
+    "OutputWriteError",
     "PinError",
     "PinModeError",
     "SensorReadError",

@@ -26,7 +26,9 @@ from rpisensor.hw.interfaces import (
     GPIOUnavailable,
     IEdgeSource,
     IGPIOBackend,
+    IOutputBackend,
     LevelChange,
+    OutputWriteError,
     PinError,
     PinModeError,
     SensorReadError,
@@ -125,10 +127,12 @@ class _EdgeReader:
         pass
 
 
-@implementer(IGPIOBackend, IEdgeSource)
+@implementer(IGPIOBackend, IEdgeSource, IOutputBackend)
 class KernelGPIO:
     """
-    Inputs on the kernel's GPIO character device.
+    Inputs and outputs on the kernel's GPIO character device (no PWM: the
+    character device has none; an output is one line request made with its
+    initial value, so the pin drives that level from the first instant).
 
     @param numbering: C{'board'} (header pins) or C{'bcm'}; the header chip's
         line offsets are BCM numbers on every Pi.
@@ -148,6 +152,8 @@ class KernelGPIO:
         self.chip = chip if chip is not None else find_header_chip(gpiod=self._gpiod)
         self.event_buffer = event_buffer
         self._lines: dict[int, _Line] = {}
+        #: Output channel -> (its line offset, its line request).
+        self._outputs: dict[int, tuple[int, object]] = {}
         self._readers: list[_EdgeReader] = []
         self._reactor = None
         self._on_change: Callable[[LevelChange], object] | None = None
@@ -232,6 +238,51 @@ class KernelGPIO:
             line.high = high
             if self._on_change is not None:
                 self._on_change(LevelChange(event.timestamp_ns / 1e9, line.channel, high, lost))
+
+    # -- outputs ------------------------------------------------------------------------
+
+    def setup_output(self, channel: int, high: bool) -> None:
+        gpiod = self._gpiod
+        offset = to_bcm(self.numbering, channel)
+        settings = gpiod.LineSettings(
+            direction=gpiod.line.Direction.OUTPUT, output_value=self._value(high)
+        )
+        try:
+            request = gpiod.request_lines(self.chip, consumer=CONSUMER, config={offset: settings})
+        except OSError as e:
+            raise GPIOUnavailable(
+                f"cannot request line {offset} ({self.numbering.upper()} {channel}) of {self.chip} "
+                f"as an output: {e.strerror or e} (is another program using it?)"
+            ) from None
+        old = self._outputs.get(channel)
+        if old is not None:
+            old[1].release()
+        self._outputs[channel] = (offset, request)
+
+    def write(self, channel: int, high: bool) -> None:
+        output = self._outputs.get(channel)
+        if output is None:
+            raise PinModeError(f"{self.numbering.upper()} {channel} was not set up as an output")
+        offset, request = output
+        try:
+            request.set_value(offset, self._value(high))  # one ioctl: does not block
+        except OSError as e:
+            raise OutputWriteError(f"driving line {offset} of {self.chip} failed: {e}") from None
+
+    def release_output(self, channel: int, high: bool) -> None:
+        self.write(channel, high)
+        offset, request = self._outputs.pop(channel)
+        gpiod = self._gpiod
+        try:
+            request.reconfigure_lines(
+                {offset: gpiod.LineSettings(direction=gpiod.line.Direction.INPUT, bias=gpiod.line.Bias.DISABLED)}
+            )
+        finally:
+            request.release()
+
+    def _value(self, high: bool):
+        Value = self._gpiod.line.Value
+        return Value.ACTIVE if high else Value.INACTIVE
 
     def cleanup(self) -> None:
         self.unwatch()

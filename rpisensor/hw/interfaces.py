@@ -32,6 +32,10 @@ class SensorReadError(GPIOError, IOError):
     """Reading an input failed; the reading is unknown."""
 
 
+class OutputWriteError(GPIOError, IOError):
+    """Driving an output failed; its level is unknown."""
+
+
 class IGPIOBackend(Interface):
     """
     Digital inputs, by channel number in one numbering scheme.
@@ -63,6 +67,49 @@ class IGPIOBackend(Interface):
 
     def cleanup() -> None:
         """Release the channels this backend set up, and only those."""
+
+
+class IOutputBackend(Interface):
+    """
+    Digital outputs, on the same channel numbers as the backend's inputs.
+
+    Every method may block (a driver call): call them from the backend's
+    worker thread, never from the reactor thread.
+    """
+
+    def setup_output(channel: int, high: bool) -> None:
+        """
+        Make C{channel} an output driving C{high} from the first instant (the
+        level is set before the pin leaves input mode, so it never glitches).
+
+        @raise PinError: C{channel} is not a GPIO pin.
+        @raise GPIOUnavailable: the hardware cannot be accessed, or the pin is in use.
+        """
+
+    def write(channel: int, high: bool) -> None:
+        """
+        Drive output C{channel} high or low (ending its PWM, if it had one).
+
+        @raise PinModeError: C{channel} was not set up as an output.
+        @raise OutputWriteError: the driver refused.
+        """
+
+    def release_output(channel: int, high: bool) -> None:
+        """
+        Write C{high} (the safe level), then return C{channel} to an input
+        without pull, so that from then on the external pull resistor alone
+        holds the line.
+        """
+
+
+class IPWMBackend(Interface):
+    """An output backend that can also drive a pin with pulse-width modulation."""
+
+    def pwm(channel: int, duty: float, frequency: float) -> None:
+        """
+        Drive output C{channel} high C{duty} percent of each period (0 to
+        100) at C{frequency} Hz, until the next L{IOutputBackend.write} or C{pwm}.
+        """
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,9 @@ from rpisensor.hw.interfaces import (
     NUMBERINGS,
     GPIOUnavailable,
     IGPIOBackend,
+    IOutputBackend,
+    IPWMBackend,
+    OutputWriteError,
     PinError,
     PinModeError,
     SensorReadError,
@@ -98,10 +101,11 @@ def check_available() -> None:
         )
 
 
-@implementer(IGPIOBackend)
+@implementer(IGPIOBackend, IOutputBackend, IPWMBackend)
 class RPiGPIO:
     """
-    Inputs read through C{RPi.GPIO}.
+    Inputs read and outputs driven through C{RPi.GPIO} (PWM is the library's
+    software PWM, a thread of its own per pin).
 
     @param numbering: C{'board'} (header pins, as the tutorial) or C{'bcm'}.
     @param gpio: the C{RPi.GPIO} module; tests may pass a stand-in.
@@ -118,6 +122,9 @@ class RPiGPIO:
         self._gpio = gpio
         self.numbering = numbering
         self._channels: list[int] = []
+        self._outputs: set[int] = set()
+        #: Output channel -> its running C{GPIO.PWM} object and frequency.
+        self._pwm: dict[int, tuple[object, float]] = {}
         gpio.setwarnings(False)
         mode = gpio.BOARD if numbering == "board" else gpio.BCM
         try:
@@ -150,3 +157,51 @@ class RPiGPIO:
         if self._channels:
             self._gpio.cleanup(self._channels)
             self._channels = []
+
+    # -- outputs ------------------------------------------------------------------------
+
+    def setup_output(self, channel: int, high: bool) -> None:
+        # RPi.GPIO writes the initial level before it switches the pin to output.
+        to_bcm(self.numbering, channel)
+        g = self._gpio
+        try:
+            g.setup(channel, g.OUT, initial=g.HIGH if high else g.LOW)
+        except RuntimeError as e:
+            raise GPIOUnavailable(f"cannot set up {self.numbering.upper()} {channel}: {e}") from None
+        self._outputs.add(channel)
+
+    def write(self, channel: int, high: bool) -> None:
+        self._check_output(channel)
+        self._end_pwm(channel)
+        try:
+            self._gpio.output(channel, self._gpio.HIGH if high else self._gpio.LOW)
+        except RuntimeError as e:
+            raise OutputWriteError(f"driving {self.numbering.upper()} {channel} failed: {e}") from None
+
+    def pwm(self, channel: int, duty: float, frequency: float) -> None:
+        self._check_output(channel)
+        running = self._pwm.get(channel)
+        try:
+            if running is not None and running[1] == frequency:
+                running[0].ChangeDutyCycle(duty)
+                return
+            self._end_pwm(channel)
+            pwm = self._gpio.PWM(channel, frequency)
+            pwm.start(duty)
+        except (RuntimeError, ValueError) as e:
+            raise OutputWriteError(f"PWM on {self.numbering.upper()} {channel} failed: {e}") from None
+        self._pwm[channel] = (pwm, frequency)
+
+    def release_output(self, channel: int, high: bool) -> None:
+        self.write(channel, high)
+        self._gpio.cleanup(channel)  # back to input, no pull
+        self._outputs.discard(channel)
+
+    def _end_pwm(self, channel: int) -> None:
+        running = self._pwm.pop(channel, None)
+        if running is not None:
+            running[0].stop()
+
+    def _check_output(self, channel: int) -> None:
+        if channel not in self._outputs:
+            raise PinModeError(f"{self.numbering.upper()} {channel} was not set up as an output")

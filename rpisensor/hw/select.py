@@ -15,7 +15,7 @@ from rpisensor.hw.interfaces import GPIOUnavailable, IGPIOBackend
 BACKENDS = {
     "gpiod": "rpisensor.hw.gpiod:KernelGPIO",
     "rpi": "rpisensor.hw.rpi:RPiGPIO",
-    "sim": "rpisensor.hw.simulated:SimulatedGPIO",
+    "sim": "rpisensor.hw.simulated:SimulatedPWMGPIO",
 }
 BACKEND_NAMES = ("auto", *BACKENDS)
 

@@ -19,6 +19,8 @@ from rpisensor.hw.interfaces import (
     NUMBERINGS,
     IEdgeSource,
     IGPIOBackend,
+    IOutputBackend,
+    IPWMBackend,
     LevelChange,
     PinError,
     PinModeError,
@@ -49,7 +51,7 @@ class SimulatedPin:
         return self._backend.level(self.channel)
 
 
-@implementer(IGPIOBackend, IEdgeSource)
+@implementer(IGPIOBackend, IEdgeSource, IOutputBackend)
 class SimulatedGPIO:
     """
     Simulated digital inputs.
@@ -70,6 +72,10 @@ class SimulatedGPIO:
     @param edges: whether an input's level is known from its changes, as with
         kernel edge events (see L{watch}); by default yes, unless latency or
         failures are injected, since those play a sensor that must be read.
+
+    Outputs drive the simulated level of their pin (L{level}, L{history});
+    L{outputs} and L{duty} say what each output is doing, for tests and demos.
+    Use L{SimulatedPWMGPIO} for outputs that also take PWM.
     """
 
     name = "sim"
@@ -102,6 +108,11 @@ class SimulatedGPIO:
         self.tracks_levels = not (latency or fail_every) if edges is None else edges
         self._debounce: dict[int, float] = {}
         self._watch: _ChangePipe | None = None
+        self._outputs: set[int] = set()
+        #: Output channel -> its PWM duty in percent, while it has one.
+        self.duty: dict[int, float] = {}
+        #: Output channels returned to input by L{release_output}.
+        self.released_outputs: set[int] = set()
 
     def setup_input(self, channel: int, pull: str, debounce: float = 0.0) -> None:
         to_bcm(self.numbering, channel)
@@ -133,6 +144,37 @@ class SimulatedGPIO:
         self.unwatch()
         with self._lock:
             self._inputs.clear()
+
+    # -- outputs ------------------------------------------------------------------------
+
+    def setup_output(self, channel: int, high: bool) -> None:
+        to_bcm(self.numbering, channel)
+        with self._lock:
+            self._outputs.add(channel)
+            self.released_outputs.discard(channel)
+        self.set_level(channel, high)
+
+    def write(self, channel: int, high: bool) -> None:
+        self._check_output(channel)
+        self.duty.pop(channel, None)
+        self.set_level(channel, high)
+
+    def release_output(self, channel: int, high: bool) -> None:
+        self.write(channel, high)
+        with self._lock:
+            self._outputs.discard(channel)
+            self.released_outputs.add(channel)
+
+    def _check_output(self, channel: int) -> None:
+        with self._lock:
+            if channel not in self._outputs:
+                raise PinModeError(f"{self.numbering.upper()} {channel} was not set up as an output")
+
+    @property
+    def outputs(self) -> frozenset[int]:
+        """The channels set up as outputs now."""
+        with self._lock:
+            return frozenset(self._outputs)
 
     def pin(self, channel: int) -> SimulatedPin:
         """A handle to drive C{channel}; the channel need not be set up yet."""
@@ -193,6 +235,16 @@ class SimulatedGPIO:
     def set_up_channels(self) -> frozenset[int]:
         with self._lock:
             return frozenset(self._inputs)
+
+
+@implementer(IPWMBackend)
+class SimulatedPWMGPIO(SimulatedGPIO):
+    """Simulated pins whose outputs also take PWM: the duty is kept in L{SimulatedGPIO.duty}."""
+
+    def pwm(self, channel: int, duty: float, frequency: float) -> None:
+        self._check_output(channel)
+        self.duty[channel] = duty
+        self.set_level(channel, duty > 0)
 
 
 @implementer(IReadDescriptor)

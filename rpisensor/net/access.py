@@ -64,3 +64,63 @@ class AccessPolicy:
         if self.default:
             return "loopback, private and link-local networks (the default)"
         return ", ".join(str(n) for n in self.networks)
+
+
+#: Who may drive outputs when no grant is given: this machine only.
+LOOPBACK_NETWORKS: tuple[Network, ...] = (
+    ipaddress.ip_network("127.0.0.0/8"),
+    ipaddress.ip_network("::1/128"),
+)
+
+
+class ControlGrants:
+    """
+    Who may drive outputs (C{serve --output}): reading stays open to every
+    client that may connect; driving needs the client's address in
+    C{networks} (C{--control-allow}) or, over mutual TLS, its certificate's
+    CN in C{names} (C{--control-cert}).
+
+    @param networks: C{None}: loopback only, unless C{names} are given (then
+        certificates alone grant). A client on a Unix socket counts as
+        loopback (127.0.0.1): the socket's file permissions admit it.
+    """
+
+    def __init__(self, networks: Iterable[Network] | None = None, names: Iterable[str] = ()) -> None:
+        self.names = frozenset(names)
+        if networks is None:
+            networks = () if self.names else LOOPBACK_NETWORKS
+        self.networks = tuple(networks)
+
+    def grants(self, transport) -> bool:
+        """Whether the client on C{transport} may drive outputs."""
+        return self.granted_address(transport) or self.granted_certificate(transport) is not None
+
+    def granted_address(self, transport) -> bool:
+        from rpisensor.net.peers import ip_of
+
+        try:
+            peer = transport.getPeer()
+        except Exception:
+            return False
+        host = getattr(peer, "host", None)
+        if host is None and hasattr(peer, "name"):  # a Unix socket's client
+            host = "127.0.0.1"
+        address = ip_of(host)
+        return address is not None and any(address in network for network in self.networks)
+
+    def granted_certificate(self, transport) -> str | None:
+        """The client certificate's CN if it is one of C{names}, else C{None}."""
+        if not self.names:
+            return None
+        from rpisensor.net.tls import certificate_name
+
+        name = certificate_name(transport)
+        return name if name in self.names else None
+
+    def describe(self) -> str:
+        parts = []
+        if self.networks:
+            parts.append(", ".join(str(n) for n in self.networks))
+        if self.names:
+            parts.append("certificates " + ", ".join(sorted(self.names)))
+        return " and ".join(parts) or "nobody"

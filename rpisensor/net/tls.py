@@ -206,3 +206,17 @@ def requires_client_certificate(transport) -> bool:
     except Exception:
         return False
     return bool(mode & SSL.VERIFY_FAIL_IF_NO_PEER_CERT)
+
+
+def certificate_name(transport) -> str | None:
+    """The subject CN of the client certificate on a TLS transport, or C{None}."""
+    try:
+        certificate = transport.getPeerCertificate()
+    except Exception:
+        return None
+    if certificate is None:
+        return None
+    from cryptography.x509.oid import NameOID
+
+    names = certificate.to_cryptography().subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(names[0].value) if names else None

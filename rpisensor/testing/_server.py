@@ -10,11 +10,12 @@ from dataclasses import dataclass
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 
+from rpisensor.control.outputs import OutputSpec
 from rpisensor.hw.simulated import SimulatedGPIO, SimulatedPin
 from rpisensor.net.access import AccessPolicy
 from rpisensor.net.limits import ListenSettings, ServerLimits
 from rpisensor.net.request import RequestProtocol
-from rpisensor.roles.serve.service import SensorServerFactory, ServerService, build_server_service
+from rpisensor.roles.serve.service import SensorServerFactory, ServerService, build_server_service, open_outputs
 from rpisensor.sensing.inputs import DEFAULT_INPUT, InputSpec
 from rpisensor.sensing.measure import MeasurementSpec
 from rpisensor.sensing.pool import open_reader
@@ -40,6 +41,12 @@ class RunningServer:
         """The simulated pin behind input C{name}."""
         return self.backend.pin(self.reader.inputs[name].pin)
 
+    def output(self, name: str) -> bool:
+        """Whether output C{name}'s pin is driven high now."""
+        controller = self.factory.controller
+        spec = next(spec for spec in controller.specs if spec.name == name)
+        return self.backend.level(spec.pin)
+
     @property
     def endpoint(self) -> str:
         """A client endpoint description that reaches this server."""
@@ -61,22 +68,25 @@ def start_server(
     limits: ServerLimits = ServerLimits(),
     policy: AccessPolicy | None = None,
     sensors: Sequence[MeasurementSpec] = (),
+    outputs: Sequence[OutputSpec] = (),
 ) -> Deferred[RunningServer]:
     """
     Start C{serve} on 127.0.0.1 (a free port unless C{port} is given), built
     as in production (L{build_server_service}: a real one-thread read pool,
     the same stop order), on simulated pins unless C{backend} is given, with
-    the measurement C{sensors} (see L{FakeSysfs} and L{parse_sensor}) too.
+    the measurement C{sensors} (see L{FakeSysfs} and L{parse_sensor}) and the
+    C{outputs} (clients on loopback may drive them, as by default).
     """
     if reactor is None:
         from twisted.internet import reactor
     if backend is None:
         backend = simulated_pins(clock=reactor)
     reader, pool = open_reader(reactor, backend, list(inputs), sensors=list(sensors))
+    controller = open_outputs(reactor, reader, pool, list(outputs), max_ttl=60.0)
     settings = ListenSettings(
         (f"tcp:{port}:interface=127.0.0.1",), limits, policy if policy is not None else AccessPolicy()
     )
-    service = build_server_service(reactor, reader, pool, settings)
+    service = build_server_service(reactor, reader, pool, settings, controller=controller)
     service.startService()
 
     async def started() -> RunningServer:

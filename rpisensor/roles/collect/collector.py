@@ -15,7 +15,8 @@ from rpisensor.net.admission import AdmittingFactory
 from rpisensor.net.connection import Pause, ServerConnection
 from rpisensor.net.limits import ListenSettings
 from rpisensor.net.listening import ListenerService
-from rpisensor.roles.collect.session import HelloRefused, ReportSession, certificate_name, check_hello
+from rpisensor.net.tls import certificate_name
+from rpisensor.roles.collect.session import HelloRefused, ReportSession, check_hello
 from rpisensor.store import Record, StoreService, store_file_for
 from rpisensor.stream.delivery import Delivery, OnReading, Stamp
 from rpisensor.stream.receiver import StreamRegistry

@@ -25,20 +25,6 @@ class HelloRefused(ValueError):
     """A hello this collector will not take; the message is the C{error:} line's text."""
 
 
-def certificate_name(transport) -> str | None:
-    """The subject CN of the client certificate on a TLS transport, or C{None}."""
-    try:
-        certificate = transport.getPeerCertificate()
-    except Exception:
-        return None
-    if certificate is None:
-        return None
-    from cryptography.x509.oid import NameOID
-
-    names = certificate.to_cryptography().subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    return str(names[0].value) if names else None
-
-
 def check_hello(text: str, identity: str | None, certificate_required: bool) -> v2.Hello:
     """
     The reporter's hello in C{text}, checked.

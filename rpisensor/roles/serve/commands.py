@@ -25,6 +25,8 @@ class Permission(enum.Enum):
     READ = "read"
     #: Press and release simulated inputs: loopback clients, simulated pins only.
     SIMULATE = "simulate"
+    #: Drive the declared outputs: clients with a control grant (--control-allow, --control-cert).
+    CONTROL = "control"
 
 
 Handler = Callable[["SensorServerProtocol", list[str]], None]
@@ -208,8 +210,16 @@ STREAM_COMMANDS = (
 HELP_TEXT = CommandRegistry((*READ_COMMANDS, *STREAM_COMMANDS)).help_text(frozenset({Permission.READ}))
 
 
-def default_commands() -> CommandRegistry:
-    """A registry with every command C{serve} knows."""
+def default_commands(outputs: bool = False) -> CommandRegistry:
+    """
+    A registry with every command C{serve} knows; the control commands only
+    when it has C{outputs} (without, they are unknown commands).
+    """
     from rpisensor.roles.serve.simulate import SIMULATE_COMMANDS
 
-    return CommandRegistry((*READ_COMMANDS, *STREAM_COMMANDS, *SIMULATE_COMMANDS))
+    commands = [*READ_COMMANDS, *STREAM_COMMANDS, *SIMULATE_COMMANDS]
+    if outputs:
+        from rpisensor.roles.serve.control import CONTROL_COMMANDS, OUTPUTS_COMMAND
+
+        commands += [OUTPUTS_COMMAND, *CONTROL_COMMANDS]
+    return CommandRegistry(commands)

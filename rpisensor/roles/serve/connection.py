@@ -47,11 +47,32 @@ class SensorServerProtocol(ServerConnection):
     _replies: deque[list[bytes | None]] | None = None
     #: The v2 session, once the client sent hello or subscribe.
     subscription: Subscription | None = None
+    #: The rate limit of its control commands (C{--control-rate}), made at its first one.
+    control_bucket = None
 
     def connectionMade(self) -> None:
         super().connectionMade()
         self.granted = self.factory.permissions_for(self.transport)
         self.transport.registerProducer(self, True)
+
+    def handshakeCompleted(self) -> None:
+        super().handshakeCompleted()
+        # The client's certificate is known now: it may grant control (--control-cert).
+        self.granted = self.factory.permissions_for(self.transport)
+
+    _who: str | None = None
+
+    @property
+    def who(self) -> str:
+        """The client as control replies and log lines name it: its address, and its certificate's CN."""
+        if not self.tls_established:
+            return self.peer
+        if self._who is None:
+            from rpisensor.net.tls import certificate_name
+
+            name = certificate_name(self.transport)
+            self._who = f"{self.peer} (certificate {name})" if name else self.peer
+        return self._who
 
     @property
     def busy(self) -> bool:
@@ -82,7 +103,7 @@ class SensorServerProtocol(ServerConnection):
             self._log.debug("Unknown command {verb!r} from {peer}", verb=verb, peer=self.peer)
             self.reply(f"error: unknown command {verb!r}; send 'help' for the list")
         elif command.permission not in self.granted:
-            self.reply(command.refusal or f"error: {verb} is not allowed for this client")
+            self.reply(self.factory.refusal(self, command))
         elif not command.arguments[0] <= len(args) <= command.arguments[1]:
             self.reply(command.usage_error())
         else:
@@ -199,4 +220,6 @@ class SensorServerProtocol(ServerConnection):
     def connectionLost(self, reason: Failure) -> None:
         if self.subscription is not None:
             self.subscription.stop()
+        if self.factory.controller is not None:
+            self.factory.controller.connection_lost(self)  # its deadman outputs go safe now
         super().connectionLost(reason)

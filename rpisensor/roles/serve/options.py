@@ -8,6 +8,7 @@ from twisted.python import usage
 
 from rpisensor.roles._options import GPIOOptions, ListenOptions
 from rpisensor.roles._options.base import count, non_negative_float
+from rpisensor.roles._options.control import ControlOptions
 from rpisensor.roles._options.journal import journal_options
 from rpisensor.roles._options.web import WebOptions
 
@@ -19,7 +20,7 @@ JournalOptions = journal_options(
 )
 
 
-class ServeOptions(GPIOOptions, ListenOptions, JournalOptions, WebOptions):
+class ServeOptions(ControlOptions, GPIOOptions, ListenOptions, JournalOptions, WebOptions):
     """C{serve}: answer clients' commands with the inputs' state, and stream its changes."""
 
     synopsis = "[options]"
@@ -28,7 +29,9 @@ class ServeOptions(GPIOOptions, ListenOptions, JournalOptions, WebOptions):
         "or 'Button released'), as the tutorial's DataServer1 does, to any number of clients. "
         "Also: 'read NAME', 'list', 'ping', 'help', 'status'; 'subscribe' streams every change "
         "of every input, each exactly once (protocol v2: poll --subscribe); with simulated "
-        "pins, 'sim NAME press' from this machine. "
+        "pins, 'sim NAME press' from this machine; with --output, 'set NAME on|off', 'pulse NAME MS', "
+        "'pwm NAME DUTY', 'stop', 'outputs', 'claim', 'release' (driving needs a grant: "
+        "--control-allow, --control-cert). "
         "Example: twistd -n rpisensor serve --listen tcp:22000 --input button=24"
     )
 

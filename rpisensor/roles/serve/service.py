@@ -17,7 +17,11 @@ from rpisensor.net.admission import AdmittingFactory
 from rpisensor.net.limits import ListenSettings
 from rpisensor.net.listening import ListenerService
 from rpisensor.net.peers import is_loopback
-from rpisensor.roles.serve.commands import CommandRegistry, Permission, default_commands
+from rpisensor.control.controller import OutputController
+from rpisensor.net.access import ControlGrants
+from rpisensor.roles.serve.commands import Command, CommandRegistry, Permission, default_commands
+from rpisensor.roles.serve.control import DEFAULT_CONTROL_RATE, OutputsService, make_control_log
+from rpisensor.roles.serve.control import refusal as control_refusal
 from rpisensor.roles.serve.connection import SensorServerProtocol
 from rpisensor.sensing.reader import InputReader
 from rpisensor.sensing.reading import AnyReading, Reading
@@ -39,6 +43,10 @@ class SensorServerFactory(AdmittingFactory):
         C{subscribe} and C{status} answer that this server keeps no journal.
     @param state: the inputs whose level is known without a read (edge
         events); C{go} and C{read} answer those at once.
+    @param controller: the outputs clients may drive (C{--output}); without
+        it, the control commands are unknown.
+    @param grants: who may drive them (by default, clients on this machine).
+    @param control_rate: control commands one connection may send per second.
     """
 
     protocol = SensorServerProtocol
@@ -50,12 +58,19 @@ class SensorServerFactory(AdmittingFactory):
         commands: CommandRegistry | None = None,
         publishing: PublishingService | None = None,
         state: InputState | None = None,
+        controller: OutputController | None = None,
+        grants: ControlGrants | None = None,
+        control_rate: float = DEFAULT_CONTROL_RATE,
     ) -> None:
         super().__init__(settings.limits, settings.policy, reader.clock)
         self.reader = reader
         self.publishing = publishing
         self.state = state
-        self.commands = commands if commands is not None else default_commands()
+        self.controller = controller
+        self.grants = grants if grants is not None else ControlGrants()
+        self.control_rate = control_rate
+        self.control_log = make_control_log(reader.clock)
+        self.commands = commands if commands is not None else default_commands(controller is not None)
         # The wire form of every reply a reading can give, encoded once: the hot path sends these.
         self._frames = {
             (spec.name, high): wire.frame(spec.text_for(high))
@@ -77,7 +92,19 @@ class SensorServerFactory(AdmittingFactory):
         granted = {Permission.READ}
         if self.reader.backend.name == "sim" and is_loopback(transport):
             granted.add(Permission.SIMULATE)
+        if self.controller is not None and self.grants.grants(transport):
+            granted.add(Permission.CONTROL)
         return frozenset(granted)
+
+    def refusal(self, connection, command: Command) -> str:
+        """The reply to C{command} from a client without its permission."""
+        if command.permission is Permission.CONTROL:
+            return control_refusal(connection, command.name)
+        return command.refusal or f"error: {command.name} is not allowed for this client"
+
+    def flush_logs(self) -> None:
+        super().flush_logs()
+        self.control_log.flush()
 
 
 class ServerService(StopInOrder):
@@ -102,6 +129,9 @@ def build_server_service(
     settings: ListenSettings = ListenSettings(),
     extra: Sequence[IService] = (),
     publishing: PublishingService | None = None,
+    controller: OutputController | None = None,
+    grants: ControlGrants | None = None,
+    control_rate: float = DEFAULT_CONTROL_RATE,
 ) -> ServerService:
     """
     Assemble C{serve} from an opened reader and its pool service.
@@ -111,15 +141,24 @@ def build_server_service(
     @param publishing: the journal and its subscribers (see
         L{rpisensor.roles.serve.publishing}); it opens the journal when it
         starts, after the pool and before anything is served.
+    @param controller: the outputs, set up already (L{open_outputs}); they
+        get their safe levels and their pins return to input when the
+        service stops, after the connections and before the journal and the pool.
     """
     state = publishing.state if publishing is not None else InputState.for_reader(reader, reactor)
-    factory = SensorServerFactory(reader, settings, publishing=publishing, state=state)
+    factory = SensorServerFactory(
+        reader, settings, publishing=publishing, state=state, controller=controller, grants=grants,
+        control_rate=control_rate,
+    )  # fmt: skip
     top = ServerService(factory)
     reader_service.setServiceParent(top)
     if state is not None:
         state.setServiceParent(top)
     if publishing is not None:
         publishing.setServiceParent(top)
+    if controller is not None:
+        journal = publishing.journal if publishing is not None else None
+        OutputsService(controller, journal, numbering=reader.backend.numbering).setServiceParent(top)
     for service in extra:
         service.setServiceParent(top)
     DrainService(factory, reactor, reader.longest_timeout + 1).setServiceParent(top)
@@ -147,10 +186,37 @@ def make_service(options, reactor) -> ServerService:
         reactor, reader, journal.path, settings, journal.max_entries, journal.max_bytes, journal.sync,
         InputState.for_reader(reader, reactor),
     )  # fmt: skip
+    controller = open_outputs(reactor, reader, pool, options["outputs"], options["max-ttl"])
     listen = options.listen_settings()
-    top = build_server_service(reactor, reader, pool, listen, extra, publishing)
+    top = build_server_service(
+        reactor, reader, pool, listen, extra, publishing, controller,
+        options.control_grants(), options["control-rate"],
+    )  # fmt: skip
     if options["web"]:
         from rpisensor.web.roles import serve_web
 
         serve_web(reactor, options.web_settings(), listen, top, reader, publishing).setServiceParent(top)
     return top
+
+
+def open_outputs(reactor, reader: InputReader, pool, outputs, max_ttl: float) -> OutputController | None:
+    """
+    The outputs on C{reader}'s backend, each set up now at its safe level
+    (blocking, before the reactor runs, as the inputs are), their writes
+    through the reader's pool; C{None} without outputs. Stops the program
+    with one line saying why if the pins cannot be outputs.
+    """
+    if not outputs:
+        return None
+    from rpisensor.hw import GPIOError
+    from rpisensor.hw.interfaces import IOutputBackend
+
+    backend = reader.backend
+    if not IOutputBackend.providedBy(backend):
+        raise SystemExit(f"rpisensor: the {backend.name} GPIO backend cannot drive outputs")
+    controller = OutputController(backend, outputs, pool.runner, reactor, max_ttl)
+    try:
+        controller.setup()
+    except GPIOError as e:
+        raise SystemExit(f"rpisensor: cannot set up the outputs: {e}") from None
+    return controller

@@ -69,3 +69,21 @@ def test_rpisensor_backend_through_rpi_lgpio(header, lgpio_module):
     assert backend.read(24) is False
     backend.cleanup()
     assert os.environ["RPI_LGPIO_REVISION"] == PI5_REVISION
+
+
+def test_rpisensor_outputs_through_rpi_lgpio(header, lgpio_module):
+    """rpisensor's outputs on a Pi 5: set up at their safe level, driven, PWM, then the safe level and input."""
+    from rpisensor.hw.rpi import RPiGPIO
+
+    backend = RPiGPIO("board", gpio=lgpio_module)
+    backend.setup_output(12, True)  # BOARD 12 is BCM 18
+    assert header.level(18) == 1
+    backend.write(12, False)
+    assert header.level(18) == 0
+    backend.pwm(12, 50, 100)
+    backend.pwm(12, 20, 100)  # a new duty on the running PWM
+    backend.write(12, True)  # ends the PWM: the level holds
+    assert header.level(18) == 1
+    backend.release_output(12, False)
+    assert header.level(18) == 0
+    backend.cleanup()
