@@ -13,13 +13,14 @@ import json
 from hypothesis import given, settings, strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import succeed
+from twisted.internet.defer import fail, succeed
 from twisted.internet.error import ConnectionDone
 from twisted.python.failure import Failure
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
+from zope.interface import implementer
 
 from rpisensor.hw.simulated import SimulatedGPIO
 from rpisensor.net.access import AccessPolicy
@@ -27,7 +28,7 @@ from rpisensor.net.limits import ListenSettings
 from rpisensor.sensing.inputs import DEFAULT_INPUT
 from rpisensor.stream.journal import Journal, NewReading
 from rpisensor.stream.outbox import JournalService
-from rpisensor.web.controls import Controls, SimulatedInputs
+from rpisensor.web.controls import Controls, IOutputSwitches, SimulatedInputs, SwitchRefused
 from rpisensor.web.events import CATCH_UP, EventLimits
 from rpisensor.web.feed import JournalFeed, ReceivedFeed, iso_time
 from rpisensor.web.metrics import Metrics
@@ -450,3 +451,60 @@ class SiteTests(WebTestCase):
         protocol, transport = self.connect("203.0.113.7", AccessPolicy([]))
         protocol.dataReceived(b"GET /api/state HTTP/1.1\r\nHost: x\r\n\r\n")
         self.assertIn(b"200 OK", transport.value())
+
+
+@implementer(IOutputSwitches)
+class FakeSwitches:
+    """Outputs as the page sees them: granted to 127.0.0.1 only; 'pump' is claimed by another client."""
+
+    names = ["led", "pump"]
+
+    def __init__(self) -> None:
+        self.levels = {"led": False, "pump": False}
+
+    def state(self, name):
+        return self.levels[name]
+
+    def granted(self, request):
+        return request.getClientAddress().host == "127.0.0.1"
+
+    def switch(self, name, on, request):
+        if name == "pump":
+            return fail(SwitchRefused("set: the outputs are claimed by 192.168.0.7:50000"))
+        self.levels[name] = on
+        return succeed(f"{name} {'on' if on else 'off'}")
+
+
+class OutputsTests(WebTestCase):
+    def setUp(self):
+        super().setUp()
+        self.switches = self.web.controls.outputs = FakeSwitches()
+
+    def switch(self, name=b"led", action="on", client="127.0.0.1", headers=None):
+        request = Request(b"/api/outputs/" + name, b"POST", client=client, action=action)
+        for header, value in ({"X-Rpisensor": "1"} if headers is None else headers).items():
+            request.requestHeaders.addRawHeader(header, value)
+        request.postpath = [name]
+        request.render(self.web.root.children[b"api"].children[b"outputs"])
+        return request
+
+    def test_only_a_granted_client_is_shown_switches(self):
+        self.assertEqual(self.get(b"/api/state").json()["controls"]["outputs"],
+                         [{"name": "led", "on": False}, {"name": "pump", "on": False}])  # fmt: skip
+        remote = Request(b"/api/state", client="192.168.0.9")
+        self.assertEqual(self.web.controls.describe(remote)["outputs"], [])
+
+    def test_a_granted_client_switches(self):
+        self.assertEqual(self.switch().json(), {"output": "led", "text": "led on"})
+        self.assertTrue(self.switches.levels["led"])
+        self.assertEqual(self.switch(action="off").json()["text"], "led off")
+
+    def test_refusals(self):
+        self.assertEqual(self.switch(client="192.168.0.9").responseCode, 403)
+        self.assertEqual(self.switch(headers={}).responseCode, 403)
+        self.assertEqual(self.switch(name=b"fan").responseCode, 404)
+        self.assertEqual(self.switch(action="maybe").responseCode, 400)
+        claimed = self.switch(name=b"pump")
+        self.assertEqual(claimed.responseCode, 409)
+        self.assertIn("claimed by", claimed.json()["error"])
+        self.assertFalse(self.switches.levels["led"])

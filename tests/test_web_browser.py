@@ -59,7 +59,8 @@ class BrowserTests(SynchronousTestCase):
         self.twistd = Twistd(
             "rpisensor", "serve", "--gpio", "sim", "--journal", "none", "--listen", "tcp:0",
             "--input", "button=24", "--input", "door=26", "--sim-pattern", "door=0.1,0.1",
-            "--sysfs-root", sysfs, "--sensor", "cpu=cpu,interval=0.2,change=0.05", "--web", "tcp:0",
+            "--sysfs-root", sysfs, "--sensor", "cpu=cpu,interval=0.2,change=0.05", "--output", "led=12",
+            "--web", "tcp:0",
         )  # fmt: skip
         self.addCleanup(self.twistd.close)
         self.port = self.twistd.wait_port("tcp:0")
@@ -117,6 +118,20 @@ class BrowserTests(SynchronousTestCase):
                    describe=lambda: f"the plot has {self.points('button')} points, had {before}")  # fmt: skip
         self.assertIn("active", driver.find_element("css selector", 'article.tile[data-sensor="button"]')
                       .get_attribute("class"))  # fmt: skip
+
+    def test_an_outputs_switch_drives_it(self):
+        """A page on this machine holds the control grant (the default, loopback): its switch is a set."""
+        self.driver.get(self.url)
+        toggle = wait_until(lambda: self.driver.find_elements("css selector", '#outputs input[data-output="led"]'))[0]
+        wait_until(lambda: self.tile_text("led") == "off")  # its safe level, journaled at start
+        toggle.click()
+        wait_until(lambda: self.tile_text("led") == "on", describe=lambda: repr(self.tile_text("led")))
+        query = run_rpisensor("query", endpoint(self.port), "outputs")
+        self.assertEqual(query.stdout, "led=on\n", query.stderr)
+        self.assertTrue(toggle.is_selected())
+        # Switched by another client, the switch follows.
+        run_rpisensor("query", endpoint(self.port), "set led off")
+        wait_until(lambda: not toggle.is_selected())
 
     def test_a_page_reloaded_mid_stream_misses_no_reading(self):
         driver = self.driver

@@ -16,6 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from rpisensor.app.tap import Options
 from tests.certs import escape, write_pki
 from tests.processes import Twistd, wait_until
+from tests.test_query import endpoint, run_rpisensor
 
 
 def parse(*args: str) -> Options:
@@ -65,6 +66,44 @@ class OptionTests(SynchronousTestCase):
             parse("--listen", f"ssl:0:privateKey={escape(pki.server_key)}:certKey={escape(pki.server_cert)}",
                   "--client-ca", pki.ca_cert, "--web", "8080")  # fmt: skip
         self.assertIn("--client-ca needs every --web to be ssl:", str(caught.exception))
+
+
+def post(port: int, path: str, **headers):
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method="POST",
+                                     headers={"X-Rpisensor": "1", **headers})  # fmt: skip
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status, json.load(answer)
+    except urllib.error.HTTPError as e:
+        return e.code, json.load(e)
+
+
+class OutputsTests(SynchronousTestCase):
+    def test_the_page_switches_serves_outputs_under_its_grants(self):
+        """--output: a loopback page holds the grant by default; its switch is a set, seen by query."""
+        serve = Twistd("rpisensor", "serve", "--gpio", "sim", "--journal", "none", "--listen", "tcp:0",
+                       "--output", "led=12", "--web", "tcp:0")  # fmt: skip
+        self.addCleanup(serve.close)
+        port = serve.wait_port("tcp:0")
+        web = serve.wait_port("tcp:0:interface=127.0.0.1")
+        self.assertEqual(get(web, "/api/state")["controls"]["outputs"], [{"name": "led", "on": False}])
+        self.assertEqual(post(web, "/api/outputs/led?action=on"), (200, {"output": "led", "text": "led on"}))
+        query = run_rpisensor("query", endpoint(port), "outputs")
+        self.assertEqual(query.stdout, "led=on\n", query.stderr)
+        # The change is a reading in the journal: the page's tile for it.
+        wait_until(lambda: any(t["sensor"] == "led" and t["text"] == "on" for t in get(web, "/api/state")["tiles"]))
+        self.assertEqual(get(web, "/api/state")["controls"]["outputs"], [{"name": "led", "on": True}])
+        self.assertEqual(post(web, "/api/outputs/led?action=off")[1]["text"], "led off")
+
+    def test_without_the_grant_no_switches(self):
+        serve = Twistd("rpisensor", "serve", "--gpio", "sim", "--journal", "none", "--listen", "tcp:0",
+                       "--output", "led=12", "--control-allow", "192.168.77.0/24", "--web", "tcp:0")  # fmt: skip
+        self.addCleanup(serve.close)
+        web = serve.wait_port("tcp:0:interface=127.0.0.1")
+        self.assertEqual(get(web, "/api/state")["controls"]["outputs"], [])
+        code, body = post(web, "/api/outputs/led?action=on")
+        self.assertEqual(code, 403)
+        self.assertIn("control grant", body["error"])
 
 
 class TLSTests(SynchronousTestCase):

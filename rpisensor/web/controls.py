@@ -11,9 +11,11 @@ switches. Both are C{POST}s that a page from another site cannot make:
 Who may: simulated inputs only with simulated pins and from this machine
 (loopback), as C{sim}, and only on a page opened by a loopback name
 (C{127.0.0.1}, C{localhost}, C{[::1]}): a site whose name an attacker points
-at 127.0.0.1 (DNS rebinding) would otherwise count as this server's origin. Outputs: the seam is L{IOutputSwitches}, whose
-C{granted(request)} says whether this client holds the control grant; the
-page shows switches only when L{Controls.describe} lists them.
+at 127.0.0.1 (DNS rebinding) would otherwise count as this server's origin.
+Outputs: through an L{IOutputSwitches} (C{serve}'s is
+L{rpisensor.web.outputs.ControllerSwitches}), whose C{granted(request)}
+says whether this client holds the control grant; the page shows switches
+only when L{Controls.describe} lists them.
 """
 
 from __future__ import annotations
@@ -49,8 +51,15 @@ class IOutputSwitches(Interface):
     def granted(request) -> bool:
         """Whether the client of C{request} holds the control grant."""
 
-    def switch(name: str, on: bool) -> Deferred:
-        """Switch output C{name}; fires with its text (as the C{set} command replies)."""
+    def switch(name: str, on: bool, request) -> Deferred:
+        """
+        Switch output C{name} for the client of C{request}; fires with its text (as the
+        C{set} command replies), or fails with L{SwitchRefused} saying why not.
+        """
+
+
+class SwitchRefused(ValueError):
+    """An output cannot be switched now (another client holds the claim...); the message says why."""
 
 
 def is_local(request) -> bool:
@@ -186,8 +195,9 @@ class OutputsResource(_ChangeResource):
             request.finish()
 
         def failed(failure):
-            request.write(error_response(request, 500, failure.getErrorMessage()))
+            code = 409 if failure.check(SwitchRefused) else 500
+            request.write(error_response(request, code, failure.getErrorMessage()))
             request.finish()
 
-        maybeDeferred(outputs.switch, name, action == "on").addCallbacks(done, failed)
+        maybeDeferred(outputs.switch, name, action == "on", request).addCallbacks(done, failed)
         return NOT_DONE_YET

@@ -21,8 +21,9 @@ from rpisensor.web.service import WebService, WebSettings
 def serve_web(reactor, settings: WebSettings, listen: ListenSettings, top, reader, publishing,
               outputs=None) -> WebService:  # fmt: skip
     """
-    C{serve}'s page. C{outputs}: an L{rpisensor.web.controls.IOutputSwitches}
-    once C{serve} drives outputs (their switches then show for the clients it grants).
+    C{serve}'s page. C{outputs}: the page's switches, an
+    L{rpisensor.web.controls.IOutputSwitches}; by default the role's own
+    outputs (C{--output}), shown to the clients its grants admit.
     """
     journal = publishing.journal
     feed = JournalFeed(journal, publishing.device)
@@ -42,6 +43,10 @@ def serve_web(reactor, settings: WebSettings, listen: ListenSettings, top, reade
         }
 
     simulated = SimulatedInputs(reader) if reader.backend.name == "sim" else None
+    if outputs is None and top.factory.controller is not None:
+        from rpisensor.web.outputs import ControllerSwitches
+
+        outputs = ControllerSwitches(top.factory.controller, top.factory.grants)
     info = {"role": "serve", "device": publishing.device}
     web = WebService(reactor, settings, listen, info, feed, metrics, health, Controls(simulated, outputs))
     return web

@@ -86,6 +86,9 @@ function showReading(reading) {
   const tile = tileFor(page.tiles.get(key));
   updateTile(tile, page.tiles.get(key));
   draw(tile, key);
+  // An output's change is a reading too: its switch follows it, whoever switched it.
+  const toggle = document.querySelector(`#outputs input[data-output="${CSS.escape(reading.sensor)}"]`);
+  if (toggle && reading.device === page.info.device) toggle.checked = reading.value > 0;
 }
 
 // As the server decides (api.py): no unit and a value of 0 or 1 is a digital input.
@@ -232,6 +235,7 @@ async function change(url) {
   const response = await fetch(url, { method: "POST", headers: { "X-Rpisensor": "1" } });
   const body = await response.json();
   $("#message").textContent = response.ok ? "" : body.error;
+  return response.ok;
 }
 
 function renderOutputs() {
@@ -243,8 +247,12 @@ function renderOutputs() {
     const label = document.createElement("label");
     const input = document.createElement("input");
     input.type = "checkbox";
+    input.dataset.output = output.name;
     input.checked = !!output.on;
-    input.onchange = () => change(`/api/outputs/${encodeURIComponent(output.name)}?action=${input.checked ? "on" : "off"}`);
+    input.onchange = async () => {
+      const url = `/api/outputs/${encodeURIComponent(output.name)}?action=${input.checked ? "on" : "off"}`;
+      if (!(await change(url))) input.checked = !input.checked; // refused: it did not change
+    };
     label.append(input, " " + output.name);
     box.append(label);
   }
