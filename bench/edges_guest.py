@@ -75,7 +75,7 @@ async def test_edge_to_subscriber_latency(job, tmp_path):
             pressed = count % 2 == 1
             wall = time.time()
             written = header.pull(BUTTON_LINE, not pressed)
-            await wait_until(lambda: len(subscriber.entries) > count, reactor, interval=0.0005)
+            await subscriber.when_entries(count + 1).addTimeout(30, reactor)
             reading = subscriber.entries[count]
             assert (reading.value, reading.snapshot) == (int(pressed), False), reading
             samples.append({

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.protocols.basic import LineOnlyReceiver
 
@@ -37,9 +37,18 @@ class Subscriber(LineOnlyReceiver):
         self.arrived: list[int] = []
         self.errors: list[str] = []
         self.lost: Deferred[None] = Deferred()
+        self._waiting: list[tuple[int, Deferred[None]]] = []
 
     def connectionMade(self) -> None:
         self.sendLine(v2.encode(v2.Hello("subscribe", heartbeat=1.0)).encode())
+
+    def when_entries(self, count: int) -> Deferred[None]:
+        """Fires once C{count} entries have come (at once, not by polling: for timing them)."""
+        if len(self.entries) >= count:
+            return succeed(None)
+        waiting: Deferred[None] = Deferred()
+        self._waiting.append((count, waiting))
+        return waiting
 
     def lineReceived(self, line: bytes) -> None:
         now = time.monotonic_ns()
@@ -56,6 +65,9 @@ class Subscriber(LineOnlyReceiver):
             self.arrived.append(now)
             seq = frame.seq if isinstance(frame, v2.Reading) else frame.last
             self.sendLine(v2.encode(v2.Ack(seq)).encode())
+            for waiter in [w for w in self._waiting if w[0] <= len(self.entries)]:
+                self._waiting.remove(waiter)
+                waiter[1].callback(None)
         elif isinstance(frame, v2.Heartbeat):
             self.sendLine(b"heartbeat")
 
