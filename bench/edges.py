@@ -331,6 +331,16 @@ def notes(out: dict, cfg: Config) -> str:
                      f"rpisensor with {' '.join(POOLED_OPTIONS)} (simulated pins that must be read).")  # fmt: skip
     if foreign:
         lines.append("CPU used by other processes during the measurements (% of one CPU): " + "; ".join(foreign) + ".")
+    measured = [out[name]["foreign"] for name in ("E1", "E2") if isinstance(out.get(name), dict)]
+    if out.get("E3"):
+        measured += [s["foreign"] for rep in out["E3"]["reps"] for row in rep.values() for s in row.values()]
+    busy = [v for v in measured if v > 25]
+    if measured and len(busy) > 0.1 * len(measured):
+        lines.append(
+            f"WARNING: {len(busy)} of {len(measured)} measurements ran while other processes used more than 25% "
+            "of a CPU: numbers from this run are disturbed (round trips/s most, CPU per round trip least); "
+            "rerun on a quiet machine."
+        )
     if isinstance(out.get("E1"), dict):
         lines.append(f"E1 ran in the guest kernel {out['E1']['guest_kernel']} (gpio-sim, 1000 Hz tick), "
                      "its journal on the guest's tmpfs.")  # fmt: skip
