@@ -94,7 +94,9 @@ def e1(cfg: Config) -> dict:
             os.sched_setaffinity(0, {run.SERVER_CPU})  # UML and what it forks inherit it
         try:
             with run.ForeignCPU() as foreign:
-                booted = guest.run_guest([str(HERE / "edges_guest.py")], results, timeout=120 + cfg.samples * 0.2)
+                booted = guest.run_guest(
+                    [str(HERE / "edges_guest.py")], results, timeout=120 + cfg.samples * 0.2
+                )
         finally:
             if run.LOADGEN_CPU is not None:
                 os.sched_setaffinity(0, {run.LOADGEN_CPU})
@@ -117,6 +119,11 @@ def e1(cfg: Config) -> dict:
 
 
 # ---------------------------------------------------------------- E2: RPi.GPIO polling
+
+
+def usage(pid: int) -> tuple[float, float, float, float]:
+    """The machine's busy CPU seconds, this process's, process C{pid}'s, and the monotonic time."""
+    return run.machine_busy_seconds(), run.ForeignCPU._own(), run.proc_cpu_seconds(pid), time.monotonic()
 
 
 def e2(cfg: Config) -> dict:
@@ -142,19 +149,20 @@ def e2(cfg: Config) -> dict:
         with open(log, "wb") as out:
             proc = subprocess.Popen(
                 pi.command(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                cwd=directory, preexec_fn=run.pinned(run.SERVER_CPU), env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                cwd=directory, preexec_fn=run.pinned(run.SERVER_CPU),
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )  # fmt: skip
         run._running.append(proc)
         server = run.Server("rpisensor --gpio rpi", proc, log)
         server.port = run.wait_for_port(server)
         rng = random.Random(20)
         latencies = []
-        busy0, own0, cpu0, t0 = run.machine_busy_seconds(), run.ForeignCPU._own(), run.proc_cpu_seconds(proc.pid), time.monotonic()
-        subscriber = RawSubscriber(server.port, None)
+        before = usage(proc.pid)
+        subscriber = RawSubscriber(server.port, 0)
         try:
-            snapshot = subscriber.next_entry()
-            if (snapshot["value"], snapshot.get("snapshot")) != (0, True):
-                raise run.BenchError(f"E2: the first reading should be the released button's snapshot: {snapshot}")
+            first = subscriber.next_entry()  # the first poll's
+            if (first["seq"], first["value"]) != (1, 0):
+                raise run.BenchError(f"E2: the first reading should be the released button: {first}")
             for count in range(1, cfg.samples + 1):
                 # A random pause, so flips fall anywhere in the polling period.
                 time.sleep(rng.uniform(0.005, 0.025))
@@ -167,14 +175,14 @@ def e2(cfg: Config) -> dict:
                 latencies.append((subscriber.arrived[-1] - written) / 1e6)
         finally:
             subscriber.close()
-        busy1, own1, cpu1, t1 = run.machine_busy_seconds(), run.ForeignCPU._own(), run.proc_cpu_seconds(proc.pid), time.monotonic()
+        after = usage(proc.pid)
         run.stop_server(server)
         if proc.returncode != 0:
             raise run.BenchError(f"E2: serve exited {proc.returncode} (log {log})")
-        foreign = (busy1 - busy0) - (own1 - own0) - (cpu1 - cpu0)
+        busy, own, server_cpu, wall = (b - a for a, b in zip(before, after))
         return {
-            "total": percentiles(latencies), "server_cpu": 100 * (cpu1 - cpu0) / (t1 - t0),
-            "foreign": max(0.0, 100 * foreign / (t1 - t0)),
+            "total": percentiles(latencies), "server_cpu": 100 * server_cpu / wall,
+            "foreign": max(0.0, 100 * (busy - own - server_cpu) / wall),
         }  # fmt: skip
     finally:
         shutil.rmtree(directory, ignore_errors=True)
@@ -203,11 +211,15 @@ def e3(cfg: Config) -> dict:
     for rep in range(cfg.reps):
         order = run.rotated(E3_SERVERS, rep)
         servers = run.start_servers(["rpisensor", "threaded"], 0.0, f"r{rep}-E3")
-        servers[POOLED] = run.start_servers(["rpisensor"], 0.0, f"r{rep}-E3-pool", extra=POOLED_OPTIONS)["rpisensor"]
+        servers[POOLED] = run.start_servers(["rpisensor"], 0.0, f"r{rep}-E3-pool", extra=POOLED_OPTIONS)[
+            "rpisensor"
+        ]
         for name, tracked in (("rpisensor", True), (POOLED, False)):
             log = servers[name].log
             if bool(TRACKED.search(log.read_text(errors="replace"))) != tracked:
-                raise run.BenchError(f"E3: {name} should {'' if tracked else 'not '}track the button (log {log})")
+                raise run.BenchError(
+                    f"E3: {name} should {'' if tracked else 'not '}track the button (log {log})"
+                )
         out: dict = {}
         for conns in s1.s1_conns:
             for name in order:
@@ -253,8 +265,11 @@ def build_rows(out: dict, cfg: Config, judge: bool) -> list[list[str]]:
         n = e["total"]["n"]
         rows.append(["E1 gpiod, UML", f"flip -> subscriber p50 / p99 ms ({n} flips)", ms_pair(e["total"]),
                      "-", "-"])  # fmt: skip
-        rows.append(["E1 gpiod, UML", "  of which flip -> kernel event p50 / p99 ms", ms_pair(e["kernel"]), "", ""])
-        rows.append(["E1 gpiod, UML", "  of which kernel event -> subscriber p50 / p99 ms", ms_pair(e["rest"]),
+        rows.append(
+            ["E1 gpiod, UML", "  of which flip -> kernel event p50 / p99 ms", ms_pair(e["kernel"]), "", ""]
+        )
+        rows.append(["E1 gpiod, UML", "  of which kernel event -> subscriber p50 / p99 ms",
+                     ms_pair(e["rest"]),
                      "", ""])  # fmt: skip
     e = out.get("E2")
     name = f"E2 RPi.GPIO, poll {cfg.poll_interval * 1000:g} ms"
@@ -263,7 +278,8 @@ def build_rows(out: dict, cfg: Config, judge: bool) -> list[list[str]]:
     elif e:
         t = e["total"]
         rows.append([name, f"flip -> subscriber p50 / p99 ms ({t['n']} flips)", ms_pair(t), "-", "-"])
-        rows.append([name, "  max ms; serve's CPU %", f"{run.fmt(t['max'], 'ms')}; {run.fmt(e['server_cpu'], 'pct')}",
+        rows.append([name, "  max ms; serve's CPU %",
+                     f"{run.fmt(t['max'], 'ms')}; {run.fmt(e['server_cpu'], 'pct')}",
                      "", ""])  # fmt: skip
     e = out.get("E3")
     if e:
@@ -325,20 +341,24 @@ def notes(out: dict, cfg: Config) -> str:
     if out.get("E3"):
         values = [v for rep in out["E3"]["reps"] for row in rep.values() for s in row.values()
                   if (v := s.get("foreign")) is not None]  # fmt: skip
-        foreign.append(f"E3 median {run.fmt(statistics.median(values), 'pct')}, max {run.fmt(max(values), 'pct')}")
-        lines.append(f"E3: {cfg.reps} repetition(s); at each level the three servers measured back to back, in "
-                     "rotating order; a ratio is the median of per-repetition ratios. 'Through its pool': "
+        foreign.append(
+            f"E3 median {run.fmt(statistics.median(values), 'pct')}, max {run.fmt(max(values), 'pct')}"
+        )
+        lines.append(f"E3: {cfg.reps} repetition(s); at each level the three servers measured back to back, "
+                     "in rotating order; a ratio is the median of per-repetition ratios. 'Through its pool': "
                      f"rpisensor with {' '.join(POOLED_OPTIONS)} (simulated pins that must be read).")  # fmt: skip
     if foreign:
-        lines.append("CPU used by other processes during the measurements (% of one CPU): " + "; ".join(foreign) + ".")
+        lines.append(
+            "CPU used by other processes during the measurements (% of one CPU): " + "; ".join(foreign) + "."
+        )
     measured = [out[name]["foreign"] for name in ("E1", "E2") if isinstance(out.get(name), dict)]
     if out.get("E3"):
         measured += [s["foreign"] for rep in out["E3"]["reps"] for row in rep.values() for s in row.values()]
     busy = [v for v in measured if v > 25]
     if measured and len(busy) > 0.1 * len(measured):
         lines.append(
-            f"WARNING: {len(busy)} of {len(measured)} measurements ran while other processes used more than 25% "
-            "of a CPU: numbers from this run are disturbed (round trips/s most, CPU per round trip least); "
+            f"WARNING: {len(busy)} of {len(measured)} measurements ran while other processes used more "
+            "than 25% of a CPU: numbers from this run are disturbed (round trips/s most, CPU per round trip least); "
             "rerun on a quiet machine."
         )
     if isinstance(out.get("E1"), dict):
@@ -351,7 +371,9 @@ def notes(out: dict, cfg: Config) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one repetition (CI)")
     parser.add_argument("--reps", type=int, help="repetitions of E3 (default 5, --quick 1)")
     parser.add_argument("--samples", type=int, help="flips in E1 and E2 (default 1000, --quick 20)")
