@@ -78,6 +78,7 @@ async def test_edge_to_subscriber_latency(job, tmp_path):
             await subscriber.when_entries(count + 1).addTimeout(30, reactor)
             reading = subscriber.entries[count]
             assert (reading.value, reading.snapshot) == (int(pressed), False), reading
+            assert len(edges) == count, f"flip {count}: the tracked state saw {len(edges)} changes"
             samples.append({
                 "total_ms": (subscriber.arrived[count] - written) / 1e6,
                 "kernel_ms": (edges[count - 1] - wall) * 1e3,

@@ -32,7 +32,7 @@ BUTTON_LINE = 8
 class Serve:
     """C{twistd rpisensor serve --gpio gpiod ...}, built by the plugin, running in this process."""
 
-    def __init__(self, reactor, journal, *extra: str) -> None:
+    def __init__(self, journal, *extra: str) -> None:
         self.journal = journal
         options = Options()
         options.parseOptions([
@@ -42,7 +42,6 @@ class Serve:
         self.top = makeService(options)
         self.role = self.top.role
         self.reader = self.role.factory.reader
-        self.reactor = reactor
 
     async def start(self) -> int:
         self.top.startService()
@@ -57,13 +56,13 @@ class Serve:
 
 
 @pytest.fixture
-def serve(reactor, tmp_path):
+def serve(tmp_path):
     """Builds the service; afterwards stops it if still running, and puts back the signal handlers."""
     handlers = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
     made = []
 
     def build(*extra: str) -> Serve:
-        made.append(Serve(reactor, tmp_path / "journal.sqlite", *extra))
+        made.append(Serve(tmp_path / "journal.sqlite", *extra))
         return made[-1]
 
     yield build
