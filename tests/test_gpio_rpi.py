@@ -14,10 +14,12 @@ import re
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
+from contextlib import closing
 from pathlib import Path
 from types import ModuleType
 
@@ -35,6 +37,7 @@ from rpisensor.hw.interfaces import (
 )
 from tests import emulated_pi
 from tests.emulated_pi import EmulatedPi, unavailable_reason
+from tests.v2_subscriber import RawSubscriber
 
 # /proc/cpuinfo and /proc/device-tree/model of a few machines.
 PI3_CPUINFO = "processor\t: 0\nHardware\t: BCM2835\nRevision\t: a02082\nSerial\t\t: 00000000c0ffee00\n"
@@ -514,6 +517,37 @@ class EmulatedPiServerTests(EmulatedPiServer):
         self.assertButtonFollowsBCM8(port)
         self.assertEqual(self.stop_server(), 0, self.log_text())
         self.assertNotIn("Traceback", self.log_text())
+
+
+    def test_polled_changes_reach_the_journal_and_a_subscriber(self) -> None:
+        """
+        RPi.GPIO has no edges rpisensor relies on: every --poll-interval the input is read,
+        and each change of BCM 8's level is one journal entry, streamed to a v2 subscriber
+        once, in order; go answers the same level.
+        """
+        journal = self.directory / "journal.sqlite"
+        self.pi.set_levels(high={8})  # the button released (pull-up, active low)
+        port = self.start_server("--poll-interval", "0.02", "--journal", str(journal))
+        subscriber = RawSubscriber(port, 0)
+        self.addCleanup(subscriber.close)
+        first = subscriber.next_entry()
+        self.assertEqual((first["seq"], first["value"], first["text"]), (1, 0, "Button released"))
+        for count in range(1, 7):
+            pressed = count % 2 == 1
+            self.pi.set_levels(high=set() if pressed else {8})
+            entry = subscriber.next_entry()
+            text = "Button pressed" if pressed else "Button released"
+            self.assertEqual((entry["seq"], entry["value"], entry["text"]), (count + 1, int(pressed), text))
+            self.assertEqual(self.ask(port), text)
+        self.assertEqual(self.stop_server(), 0, self.log_text())
+        rest = subscriber.read_to_end()
+        self.assertEqual([verb for verb, _ in rest if verb == "reading"], [], rest)
+        self.assertIn("each input is read every 0.02 s (--poll-interval)", self.log_text())
+        received = [(e["seq"], e["sensor"], e["value"], e["text"]) for e in subscriber.entries]
+        with closing(sqlite3.connect(journal)) as db:
+            rows = db.execute("SELECT seq, sensor, value, text FROM entries ORDER BY seq").fetchall()
+        self.assertEqual(received, rows)
+        self.assertEqual([value for _, _, value, _ in rows], [0, 1, 0, 1, 0, 1, 0])
 
 
 class EmulationPrerequisiteTests(SynchronousTestCase):

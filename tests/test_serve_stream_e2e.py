@@ -18,51 +18,9 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.processes import FOREGROUND, Twistd, connect_tcp, request, run_twistd, wait_until
 from tests.support import LOOPBACK
+from tests.v2_subscriber import RawSubscriber
 
 SERVE_TAC = Path(__file__).resolve().parent.parent / "tac" / "serve.tac"
-
-
-class RawSubscriber:
-    """A blocking socket that sends hello and subscribe, then reads frames and acks each entry."""
-
-    def __init__(self, port: int, after: int | None) -> None:
-        self.sock = connect_tcp(port)
-        self._buffer = b""
-        self.entries: list[dict] = []
-        self.send('hello {"v":2,"role":"subscribe","heartbeat":5}')
-        verb, self.welcome = self.next_frame()
-        assert verb == "welcome", (verb, self.welcome)
-        self.send("subscribe " + json.dumps({} if after is None else {"after": after}))
-
-    def send(self, text: str) -> None:
-        self.sock.sendall(text.encode() + b"\0")
-
-    def next_frame(self) -> tuple[str, dict | None]:
-        while b"\0" not in self._buffer:
-            block = self.sock.recv(4096)
-            if not block:
-                raise AssertionError(f"the server closed the subscription; got {self._buffer!r}")
-            self._buffer += block
-        body, self._buffer = self._buffer.split(b"\0", 1)
-        verb, _, rest = body.decode().partition(" ")
-        if verb == "error:":
-            raise AssertionError(f"the server said: {body.decode()}")
-        return verb, json.loads(rest) if rest else None
-
-    def read_until(self, seq: int) -> None:
-        """Read (and ack) entries until entry C{seq} has come."""
-        while not self.entries or self.entries[-1]["seq"] < seq:
-            verb, body = self.next_frame()
-            if verb == "heartbeat":
-                self.send("heartbeat")
-            elif verb == "reading":
-                self.entries.append(body)
-                self.send(f'ack {{"seq":{body["seq"]}}}')
-            else:
-                raise AssertionError(f"unexpected frame {verb} {body}")
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def status(port: int) -> dict:

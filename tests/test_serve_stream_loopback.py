@@ -12,10 +12,7 @@ import sqlite3
 from contextlib import closing
 
 import pytest_twisted
-from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.task import LoopingCall
-from twisted.protocols.basic import LineOnlyReceiver
 
 from rpisensor.net.limits import ListenSettings
 from rpisensor.roles.serve.publishing import PublishSettings, open_publishing
@@ -23,55 +20,8 @@ from rpisensor.roles.serve.service import build_server_service
 from rpisensor.sensing.inputs import DEFAULT_INPUT
 from rpisensor.sensing.pool import open_reader
 from rpisensor.testing import listening_port, send_message, simulated_pins, wait_until
-from rpisensor.wire import v2
 from tests.support import LOOPBACK
-
-
-class Subscriber(LineOnlyReceiver):
-    """
-    A subscriber as the spec has it: hello, then subscribe after what it
-    has; it acknowledges each entry as it arrives and keeps them all.
-    """
-
-    delimiter = b"\0"
-    MAX_LENGTH = 64 * 1024
-
-    def __init__(self, after: int | None) -> None:
-        self.after = after
-        self.welcome: v2.Welcome | None = None
-        self.entries: list = []
-        self.errors: list[str] = []
-        self.lost: Deferred[None] = Deferred()
-
-    def connectionMade(self) -> None:
-        self.sendLine(v2.encode(v2.Hello("subscribe", heartbeat=1.0)).encode())
-
-    def lineReceived(self, line: bytes) -> None:
-        text = line.decode("utf-8")
-        if text.startswith("error:"):
-            self.errors.append(text)
-            return
-        frame = v2.parse(text)
-        if isinstance(frame, v2.Welcome):
-            self.welcome = frame
-            self.sendLine(v2.encode(v2.Subscribe(self.after)).encode())
-        elif isinstance(frame, v2.Reading | v2.Gap):
-            self.entries.append(frame)
-            seq = frame.seq if isinstance(frame, v2.Reading) else frame.last
-            self.sendLine(v2.encode(v2.Ack(seq)).encode())
-        elif isinstance(frame, v2.Heartbeat):
-            self.sendLine(b"heartbeat")
-
-    def connectionLost(self, reason) -> None:
-        self.lost.callback(None)
-
-    def live(self) -> list[tuple[int, str, int]]:
-        readings = [e for e in self.entries if isinstance(e, v2.Reading) and not e.snapshot]
-        return [(e.seq, e.sensor, e.value) for e in readings]
-
-    @property
-    def high(self) -> int:
-        return max([seq for seq, _, _ in self.live()] + [0])
+from tests.v2_subscriber import subscribe
 
 
 async def start(reactor, tmp_path, **settings):
@@ -83,10 +33,6 @@ async def start(reactor, tmp_path, **settings):
     service.startService()
     port = (await listening_port(service)).getHost().port
     return service, backend, publishing, path, port
-
-
-async def subscribe(reactor, port: int, after: int | None) -> Subscriber:
-    return await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), Subscriber(after))
 
 
 def journal_rows(path) -> list[tuple[int, str, int]]:
