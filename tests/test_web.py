@@ -134,6 +134,7 @@ class APITests(WebTestCase):
         self.assertEqual((tile["id"], tile["text"], tile["kind"]), (3, "Button pressed", "digital"))
         self.assertEqual(body["controls"], {"simulate": ["button"], "outputs": []})
         self.assertEqual(body["health"], {"journal": {"last": 3}})
+        self.assertEqual(body["stream"], self.journal.journal.stream)
 
     def test_a_remote_client_gets_no_simulate_buttons(self):
         request = Request(b"/api/state", client="192.168.0.9")
@@ -300,6 +301,12 @@ class EventStreamTests(WebTestCase):
         self.assertEqual(self.events(request), [])
         self.record(1)
         self.assertEqual([e["id"] for e in self.events(request)], [3])
+
+    def test_the_health_event_names_the_stream_first(self):
+        request = self.get(b"/events")
+        block = request.body().decode().split("\n\n")[1]
+        self.assertTrue(block.startswith("event: health\ndata: "), block)
+        self.assertEqual(json.loads(block.split("data: ", 1)[1])["stream"], self.journal.journal.stream)
 
     def test_heartbeat_comments(self):
         request = self.get(b"/events")

@@ -90,6 +90,7 @@ class StateResource(_JSONResource):
         return {
             **self.info,
             "now": iso_time(self.clock.seconds()),
+            "stream": self.feed.stream,
             "last": last,
             "tiles": tiles,
             "health": self.health(),

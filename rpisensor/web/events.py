@@ -243,7 +243,8 @@ class EventHub:
     def health_event(self) -> bytes | None:
         if self.health is None:
             return None
-        data = json.dumps(self.health(), ensure_ascii=False, separators=(",", ":"))
+        body = {"stream": self.feed.stream, **self.health()}
+        data = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
         return f"event: health\ndata: {data}\n\n".encode()
 
     def _health(self) -> None:

@@ -15,6 +15,7 @@ a time range. Two sources:
 
 from __future__ import annotations
 
+import secrets
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -89,6 +90,14 @@ class Feed:
         self.latest: dict[tuple[str, str], Event] = {}
         self.last = 0
 
+    @property
+    def stream(self) -> str:
+        """
+        What the ids count in: a page that sees another (a journal made anew, a
+        receiving role restarted) loads again instead of resuming.
+        """
+        raise NotImplementedError
+
     def add_listener(self, listener: Listener) -> None:
         self._listeners.append(listener)
 
@@ -136,6 +145,10 @@ class JournalFeed(Feed):
         super().__init__()
         self.journal = journal
         self.device = device
+
+    @property
+    def stream(self) -> str:
+        return self.journal.journal.stream
 
     def start(self) -> Deferred:
         """Learn the latest reading of each sensor, then follow the journal's commits."""
@@ -189,6 +202,11 @@ class ReceivedFeed(Feed):
         super().__init__()
         self._buffer: deque[Event] = deque(maxlen=keep)
         self._history = history
+        self._stream = secrets.token_hex(8)  # the ids start again at every start
+
+    @property
+    def stream(self) -> str:
+        return self._stream
 
     def on_reading(self, reading) -> None:
         """A L{rpisensor.stream.records.StreamReading} was stored (the roles' C{on_reading})."""

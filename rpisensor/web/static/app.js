@@ -30,7 +30,7 @@ async function getJSON(url) {
 
 async function load() {
   const state = await getJSON("/api/state");
-  page.info = { role: state.role, device: state.device };
+  page.info = { role: state.role, device: state.device, stream: state.stream };
   page.offset = Date.parse(state.now) - Date.now();
   page.controls = state.controls;
   page.health = state.health;
@@ -62,6 +62,8 @@ function follow() {
   });
   source.addEventListener("health", (message) => {
     page.health = JSON.parse(message.data);
+    // The ids count in another stream now (a journal made anew, a role restarted): start over.
+    if (page.health.stream !== page.info.stream) location.reload();
     renderHealth();
   });
   source.onopen = () => setOnline(true);
