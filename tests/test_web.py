@@ -489,7 +489,8 @@ class OutputsTests(WebTestCase):
 
     def switch(self, name=b"led", action="on", client="127.0.0.1", headers=None):
         request = Request(b"/api/outputs/" + name, b"POST", client=client, action=action)
-        for header, value in ({"X-Rpisensor": "1"} if headers is None else headers).items():
+        sent = {"X-Rpisensor": "1", "Host": "192.168.0.17:8080"} if headers is None else headers
+        for header, value in sent.items():
             request.requestHeaders.addRawHeader(header, value)
         request.postpath = [name]
         request.render(self.web.root.children[b"api"].children[b"outputs"])
@@ -511,7 +512,17 @@ class OutputsTests(WebTestCase):
         self.assertEqual(self.switch(headers={}).responseCode, 403)
         self.assertEqual(self.switch(name=b"fan").responseCode, 404)
         self.assertEqual(self.switch(action="maybe").responseCode, 400)
+        rebound = self.switch(headers={"X-Rpisensor": "1", "Host": "evil.example:8080"})
+        self.assertEqual(rebound.responseCode, 403)
+        self.assertIn("own host name", rebound.json()["error"])
         claimed = self.switch(name=b"pump")
         self.assertEqual(claimed.responseCode, 409)
         self.assertIn("claimed by", claimed.json()["error"])
         self.assertFalse(self.switches.levels["led"])
+
+    def test_a_page_opened_by_this_machines_name_switches(self):
+        import socket
+
+        own = self.switch(headers={"X-Rpisensor": "1", "Host": f"{socket.gethostname()}.local:8080"})
+        self.assertEqual(own.responseCode, None)
+        self.assertTrue(self.switches.levels["led"])

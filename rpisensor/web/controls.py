@@ -12,6 +12,8 @@ Who may: simulated inputs only with simulated pins and from this machine
 (loopback), as C{sim}, and only on a page opened by a loopback name
 (C{127.0.0.1}, C{localhost}, C{[::1]}): a site whose name an attacker points
 at 127.0.0.1 (DNS rebinding) would otherwise count as this server's origin.
+Outputs likewise need the page opened by an address or this machine's own
+name, since the grant goes by the browser's address.
 Outputs: through an L{IOutputSwitches} (C{serve}'s is
 L{rpisensor.web.outputs.ControllerSwitches}), whose C{granted(request)}
 says whether this client holds the control grant; the page shows switches
@@ -84,17 +86,38 @@ def cross_site(request) -> str | None:
     return None
 
 
-def loopback_host(request) -> bool:
-    """Whether the request's C{Host} names this machine's loopback (C{127.0.0.1:8080}, C{localhost}, C{[::1]})."""
+def _host_name(request) -> str:
+    """The name in the request's C{Host} header, without its port: C{127.0.0.1}, C{::1}, C{pi.local}."""
     host = (request.getHeader("host") or "").strip().lower()
     if host.startswith("["):
-        name = host[1:].partition("]")[0]
-    else:
-        name = host.rpartition(":")[0] if host.count(":") == 1 else host
+        return host[1:].partition("]")[0]
+    return host.rpartition(":")[0] if host.count(":") == 1 else host
+
+
+def loopback_host(request) -> bool:
+    """Whether the request's C{Host} names this machine's loopback (C{127.0.0.1:8080}, C{localhost}, C{[::1]})."""
+    name = _host_name(request)
     if name == "localhost":
         return True
     ip = ip_of(name) if name else None
     return ip is not None and ip.is_loopback
+
+
+def own_host(request) -> bool:
+    """
+    Whether the request's C{Host} is an address, C{localhost}, or this machine's own name
+    (C{raspberrypi}, C{raspberrypi.local}, its full name): not a name an attacker's DNS
+    could point here.
+    """
+    import socket
+
+    name = _host_name(request)
+    if not name:
+        return False
+    if name == "localhost" or ip_of(name) is not None:
+        return True
+    own = socket.gethostname().lower()
+    return name in {own, f"{own}.local", socket.getfqdn().lower()}
 
 
 class SimulatedInputs:
@@ -185,6 +208,11 @@ class OutputsResource(_ChangeResource):
         outputs = self.controls.outputs
         if outputs is None or not outputs.granted(request):
             return error_response(request, 403, "switching outputs needs the control grant")
+        if not own_host(request):
+            return error_response(
+                request, 403, "switching outputs needs the page opened by this machine's address or "
+                "its own host name (not another name that leads here)",
+            )  # fmt: skip
         if name not in outputs.names:
             return error_response(request, 404, f"no output named {name[:40]!r}")
         if action not in ("on", "off"):
