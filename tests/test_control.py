@@ -564,3 +564,29 @@ class LogKindTests(SynchronousTestCase):
         client = pi.connect()
         pi.ask(client, *[f"set nothing{n} on" for n in range(100)])
         self.assertLessEqual(len(pi.factory.control_log._windows), 2)
+
+
+class OutputJournalTests(SynchronousTestCase):
+    """Output changes in serve's journal: the start-up level first, even when a command beats the journal."""
+
+    def test_a_command_before_the_journal_answers_is_recorded_after_the_start_up_level(self) -> None:
+        from rpisensor.roles.serve.control import OutputsService
+        from rpisensor.stream.journal import Journal
+        from rpisensor.stream.outbox import JournalService
+
+        harness = ControlHarness(outputs=(LED,))
+        journal_runner = FakeRunner()
+        journal = JournalService(harness.clock, Journal(None, current_boot="boot"), outbox=False,
+                                 runner=journal_runner)  # fmt: skip
+        journal.startService()
+        service = OutputsService(harness.controller, journal)
+        service.startService()
+        # The journal has not said what it last recorded yet when a client sets the LED.
+        self.assertEqual(harness.ask(harness.connect(), "set led on"), ["led on"])
+        for _ in range(5):
+            journal_runner.run_all()
+            harness.clock.advance(0)
+        self.assertEqual(
+            [(e.sensor, e.value, e.text) for e in journal.journal.after(0, 10)],
+            [("led", 0, "off"), ("led", 1, "on")],
+        )

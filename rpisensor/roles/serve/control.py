@@ -192,6 +192,8 @@ class OutputsService(Service):
         self.journal = journal
         self._clock_state = clock_state if clock_state is not None else ClockState()
         self._numbering = numbering
+        #: Start-up levels and changes waiting for the journal's last levels.
+        self._waiting: list | None = None
 
     def startService(self) -> None:
         super().startService()
@@ -200,18 +202,38 @@ class OutputsService(Service):
             outputs=describe_outputs(self.controller.specs, self._numbering),
         )
         if self.journal is not None:
-            self.journal.latest_per_sensor().addCallback(self._follow)
+            # The levels at start-up, and every change from now on, wait until the
+            # journal says what it last recorded: a command that comes first is
+            # then recorded after the start-up level, not instead of it.
+            now = self.controller.clock.seconds()
+            self._waiting = [(spec, self.controller.level(spec.name), now, True) for spec in self.controller.specs]
+            self.controller.add_listener(self._changed)
+            self.journal.latest_per_sensor().addCallbacks(self._follow, self._follow_failed)
+
+    def _changed(self, spec: OutputSpec, level: Level, when: float) -> None:
+        if self._waiting is not None:
+            self._waiting.append((spec, level, when, False))
+        else:  # shutdown's safe levels too: the journal closes after the outputs
+            self._record(spec, level, when)
 
     def _follow(self, latest) -> None:
-        """Record each output's level now where the journal says otherwise, then every change."""
+        """Record each start-up level the journal does not have already, then every change."""
+        waiting, self._waiting = self._waiting, None
         if not self.running:
             return
-        for spec in self.controller.specs:
-            level = self.controller.level(spec.name)
+        for spec, level, when, at_start in waiting:
             known = latest.get(spec.name)
-            if known is None or known.value != _value(level) or known.text != level.text:
-                self._record(spec, level, self.controller.clock.seconds())
-        self.controller.add_listener(self._record)
+            if at_start and known is not None and known.value == _value(level) and known.text == level.text:
+                continue
+            self._record(spec, level, when)
+
+    def _follow_failed(self, failure) -> None:
+        self._waiting = None
+        _log.error(
+            "Could not read the journal's last output levels ({error}): output changes are not "
+            "recorded for subscribers. Check the disk.",
+            error=failure.getErrorMessage(),
+        )  # fmt: skip
 
     def _record(self, spec: OutputSpec, level: Level, when: float) -> None:
         entry = NewReading(format_timestamp(when), self._clock_state.synced(), spec.name, _value(level), level.text)
@@ -223,7 +245,7 @@ class OutputsService(Service):
         d.addCallback(lambda _: _log.info(
             "Outputs back to their safe levels, their pins returned to input."
         ))  # fmt: skip
-        d.addCallback(lambda _: self.controller.remove_listener(self._record))
+        d.addCallback(lambda _: self.controller.remove_listener(self._changed))
         return d
 
 
