@@ -54,6 +54,15 @@ def outbox_last(path: Path) -> int:
     return last or 0
 
 
+def reporter_status(directory: Path) -> str:
+    """The status line of the reporter working in C{directory}, or why there is none yet (it is starting)."""
+    try:
+        with connect_unix(str(directory / "rpisensor-report.sock")) as sock:
+            return request(sock, b"status").rstrip(b"\0").decode()
+    except OSError as e:
+        return f"no status yet: {e}"
+
+
 class ExactlyOnceTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.scratch = Path(tempfile.mkdtemp(prefix="rpisensor-once-"))
@@ -100,12 +109,7 @@ class ExactlyOnceTests(SynchronousTestCase):
         return "\n".join(parts)
 
     def status(self) -> str:
-        """The reporter's status line, or why there is none yet (it is starting)."""
-        try:
-            with connect_unix(str(self.pi / "rpisensor-report.sock")) as sock:
-                return request(sock, b"status").rstrip(b"\0").decode()
-        except OSError as e:
-            return f"no status yet: {e}"
+        return reporter_status(self.pi)
 
     def test_every_reading_once_in_order(self) -> None:
         """Cuts, a half-open link, a killed and a stopped reporter, a killed collector: nothing lost, nothing twice."""

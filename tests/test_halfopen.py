@@ -26,8 +26,8 @@ from pathlib import Path
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from tests.processes import Twistd, connect_unix, request, wait_until
-from tests.test_exactly_once import DEVICE, gaps, outbox_last, stored
+from tests.processes import Twistd, wait_until
+from tests.test_exactly_once import DEVICE, gaps, outbox_last, reporter_status, stored
 
 #: The collector's address inside its namespace, and the reporter's.
 COLLECTOR_IP = "10.213.0.2"
@@ -99,7 +99,9 @@ class Namespaces:
             _run("ip", "netns", "delete", name)
 
 
-class HalfOpenLinkTests(SynchronousTestCase):
+class NamespacesTestCase(SynchronousTestCase):
+    """A test on a fresh pair of namespaces, deleted after it."""
+
     def setUp(self) -> None:
         missing = _missing()
         if missing:
@@ -107,6 +109,9 @@ class HalfOpenLinkTests(SynchronousTestCase):
         self.net = Namespaces()
         self.addCleanup(self.net.delete)
         self.net.create()
+
+
+class HalfOpenLinkTests(NamespacesTestCase):
 
     def start(self, namespace: str, *args: str) -> Twistd:
         twistd = Twistd("rpisensor", *args, wrapper=self.net.exec(namespace))
@@ -139,7 +144,7 @@ class HalfOpenLinkTests(SynchronousTestCase):
         collector.stop_cleanly()
 
 
-class StreamAcrossABlackholeTests(SynchronousTestCase):
+class StreamAcrossABlackholeTests(NamespacesTestCase):
     """
     The exactly-once stream (protocol v2) across a real network path that fails twice:
     blackholed by iptables (half-open: no FIN, no RST), then the link taken down. Every
@@ -147,12 +152,7 @@ class StreamAcrossABlackholeTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        missing = _missing()
-        if missing:
-            raise SkipTest(missing)
-        self.net = Namespaces()
-        self.addCleanup(self.net.delete)
-        self.net.create()
+        super().setUp()
         self.pi = Path(tempfile.mkdtemp(prefix="rpisensor-pi-"))
         self.pc = Path(tempfile.mkdtemp(prefix="rpisensor-pc-"))
         self.addCleanup(shutil.rmtree, self.pi, True)
@@ -185,11 +185,7 @@ class StreamAcrossABlackholeTests(SynchronousTestCase):
         return "\n".join(f"--- {name}\n{t.log()[-6000:]}" for name, t in self.running.items())
 
     def status(self) -> str:
-        try:
-            with connect_unix(str(self.pi / "rpisensor-report.sock")) as sock:
-                return request(sock, b"status").rstrip(b"\0").decode()
-        except OSError as e:
-            return f"no status yet: {e}"
+        return reporter_status(self.pi)
 
     def test_every_reading_once_across_a_blackhole_and_a_downed_link(self) -> None:
         collector = self.start(
