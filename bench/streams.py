@@ -269,6 +269,7 @@ class Usage:
         used = {name: proc_cpu_seconds(pid) - self.cpu0[name] for name, pid in self.pids.items()}
         foreign = machine_busy_seconds() - self.busy0 - sum(used.values()) - own_extra
         out = {f"{name}_cpu": 100 * u / dt for name, u in used.items()}
+        out.update({f"{name}_cpu_s": u for name, u in used.items()})
         out["foreign"] = max(0.0, 100 * foreign / dt)
         return out
 
@@ -344,6 +345,9 @@ def c1_once(cfg: Config, rep: int, sockets: Path) -> dict:
         "seconds": t_acked - t0,
         "stored_s": t_stored - t0,
         "rate": n / (t_acked - t0),
+        # CPU per reading, and what one CPU of its own would allow at that cost
+        "collector_us": 1e6 * cpu["collector_cpu_s"] / n,
+        "reporter_us": 1e6 * cpu["reporter_cpu_s"] / n,
         **cpu,
     }
 
@@ -405,7 +409,7 @@ def c2(cfg: Config, sockets: Path) -> dict:
             wait_for("the first reading stored", lambda: store.high("bench-c2") > 0, reporter)
             time.sleep(cfg.c2_warmup)
             io0, high0 = io_counters(reporter.pid), store.high("bench-c2")
-            usage = Usage({"reporter": reporter.pid})
+            usage = Usage({"reporter": reporter.pid, "collector": store_collector.pid})
             seconds, syncs, why = strace_syncs(reporter.pid, cfg.c2_window, work / "strace.txt")
             io1, high1 = io_counters(reporter.pid), store.high("bench-c2")
             cpu = usage.end()
@@ -566,9 +570,10 @@ def build_table(res: dict, cfg: Config, judge: bool) -> list[list[str]]:
         r = res["C1"]
         rows.append([f"C1 catch-up, {cfg.c1_readings:,} queued", "readings/s stored and acknowledged",
                      fmt(r["rate"]), ">= 50,000/s", verdict(r["rate"] >= 50_000),
-                     f"{r['seconds']:.2f} s (all stored at {r['stored_s']:.2f} s); CPU % collector "
-                     f"{fmt(r['collector_cpu'], 'pct')}, reporter {fmt(r['reporter_cpu'], 'pct')}; "
-                     f"median of {cfg.c1_reps}"])  # fmt: skip
+                     f"{r['seconds']:.2f} s (all stored at {r['stored_s']:.2f} s), median of {cfg.c1_reps}; "
+                     f"CPU collector {fmt(r['collector_cpu'], 'pct')} %, {r['collector_us']:.1f} us/reading "
+                     f"(a CPU of its own: {fmt(1e6 / r['collector_us'])}/s), reporter "
+                     f"{fmt(r['reporter_cpu'], 'pct')} %, {r['reporter_us']:.1f} us/reading"])  # fmt: skip
     if "C2" in res:
         r = res["C2"]
         kib = r["write_bytes_per_s"] / 1024

@@ -55,6 +55,7 @@ class Reporter(NullTerminatedProtocol):
         self.loop: LoopingCall | None = None
 
     def connectionMade(self) -> None:
+        self.transport.setTcpNoDelay(True)  # as rpisensor's reporter does on a v2 link
         hello = v2.Hello("report", self.device, self.stream, heartbeat=10.0, last=0)
         self.sendMessage(v2.encode(hello))
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from rpisensor.net.nodelay import send_at_once
 from rpisensor.net.reconnect import DEFAULT_DEAD_PEER_TIMEOUT
 from rpisensor.stream.heartbeat import Heartbeat, interval_for
 from rpisensor.stream.receiver import StreamReceiver
@@ -86,6 +87,7 @@ class ReportSession:
             factory.registry, hello, None, self.send, self._close, factory.clock,
             factory.stamp, connection.peer, identity, factory.stream_log, store_batch=self._deliver,
         )  # fmt: skip
+        send_at_once(connection.transport)  # acks go out at once, not after the reporter's delayed ACK
         welcome = self.receiver.welcome()
         shown = int(interval) if float(interval).is_integer() else interval  # 10, not 10.0
         self.send(v2.encode(v2.Welcome(acked=welcome.acked, heartbeat=shown)))
