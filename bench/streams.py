@@ -123,7 +123,7 @@ class Proc:
 
 def start(name: str, command: list[str], cwd: Path, cpu: int | None, env: dict | None = None) -> Proc:
     log = LOGS / f"{name}.log"
-    with open(log, "ab") as out:
+    with open(log, "wb") as out:
         popen = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=cwd,
             preexec_fn=pinned(cpu), env={**os.environ, **(env or {})},
@@ -546,9 +546,9 @@ def c4(cfg: Config, sockets: Path) -> dict:
         db.close()
     finally:
         stop(store_collector)
-    if stored != (report["sent"], report["sent"]):
-        raise BenchError(f"C4: {report['sent']} readings acknowledged, but the store holds {stored[0]} "
-                         f"({stored[1]} distinct)")  # fmt: skip
+    if report["acked"] != report["sent"] or stored != (report["sent"], report["sent"]):
+        raise BenchError(f"C4: {report['sent']} readings sent, {report['acked']} acknowledged, but the store "
+                         f"holds {stored[0]} ({stored[1]} distinct)")  # fmt: skip
     return {**report, "stored": stored[0], **cpu}
 
 

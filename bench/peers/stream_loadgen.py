@@ -90,6 +90,8 @@ class Reporter(NullTerminatedProtocol):
         self.run.maybe_done()
 
     def start(self, period: float) -> None:
+        if self.run.draining or self.run.finished:
+            return
         self.loop = LoopingCall(self.send_one)
         self.loop.start(period, now=True)
 
@@ -98,6 +100,8 @@ class Reporter(NullTerminatedProtocol):
             self.loop.stop()
 
     def send_one(self) -> None:
+        if self.run.draining or self.run.finished:
+            return
         self.seq += 1
         now = time.time()
         reading = v2.Reading(
@@ -134,7 +138,7 @@ class Run:
 
     def welcomed(self) -> None:
         self._welcomed += 1
-        if self._welcomed == len(self.reporters):
+        if self._welcomed == self.args.reporters:  # (not len(reporters): some may not be connected yet)
             self.begin()
 
     def begin(self) -> None:
