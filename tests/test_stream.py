@@ -172,6 +172,23 @@ class DeliveryTests(StreamTestCase):
         pair.settle()
         self.assertEqual(pair.store.readings(), [1, 2, 3, 4, 5])
 
+    def test_read_ahead_while_the_window_is_full(self) -> None:
+        """With the window full, the next window's entries are read meanwhile: the ack's answer needs no read."""
+        pair = self.pair(window=3)
+        pair.take(*range(8))
+        reads = []
+        after = pair.outbox.after
+        pair.outbox.after = lambda seq, limit: (reads.append((seq, limit)), after(seq, limit))[1]
+        pair.connect()
+        self.assertEqual([v2.parse(t).seq for t in pair.to_collector], [1, 2, 3])
+        self.assertEqual(reads, [(0, 3), (3, 3)])  # the window, then the next one while waiting
+        pair.deliver()
+        self.assertEqual([v2.parse(t).seq for t in pair.to_collector], [4, 5, 6])
+        self.assertEqual(reads[2:], [(6, 3)])  # 4..6 came from memory; 7, 8 are read ahead in turn
+        pair.settle()
+        self.assertEqual(pair.store.readings(), list(range(1, 9)))
+        self.assertEqual(len(reads), 3)
+
     def test_cut_loses_nothing(self) -> None:
         """A cut with frames and acks in flight: the next connection sends what was not stored."""
         pair = self.pair()
