@@ -94,6 +94,8 @@ PATTERN = (0.137, 0.173)
 
 SERVER_CPU: int | None = None
 CLIENT_CPU: int | None = None
+#: --collector-from / --reporter-from: another checkout whose rpisensor package those processes import.
+CODE_FROM: dict[str, str] = {}
 
 
 # ---------------------------------------------------------------- processes
@@ -122,6 +124,9 @@ class Proc:
 
 
 def start(name: str, command: list[str], cwd: Path, cpu: int | None, env: dict | None = None) -> Proc:
+    side = "collector" if "-collect" in name else "reporter"
+    if side in CODE_FROM:
+        env = {**(env or {}), "PYTHONPATH": CODE_FROM[side]}
     log = LOGS / f"{name}.log"
     with open(log, "wb") as out:
         popen = subprocess.Popen(
@@ -629,6 +634,7 @@ def notes(res: dict) -> str:
     foreign = {name: r["foreign"] for name, r in res.items() if "foreign" in r}
     lines = [
         f"{pinning}. CPU % is of one CPU.",
+        *(f"The {side}s ran the rpisensor package of {where}." for side, where in CODE_FROM.items()),
         "CPU used by other processes on the machine during each measurement (% of one CPU): "
         + (", ".join(f"{name} {v:.0f}" for name, v in foreign.items()) or "-") + ".",
     ]
@@ -647,7 +653,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny sizes, goals not judged (CI)")
     parser.add_argument("--only", help="comma-separated scenarios to run, e.g. C1,C3")
+    for side in ("collector", "reporter"):
+        parser.add_argument(f"--{side}-from", metavar="DIR",
+                            help=f"run the {side}s with the rpisensor package of another checkout DIR "
+                                 "(e.g. a git worktree of an older commit), to compare")  # fmt: skip
     args = parser.parse_args()
+    for side in ("collector", "reporter"):
+        where = getattr(args, f"{side}_from")
+        if where:
+            if not (Path(where) / "rpisensor" / "__init__.py").exists():
+                parser.error(f"--{side}-from {where}: no rpisensor package there")
+            CODE_FROM[side] = str(Path(where).resolve())
     cfg = QUICK if args.quick else FULL
     only = [s.strip().upper() for s in args.only.split(",")] if args.only else list(SCENARIOS)
     unknown = [s for s in only if s not in SCENARIOS]
