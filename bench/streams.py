@@ -3,7 +3,7 @@
 The event streams' benchmark (protocol v2: report -> collect), one command,
 one table:
 
-    .venv/bin/python bench/streams.py            # full sizes, about 3 minutes
+    .venv/bin/python bench/streams.py            # full sizes, about 2.5 minutes
     .venv/bin/python bench/streams.py --quick    # every scenario at tiny sizes (CI)
 
 Four scenarios, each against real twistd processes on 127.0.0.1 (the
