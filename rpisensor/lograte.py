@@ -89,6 +89,17 @@ class RateLimitedLog:
         self.suppressed += 1
         return False
 
+    def left_out(self, key: str, count: int) -> None:
+        """
+        Count C{count} more lines of kind C{key} as left out, without making
+        them: for a caller that was just told (by a C{False}) that the kind's
+        window is used up, and has many more such lines at once.
+        """
+        window = self._windows.get(key)
+        if window is not None and count > 0:
+            window.suppressed += count
+            self.suppressed += count
+
     def flush(self) -> None:
         """Log the summaries of every kind with lines left out (at shutdown)."""
         now = self._clock.seconds()

@@ -21,7 +21,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from rpisensor.net.limits import ListenSettings
-from rpisensor.roles.collect.collector import CollectorFactory
+from rpisensor.roles.collect.collector import READING_LINES, CollectorFactory
 from rpisensor.store import StoreService, store_file_for
 from rpisensor.stream.records import StreamGap, StreamReading
 from rpisensor.testing import FakeRunner, stored_messages, stored_stream
@@ -80,6 +80,15 @@ class Collector:
         self.runner.run_all()
 
 
+class NoDelayTransport(StringTransport):
+    """A TCP transport's setTcpNoDelay, recorded."""
+
+    no_delay = None
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        self.no_delay = enabled
+
+
 def sent(transport: StringTransport) -> list[str]:
     """The messages written to C{transport} since the last call; clears it."""
     data = transport.value()
@@ -123,6 +132,17 @@ class HandshakeTests(CollectV2TestCase):
         protocol, transport = c.connect()
         protocol.dataReceived(frames(hello()))
         self.assertEqual(sent(transport), ['welcome {"v":2,"acked":2,"heartbeat":10}'])
+
+    def test_stream_sends_at_once(self):
+        """A v2 stream's connection turns Nagle's algorithm off: an ack never waits for a delayed ACK."""
+        c = self.collector()
+        transport = NoDelayTransport(peerAddress=IPv4Address("TCP", "192.168.0.17", 40000))
+        protocol, _ = c.connect(transport=transport)
+        protocol.dataReceived(frames("Button pressed"))
+        self.assertIsNone(transport.no_delay)  # v1: as before
+        protocol, _ = c.connect(transport=NoDelayTransport(peerAddress=IPv4Address("TCP", "192.168.0.17", 40001)))
+        protocol.dataReceived(frames(hello()))
+        self.assertTrue(protocol.transport.no_delay)
 
     def test_default_heartbeat(self):
         """A hello without a heartbeat gets the default one (a third of 30 s), said in the welcome."""
@@ -280,6 +300,34 @@ class AckTests(CollectV2TestCase):
         self.assertEqual(transport.producerState, "producing")
         self.assertEqual(seqs(c.path), [(1,), (2,), (3,)])
         self.assertFalse(protocol.busy)
+
+    def test_a_replay_logs_a_bounded_number_of_readings(self):
+        """With a store, a stream's readings are logged one by one only up to a limit per window; the rest counted."""
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        c = self.collector()
+        protocol, transport = c.connect()
+        protocol.dataReceived(frames(hello()))
+        protocol.dataReceived(frames(*[reading(seq) for seq in range(1, 51)]))
+        c.write()
+        self.assertEqual(sent(transport)[1:], ['ack {"seq":50}'])
+        lines = [e["seq"] for e in events if e.get("log_format", "").startswith("Reading {seq}")]
+        self.assertEqual(lines, list(range(1, READING_LINES + 1)))
+        c.factory._reading_log.flush()
+        [summary] = [e for e in events if "more lines like this" in e.get("log_format", "")]
+        self.assertEqual(summary["count"], 50 - READING_LINES)
+
+    def test_bound_holds_within_one_segment(self):
+        """Entries of one segment are batched, yet the reporter is not read beyond the bound: the rest wait."""
+        c = self.collector(max_stream_pending=2)
+        protocol, transport = c.connect()
+        protocol.dataReceived(frames(hello()))
+        protocol.dataReceived(frames(*[reading(seq) for seq in range(1, 6)]))
+        self.assertEqual(transport.producerState, "paused")
+        self.assertEqual(protocol.session.receiver.state.accepted, 2)  # 3 to 5 are still in the buffer
+        c.write()
+        self.assertEqual(transport.producerState, "producing")
+        self.assertEqual(seqs(c.path), [(seq,) for seq in range(1, 6)])
+        self.assertEqual(sent(transport)[-1], 'ack {"seq":5}')
 
 
 class MalformedFrameTests(CollectV2TestCase):
@@ -486,6 +534,30 @@ class EmbeddingTests(CollectV2TestCase):
         calls[1][1].callback(None)
         c.clock.advance(0)
         self.assertEqual(sent(transport), ['ack {"seq":2}'])
+
+    def test_batch_hands_over_one_at_a_time(self):
+        """A segment's readings, stored as one batch: each is handed over in order; the ack waits for the last."""
+        calls: list[tuple[int, Deferred]] = []
+
+        def on_reading(record):
+            d = Deferred()
+            calls.append((record.seq, d))
+            return d
+
+        c = self.collector(on_reading=on_reading)
+        protocol, transport = c.connect()
+        protocol.dataReceived(frames(hello()))
+        protocol.dataReceived(frames(reading(1), reading(2), reading(3)))
+        c.write()
+        self.assertEqual([seq for seq, _ in calls], [1])
+        calls[0][1].callback(None)
+        calls[1][1].callback(None)
+        c.clock.advance(0)
+        self.assertEqual([seq for seq, _ in calls], [1, 2, 3])
+        self.assertEqual(sent(transport)[1:], [])  # not before all three are handed over
+        calls[2][1].callback(None)
+        c.clock.advance(0)
+        self.assertEqual(sent(transport), ['ack {"seq":3}'])
 
     def test_failing_callback_is_not_acknowledged(self):
         """A callback that fails leaves its reading unacknowledged: the reporter sends it again."""

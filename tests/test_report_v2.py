@@ -42,6 +42,15 @@ class Synced:
         return True
 
 
+class TCPTransport(StringTransport):
+    """A TCP transport's setTcpNoDelay, recorded."""
+
+    no_delay = None
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        self.no_delay = enabled
+
+
 def frames(transport: StringTransport) -> list[str]:
     """The whole messages written to C{transport} since the last call; clears it."""
     data = transport.value()
@@ -67,7 +76,7 @@ class Link:
         self.collector_transport = StringTransport(peerAddress=IPv4Address("TCP", "192.168.0.10", 40000))
         self.collector.makeConnection(self.collector_transport)
         self.reporter = harness.factory.buildProtocol(None)
-        self.reporter_transport = StringTransport(peerAddress=IPv4Address("TCP", "192.168.0.17", 22000))
+        self.reporter_transport = TCPTransport(peerAddress=IPv4Address("TCP", "192.168.0.17", 22000))
         self.reporter.makeConnection(self.reporter_transport)
         self.closed = False
 
@@ -223,6 +232,16 @@ class HandshakeTests(SynchronousTestCase):
         self.assertEqual(h.outbox.acked, 3)
         self.assertEqual(h.reporter.last_ack, (3, START + 2.0))
         self.assertEqual(h.collector.plain, [])
+
+    def test_v2_sends_at_once(self) -> None:
+        """Once welcomed, the link turns Nagle's algorithm off: a reading never waits for a delayed ACK."""
+        h = V2Harness(self)
+        h.start()
+        link = h.connect()
+        self.assertIsNone(link.reporter_transport.no_delay)  # while saying hello: as before
+        link.pump()
+        self.assertEqual(link.reporter.mode, "2")
+        self.assertTrue(link.reporter_transport.no_delay)
 
     def test_welcome_acked_resumes_there(self) -> None:
         """The sender starts after the welcome's acked: what the collector has is not sent again."""

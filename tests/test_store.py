@@ -17,6 +17,7 @@ from rpisensor.store import (
     JsonLinesFile,
     Record,
     SQLiteFile,
+    StoreClosed,
     StoreOpenError,
     StoreService,
     store_file_for,
@@ -91,6 +92,29 @@ class StoreServiceTests(SynchronousTestCase):
         self.successResultOf(first)
         self.successResultOf(second)
         self.assertEqual([r["message"] for r in read_jsonl(self.path)], [A.message, B.message])
+
+    def test_append_many_is_one_deferred_in_order(self):
+        """A list of records goes in the same batch, in order, behind what came before; one Deferred for all."""
+        single = self.store.append(A)
+        group = self.store.append_many([B, A])
+        self.clock.advance(0)
+        self.assertEqual(len(self.runner.jobs), 1)
+        self.assertNoResult(group)
+        self.runner.run_all()
+        self.successResultOf(single)
+        self.assertIsNone(self.successResultOf(group))
+        self.assertEqual([r["message"] for r in read_jsonl(self.path)], [A.message, B.message, A.message])
+
+    def test_append_many_fails_whole(self):
+        """A group whose write the disk refuses fails with the OSError; so does one after a stop."""
+        store = self.full_disk_store()
+        group = store.append_many([A, B])
+        self.clock.advance(0)
+        self.runner.run_all()
+        self.assertEqual(self.failureResultOf(group, OSError).value.errno, errno.ENOSPC)
+        self.store.stopService()
+        self.runner.run_all()
+        self.failureResultOf(self.store.append_many([A]), StoreClosed)
 
     def test_write_failure_fails_each_append(self):
         """A write the disk refuses fails every record of its batch with the OSError."""

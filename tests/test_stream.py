@@ -11,7 +11,7 @@ import os
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from twisted.internet.defer import fail, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -172,6 +172,23 @@ class DeliveryTests(StreamTestCase):
         pair.settle()
         self.assertEqual(pair.store.readings(), [1, 2, 3, 4, 5])
 
+    def test_read_ahead_while_the_window_is_full(self) -> None:
+        """With the window full, the next window's entries are read meanwhile: the ack's answer needs no read."""
+        pair = self.pair(window=3)
+        pair.take(*range(8))
+        reads = []
+        after = pair.outbox.after
+        pair.outbox.after = lambda seq, limit: (reads.append((seq, limit)), after(seq, limit))[1]
+        pair.connect()
+        self.assertEqual([v2.parse(t).seq for t in pair.to_collector], [1, 2, 3])
+        self.assertEqual(reads, [(0, 3), (3, 3)])  # the window, then the next one while waiting
+        pair.deliver()
+        self.assertEqual([v2.parse(t).seq for t in pair.to_collector], [4, 5, 6])
+        self.assertEqual(reads[2:], [(6, 3)])  # 4..6 came from memory; 7, 8 are read ahead in turn
+        pair.settle()
+        self.assertEqual(pair.store.readings(), list(range(1, 9)))
+        self.assertEqual(len(reads), 3)
+
     def test_cut_loses_nothing(self) -> None:
         """A cut with frames and acks in flight: the next connection sends what was not stored."""
         pair = self.pair()
@@ -287,6 +304,111 @@ class ReceiverTests(StreamTestCase):
         """A collector with more of the stream than the journal (an old copy restored) is refused."""
         pair = self.pair()
         self.assertRaises(ReceiverAhead, StreamSender, pair.outbox, lambda text: None, 5)
+
+
+class BatchStore:
+    """A C{store_batch}: each call's list kept; durable when the test says, or failing."""
+
+    def __init__(self) -> None:
+        self.batches: list[list] = []
+        self.waiting: list[Deferred] = []
+
+    def __call__(self, records):
+        self.batches.append(list(records))
+        d = Deferred()
+        self.waiting.append(d)
+        return d
+
+    def seqs(self) -> list[list[int]]:
+        return [[r.seq for r in batch] for batch in self.batches]
+
+
+class BatchTests(StreamTestCase):
+    """A receiver with a C{store_batch}: what comes between hold and flush is stored as one batch."""
+
+    def receiver(self, store: BatchStore, closed: list, sent: list, stream: str = "s1") -> StreamReceiver:
+        hello = v2.Hello("report", "pi", stream, last=0)
+        return StreamReceiver(
+            StreamRegistry(), hello, None, sent.append, closed.append, self.clock, lambda: TS,
+            "192.168.0.17:40000", store_batch=store,
+        )  # fmt: skip
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.store, self.closed, self.sent = BatchStore(), [], []
+
+    def entry(self, seq: int, stream: str = "s1") -> v2.Reading:
+        return v2.Reading(stream, seq, TS, True, "button", seq % 2, "x")
+
+    def test_held_entries_are_one_batch_one_ack(self) -> None:
+        """Entries taken between hold and flush go to the store in one call, acknowledged together."""
+        receiver = self.receiver(self.store, self.closed, self.sent)
+        receiver.hold()
+        for seq in (1, 2, 3):
+            receiver.receive(self.entry(seq))
+        self.assertEqual(self.store.batches, [])
+        receiver.flush()
+        receiver.receive(self.entry(4))  # not held: on its own
+        self.assertEqual(self.store.seqs(), [[1, 2, 3], [4]])
+        self.store.waiting[0].callback(None)
+        self.clock.advance(0)
+        self.assertEqual(self.sent, [v2.encode(v2.Ack(3))])
+        self.store.waiting[1].callback(None)
+        self.clock.advance(0)
+        self.assertEqual(self.sent[1:], [v2.encode(v2.Ack(4))])
+
+    def test_bad_entry_stores_what_came_before(self) -> None:
+        """An entry out of order in a held run: the entries before it are stored, then the close."""
+        receiver = self.receiver(self.store, self.closed, self.sent)
+        receiver.hold()
+        receiver.receive(self.entry(1))
+        receiver.receive(self.entry(2))
+        receiver.receive(self.entry(5))
+        receiver.receive(self.entry(3))  # after the close: ignored
+        self.assertEqual(self.store.seqs(), [[1, 2]])
+        self.assertEqual(self.closed, ["error: entry 5 out of order, expected 3; reconnect and send from 1"])
+        receiver.flush()
+        self.assertEqual(self.store.seqs(), [[1, 2]])
+
+    def test_lost_connection_stores_what_was_held(self) -> None:
+        """Whole entries received are stored even when the connection goes while they are held."""
+        receiver = self.receiver(self.store, self.closed, self.sent)
+        receiver.hold()
+        receiver.receive(self.entry(1))
+        receiver.connection_lost()
+        self.assertEqual(self.store.seqs(), [[1]])
+
+    def test_nothing_stored_after_a_failed_write(self) -> None:
+        """After a write fails, held entries are dropped (the sender replays them), never stored past the hole."""
+        receiver = self.receiver(self.store, self.closed, self.sent)
+        receiver.hold()
+        receiver.receive(self.entry(1))
+        receiver.flush()
+        receiver.hold()
+        receiver.receive(self.entry(2))
+        self.store.waiting[0].errback(OSError(28, "No space left on device"))
+        self.assertTrue(self.closed[0].startswith("error: the collector could not store the reading"))
+        receiver.connection_lost()
+        self.assertEqual(self.store.seqs(), [[1]])
+        self.assertEqual(receiver.state.accepted, 0)
+
+    def test_newer_connection_takes_over_what_was_held(self) -> None:
+        """A newer connection for the stream: the entries the old one held are stored; the new one acks them."""
+        registry = StreamRegistry()
+        hello = v2.Hello("report", "pi", "s1", last=0)
+        old_sent, new_sent = [], []
+        old = StreamReceiver(registry, hello, None, old_sent.append, self.closed.append, self.clock, lambda: TS,
+                             "a", store_batch=self.store)  # fmt: skip
+        old.hold()
+        old.receive(self.entry(1))
+        new = StreamReceiver(registry, hello, None, new_sent.append, self.closed.append, self.clock, lambda: TS,
+                             "b", store_batch=self.store)  # fmt: skip
+        self.assertEqual(self.store.seqs(), [[1]])
+        self.assertIn("error: a newer connection for this stream took over", self.closed)
+        new.receive(self.entry(1))  # a duplicate of what is being stored
+        self.store.waiting[0].callback(None)
+        self.clock.advance(0)
+        self.assertEqual(new_sent, [v2.encode(v2.Ack(1))])
 
 
 class ExactlyOnceProperty(StreamTestCase):

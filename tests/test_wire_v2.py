@@ -78,6 +78,63 @@ class RoundTripTests(SynchronousTestCase):
         self.assertEqual(v2.parse_timestamp("2026-12-01T19:33:25.123Z").timestamp(), 1796153605.123)
 
 
+class CanonicalReadingTests(SynchronousTestCase):
+    """The fast path for readings as encode() writes them gives what the general parser gives, or steps aside."""
+
+    def general(self, text: str):
+        try:
+            return v2._parse_any(text)
+        except FrameError as e:
+            return str(e)
+
+    def test_plain_reading_takes_the_fast_path(self) -> None:
+        """The readings a reporter sends (plain text, no escapes) are matched by the fast path."""
+        for reading in (READING, Reading(STREAM, 7, READING.ts, False, "t_1", -2.5e-3, "21.5 C", "C", True)):
+            with self.subTest(reading=reading):
+                self.assertEqual(v2._canonical_reading(v2.encode(reading)), reading)
+
+    @given(readings)
+    @settings(max_examples=500)
+    def test_same_as_the_general_parser(self, reading) -> None:
+        """For any reading, the fast path returns the same reading as the general parser, or nothing."""
+        text = v2.encode(reading)
+        fast = v2._canonical_reading(text)
+        if fast is not None:
+            self.assertEqual(fast, reading)
+            self.assertEqual(type(fast.value), type(reading.value))
+        self.assertEqual(v2.parse(text), self.general(text))
+
+    @given(readings, st.integers(0, 400), st.integers(0, 400), st.text(max_size=3))
+    @settings(max_examples=1000)
+    def test_spliced_text_same_as_the_general_parser(self, reading, start, length, insert) -> None:
+        """A reading's text with any part replaced: the fast path never accepts what the general path refuses."""
+        text = v2.encode(reading)
+        spliced = text[:start] + insert + text[start + length :]
+        fast = v2._canonical_reading(spliced)
+        if fast is not None:
+            self.assertEqual(fast, self.general(spliced))
+
+    def test_edges_step_aside(self) -> None:
+        """What the fast path must not take (out of range, not a real date, escapes) gets the general answer."""
+        base = v2.encode(READING)
+        cases = [
+            base.replace('"seq":42', f'"seq":{v2.MAX_SEQ + 1}'),
+            base.replace("2026-12-01", "2026-13-01"),
+            base.replace('"value":1', '"value":1e999'),
+            base.replace('"value":1', '"value":' + "9" * 30),
+            base.replace("Button pressed", 'Button \\"pressed\\"'),
+            base.replace("Button pressed", "Button\tpressed"),
+        ]
+        for text in cases:
+            with self.subTest(text=text):
+                self.assertIsNone(v2._canonical_reading(text))
+                try:
+                    parsed = v2.parse(text)
+                except FrameError as e:
+                    parsed = str(e)
+                self.assertEqual(parsed, self.general(text))
+
+
 class MalformedTests(SynchronousTestCase):
     def assertRefused(self, text: str, wanted: str) -> None:
         error = self.assertRaises(FrameError, v2.parse, text)
@@ -101,6 +158,7 @@ class MalformedTests(SynchronousTestCase):
             ("reading {" + body.replace(".123Z", ".123") + ',"text":"t"}', "'ts' must be ISO 8601 UTC"),
             ("reading {" + body.replace('"value":1', '"value":"on"') + ',"text":"t"}', "'value' must be a finite"),
             ("reading {" + body.replace('"value":1', '"value":NaN') + ',"text":"t"}', "is not JSON"),
+            ("reading {" + body.replace('"value":1', '"value":' + "9" * 400) + ',"text":"t"}', "whole ones from"),
             ("reading {" + body.replace('"sensor":"b"', '"sensor":"no spaces"') + ',"text":"t"}', "'sensor' must be"),
             ("reading {" + body.replace('"stream":"s1"', '"stream":"a/b"') + ',"text":"t"}', "'stream' must be"),
             ('gap {"stream":"s","from":5,"to":4,"reason":"x"}', "'from' (5) is after 'to' (4)"),

@@ -87,7 +87,7 @@ class StoreService(Service):
             self.pool.threadFactory = _daemon_thread
             runner = partial(deferToThreadPool, reactor, self.pool)
         self._run = runner
-        self._batch: list[tuple[StoredRecord, Deferred]] = []
+        self._batch: list[tuple[list[StoredRecord], Deferred]] = []
         self._flush_call = None
         #: The write in the writer thread now, if any: the next batch waits for it.
         self._writing: Deferred | None = None
@@ -119,10 +119,14 @@ class StoreService(Service):
 
     def append(self, record: StoredRecord) -> Deferred[None]:
         """Queue C{record}; the result fires once it is written (for a stream entry: durably)."""
+        return self.append_many([record])
+
+    def append_many(self, records: list[StoredRecord]) -> Deferred[None]:
+        """Queue C{records}, in order; the result fires once all are written, in the same batch."""
         if not self.running:
             return fail(StoreClosed(f"the store {self.file.path} is closed (the collector is stopping)"))
         d: Deferred[None] = Deferred()
-        self._batch.append((record, d))
+        self._batch.append((records, d))
         if self._flush_call is None and self._writing is None:
             self._flush_call = self._reactor.callLater(0, self._flush)
         return d
@@ -137,7 +141,7 @@ class StoreService(Service):
         batch, self._batch = self._batch, []
         if not batch:
             return
-        self._writing = self._run(self.file.write, [record for record, _ in batch])
+        self._writing = self._run(self.file.write, [record for records, _ in batch for record in records])
         self._writing.addBoth(self._written, batch)
 
     def _written(self, result, batch) -> None:
@@ -169,7 +173,8 @@ class StoreService(Service):
             self._flush_call = None
         batch, self._batch = self._batch, []
         if batch:  # queued behind a write in flight, if any: one thread, in order
-            self._run(self.file.write, [record for record, _ in batch]).addBoth(self._deliver, batch)
+            records = [record for group, _ in batch for record in group]
+            self._run(self.file.write, records).addBoth(self._deliver, batch)
         closed = self._run(self.file.close)  # in the same thread, after the writes
         return Deferred.fromCoroutine(self._stopped(closed))
 

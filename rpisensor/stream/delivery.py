@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 
-from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
 from twisted.python.failure import Failure
 
 from rpisensor.store import StoreService
@@ -50,6 +50,24 @@ class Delivery:
         stored = self.store.append(record) if self.store is not None else succeed(None)
         if self.on_reading is None:
             return stored
+        return self._then_hand_over(record, stored)
+
+    def many(self, records: list[StreamRecord]) -> Deferred:
+        """
+        C{records} (in order) as one batch: the result fires once all are
+        stored and handed over, or fails with the first failure. Without an
+        C{on_reading}, they go to the store as one list (one Deferred).
+        """
+        if self.on_reading is None:
+            return self.store.append_many(records) if self.store is not None else succeed(None)
+        if len(records) == 1:
+            return self(records[0])
+        # Each reading is still handed over on its own, in order, once stored.
+        return gatherResults([self(record) for record in records], consumeErrors=True).addCallbacks(
+            lambda _: None, lambda failure: failure.value.subFailure
+        )
+
+    def _then_hand_over(self, record: StreamRecord, stored: Deferred) -> Deferred:
         done: Deferred = Deferred()
         entry = [record, done, _PENDING]
         self._queue.append(entry)

@@ -49,6 +49,8 @@ _SCHEMA = (
 
 Entry = Reading | Gap
 
+_SELECT = "SELECT seq, last, ts, synced, sensor, value, text, unit, reason FROM entries "
+
 
 @dataclass(frozen=True)
 class NewReading:
@@ -267,7 +269,10 @@ class Journal:
             return 0
         db = self._db
         with _transaction(db):  # an entry (a gap, maybe) that reaches past through stays whole
-            gone = db.execute("DELETE FROM entries WHERE COALESCE(last, seq) <= ?", (through,)).rowcount
+            # (seq <= through too, which every such entry has: the primary key's range, not a scan)
+            gone = db.execute(
+                "DELETE FROM entries WHERE seq <= ? AND COALESCE(last, seq) <= ?", (through, through)
+            ).rowcount
         self._load_bounds()
         return gone
 
@@ -283,12 +288,20 @@ class Journal:
     # -- reading --------------------------------------------------------------------
 
     def after(self, seq: int, limit: int) -> list[Entry]:
-        """Up to C{limit} entries after C{seq}, in order."""
-        rows = self._db.execute(
-            "SELECT seq, last, ts, synced, sensor, value, text, unit, reason FROM entries "
-            "WHERE seq > ? OR (last IS NOT NULL AND last > ?) ORDER BY seq LIMIT ?",
-            (seq, seq, limit),
-        ).fetchall()
+        """
+        Up to C{limit} entries after C{seq}, in order: first a gap that
+        reaches past C{seq}, if one does, then the entries that start after it.
+
+        Entries never overlap, so only the last one starting at or before
+        C{seq} can reach past it; both lookups are ranges of the primary key,
+        so a replay costs the same at the end of a long outbox as at its start.
+        """
+        db = self._db
+        rows = []
+        head = db.execute(_SELECT + "WHERE seq <= ? ORDER BY seq DESC LIMIT 1", (seq,)).fetchone()
+        if head is not None and head[1] is not None and head[1] > seq:
+            rows.append(head)
+        rows += db.execute(_SELECT + "WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit - len(rows))).fetchall()
         return [self._from_row(row) for row in rows]
 
     def readings_since(self, ts: str, limit: int) -> list[Reading]:

@@ -82,7 +82,13 @@ class StreamReceiver:
     """
     One connection's stream.
 
-    @param store: C{store(record) -> Deferred} firing once the record is durable.
+    @param store: C{store(record) -> Deferred} firing once the record is
+        durable; C{None} with a C{store_batch}.
+    @param store_batch: C{store_batch(records) -> Deferred} firing once all of
+        C{records} are durable. With it, the entries taken between L{hold} and
+        L{flush} (e.g. all the frames of one read from the socket) go to the
+        store as one list, acknowledged together: one Deferred per batch
+        instead of one per entry. Without it, every entry goes to C{store}.
     @param send: sends the text of one frame back.
     @param close: closes the connection, after C{send}ing an C{error:} line.
     @param stamp: the receiver's time now, as a frame timestamp.
@@ -97,7 +103,7 @@ class StreamReceiver:
         self,
         registry: StreamRegistry,
         hello: v2.Hello,
-        store: Callable[[StreamRecord], Deferred],
+        store: Callable[[StreamRecord], Deferred] | None,
         send: Callable[[str], None],
         close: Callable[[str], None],
         clock,
@@ -105,8 +111,15 @@ class StreamReceiver:
         peer: str,
         identity: str | None = None,
         log: RateLimitedLog | None = None,
+        store_batch: Callable[[list[StreamRecord]], Deferred] | None = None,
     ) -> None:
         self._registry = registry
+        self._store_batch = store_batch
+        #: Entries taken since L{hold}, not yet handed to the store, and the last seq they cover.
+        self.pending: list[StreamRecord] = []
+        self._pending_last = 0
+        self._holding = False
+        self._store_broke = False
         self._stream_log = log
         self._store = store
         self._send = send
@@ -152,8 +165,23 @@ class StreamReceiver:
         try:
             self._receive(frame)
         except SequenceError as e:
+            self.flush()  # what came before the bad entry is in order: it is stored
             self.closed = True
             self._close(f"error: {e}")
+
+    def hold(self) -> None:
+        """Keep the entries taken from now on until L{flush} (with a C{store_batch})."""
+        self._holding = self._store_batch is not None
+
+    def flush(self) -> None:
+        """Hand the entries held to the store, as one batch, and stop holding."""
+        self._holding = False
+        if not self.pending:
+            return
+        records, self.pending = self.pending, []
+        if self._store_broke:
+            return  # after a failed write nothing more is stored: the sender replays from the last ack
+        self._store_batch(records).addCallbacks(self._stored, self._store_failed, (self._pending_last,))
 
     def _receive(self, frame: v2.Reading | v2.Gap) -> None:
         if frame.stream != self.stream:
@@ -175,7 +203,13 @@ class StreamReceiver:
         record = self._record(frame, state.accepted + 1)
         state.accepted = last
         self.received += 1
-        self._store(record).addCallbacks(self._stored, self._store_failed, (last,))
+        if self._holding:
+            self.pending.append(record)
+            self._pending_last = last
+        elif self._store_batch is not None:
+            self._store_batch([record]).addCallbacks(self._stored, self._store_failed, (last,))
+        else:
+            self._store(record).addCallbacks(self._stored, self._store_failed, (last,))
         if self.replay_until is not None and first <= self.replay_until <= last:
             self._say(
                 LogLevel.info, "replayed",
@@ -211,6 +245,8 @@ class StreamReceiver:
     def _store_failed(self, failure: Failure) -> None:
         # What was accepted but not stored must come again: close, and the
         # sender replays from the last acknowledged entry.
+        self._store_broke = True
+        self.pending = []
         self.state.accepted = self.state.stored
         if not self.closed:
             self.closed = True
@@ -232,11 +268,13 @@ class StreamReceiver:
 
     def replaced(self) -> None:
         """A newer connection took this stream over."""
+        self.flush()  # entries this one took are stored; the newer one acknowledges them
         if not self.closed:
             self.closed = True
             self._close("error: a newer connection for this stream took over")
 
     def connection_lost(self) -> None:
+        self.flush()  # whole entries received are stored, even at a close
         self.closed = True
         if self._ack_call is not None and self._ack_call.active():
             self._ack_call.cancel()

@@ -82,7 +82,12 @@ class StreamSender:
         self.pump()
 
     def pump(self) -> None:
-        """Send what the window, the transport and the journal allow."""
+        """
+        Send what the window, the transport and the journal allow; with the
+        window full, read the next entries from the journal meanwhile, so
+        that the next ack finds them at hand (a replay then never waits for
+        the journal between acks).
+        """
         last = self._journal.journal.last
         while not (self.paused or self.stopped) and self.in_flight < self.window and self.next <= last:
             entry = self._cache.pop(self.next, None)
@@ -92,13 +97,15 @@ class StreamSender:
             self._send(v2.encode(entry))
             self.sent += 1
             self.next = span(entry)[1] + 1
+        if not (self.paused or self.stopped) and self.next <= last and self.next not in self._cache:
+            self._fetch()
 
     def _fetch(self) -> None:
         if self._fetching:
             return
         self._fetching = True
         wanted = self.next - 1
-        d = self._journal.after(wanted, max(1, self.window - self.in_flight))
+        d = self._journal.after(wanted, self.window)
         d.addCallbacks(self._fetched, self._fetch_failed)
 
     def _fetched(self, entries: list[Entry]) -> None:

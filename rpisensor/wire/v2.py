@@ -14,6 +14,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import datetime, timezone
 
 from rpisensor.wire.framing import MessageError
@@ -175,6 +176,15 @@ def parse(text: str) -> Frame:
     @raise FrameError: not a v2 frame, or a field is missing, of the wrong
         type or out of range; the message names it.
     """
+    if text.startswith("reading {"):
+        reading = _canonical_reading(text)
+        if reading is not None:
+            return reading
+    return _parse_any(text)
+
+
+def _parse_any(text: str) -> Frame:
+    """L{parse} for every frame, by way of the JSON decoder and the field checks."""
     verb, _, rest = text.partition(" ")
     if verb == "heartbeat":
         if rest.strip():
@@ -328,7 +338,11 @@ def _reading(f: _Fields) -> Reading:
     if not _SENSOR.match(sensor):
         raise FrameError(f"reading: 'sensor' must be a name like button or door_2, got {sensor!r}")
     value = f.body.get("value")
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise FrameError("reading: 'value' must be a finite number")
+    if isinstance(value, int) and not -MAX_SEQ <= value <= MAX_SEQ:  # (what SQLite's INTEGER holds)
+        raise FrameError(f"reading: 'value' must be a finite number; whole ones from -{MAX_SEQ} to {MAX_SEQ}")
+    if not math.isfinite(value):
         raise FrameError("reading: 'value' must be a finite number")
     return Reading(
         stream, seq, ts, synced, sensor, value,
@@ -336,6 +350,50 @@ def _reading(f: _Fields) -> Reading:
         unit=f.text("unit", False, limit=16),
         snapshot=f.flag("snapshot", False),
     )  # fmt: skip
+
+
+# A reading exactly as L{encode} writes it, its texts without escapes: most
+# of what a collector receives (a replay brings tens of thousands a second).
+# Each group is as strict as the field checks of L{_reading}, or stricter;
+# whatever does not match takes the general path, so the result (or the
+# error) is always the same.
+_TEXT = r'([^"\\\x00-\x1f]{0,%d})'
+_CANONICAL_READING = re.compile(
+    r'reading \{"stream":"([A-Za-z0-9][A-Za-z0-9._:-]{0,63})","seq":(0|[1-9][0-9]{0,18}),'
+    r'"ts":"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2})\.[0-9]{3}Z","synced":(true|false),'
+    r'"sensor":"([A-Za-z_][A-Za-z0-9_]{0,63})","value":(-?(?:0|[1-9][0-9]{0,17})(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?),'
+    r'"text":"' + _TEXT % 1024 + '"(?:,"unit":"' + _TEXT % 16 + r'")?(,"snapshot":true)?\}\Z'
+)
+
+
+@lru_cache(maxsize=64)
+def _valid_second(text: str) -> bool:
+    """Whether C{YYYY-MM-DDTHH:MM:SS} is a real moment (readings of one second share it)."""
+    try:
+        datetime.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _canonical_reading(text: str) -> Reading | None:
+    """The reading in C{text} if it is written as L{encode} writes one (see above), else C{None}."""
+    match = _CANONICAL_READING.match(text)
+    if match is None:
+        return None
+    stream, seq, second, synced, sensor, value, body, unit, snapshot = match.groups()
+    seq = int(seq)
+    if seq > MAX_SEQ or not _valid_second(second):
+        return None
+    if "." in value or "e" in value or "E" in value:
+        value = float(value)  # as the JSON decoder reads it
+        if not math.isfinite(value):
+            return None
+    else:
+        value = int(value)  # at most 18 digits: within what SQLite's INTEGER holds
+    end = match.end(3)
+    ts = second + text[end : end + 5]  # and its ".123Z"
+    return Reading(stream, seq, ts, synced == "true", sensor, value, body, unit, snapshot is not None)
 
 
 def _gap(f: _Fields) -> Gap:

@@ -56,10 +56,24 @@ class CollectorProtocol(ServerConnection):
     def busy(self) -> bool:
         return self._unstored > 0
 
+    @property
+    def unstored(self) -> int:
+        """Messages or stream entries on their way to the store."""
+        return self._unstored
+
     def dataReceived(self, data: bytes) -> None:
-        if data and self.session is not None:
-            self.session.heard()
-        super().dataReceived(data)
+        session = self.session
+        if session is None:
+            super().dataReceived(data)  # a hello in it makes the session; what follows is stored one by one
+            return
+        if data:
+            session.heard()
+        # All the entries of one read from the socket go to the store as one batch.
+        session.hold()
+        try:
+            super().dataReceived(data)
+        finally:
+            session.flush()
 
     def messageReceived(self, text: str) -> None:
         if not text:
@@ -123,21 +137,21 @@ class CollectorProtocol(ServerConnection):
         self._log.info("Message from {peer}: {text}", peer=record.peer, text=record.message)
 
     @property
-    def _pending_limit(self) -> int:
+    def pending_limit(self) -> int:
         # A stream's sender keeps its own window: the bound for it is a safety net, not flow control.
         return self.factory.max_stream_pending if self.session is not None else self.factory.limits.max_pending
 
-    def entry_taken(self) -> None:
-        """A message or stream entry is on its way to the store."""
-        self._unstored += 1
-        if self._unstored >= self._pending_limit:
+    def entry_taken(self, count: int = 1) -> None:
+        """C{count} messages or stream entries are on their way to the store."""
+        self._unstored += count
+        if self._unstored >= self.pending_limit:
             self.pause(Pause.PENDING)  # the disk is behind: stop reading this reporter until it catches up
 
-    def entry_done(self, result=None):
-        """It is stored, or failed (passes C{result} on)."""
-        self._unstored -= 1
+    def entry_done(self, result=None, count: int = 1):
+        """C{count} of them are stored, or failed (passes C{result} on)."""
+        self._unstored -= count
         if self.paused:  # (the common case, reading on, costs no more than this test)
-            if self._unstored < self._pending_limit:
+            if self._unstored < self.pending_limit:
                 self.resume(Pause.PENDING)  # whole messages already received are stored, even at a close
             self.workDone()
         return result
@@ -195,18 +209,26 @@ class CollectorFactory(AdmittingFactory):
             self._registry = StreamRegistry(self.store.high_waters() if self.store is not None else {})
         return self._registry
 
-    def show(self, record: StreamRecord) -> None:
+    def show_all(self, records: list[StreamRecord]) -> None:
         """
-        A line for a stored reading: a bounded number per stream (a replay can
-        bring 50,000 a second); without a store, the log is all there is: every one.
+        Lines for stored readings (of one stream): a bounded number per stream
+        (a replay can bring 50,000 a second); without a store, the log is all
+        there is: every one.
         """
-        if isinstance(record, StreamReading):
-            log = self._reading_log if self.store is not None else self._every_reading
-            log.info(
+        log = self._reading_log if self.store is not None else self._every_reading
+        for n, record in enumerate(records):
+            if not isinstance(record, StreamReading):
+                continue
+            key = f"readings of {record.device} {record.stream}"
+            shown = log.info(
                 "Reading {seq} of {device} from {peer}: {sensor}: {text}",
-                key=f"readings of {record.device} {record.stream}", seq=record.seq, device=record.device,
-                peer=record.peer, sensor=record.sensor, text=record.text,
+                key=key, seq=record.seq, device=record.device, peer=record.peer, sensor=record.sensor,
+                text=record.text,
             )  # fmt: skip
+            if not shown:  # the stream's lines are used up for now: the rest are counted at once
+                rest = sum(isinstance(r, StreamReading) for r in records[n + 1 :])
+                log.left_out(key, rest)
+                return
 
     def logPrefix(self) -> str:
         return "rpisensor collect"
@@ -218,8 +240,9 @@ class _EveryLine:
     def __init__(self, logger: Logger) -> None:
         self._logger = logger
 
-    def info(self, format: str, key: str | None = None, **fields) -> None:
+    def info(self, format: str, key: str | None = None, **fields) -> bool:
         self._logger.info(format, **fields)
+        return True
 
 
 class CollectService(StopInOrder):

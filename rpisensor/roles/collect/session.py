@@ -11,6 +11,7 @@ from __future__ import annotations
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from rpisensor.net.nodelay import send_at_once
 from rpisensor.net.reconnect import DEFAULT_DEAD_PEER_TIMEOUT
 from rpisensor.stream.heartbeat import Heartbeat, interval_for
 from rpisensor.stream.receiver import StreamReceiver
@@ -69,22 +70,30 @@ class ReportSession:
         interval = hello.heartbeat if hello.heartbeat is not None else DEFAULT_HEARTBEAT
         self.heartbeat = Heartbeat(factory.clock, interval, self.send, self._dead)
         self.receiver = StreamReceiver(
-            factory.registry, hello, self._deliver, self.send, self._close, factory.clock,
-            factory.stamp, connection.peer, identity, factory.stream_log,
+            factory.registry, hello, None, self.send, self._close, factory.clock,
+            factory.stamp, connection.peer, identity, factory.stream_log, store_batch=self._deliver,
         )  # fmt: skip
+        send_at_once(connection.transport)  # acks go out at once, not after the reporter's delayed ACK
         welcome = self.receiver.welcome()
         shown = int(interval) if float(interval).is_integer() else interval  # 10, not 10.0
         self.send(v2.encode(v2.Welcome(acked=welcome.acked, heartbeat=shown)))
 
-    def _deliver(self, record):
+    def _deliver(self, records: list):
         connection = self.connection
-        connection.entry_taken()
-        return connection.factory.delivery(record).addBoth(self._delivered, record)
+        connection.entry_taken(len(records))
+        return connection.factory.delivery.many(records).addBoth(self._delivered, records)
 
-    def _delivered(self, result, record):
+    def _delivered(self, result, records: list):
         if not isinstance(result, Failure):
-            self.connection.factory.show(record)
-        return self.connection.entry_done(result)
+            self.connection.factory.show_all(records)
+        return self.connection.entry_done(result, len(records))
+
+    def hold(self) -> None:
+        """The entries of the messages from now on go to the store together, at L{flush}."""
+        self.receiver.hold()
+
+    def flush(self) -> None:
+        self.receiver.flush()
 
     def send(self, text: str) -> None:
         if self.ended:
@@ -103,7 +112,12 @@ class ReportSession:
             self._problem(str(e))
             return
         if isinstance(frame, (v2.Reading, v2.Gap)):
-            self.receiver.receive(frame)
+            receiver = self.receiver
+            receiver.receive(frame)
+            connection = self.connection
+            if receiver.pending and len(receiver.pending) + connection.unstored >= connection.pending_limit:
+                receiver.flush()  # the bound is met now, as without holding: stop reading
+                receiver.hold()
         elif not isinstance(frame, v2.Heartbeat):
             verb = text.split(" ", 1)[0]
             self._problem(f"a reporter sends reading, gap and heartbeat frames here, not {verb}")

@@ -17,6 +17,7 @@ from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 
 from rpisensor.app.stopping import StopInOrder
+from rpisensor.net.nodelay import send_at_once
 from rpisensor.net.peers import peer_text
 from rpisensor.net.reconnect import DEFAULT_DEAD_PEER_TIMEOUT, reconnecting_client
 from rpisensor.net.wording import NamedLogger
@@ -267,6 +268,7 @@ class Reporter:
             return
         protocol.mode = "2"
         protocol.uplink = uplink
+        send_at_once(protocol.transport)  # each reading goes out at once, not after the collector's delayed ACK
         self._mode_told = "2"
         journal = self.outbox.journal
         protocol.peer_log.info(
