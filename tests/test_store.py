@@ -1,6 +1,7 @@
 """Tests for rpisensor.store: the file formats, and the batching writer: its start, its stop."""
 
 import errno
+import os
 import sqlite3
 import threading
 from contextlib import closing
@@ -23,6 +24,7 @@ from rpisensor.store import (
     store_file_for,
 )
 from rpisensor.store import jsonl
+from rpisensor.stream.records import StreamReading
 from rpisensor.testing import FakeRunner
 from tests.full_disk import FullDiskFile
 from tests.support import read_jsonl, read_sqlite
@@ -66,6 +68,18 @@ class FormatTests(SynchronousTestCase):
         with sqlite3.connect(path) as db:
             indexes = [row[1] for row in db.execute("PRAGMA index_list(readings)")]
         self.assertIn("readings_time", indexes)
+
+
+class FailOnceFile(JsonLinesFile):
+    """A JSON Lines store whose first write fails, as a disk that was full for a moment."""
+
+    failures = 1
+
+    def _append(self, data: bytes) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        super()._append(data)
 
 
 class StoreServiceTests(SynchronousTestCase):
@@ -125,6 +139,33 @@ class StoreServiceTests(SynchronousTestCase):
         for d in (first, second):
             error = self.failureResultOf(d, OSError).value
             self.assertEqual(error.errno, errno.ENOSPC)
+
+    def test_what_was_queued_behind_a_failed_write_fails_with_it(self):
+        """
+        Entries queued while a write fails are not written after it: a stream's later
+        entries would land behind a hole, and a JSON Lines file would then skip the
+        hole's replay as entries it has.
+        """
+        stream_entry = lambda seq: StreamReading(  # noqa: E731
+            "pi", "s1", seq, "2026-12-01T00:00:00.000Z", True, "button", 1, None, "Button pressed",
+            "127.0.0.1:1", "2026-12-01T00:00:00.100Z",
+        )  # fmt: skip
+        file = FailOnceFile(self.path)
+        store = StoreService(self.clock, file, runner=self.runner)
+        store.startService()
+        first = store.append_many([stream_entry(1), stream_entry(2)])
+        self.clock.advance(0)
+        later = store.append_many([stream_entry(3)])  # arrives while the first write runs
+        self.runner.run_all()  # the first write fails
+        self.failureResultOf(first, OSError)
+        self.failureResultOf(later, OSError)
+        self.clock.advance(0)
+        self.assertEqual(self.runner.jobs, [])  # nothing else is written
+        replay = store.append_many([stream_entry(1), stream_entry(2), stream_entry(3)])
+        self.clock.advance(0)
+        self.runner.run_all()
+        self.successResultOf(replay)
+        self.assertEqual([r["seq"] for r in read_jsonl(self.path)], [1, 2, 3])
 
     def test_stop_writes_what_is_queued(self):
         """Stopping writes the records still waiting for the next turn, then closes."""
@@ -268,7 +309,7 @@ class HungWrites:
 
 # -- v2: stream records ---------------------------------------------------------------
 
-from rpisensor.stream.records import StreamGap, StreamReading  # noqa: E402
+from rpisensor.stream.records import StreamGap  # noqa: E402
 from rpisensor.testing import stored_messages, stored_stream  # noqa: E402
 
 RECEIVED = "2026-12-01T19:33:25.200Z"

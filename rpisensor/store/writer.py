@@ -146,6 +146,12 @@ class StoreService(Service):
 
     def _written(self, result, batch) -> None:
         self._writing = None
+        if isinstance(result, Failure) and self._batch:
+            # What was queued while the failed write ran fails with it, unwritten: a
+            # stream's later entries must not land behind a hole (its receiver would
+            # count them stored, a JSON Lines file would skip the hole's replay).
+            # Their senders send it all again, from what was acknowledged.
+            batch, self._batch = batch + self._batch, []
         self._deliver(result, batch)
         if self._batch and self._flush_call is None and self.running:
             self._flush_call = self._reactor.callLater(0, self._flush)
