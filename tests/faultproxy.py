@@ -49,9 +49,15 @@ class FaultProxy:
         with self._lock:
             sockets = list(self._pairs)
             self._pairs.clear()
+        if how == "rst":
+            # Every socket first, then the closes: once one end is closed the proxy's
+            # thread may close its partner itself, which must then reset too, not FIN.
+            for sock in sockets:
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                except OSError:
+                    pass  # closed by the proxy's thread already
         for sock in sockets:
-            if how == "rst":
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self._drop(sock)
         self._wake()
 
