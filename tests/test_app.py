@@ -249,6 +249,25 @@ class SimEndToEndTests(SynchronousTestCase):
             self.assertEqual(request(watcher, b"go"), b"Button pressed\0")
         twistd.stop_cleanly()
 
+    def test_press_then_go_in_one_query(self) -> None:
+        """
+        The quick start's second query: a C{go} sent right behind C{sim button press},
+        in the same segment, sees the press (the pin's edge reaches the reactor later).
+        """
+        from tests.test_query import run_rpisensor
+
+        twistd = Twistd("rpisensor", "--gpio", "sim", "--listen", LOOPBACK)
+        self.addCleanup(twistd.close)
+        port = twistd.wait_port()
+        for _ in range(5):
+            result = run_rpisensor("query", f"127.0.0.1:{port}", "sim button press", "go", "sim button release", "go")
+            self.assertEqual(
+                result.stdout.splitlines(),
+                ["Button pressed", "Button pressed", "Button released", "Button released"],
+                result.stderr,
+            )
+        twistd.stop_cleanly()
+
     def test_second_sigterm_while_draining(self) -> None:
         """A second SIGTERM while a reply is still being read is logged, not a traceback; exit 0."""
         twistd = Twistd(

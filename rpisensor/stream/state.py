@@ -81,6 +81,14 @@ class InputState(Service):
         if listener in self._listeners:
             self._listeners.remove(listener)
 
+    def learn(self, change: LevelChange) -> None:
+        """
+        A change made in this process (the C{sim} command drives a simulated
+        pin), known before the driver reports it: commands that follow it on
+        the same connection see it. The driver's own report is then a repeat.
+        """
+        self._changed(change)
+
     def _changed(self, change: LevelChange) -> None:
         spec = self._inputs.get(change.channel)
         if spec is None:

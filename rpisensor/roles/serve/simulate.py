@@ -8,6 +8,7 @@ is driven by wiring, never by a network peer.
 
 from __future__ import annotations
 
+from rpisensor.hw.interfaces import LevelChange
 from rpisensor.hw.patterns import drive
 from rpisensor.roles.serve.commands import Command, Permission
 from rpisensor.sensing.reading import UnknownInput
@@ -26,6 +27,13 @@ def _sim(connection, args: list[str]) -> None:
         return
     spec = reader.inputs[name]
     active = drive(reader.backend, spec, action)
+    state = connection.factory.state
+    if state is not None and name in state.tracked and not spec.debounce:
+        # A "go" right behind this command, in the same read, must see the press;
+        # the pin's edge comes through the reactor a turn later. (With a debounce
+        # the change counts only once it held, as on a real pin.)
+        high = active != spec.active_low
+        state.learn(LevelChange(reader.clock.seconds(), spec.pin, high))
     connection.reply(spec.active_text if active else spec.inactive_text)
 
 
