@@ -22,7 +22,7 @@ from service_identity import VerificationError
 from rpisensor import wire
 from rpisensor.net.reconnect import HandshakeFailed, ReadyEndpoint
 from rpisensor.net.request import RequestProtocol
-from rpisensor.roles._options.base import check_client_endpoint
+from rpisensor.roles._options.base import check_client_endpoint, positive_seconds
 
 
 class QueryOptions(usage.Options):
@@ -71,12 +71,7 @@ class QueryOptions(usage.Options):
         self["messages"] = list(messages)
 
     def postOptions(self) -> None:
-        try:
-            self["timeout"] = float(self["timeout"])
-        except ValueError:
-            raise usage.UsageError(f"--timeout must be a number of seconds, got {self['timeout']!r}") from None
-        if self["timeout"] <= 0:
-            raise usage.UsageError("--timeout must be more than 0 seconds")
+        self["timeout"] = positive_seconds("timeout", self["timeout"])
 
 
 class ServerEnded(Exception):

@@ -21,6 +21,17 @@ def non_negative_float(option: str, value) -> float:
     return number
 
 
+def positive_seconds(option: str, value) -> float:
+    """A duration that must be more than 0, e.g. a timeout."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise usage.UsageError(f"--{option} must be a number of seconds, got {value!r}") from None
+    if not number > 0:
+        raise usage.UsageError(f"--{option} must be more than 0 seconds")
+    return number
+
+
 def count(option: str, value, minimum: int = 0) -> int:
     try:
         number = int(value)

@@ -16,7 +16,7 @@ from twisted.python.failure import Failure
 
 from rpisensor.net.reconnect import ReadyEndpoint
 from rpisensor.net.request import RequestProtocol
-from rpisensor.roles._options.base import check_client_endpoint
+from rpisensor.roles._options.base import check_client_endpoint, positive_seconds
 
 
 class ConsoleOptions(usage.Options):
@@ -39,12 +39,7 @@ class ConsoleOptions(usage.Options):
         self["endpoint"] = check_client_endpoint("endpoint", endpoint, label="endpoint")
 
     def postOptions(self) -> None:
-        try:
-            self["timeout"] = float(self["timeout"])
-        except ValueError:
-            raise usage.UsageError(f"--timeout must be a number of seconds, got {self['timeout']!r}") from None
-        if self["timeout"] <= 0:
-            raise usage.UsageError("--timeout must be more than 0 seconds")
+        self["timeout"] = positive_seconds("timeout", self["timeout"])
 
 
 def _connect(reactor, endpoint: str, protocol, timeout: float) -> Deferred:
