@@ -151,9 +151,19 @@ def read_jsonl(path: str | Path) -> list[dict]:
 
 
 def read_sqlite(path: str | Path) -> list[dict]:
-    """Every row of an SQLite store's C{readings} table, in insertion order."""
+    """
+    Every row of an SQLite store's C{readings} table, in insertion order; [] while
+    there is none yet (a collector creates the file a moment before its tables).
+    """
+    if not Path(path).exists():
+        return []
     with closing(sqlite3.connect(path)) as db:
-        rows = db.execute("SELECT time, peer, message FROM readings ORDER BY id").fetchall()
+        try:
+            rows = db.execute("SELECT time, peer, message FROM readings ORDER BY id").fetchall()
+        except sqlite3.OperationalError as e:
+            if "no such table" in str(e):
+                return []
+            raise
     return [{"time": time, "peer": peer, "message": message} for time, peer, message in rows]
 
 
