@@ -10,6 +10,7 @@ import json
 import urllib.error
 import urllib.request
 
+from prometheus_client.parser import text_string_to_metric_families
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -121,6 +122,39 @@ class TLSTests(SynchronousTestCase):
             self.assertEqual(json.load(answer)["role"], "serve")
         with self.assertRaises(OSError):  # no plain HTTP there
             urllib.request.urlopen(f"http://127.0.0.1:{port}/api/state", timeout=10).read()
+
+
+def metric_samples(port: int) -> dict:
+    """C{/metrics} as Prometheus's own parser reads it: C{{(name, labels): value}}."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text) for s in family.samples
+    }  # fmt: skip
+
+
+class ReadingsOutTests(SynchronousTestCase):
+    def test_serve_counts_the_readings_its_subscribers_get(self):
+        serve = Twistd("rpisensor", "serve", "--gpio", "sim", "--journal", "none", "--listen", "tcp:0",
+                       "--web", "tcp:0", "--sim-pattern", "button=0.2,0.2")  # fmt: skip
+        self.addCleanup(serve.close)
+        port = serve.wait_port("tcp:0")
+        web = serve.wait_port("tcp:0:interface=127.0.0.1")
+        subscriber = ("rpisensor_readings_out_total", (("to", "subscriber"),))
+        self.assertEqual(metric_samples(web)[subscriber], 0)
+        poll = Twistd("rpisensor", "poll", "--connect", f"127.0.0.1:{port}", "--subscribe", "--store",
+                      "readings.jsonl")  # fmt: skip
+        self.addCleanup(poll.close)
+        wait_until(lambda: metric_samples(web)[subscriber] >= 4, describe=serve.log)
+        poll.stop_cleanly()
+        samples = metric_samples(web)
+        with open(f"{poll.directory}/readings.jsonl") as f:
+            stored = sum(json.loads(line).get("kind") == "reading" for line in f)
+        # Every reading sent was stored (none were in flight when poll stopped cleanly)...
+        self.assertEqual(samples[subscriber], stored)
+        # ...and the pages got none: no page was open.
+        self.assertEqual(samples.get(("rpisensor_readings_out_total", (("to", "web"),)), 0), 0)
 
 
 class ReceivingRolesTests(SynchronousTestCase):
