@@ -362,6 +362,18 @@ class ReceivedFeedTests(SynchronousTestCase):
 
 
 class MetricsTests(WebTestCase):
+    def test_a_stream_sender_counts_readings_once_per_batch(self):
+        from rpisensor.stream.sender import StreamSender
+
+        self.record(6)
+        self.journal.journal.drop_oldest_over(5, "power cut")  # entries 1 and 2: a gap, not counted
+        frames, counts = [], []
+        sender = StreamSender(self.journal, frames.append, 0, window=3, on_sent=counts.append)
+        self.addCleanup(sender.stop)
+        self.assertEqual((len(frames), counts), (2, [1]))  # the gap (1-2) and 3: the window is full
+        sender.ack(3)  # 4 from the cache, then 5 and 6 once read from the journal: two more batches
+        self.assertEqual((len(frames), counts), (5, [1, 1, 2]))
+
     def test_metrics_parse_and_count(self):
         self.metrics.read(0.002, False)
         self.metrics.read(0.5, True)

@@ -148,6 +148,21 @@ class BrowserTests(SynchronousTestCase):
         self.assertEqual(ids, list(range(1, ids[-1] + 1)))
         self.screenshot()
 
+    def health_text(self, term: str) -> str | None:
+        return self.js(
+            f"const dt = [...document.querySelectorAll('#health dt')].find(d => d.textContent === '{term}');"
+            "return dt ? dt.nextElementSibling.textContent : null;"
+        )
+
+    def test_the_health_says_the_journals_gaps(self):
+        self.driver.get(self.url)
+        wait_until(lambda: self.health_text("gaps") == "no gaps", describe=lambda: repr(self.health_text("gaps")))
+        # A receiving role's stream with gaps, as /api/state gives it: a count and the latest.
+        gaps = {"count": 3, "latest": [{"from": 5, "to": 9, "reason": "outbox full"},
+                                       {"from": 12, "to": 12, "reason": "power cut"}]}  # fmt: skip
+        self.assertEqual(self.js(f"return describeGaps({json.dumps(gaps)});"),
+                         "3 gaps, latest: 5–9 (outbox full); 12–12 (power cut)")  # fmt: skip
+
     def test_a_measurement_has_its_value_and_unit_and_a_line(self):
         self.driver.get(self.url)
         wait_until(lambda: self.tile_text("cpu") == "41.20 °C", describe=lambda: repr(self.tile_text("cpu")))

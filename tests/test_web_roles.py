@@ -10,12 +10,13 @@ import json
 import urllib.error
 import urllib.request
 
+from prometheus_client.parser import text_string_to_metric_families
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from rpisensor.app.tap import Options
 from tests.certs import escape, write_pki
-from tests.processes import Twistd, wait_until
+from tests.processes import Twistd, free_port, wait_until
 from tests.test_query import endpoint, run_rpisensor
 
 
@@ -123,6 +124,45 @@ class TLSTests(SynchronousTestCase):
             urllib.request.urlopen(f"http://127.0.0.1:{port}/api/state", timeout=10).read()
 
 
+def metric_samples(port: int) -> dict:
+    """C{/metrics} as Prometheus's own parser reads it: C{{(name, labels): value}}."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text) for s in family.samples
+    }  # fmt: skip
+
+
+class ReadingsOutTests(SynchronousTestCase):
+    def test_serve_counts_the_readings_its_subscribers_get(self):
+        serve = Twistd("rpisensor", "serve", "--gpio", "sim", "--journal", "none", "--listen", "tcp:0",
+                       "--web", "tcp:0", "--sim-pattern", "button=0.2,0.2")  # fmt: skip
+        self.addCleanup(serve.close)
+        port = serve.wait_port("tcp:0")
+        web = serve.wait_port("tcp:0:interface=127.0.0.1")
+        subscriber = ("rpisensor_readings_out_total", (("to", "subscriber"),))
+        self.assertEqual(metric_samples(web)[subscriber], 0)
+        poll = Twistd("rpisensor", "poll", "--connect", f"127.0.0.1:{port}", "--subscribe", "--store",
+                      "readings.jsonl")  # fmt: skip
+        self.addCleanup(poll.close)
+
+        def stored() -> int:
+            try:
+                with open(f"{poll.directory}/readings.jsonl") as f:
+                    return sum(json.loads(line).get("kind") == "reading" for line in f if line.endswith("\n"))
+            except FileNotFoundError:
+                return 0
+
+        wait_until(lambda: stored() >= 4, describe=poll.log)
+        poll.stop_cleanly()
+        samples = metric_samples(web)
+        # Every reading stored was sent to the subscriber (and counted before it was sent)...
+        self.assertGreaterEqual(samples[subscriber], stored())
+        # ...and the pages got none: no page was open.
+        self.assertEqual(samples.get(("rpisensor_readings_out_total", (("to", "web"),)), 0), 0)
+
+
 class ReceivingRolesTests(SynchronousTestCase):
     def start(self, *args: str, cwd: str | None = None) -> Twistd:
         twistd = Twistd(*args, cwd=cwd)
@@ -151,6 +191,36 @@ class ReceivingRolesTests(SynchronousTestCase):
                            "--store", "readings.sqlite", "--web", "tcp:0", cwd=poll.directory)  # fmt: skip
         web = again.wait_port("tcp:0:interface=127.0.0.1")
         self.assertGreaterEqual(len(get(web, "/api/readings?window=600")["readings"]), 4)
+
+    def test_collect_shows_a_reporters_gap_as_it_is_stored_and_from_its_store_after(self):
+        port = free_port()
+        report = self.start("rpisensor", "report", "--gpio", "sim", "--connect", f"127.0.0.1:{port}",
+                            "--outbox", "none", "--outbox-max", "5", "--max-delay", "1", "--device", "kitchen",
+                            "--on-change", "--sim-pattern", "button=0.05,0.05")  # fmt: skip
+        report.wait_for("The outbox is full")  # no collector yet: the oldest readings become a gap
+        collect = self.start("rpisensor", "collect", "--listen", f"tcp:{port}:interface=127.0.0.1",
+                             "--store", "readings.sqlite", "--web", "tcp:0")  # fmt: skip
+        web = collect.wait_port("tcp:0:interface=127.0.0.1")
+
+        def kitchen() -> dict | None:
+            streams = get(web, "/api/state")["health"]["streams"]
+            return next((s for s in streams if s["device"] == "kitchen" and s["gaps"]["count"]), None)
+
+        stream = wait_until(kitchen, describe=collect.log)
+        first = stream["gaps"]["latest"][0]
+        self.assertEqual((first["from"], first["reason"]), (1, "outbox full"))
+        self.assertGreater(first["to"], 1)
+        report.stop_cleanly()
+        seen = kitchen()["gaps"]
+        collect.stop_cleanly()
+        # Started again, the gaps come from the store.
+        again = self.start("rpisensor", "collect", "--listen", "tcp:0", "--store", "readings.sqlite",
+                           "--web", "tcp:0", cwd=collect.directory)  # fmt: skip
+        web = again.wait_port("tcp:0:interface=127.0.0.1")
+        stored = wait_until(kitchen, describe=again.log)["gaps"]
+        # (a gap stored after the page was last read, as the reporter left, would count too)
+        self.assertGreaterEqual(stored["count"], seen["count"])
+        self.assertIn(seen["latest"][-1], stored["latest"])
 
     def test_collect_shows_each_reporters_device(self):
         collect = self.start("rpisensor", "collect", "--listen", "tcp:0", "--store", "readings.jsonl",

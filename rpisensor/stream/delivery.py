@@ -2,7 +2,8 @@
 What a receiving role (C{collect}, C{poll --subscribe}) does with each v2
 entry before it may be acknowledged: store it durably, then hand the reading
 to the program embedding the role, if any; the entry's Deferred fires once
-both are done, in the order the entries came.
+both are done, in the order the entries came. A gap, once stored, is told
+to C{on_gap} (the web page's health), which is not waited for.
 """
 
 from __future__ import annotations
@@ -11,15 +12,18 @@ from collections import deque
 from collections.abc import Callable
 
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from rpisensor.store import StoreService
-from rpisensor.stream.records import StreamReading, StreamRecord
+from rpisensor.stream.records import StreamGap, StreamReading, StreamRecord
 from rpisensor.wire.v2 import format_timestamp
 
 #: What an embedding program gives to be called with each reading; a Deferred
 #: it returns is waited for before the reading is acknowledged.
 OnReading = Callable[[StreamReading], object]
+#: Told of each gap once it is stored.
+OnGap = Callable[[StreamGap], object]
 
 _PENDING = object()
 
@@ -33,21 +37,28 @@ class Delivery:
     @param on_reading: called with each reading once it is stored, one at a
         time and in order; if it raises or its Deferred fails, the reading is
         not acknowledged (the connection closes and the sender sends it again).
+    @param on_gap: called with each gap once it is stored; what it raises is logged.
     """
+
+    _log = Logger()
 
     def __init__(
         self,
         store: StoreService | None,
         on_reading: OnReading | None = None,
+        on_gap: OnGap | None = None,
     ) -> None:
         self.store = store
         self.on_reading = on_reading
+        self.on_gap = on_gap
         # Entries stored and waiting for on_reading: [record, done, stored result].
         self._queue: deque[list] = deque()
         self._calling = False
 
     def __call__(self, record: StreamRecord) -> Deferred:
         stored = self.store.append(record) if self.store is not None else succeed(None)
+        if self.on_gap is not None and record.__class__ is StreamGap:
+            stored.addCallback(self._tell_gaps, [record])
         if self.on_reading is None:
             return stored
         return self._then_hand_over(record, stored)
@@ -59,13 +70,26 @@ class Delivery:
         C{on_reading}, they go to the store as one list (one Deferred).
         """
         if self.on_reading is None:
-            return self.store.append_many(records) if self.store is not None else succeed(None)
+            stored = self.store.append_many(records) if self.store is not None else succeed(None)
+            if self.on_gap is not None:
+                gaps = [r for r in records if r.__class__ is StreamGap]
+                if gaps:
+                    stored.addCallback(self._tell_gaps, gaps)
+            return stored
         if len(records) == 1:
             return self(records[0])
         # Each reading is still handed over on its own, in order, once stored.
         return gatherResults([self(record) for record in records], consumeErrors=True).addCallbacks(
             lambda _: None, lambda failure: failure.value.subFailure
         )
+
+    def _tell_gaps(self, result, gaps: list[StreamGap]):
+        for gap in gaps:
+            try:
+                self.on_gap(gap)
+            except Exception:
+                self._log.failure("The on_gap callback failed for a stored gap")
+        return result
 
     def _then_hand_over(self, record: StreamRecord, stored: Deferred) -> Deferred:
         done: Deferred = Deferred()

@@ -25,15 +25,23 @@ class Publication:
     Sends C{journal}'s entries to one subscriber through C{send}.
 
     @param window: the most entries sent and not yet acknowledged.
+    @param on_sent: called with how many readings went out, once per batch
+        (the snapshot's, then the sender's: see L{StreamSender}).
     """
 
     _log = Logger()
 
     def __init__(
-        self, journal: JournalService, send: Callable[[str], None], device: str, window: int = 1000
+        self,
+        journal: JournalService,
+        send: Callable[[str], None],
+        device: str,
+        window: int = 1000,
+        on_sent: Callable[[int], object] | None = None,
     ) -> None:
         self._journal = journal
         self._send = send
+        self._on_sent = on_sent
         self.device = device
         self.window = window
         self.sender: StreamSender | None = None
@@ -73,12 +81,14 @@ class Publication:
         last, latest = snapshot
         for reading in sorted(latest.values(), key=lambda r: r.seq):
             self._send(v2.encode(_as_snapshot(reading)))
+        if latest and self._on_sent is not None:
+            self._on_sent(len(latest))
         self._start(last)
 
     def _start(self, after: int) -> None:
         if self._stopped:
             return
-        self.sender = StreamSender(self._journal, self._send, after, self.window)
+        self.sender = StreamSender(self._journal, self._send, after, self.window, on_sent=self._on_sent)
         if self._paused:
             self.sender.pause()
 

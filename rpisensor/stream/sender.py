@@ -34,6 +34,8 @@ class StreamSender:
     @param window: the most entries sent and not yet acknowledged.
     @param paused: start paused (the transport is full already): nothing is
         sent before L{resume}.
+    @param on_sent: called with how many readings went out, once per batch
+        sent (the metrics' C{rpisensor_readings_out_total}); gaps are not counted.
     """
 
     _log = Logger()
@@ -45,6 +47,7 @@ class StreamSender:
         acked: int,
         window: int = 1000,
         paused: bool = False,
+        on_sent: Callable[[int], object] | None = None,
     ) -> None:
         last = journal.journal.last
         if acked > last:
@@ -55,6 +58,7 @@ class StreamSender:
             )
         self._journal = journal
         self._send = send
+        self._on_sent = on_sent
         self.window = window
         self.acked = acked
         #: The next seq to send.
@@ -89,14 +93,18 @@ class StreamSender:
         the journal between acks).
         """
         last = self._journal.journal.last
+        readings = 0
         while not (self.paused or self.stopped) and self.in_flight < self.window and self.next <= last:
             entry = self._cache.pop(self.next, None)
             if entry is None:
-                self._fetch()
-                return
+                break
             self._send(v2.encode(entry))
             self.sent += 1
+            if entry.__class__ is v2.Reading:
+                readings += 1
             self.next = span(entry)[1] + 1
+        if readings and self._on_sent is not None:
+            self._on_sent(readings)
         if not (self.paused or self.stopped) and self.next <= last and self.next not in self._cache:
             self._fetch()
 

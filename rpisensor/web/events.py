@@ -247,6 +247,10 @@ class EventHub:
         data = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
         return f"event: health\ndata: {data}\n\n".encode()
 
+    def health_changed(self) -> None:
+        """Something the health shows changed (a new gap): tell the pages now, not at the next check."""
+        self._health()
+
     def _health(self) -> None:
         event = self.health_event()
         if event is None or event == self._last_health:

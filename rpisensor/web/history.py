@@ -1,7 +1,7 @@
 """
-The plots' history on the receiving roles: the readings of a time range,
-read back from the store (C{--store}) in a thread, with a connection of
-its own, so the writer is never held up.
+The history on the receiving roles, read back from the store (C{--store})
+in a thread, with a connection of its own, so the writer is never held up:
+the readings of a time range (the plots) and each stream's gaps (the health).
 """
 
 from __future__ import annotations
@@ -15,11 +15,20 @@ from types import SimpleNamespace
 from twisted.internet.threads import deferToThread
 
 from rpisensor.store import JsonLinesFile, SQLiteFile, store_file_for
+from rpisensor.web.gaps import LATEST, History, gap_of
 
 # The received time is never before the taken one: its index narrows the scan.
 _SQLITE_SINCE = (
     "SELECT device, sensor, ts, value, text, unit FROM readings"
     " WHERE seq IS NOT NULL AND time >= ? AND ts >= ? ORDER BY id DESC LIMIT ?"
+)
+
+
+_SQLITE_GAP_COUNTS = "SELECT device, stream, COUNT(*) FROM gaps GROUP BY device, stream"
+# The newest of one stream's gaps: a range of the (device, stream, from_seq) index.
+_SQLITE_LATEST_GAPS = (
+    "SELECT from_seq, to_seq, reason, received FROM gaps WHERE device = ? AND stream = ?"
+    " ORDER BY from_seq DESC LIMIT ?"
 )
 
 
@@ -54,19 +63,73 @@ def jsonl_since(path: Path, begin: str, limit: int) -> list[SimpleNamespace]:
     return list(kept)
 
 
-def store_history(path: str | None):
-    """C{history(begin, limit) -> Deferred} for the store at C{path}, or C{None} without one."""
+def sqlite_gaps(path: Path, keep: int = LATEST) -> History:
+    """Each stream's count of gaps and its newest C{keep}, oldest first. Blocking."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        history = {}
+        for device, stream, count in db.execute(_SQLITE_GAP_COUNTS).fetchall():
+            rows = db.execute(_SQLITE_LATEST_GAPS, (device, stream, keep)).fetchall()
+            history[device, stream] = (count, [gap_of(*row) for row in reversed(rows)])
+    finally:
+        db.close()
+    return history
+
+
+def jsonl_gaps(path: Path, keep: int = LATEST) -> History:
+    """As L{sqlite_gaps}, for a JSON Lines store: one pass over the file. Blocking."""
+    counts: dict[tuple[str, str], int] = {}
+    latest: dict[tuple[str, str], deque[dict]] = {}
+    with open(path, "rb") as f:
+        for line in f:
+            if b'"gap"' not in line:
+                continue
+            try:
+                obj = json.loads(line)
+                if obj.get("kind") != "gap":
+                    continue
+                key = obj["device"], obj["stream"]
+                gap = gap_of(obj["from"], obj["to"], obj["reason"], obj.get("received"))
+            except (ValueError, KeyError, TypeError):
+                continue  # a torn last line, or a v1 message
+            counts[key] = counts.get(key, 0) + 1
+            latest.setdefault(key, deque(maxlen=keep)).append(gap)
+    return {key: (count, list(latest[key])) for key, count in counts.items()}
+
+
+def _readers(path: str | None):
+    """The store file at C{path} and its C{(readings since, gaps)} readers, or C{None}."""
     if path is None:
         return None
     file = store_file_for(path)
     if isinstance(file, SQLiteFile):
-        reader = sqlite_since
-    elif isinstance(file, JsonLinesFile):
-        reader = jsonl_since
-    else:
+        return file, sqlite_since, sqlite_gaps
+    if isinstance(file, JsonLinesFile):
+        return file, jsonl_since, jsonl_gaps
+    return None
+
+
+def store_history(path: str | None):
+    """C{history(begin, limit) -> Deferred} for the store at C{path}, or C{None} without one."""
+    readers = _readers(path)
+    if readers is None:
         return None
+    file, since, _ = readers
 
     def history(begin: str, limit: int):
-        return deferToThread(reader, file.path, begin, limit)
+        return deferToThread(since, file.path, begin, limit)
+
+    return history
+
+
+def store_gaps(path: str | None):
+    """C{gaps() -> Deferred[History]} for the store at C{path}, or C{None} without one."""
+    readers = _readers(path)
+    if readers is None:
+        return None
+    file, _, gaps = readers
+
+    def history():
+        return deferToThread(gaps, file.path)
 
     return history

@@ -54,7 +54,8 @@ class Metrics:
             registry=registry,
         )
         self.readings_out = Counter(
-            "rpisensor_readings_out", "Readings sent, by where to: web (pages' event streams).",
+            "rpisensor_readings_out",
+            "Readings sent, by where to: web (pages' event streams), subscriber (serve's v2 subscribers).",
             ["to"], registry=registry,
         )  # fmt: skip
         self.outbox_depth = Gauge(
@@ -89,8 +90,9 @@ class Metrics:
         if failed:
             self.errors.labels("read").inc()
 
-    def sent_to_web(self, count: int) -> None:
-        self.readings_out.labels("web").inc(count)
+    def sent_to(self, to: str) -> Callable[[int], None]:
+        """C{sent(count)}: counts readings sent C{to} a kind of receiver, one call per batch."""
+        return self.readings_out.labels(to).inc
 
     def received(self, events) -> None:
         """A feed's listener: readings recorded."""

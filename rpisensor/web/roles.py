@@ -1,11 +1,12 @@
 """
 The web side of each role: what its page follows, its health and metrics.
 
-  - C{serve}: the journal (L{JournalFeed}); health is the journal's bounds,
-    the subscribers, connections and pages; the simulated inputs' buttons.
+  - C{serve}: the journal (L{JournalFeed}); health is the journal's bounds
+    and gaps, the subscribers, connections and pages; the simulated inputs'
+    buttons.
   - C{collect}, C{poll --subscribe}: what is stored (L{ReceivedFeed}), with
     history from the store; health is each device's stream: connected or
-    not, from where, and the last reading acknowledged (stored).
+    not, from where, the last reading acknowledged (stored) and its gaps.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from __future__ import annotations
 from rpisensor.net.limits import ListenSettings
 from rpisensor.web.controls import Controls, SimulatedInputs
 from rpisensor.web.feed import JournalFeed, ReceivedFeed
-from rpisensor.web.history import store_history
+from rpisensor.web.gaps import JournalGaps, ReceivedGaps, no_gaps
+from rpisensor.web.history import store_gaps, store_history
 from rpisensor.web.metrics import Metrics
 from rpisensor.web.service import WebService, WebSettings
 
@@ -31,12 +33,14 @@ def serve_web(reactor, settings: WebSettings, listen: ListenSettings, top, reade
     metrics.count_connections(top.factory)
     metrics.count_outbox(lambda: journal.journal.rows)
     reader.on_read = metrics.read
+    publishing.on_sent = metrics.sent_to("subscriber")
+    gaps = JournalGaps(journal)
     web: WebService | None = None
 
     def health() -> dict:
         j = journal.journal
         return {
-            "journal": {"first": j.first, "last": j.last, "rows": j.rows},
+            "journal": {"first": j.first, "last": j.last, "rows": j.rows, "gaps": gaps.describe()},
             "subscribers": len(publishing.subscriptions),
             "connections": len(top.factory.connections),
             "pages": len(web.hub.clients) if web is not None else 0,
@@ -48,16 +52,17 @@ def serve_web(reactor, settings: WebSettings, listen: ListenSettings, top, reade
 
         outputs = ControllerSwitches(top.factory.controller, top.factory.grants)
     info = {"role": "serve", "device": publishing.device}
-    web = WebService(reactor, settings, listen, info, feed, metrics, health, Controls(simulated, outputs))
+    web = WebService(reactor, settings, listen, info, feed, metrics, health, Controls(simulated, outputs), gaps)
     return web
 
 
 class ReceiverHealth:
     """The streams a receiving role has, for its page: connected, last acknowledged, gaps."""
 
-    def __init__(self, registry, connections=None) -> None:
+    def __init__(self, registry, connections=None, gaps: ReceivedGaps | None = None) -> None:
         self._registry = registry
         self._connections = connections
+        self._gaps = gaps
 
     def __call__(self) -> dict:
         streams = []
@@ -69,6 +74,7 @@ class ReceiverHealth:
                 "connected": session is not None and not getattr(session, "closed", False),
                 "peer": getattr(session, "peer", None),
                 "acked": state.stored,
+                "gaps": self._gaps.of(state.device, state.stream) if self._gaps is not None else no_gaps(),
             })  # fmt: skip
         body = {"streams": sorted(streams, key=lambda s: (s["device"], s["stream"]))}
         if self._connections is not None:
@@ -77,7 +83,8 @@ class ReceiverHealth:
 
 
 def receiver_web(reactor, role: str, settings: WebSettings, listen: ListenSettings, store_path: str | None,
-                 registry, store=None, connections=None, feed: ReceivedFeed | None = None) -> WebService:  # fmt: skip
+                 registry, store=None, connections=None, feed: ReceivedFeed | None = None,
+                 gaps: ReceivedGaps | None = None) -> WebService:  # fmt: skip
     """
     The page of C{collect} or C{poll --subscribe}.
 
@@ -85,12 +92,15 @@ def receiver_web(reactor, role: str, settings: WebSettings, listen: ListenSettin
     @param store: the L{rpisensor.store.StoreService}, for the outbox depth.
     @param connections: returns the open connections (collect's reporters).
     @param feed: the feed whose C{on_reading} the role calls.
+    @param gaps: the gaps whose C{on_gap} the role calls.
     """
     feed = feed if feed is not None else ReceivedFeed(history=store_history(store_path))
+    gaps = gaps if gaps is not None else ReceivedGaps(store_gaps(store_path))
     metrics = Metrics(role)
     if connections is not None:
         metrics.connections.set_function(lambda: len(connections()))
     if store is not None:
         metrics.count_outbox(lambda: store.waiting)
-    health = ReceiverHealth(registry, connections)
-    return WebService(reactor, settings, listen, {"role": role, "device": None}, feed, metrics, health)
+    health = ReceiverHealth(registry, connections, gaps)
+    info = {"role": role, "device": None}
+    return WebService(reactor, settings, listen, info, feed, metrics, health, gaps=gaps)

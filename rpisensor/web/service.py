@@ -44,6 +44,8 @@ class WebService(MultiService):
     """
     @param info: what the page says of the role (C{role}, C{device}).
     @param health: the link and outbox health, as a JSON-able dict.
+    @param gaps: what tells the health's gaps (L{rpisensor.web.gaps}), started
+        and stopped with the page; a new gap is pushed to the pages at once.
     """
 
     def __init__(
@@ -56,12 +58,16 @@ class WebService(MultiService):
         metrics: Metrics,
         health: Callable[[], dict],
         controls: Controls | None = None,
+        gaps=None,
     ) -> None:
         super().__init__()
         self.feed = feed
+        self.gaps = gaps
         self.metrics = metrics
-        self.hub = EventHub(feed, reactor, settings.events, health, metrics.sent_to_web)
+        self.hub = EventHub(feed, reactor, settings.events, health, metrics.sent_to("web"))
         metrics.count_web_streams(self.hub)
+        if gaps is not None:
+            gaps.on_change = self.hub.health_changed
         self.controls = controls if controls is not None else Controls()
         self.root = build_root(
             info, feed, reactor, self.hub, metrics, self.controls, health, settings.stale_after
@@ -78,6 +84,8 @@ class WebService(MultiService):
         start = getattr(self.feed, "start", None)
         if start is not None:
             maybeDeferred(start).addErrback(lambda f: _log.failure("The web page's feed did not start", f))
+        if self.gaps is not None:
+            self.gaps.start().addErrback(lambda f: _log.failure("The web page's gaps did not load", f))
         self.feed.add_listener(self.metrics.received)
         self.metrics.observe_log()
         self.hub.start()
@@ -90,5 +98,7 @@ class WebService(MultiService):
         stop = getattr(self.feed, "stop", None)
         if stop is not None:
             stop()
+        if self.gaps is not None:
+            self.gaps.stop()
         self.metrics.stop_observing_log()
         return stopping

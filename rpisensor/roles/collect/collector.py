@@ -18,7 +18,7 @@ from rpisensor.net.listening import ListenerService
 from rpisensor.net.tls import certificate_name
 from rpisensor.roles.collect.session import HelloRefused, ReportSession, check_hello
 from rpisensor.store import Record, StoreService, store_file_for
-from rpisensor.stream.delivery import Delivery, OnReading, Stamp
+from rpisensor.stream.delivery import Delivery, OnGap, OnReading, Stamp
 from rpisensor.stream.receiver import StreamRegistry
 from rpisensor.stream.records import StreamReading, StreamRecord
 from rpisensor.lograte import RateLimitedLog
@@ -180,6 +180,7 @@ class CollectorFactory(AdmittingFactory):
         acknowledged only once that fires (see L{Delivery}).
     @param max_stream_pending: entries of one v2 reporter on their way to the
         store at most; beyond that it is not read until they are stored.
+    @param on_gap: called with each gap (a L{StreamGap}) once it is stored.
     """
 
     protocol = CollectorProtocol
@@ -191,6 +192,7 @@ class CollectorFactory(AdmittingFactory):
         settings: ListenSettings = ListenSettings(),
         on_reading: OnReading | None = None,
         max_stream_pending: int = MAX_STREAM_PENDING,
+        on_gap: OnGap | None = None,
     ) -> None:
         super().__init__(settings.limits, settings.policy, clock)
         self.store = store
@@ -200,7 +202,7 @@ class CollectorFactory(AdmittingFactory):
         self.stream_log = RateLimitedLog(clock, _log)
         self._reading_log = RateLimitedLog(clock, _log, burst=READING_LINES, window=READING_WINDOW)
         self._every_reading = _EveryLine(_log)
-        self.delivery = Delivery(store, on_reading)
+        self.delivery = Delivery(store, on_reading, on_gap)
 
     @property
     def registry(self) -> StreamRegistry:
@@ -264,13 +266,14 @@ def build_collect_service(
     settings: ListenSettings = ListenSettings(),
     on_reading: OnReading | None = None,
     max_stream_pending: int = MAX_STREAM_PENDING,
+    on_gap: OnGap | None = None,
 ) -> CollectService:
     """
     The whole collector: the store's writer (when C{store_path} is given) and
     one listener per endpoint in C{settings}.
 
     @param on_reading: for programs embedding the collector: called with each
-        v2 reading once it is stored (see L{CollectorFactory}).
+        v2 reading once it is stored (see L{CollectorFactory}); C{on_gap}, with each gap.
 
     The store is opened when the service starts, not here: under twistd,
     after daemonizing and after C{--uid} drops privileges. If it cannot be
@@ -284,7 +287,7 @@ def build_collect_service(
         _log.info("No --store given: messages are only logged. Add --store readings.jsonl to keep them.")
     else:
         store = StoreService(reactor, store_file_for(store_path))
-    factory = CollectorFactory(store, reactor, settings, on_reading, max_stream_pending)
+    factory = CollectorFactory(store, reactor, settings, on_reading, max_stream_pending, on_gap)
     top = CollectService(factory)
     if store is not None:
         store.setServiceParent(top)
@@ -297,15 +300,17 @@ def build_collect_service(
 def make_service(options, reactor) -> CollectService:
     """C{collect} as its options say."""
     listen = options.listen_settings()
-    feed = None
+    feed = gaps = None
     if options["web"]:
         from rpisensor.web.feed import ReceivedFeed
-        from rpisensor.web.history import store_history
+        from rpisensor.web.gaps import ReceivedGaps
+        from rpisensor.web.history import store_gaps, store_history
 
         feed = ReceivedFeed(history=store_history(options["store"]))
+        gaps = ReceivedGaps(store_gaps(options["store"]))
     top = build_collect_service(
         reactor, options["store"], listen, feed.on_reading if feed is not None else None,
-        max_stream_pending=options["max-stream-pending"],
+        max_stream_pending=options["max-stream-pending"], on_gap=gaps.on_gap if gaps is not None else None,
     )  # fmt: skip
     if feed is not None:
         from rpisensor.web.roles import receiver_web
@@ -313,6 +318,6 @@ def make_service(options, reactor) -> CollectService:
         factory = top.factory
         receiver_web(
             reactor, "collect", options.web_settings(), listen, options["store"], lambda: factory.registry,
-            store=factory.store, connections=lambda: factory.connections, feed=feed,
+            store=factory.store, connections=lambda: factory.connections, feed=feed, gaps=gaps,
         ).setServiceParent(top)  # fmt: skip
     return top

@@ -22,7 +22,7 @@ from rpisensor.roles.poll.options import DEFAULT_HELLO_TIMEOUT
 from rpisensor.app.stopping import StopInOrder
 from rpisensor.store import StoreService, store_file_for
 from rpisensor.stream.heartbeat import interval_for
-from rpisensor.stream.records import StreamReading
+from rpisensor.stream.records import StreamGap, StreamReading
 
 
 class PollProtocol(RequestProtocol):
@@ -150,6 +150,7 @@ def build_poll_service(
     store_path: str | None = None,
     hello_timeout: float = DEFAULT_HELLO_TIMEOUT,
     on_reading: Callable[[StreamReading], object] | None = None,
+    on_gap: Callable[[StreamGap], object] | None = None,
 ) -> ClientService | PollService:
     """
     A service that keeps polling the server at the client endpoint C{connect}
@@ -172,11 +173,12 @@ def build_poll_service(
         the reading is acknowledged, and if it fails the server sends the
         reading again. Snapshot readings (C{reading.snapshot}) come first,
         and are not waited for.
+    @param on_gap: with C{subscribe}: called with each gap (a L{StreamGap}) once it is stored.
     @raise ValueError: C{store_path} without C{subscribe}, or of no known format.
     """
     if not subscribe:
-        if store_path is not None or on_reading is not None:
-            raise ValueError("a store or on_reading needs subscribe=True: polled replies are not a stream")
+        if store_path is not None or on_reading is not None or on_gap is not None:
+            raise ValueError("a store, on_reading or on_gap needs subscribe=True: polled replies are not a stream")
         factory = PollFactory(reactor, command, interval, timeout, on_reply)
         return reconnecting_client(reactor, connect, factory, max_delay, dead_peer_timeout=dead_peer_timeout)
     from rpisensor.roles.poll.subscribing import SubscribeFactory
@@ -184,7 +186,7 @@ def build_poll_service(
     store = StoreService(reactor, store_file_for(store_path)) if store_path is not None else None
     heartbeat = interval_for(dead_peer_timeout) if dead_peer_timeout > 0 else None
     factory = SubscribeFactory(
-        reactor, command, interval, timeout, on_reply, store, heartbeat, hello_timeout, on_reading
+        reactor, command, interval, timeout, on_reply, store, heartbeat, hello_timeout, on_reading, on_gap
     )
     client = reconnecting_client(reactor, connect, factory, max_delay, dead_peer_timeout=dead_peer_timeout)
     client.factory = factory  # (what it builds the connections with, for embedding programs and tests)
@@ -193,17 +195,20 @@ def build_poll_service(
 
 def make_service(options, reactor) -> ClientService | PollService:
     """C{poll} as its options say."""
-    feed = None
+    feed = gaps = None
     if options["web"]:
         from rpisensor.web.feed import ReceivedFeed
-        from rpisensor.web.history import store_history
+        from rpisensor.web.gaps import ReceivedGaps
+        from rpisensor.web.history import store_gaps, store_history
 
         feed = ReceivedFeed(history=store_history(options["store"]))
+        gaps = ReceivedGaps(store_gaps(options["store"]))
     service = build_poll_service(
         reactor, options["connect"], options["command"], options["interval"], options["timeout"],
         options["max-delay"], dead_peer_timeout=options["dead-peer-timeout"],
         subscribe=options["subscribe"], store_path=options["store"], hello_timeout=options["hello-timeout"],
         on_reading=feed.on_reading if feed is not None else None,
+        on_gap=gaps.on_gap if gaps is not None else None,
     )  # fmt: skip
     if feed is None:
         return service
@@ -214,7 +219,7 @@ def make_service(options, reactor) -> ClientService | PollService:
     factory = service.factory
     receiver_web(
         reactor, "poll", options.web_settings(), ListenSettings(), options["store"], lambda: factory.registry,
-        store=getattr(service, "store", None), feed=feed,
+        store=getattr(service, "store", None), feed=feed, gaps=gaps,
     ).setServiceParent(top)  # fmt: skip
     return top
 

@@ -17,7 +17,7 @@ from twisted.python.failure import Failure
 from rpisensor.lograte import RateLimitedLog
 from rpisensor.roles.poll.poller import PollFactory, PollProtocol
 from rpisensor.store import Record, StoreService
-from rpisensor.stream.delivery import Delivery, OnReading, Stamp
+from rpisensor.stream.delivery import Delivery, OnGap, OnReading, Stamp
 from rpisensor.stream.heartbeat import Heartbeat
 from rpisensor.stream.receiver import StreamRegistry
 from rpisensor.stream.records import StreamReading, StreamRecord
@@ -236,6 +236,7 @@ class SubscribeFactory(PollFactory):
     @param hello_timeout: seconds to wait for the welcome before polling with v1.
     @param on_reading: called with each reading (see L{Delivery}); snapshot
         readings (C{snapshot=True}) too, at once, their results not waited for.
+    @param on_gap: called with each gap once it is stored.
     """
 
     protocol = SubscribeProtocol
@@ -251,6 +252,7 @@ class SubscribeFactory(PollFactory):
         heartbeat: float | None = None,
         hello_timeout: float = 3.0,
         on_reading: OnReading | None = None,
+        on_gap: OnGap | None = None,
     ) -> None:
         super().__init__(clock, command, interval, timeout, on_reply)
         self.store = store
@@ -258,7 +260,7 @@ class SubscribeFactory(PollFactory):
         self.hello_timeout = hello_timeout
         self.on_reading = on_reading
         self._registry: StreamRegistry | None = None
-        self._delivery = Delivery(store, on_reading)
+        self._delivery = Delivery(store, on_reading, on_gap)
         self.stream_log = RateLimitedLog(clock, _log)
         self.stamp = Stamp(clock)
         self._reading_log = RateLimitedLog(clock, _log, burst=READING_LINES, window=READING_WINDOW)

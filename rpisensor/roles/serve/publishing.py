@@ -7,6 +7,7 @@ that stream it, and the C{status} of both.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,6 +72,8 @@ class PublishingService(Service):
     flight recorded, then the journal synced and closed.
 
     @ivar subscriptions: the connections streaming the journal now.
+    @ivar on_sent: called with how many readings went to a subscriber, per
+        batch (the web side's metrics set it), or C{None}.
     """
 
     _log = Logger()
@@ -94,6 +97,7 @@ class PublishingService(Service):
         self.follower: ChangeFollower | None = None
         self.measuring: MeasurementSampler | None = None
         self.subscriptions: set = set()
+        self.on_sent: Callable[[int], object] | None = None
 
     @property
     def device(self) -> str:
@@ -174,10 +178,7 @@ class PublishingService(Service):
 
     def _status_line(self, gaps) -> str:
         journal = self.journal.journal
-        missing = []
-        if journal.first > 1:
-            missing.append({"from": 1, "to": journal.first - 1, "reason": TRIMMED})
-        missing.extend({"from": g.first, "to": g.last, "reason": g.reason} for g in gaps)
+        missing = missing_entries(journal, gaps)
         subscriptions = sorted((s.status() for s in self.subscriptions), key=lambda s: s["peer"])
         body = {
             "device": self.device,
@@ -191,6 +192,19 @@ class PublishingService(Service):
             "subscriptions": subscriptions,
         }
         return "status " + json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+
+
+def missing_entries(journal: Journal, gaps) -> list[dict]:
+    """
+    What a subscriber starting from the beginning will never get, oldest
+    first: the entries before C{journal}'s first, then its gap entries
+    (C{gaps}, from L{Journal.gaps}), each C{{"from", "to", "reason"}}.
+    """
+    missing = []
+    if journal.first > 1:
+        missing.append({"from": 1, "to": journal.first - 1, "reason": TRIMMED})
+    missing.extend({"from": g.first, "to": g.last, "reason": g.reason} for g in gaps)
+    return missing
 
 
 def open_publishing(

@@ -59,7 +59,8 @@ class Subscription:
         self.announced = announced
         self.clock = connection.factory.clock
         self.publication = Publication(
-            publishing.journal, connection.reply, publishing.device, publishing.settings.window
+            publishing.journal, connection.reply, publishing.device, publishing.settings.window,
+            on_sent=publishing.on_sent,
         )
         #: True once C{subscribe} was accepted: the connection then takes only acks and heartbeats.
         self.subscribed = False

@@ -262,16 +262,24 @@ function renderOutputs() {
 
 // -- health -------------------------------------------------------------------------------
 
+// "2 gaps, latest: 5–9 (outbox full); 12–12 (power cut)": entries that will never arrive.
+function describeGaps(gaps) {
+  if (!gaps || !gaps.count) return "no gaps";
+  const latest = gaps.latest.map((g) => `${g.from}–${g.to} (${g.reason})`).join("; ");
+  return `${gaps.count} gap${gaps.count === 1 ? "" : "s"}, latest: ${latest}`;
+}
+
 function renderHealth() {
   const rows = [];
   const h = page.health;
   if (h.journal) {
     rows.push(["journal", `entries ${h.journal.first} to ${h.journal.last} (${h.journal.rows} kept)`]);
+    rows.push(["gaps", describeGaps(h.journal.gaps)]);
     rows.push(["subscribers", h.subscribers], ["connections", h.connections], ["web pages", h.pages]);
   }
   for (const s of h.streams || []) {
     rows.push([s.device, `${s.connected ? "connected" : "not connected"}${s.peer ? " from " + s.peer : ""},`
-      + ` last acknowledged ${s.acked}`]);
+      + ` last acknowledged ${s.acked}, ${describeGaps(s.gaps)}`]);
   }
   if (h.connections != null && !h.journal) rows.push(["connections", h.connections]);
   const list = $("#health dl");
