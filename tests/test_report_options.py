@@ -26,7 +26,7 @@ def parse(*args: str):
 
 class DefaultsTests(SynchronousTestCase):
     def test_defaults(self) -> None:
-        """auto, 3 s, the outbox and the status socket in the working directory, window 1000."""
+        """auto, 3 s, the outbox and the status socket in the working directory, window 5000."""
         report = parse(*CONNECT)
         here = os.getcwd()
         self.assertEqual(report["protocol"], "auto")
@@ -35,7 +35,7 @@ class DefaultsTests(SynchronousTestCase):
         settings = report.journal_settings()
         self.assertEqual(str(settings.path), os.path.join(here, "rpisensor-outbox.sqlite"))
         self.assertEqual((settings.max_entries, settings.max_bytes, settings.sync, settings.window),
-                         (1_000_000, None, "batch", 1000))  # fmt: skip
+                         (1_000_000, None, "batch", 5000))  # fmt: skip
         self.assertEqual(report.device_id(), default_device_id())
 
     def test_state_directory(self) -> None:

@@ -62,12 +62,13 @@ def parse_bound(option: str, text: str) -> tuple[int | None, int | None]:
     return None, size
 
 
-def journal_options(name: str, default_file: str, what: str) -> type[FoldedOptions]:
+def journal_options(name: str, default_file: str, what: str, window: int = 1000) -> type[FoldedOptions]:
     """
     The options of one journal, all named after it: C{--NAME FILE|none},
     C{--NAME-max}, C{--NAME-sync}; plus C{--device} and C{--window}.
 
     @param what: how the help text describes what the journal keeps.
+    @param window: the default C{--window}.
     """
 
     class JournalOptions(FoldedOptions):
@@ -88,7 +89,7 @@ def journal_options(name: str, default_file: str, what: str) -> type[FoldedOptio
              "This Pi's name in the stream, stable across restarts. Default: the host name "
              "and six hex digits of /etc/machine-id (e.g. raspberrypi-3d1219). "
              "Example: --device greenhouse"],
-            ["window", None, "1000",
+            ["window", None, str(window),
              "The most readings sent and not yet acknowledged. Example: --window 200"],
         ]  # fmt: skip
 

@@ -163,7 +163,7 @@ class CollectorProtocol(ServerConnection):
 
 
 #: Entries of one v2 reporter on their way to the store before it is not read
-#: (--max-stream-pending): well above a reporter's window (1000 by default), so
+#: (--max-stream-pending): twice a reporter's window (5000 by default), so
 #: only a sender that ignores its window meets it.
 MAX_STREAM_PENDING = 10_000
 #: Stored readings of one stream logged one by one per window (then a count of the rest).

@@ -22,6 +22,7 @@ from rpisensor.net.peers import peer_text
 from rpisensor.net.reconnect import DEFAULT_DEAD_PEER_TIMEOUT, reconnecting_client
 from rpisensor.net.wording import NamedLogger
 from rpisensor.roles.report.connection import ReportFactory, ReportProtocol
+from rpisensor.roles.report.options import DEFAULT_WINDOW
 from rpisensor.roles.report.outbox import OutboxService
 from rpisensor.sensing.reader import InputReader
 from rpisensor.sensing.reading import AnyReading
@@ -63,7 +64,7 @@ class StreamSettings:
     protocol: str = "auto"
     hello_timeout: float = 3.0
     heartbeat: float | None = interval_for(DEFAULT_DEAD_PEER_TIMEOUT)
-    window: int = 1000
+    window: int = DEFAULT_WINDOW
 
     def __post_init__(self) -> None:
         if self.protocol not in ("auto", "1", "2"):
@@ -417,7 +418,7 @@ def build_report_service(
     device: str | None = None,
     protocol: str = "auto",
     hello_timeout: float = 3.0,
-    window: int = 1000,
+    window: int = DEFAULT_WINDOW,
     status_listen: str | None = None,
     on_reading: Callable[[v2.Reading], object] | None = None,
     on_ack: Callable[[int], object] | None = None,
