@@ -339,17 +339,6 @@ def build_rows(out: dict, cfg: Config, judge: bool) -> list[list[str]]:
 HEADER = ["scenario", "metric", "value", "goal", "goal met?"]
 
 
-def render(rows: list[list[str]]) -> str:
-    table = [HEADER, *rows]
-    widths = [max(len(row[i]) for row in table) for i in range(len(HEADER))]
-    lines = []
-    for n, row in enumerate(table):
-        lines.append("| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths)) + " |")
-        if n == 0:
-            lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(lines)
-
-
 def notes(out: dict, cfg: Config) -> str:
     pinning = (
         f"servers (and the UML guest) on CPU {run.SERVER_CPU}, load generator, flipper and subscriber of E2 "
@@ -446,7 +435,7 @@ def main() -> int:
         run.stop_all()
     RESULTS.write_text(json.dumps({"config": {"samples": cfg.samples, "poll_interval": cfg.poll_interval,
                                               "reps": cfg.reps}, "results": out}, indent=1))  # fmt: skip
-    print(render(build_rows(out, cfg, judge=not args.quick)))
+    print(run.render(build_rows(out, cfg, judge=not args.quick), HEADER))
     print(notes(out, cfg))
     print(f"Total bench time {time.monotonic() - started:.0f} s; raw results {RESULTS}.")
     return 0

@@ -754,9 +754,10 @@ HEADER = ["scenario", "metric", "rpisensor", "threaded", "asyncio", "tw-naive", 
           "rpisensor vs others", "LG CPU%", "goal", "goal met?"]  # fmt: skip
 
 
-def render(rows: list[list[str]]) -> str:
-    table = [HEADER, *rows]
-    widths = [max(len(row[i]) for row in table) for i in range(len(HEADER))]
+def render(rows: list[list[str]], header: list[str] = HEADER) -> str:
+    """A Markdown table of C{rows} under C{header}, its columns padded to line up."""
+    table = [header, *rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     lines = []
     for n, row in enumerate(table):
         lines.append("| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths)) + " |")

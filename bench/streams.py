@@ -52,6 +52,7 @@ from run import (  # noqa: E402 (bench/run.py: the same environment helpers)
     pinned,
     plan_cpus,
     proc_cpu_seconds,
+    render,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -615,17 +616,6 @@ def build_table(res: dict, cfg: Config, judge: bool) -> list[list[str]]:
 HEADER = ["scenario", "metric", "result", "goal", "goal met?", "details"]
 
 
-def render(rows: list[list[str]]) -> str:
-    table = [HEADER, *rows]
-    widths = [max(len(row[i]) for row in table) for i in range(len(HEADER))]
-    lines = []
-    for n, row in enumerate(table):
-        lines.append("| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths)) + " |")
-        if n == 0:
-            lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(lines)
-
-
 def notes(res: dict) -> str:
     pinning = (
         f"collectors on CPU {SERVER_CPU}; reporters, the load generator and this script on CPU {CLIENT_CPU}"
@@ -694,7 +684,7 @@ def main() -> int:
         shutil.rmtree(sockets, ignore_errors=True)
 
     (BUILD / "streams-results.json").write_text(json.dumps({"config": cfg.__dict__, "results": results}, indent=1))
-    print(render(build_table(results, cfg, judge=not args.quick)))
+    print(render(build_table(results, cfg, judge=not args.quick), HEADER))
     print(notes(results))
     print(f"Total bench time {time.monotonic() - started:.0f} s; raw results "
           f"{(BUILD / 'streams-results.json').relative_to(ROOT)}.")  # fmt: skip

@@ -141,16 +141,23 @@ def _frame(name: str, args: list[str]):
     return v2.parse(f"{name} {args[0]}" if args[0] else name)
 
 
-def _hello(connection: SensorServerProtocol, args: list[str]) -> None:
-    publishing = connection.factory.publishing
-    if publishing is None:
+def _stream_frame(connection: SensorServerProtocol, name: str, args: list[str]):
+    """The v2 frame a stream command came as, or C{None} once the client was told why not."""
+    if connection.factory.publishing is None:
         connection.reply(NO_JOURNAL)
-        return
+        return None
     try:
-        hello = _frame("hello", args)
+        return _frame(name, args)
     except v2.FrameError as e:
         connection.reply(f"error: {e}")
+        return None
+
+
+def _hello(connection: SensorServerProtocol, args: list[str]) -> None:
+    hello = _stream_frame(connection, "hello", args)
+    if hello is None:
         return
+    publishing = connection.factory.publishing
     if hello.role != "subscribe":
         connection.reply("error: hello: serve takes role 'subscribe' (a reporter sends to collect)")
     elif connection.subscription is not None:
@@ -162,15 +169,10 @@ def _hello(connection: SensorServerProtocol, args: list[str]) -> None:
 
 
 def _subscribe(connection: SensorServerProtocol, args: list[str]) -> None:
+    subscribe = _stream_frame(connection, "subscribe", args)
+    if subscribe is None:
+        return
     publishing = connection.factory.publishing
-    if publishing is None:
-        connection.reply(NO_JOURNAL)
-        return
-    try:
-        subscribe = _frame("subscribe", args)
-    except v2.FrameError as e:
-        connection.reply(f"error: {e}")
-        return
     if not publishing.has_room():
         connection.reply(publishing.busy_reply())
         return
