@@ -184,7 +184,7 @@ def test_the_build_script_finds_the_kernel_it_caches():
         _unavailable(str(e))
     assert kernel.is_file() and os.access(kernel, os.X_OK)
     key = (kernel.parent / "key.txt").read_text()
-    for part in ("kernel.config", "hz-1000.patch"):
+    for part in ("kernel.config", "hz-1000.patch", "xstate-restore.patch"):
         assert (guest.HERE / part).read_text() in key
     config = (kernel.parent / "config").read_text().splitlines()
     for option in ("CONFIG_GPIO_SIM=y", "CONFIG_GPIO_CDEV=y", "CONFIG_PCI_MSI=y", "CONFIG_HZ=1000"):
@@ -195,14 +195,65 @@ def test_a_changed_config_is_a_different_cache_entry(tmp_path):
     """The key covers kernel.config: a copy of the scripts with one more option misses the cache."""
     if guest.unavailable_reason(sys.executable):
         pytest.skip("needs the cached kernel")
-    copy = tmp_path / "tests" / "uml"
-    copy.mkdir(parents=True)
-    for name in ("build-kernel.sh", "kernel.config", "hz-1000.patch"):
-        (copy / name).write_bytes((guest.HERE / name).read_bytes())
+    copy = _copy_build_scripts(tmp_path)
     found = subprocess.run(["bash", str(copy / "build-kernel.sh"), "--print-kernel"], capture_output=True, text=True)
     assert found.returncode == 0 and found.stdout.strip() == str(guest.cached_kernel())
     with open(copy / "kernel.config", "a") as config:
         config.write("CONFIG_GPIO_AGGREGATOR=y\n")
     missed = subprocess.run(["bash", str(copy / "build-kernel.sh"), "--print-kernel"], capture_output=True, text=True)
     assert missed.returncode == 2 and "not built for the current key" in missed.stderr
+
+
+def test_a_changed_patch_is_a_different_cache_entry(tmp_path):
+    """The key covers the AMX fix too: a cached kernel built without it is never reused."""
+    if guest.unavailable_reason(sys.executable):
+        pytest.skip("needs the cached kernel")
+    copy = _copy_build_scripts(tmp_path)
+    with open(copy / "xstate-restore.patch", "a") as patch:
+        patch.write("\n")
+    missed = subprocess.run(["bash", str(copy / "build-kernel.sh"), "--print-kernel"], capture_output=True, text=True)
+    assert missed.returncode == 2 and "not built for the current key" in missed.stderr
+
+
+PANICKING_KERNEL = """#!/bin/sh
+echo "Kernel panic - not syncing: userspace - ptrace set fp regs failed, errno = 14"
+exit 134
+"""
+
+
+def test_a_kernel_that_cannot_run_a_process_here_is_unavailable_with_the_cpu_named(tmp_path):
+    """
+    The smoke boot stands between a built kernel and the tests: a kernel that panics before
+    its first process (an unpatched one on a CPU with AMX) makes --print-kernel exit 2 with
+    the panic and this host's CPU, so the tests skip saying why instead of failing.
+    """
+    if sys.platform != "linux" or os.uname().machine != "x86_64":
+        pytest.skip("the build script only builds on x86_64 Linux")
+    if subprocess.run(["dpkg-query", "-W", "linux-source-6.1"], capture_output=True).returncode != 0:
+        pytest.skip("the key names the installed linux-source-6.1, which is not installed")
+    copy = _copy_build_scripts(tmp_path)
+    env = dict(os.environ, RPISENSOR_UML_CACHE=str(tmp_path / "cache"))
+    script = ["bash", str(copy / "build-kernel.sh"), "--print-kernel"]
+    absent = subprocess.run(script, capture_output=True, text=True, env=env)
+    entry = Path(absent.stderr.split("(no ", 1)[1].split(")", 1)[0])
+    entry.mkdir(parents=True)
+    (entry / "linux").write_text(PANICKING_KERNEL)
+    (entry / "linux").chmod(0o755)
+    for attempt in ("the smoke boot", "its record"):
+        refused = subprocess.run(script, capture_output=True, text=True, env=env)
+        assert refused.returncode == 2, attempt
+        assert "cannot run a process on this host's CPU" in refused.stderr, attempt
+        assert "errno = 14" in refused.stderr, attempt
+        model = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
+        assert model.split(":", 1)[1].strip() in refused.stderr, attempt
+        assert refused.stdout == "", attempt
+
+
+def _copy_build_scripts(tmp_path: Path) -> Path:
+    """A copy of everything build-kernel.sh reads, as tests/uml under C{tmp_path}."""
+    copy = tmp_path / "tests" / "uml"
+    copy.mkdir(parents=True)
+    for name in ("build-kernel.sh", "kernel.config", "hz-1000.patch", "xstate-restore.patch", "smoke-init.sh"):
+        (copy / name).write_bytes((guest.HERE / name).read_bytes())
+    return copy
 

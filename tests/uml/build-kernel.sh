@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
 # Build, once, the User-Mode Linux (UML) kernel the kernel-GPIO tests boot: Debian's
 # linux-source-6.1 with gpio-sim, the GPIO character device and hostfs, its tick raised to
-# 1000 Hz. A UML kernel is an ordinary program, so the real GPIO stack runs on a machine
-# (or CI runner) that has none. See tests/uml/README.md for how the tests use it.
+# 1000 Hz and its FP-register restore fixed for hosts with AMX. A UML kernel is an ordinary
+# program, so the real GPIO stack runs on a machine (or CI runner) that has none. See
+# tests/uml/README.md for how the tests use it.
 #
 # The kernel is cached outside the checkout, keyed by what decides its contents: the host
-# architecture, the linux-source-6.1 package version, kernel.config and hz-1000.patch. A
+# architecture, the linux-source-6.1 package version, kernel.config and the patches. A
 # second run finds it and takes seconds; a changed key builds a new one beside the old.
+#
+# Before it says a kernel is ready, it boots it once with a trivial init (smoke-init.sh): a
+# kernel that cannot run a process on this host's CPU makes this script exit 2, naming the
+# CPU, so the tests skip saying why instead of failing. The outcome is kept beside the kernel,
+# per CPU, and --print-kernel repeats it.
 #
 # It also prepares the Python the guest runs: the guest sees the host's / as its root, so it
 # runs this checkout's own venv interpreter, which needs the gpiod wheel (libgpiod v2).
@@ -27,6 +33,8 @@ VENV=${RPISENSOR_UML_VENV:-$CHECKOUT/.venv}
 SOURCE_PACKAGE=linux-source-6.1
 TARBALL=/usr/src/$SOURCE_PACKAGE.tar.xz
 BUILD_PACKAGES="$SOURCE_PACKAGE bc flex bison build-essential libelf-dev libssl-dev xz-utils"
+# Applied with patch -p1, in this order; each is part of the cache key.
+PATCHES="hz-1000.patch xstate-restore.patch"
 GPIOD_REQUIREMENT='gpiod>=2.2'
 # rpi-lgpio provides the RPi.GPIO module on top of lgpio (what a Pi 5 needs); it goes into a
 # directory of its own in the venv, so it does not replace the real RPi.GPIO the emulated-Pi
@@ -59,8 +67,11 @@ key_text() {
     echo "source $SOURCE_PACKAGE $(dpkg-query -W -f='${Version}' "$SOURCE_PACKAGE")"
     echo "--- kernel.config"
     cat "$HERE/kernel.config"
-    echo "--- hz-1000.patch"
-    cat "$HERE/hz-1000.patch"
+    local patch
+    for patch in $PATCHES; do
+        echo "--- $patch"
+        cat "$HERE/$patch"
+    done
 }
 
 cache_entry() { echo "$CACHE/linux-$(key_text | sha256sum | cut -c1-16)"; }
@@ -71,7 +82,58 @@ print_kernel() {
     local entry
     entry=$(cache_entry)
     [ -x "$entry/linux" ] || { echo "build-kernel: the UML kernel is not built for the current key (no $entry)" >&2; exit 2; }
+    smoke_boot "$entry"
     echo "$entry/linux"
+}
+
+# The host's CPU as the smoke boot's record names it: its model and the flags that decide how
+# its FP/vector registers are saved (the XSAVE area's size).
+cpu_text() {
+    local model flags
+    model=$(grep -m1 '^model name' /proc/cpuinfo | sed 's/^model name[[:space:]]*: //')
+    flags=$(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' \
+        | grep -E '^(xsave|xsaveopt|xsavec|xsaves|avx|avx2|avx512f|amx_[a-z0-9]+|pku)$' | tr '\n' ' ')
+    echo "$model; flags: ${flags% }"
+}
+
+# Where UML may keep the guest's memory: a tmpfs that allows executable mappings, else /tmp.
+memory_dir() {
+    if grep -qE '^[^ ]+ /dev/shm tmpfs ' /proc/mounts && ! grep -E '^[^ ]+ /dev/shm tmpfs ' /proc/mounts | grep -q noexec \
+        && [ -w /dev/shm ]; then
+        echo /dev/shm
+    else
+        echo "${TMPDIR:-/tmp}"
+    fi
+}
+
+# Boot the kernel in ENTRY once on this CPU with smoke-init.sh as PID 1; remember the outcome
+# per CPU beside the kernel. Exit 2 with the reason when it cannot run a process here.
+smoke_boot() {
+    local entry=$1 record console status cpu
+    cpu=$(cpu_text)
+    record="$entry/smoke-$(echo "$cpu" | sha256sum | cut -c1-16)"
+    if [ ! -f "$record" ]; then
+        console=$(mktemp)
+        status=0
+        # In a subshell, whose stderr is the console too: bash's own "Aborted" line lands there.
+        (TMPDIR=$(memory_dir) timeout 60 "$entry/linux" mem=64M root=/dev/root rootfstype=hostfs rootflags=/ ro \
+            "init=$HERE/smoke-init.sh" con=null ssl=null con0=fd:0,fd:1 loglevel=4 \
+            < /dev/null; exit $?) > "$console" 2>&1 || status=$?
+        if grep -q 'rpisensor-uml smoke: floating point ok' "$console"; then
+            echo ok > "$record"
+        else
+            {
+                echo "the UML kernel cannot run a process on this host's CPU ($cpu): its smoke boot exited $status"
+                grep -m2 -iE 'panic|errno' "$console" | sed 's/^/  /'
+            } > "$record.failed"
+            mv "$record.failed" "$record"
+        fi
+        rm -f "$console"
+    fi
+    if [ "$(cat "$record")" != ok ]; then
+        cat "$record" | sed 's/^/build-kernel: /' >&2
+        exit 2
+    fi
 }
 
 install_packages() {
@@ -116,7 +178,10 @@ build_kernel() {
     started=$(date +%s)
     timeout 600 tar xJf "$TARBALL" -C "$WORK" || fail "could not unpack $TARBALL"
     cd "$WORK/$SOURCE_PACKAGE"
-    patch -p1 --forward --quiet < "$HERE/hz-1000.patch" || fail "hz-1000.patch does not apply to this $SOURCE_PACKAGE"
+    local patch
+    for patch in $PATCHES; do
+        patch -p1 --forward --quiet < "$HERE/$patch" || fail "$patch does not apply to this $SOURCE_PACKAGE"
+    done
     configure
     if ! timeout 1500 make ARCH=um -j"$(nproc)" linux > "$WORK/build.log" 2>&1; then
         tail -n 40 "$WORK/build.log" >&2
@@ -175,5 +240,7 @@ if [ -x "$entry/linux" ]; then
 else
     build_kernel
 fi
+smoke_boot "$entry"
+say "smoke boot on this CPU: a process ran"
 prepare_python
 echo "$entry/linux"
