@@ -41,4 +41,10 @@ def main(argv: list[str] | None = None) -> None:
     else:
         from rpisensor.roles.query import run_query as run
 
-    react(lambda reactor: Deferred.fromCoroutine(run(reactor, options.subOptions)))
+    from rpisensor.app.clock import schedule_on_monotonic
+
+    def start(reactor):
+        schedule_on_monotonic(reactor)  # timeouts and reconnects: a wall clock step moves none
+        return Deferred.fromCoroutine(run(reactor, options.subOptions))
+
+    react(start)

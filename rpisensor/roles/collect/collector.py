@@ -5,7 +5,8 @@ a v2 reporter's stream is stored exactly once and acknowledged once durable.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+import time
+from collections.abc import Callable
 
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -25,12 +26,6 @@ from rpisensor.lograte import RateLimitedLog
 from rpisensor.wire import v2
 
 _log = Logger(namespace="rpisensor.roles.collect")
-
-
-def utc_now_iso(clock) -> str:
-    """The clock's time as UTC ISO 8601 with milliseconds, e.g. 2026-11-25T13:05:00.123Z."""
-    moment = datetime.fromtimestamp(clock.seconds(), tz=timezone.utc)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class CollectorProtocol(ServerConnection):
@@ -86,7 +81,7 @@ class CollectorProtocol(ServerConnection):
             if text.split(" ", 1)[0] == "hello":
                 self._hello(text)
                 return
-        record = Record(utc_now_iso(self.factory.clock), self.peer, text)
+        record = Record(self.factory.stamp(), self.peer, text)
         if self.factory.store is None:
             self._log_message(record)
             return
@@ -193,11 +188,12 @@ class CollectorFactory(AdmittingFactory):
         on_reading: OnReading | None = None,
         max_stream_pending: int = MAX_STREAM_PENDING,
         on_gap: OnGap | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(settings.limits, settings.policy, clock)
         self.store = store
         self.max_stream_pending = max_stream_pending
-        self.stamp = Stamp(clock)
+        self.stamp = Stamp(wall)
         self._registry: StreamRegistry | None = None
         self.stream_log = RateLimitedLog(clock, _log)
         self._reading_log = RateLimitedLog(clock, _log, burst=READING_LINES, window=READING_WINDOW)
