@@ -374,3 +374,73 @@ async def test_collectors_sharing_a_database_resume_from_it(reactor, db):
         assert db.seqs() == list(range(1, 31))
     finally:
         await gatherResults([a.stopService(), b.stopService()])
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_reporter_fails_over_between_collectors_sharing_a_database(reactor, db, tmp_path):
+    """
+    A real reporter (--connect A --connect B) streams into collector A; A stops mid-stream;
+    the reporter goes on with B, which resumes from the database: every reading the
+    reporter took is stored once, and what it was told is acknowledged is what is there.
+    """
+    from rpisensor.roles.report.reporter import build_report_service
+    from rpisensor.sensing.inputs import DEFAULT_INPUT
+    from rpisensor.sensing.pool import open_reader
+    from rpisensor.testing import simulated_pins
+
+    a, b = collector(reactor, db.url), collector(reactor, db.url)
+    endpoints = (f"tcp:host=127.0.0.1:port={await port_of(a)}", f"tcp:host=127.0.0.1:port={await port_of(b)}")
+    reader, reads = open_reader(reactor, simulated_pins(clock=reactor), [DEFAULT_INPUT])
+    acks: list[int] = []
+    report = build_report_service(
+        reactor, reader, reads, endpoints, interval=0.02, max_delay=1.0, outbox=str(tmp_path / "outbox.sqlite"),
+        device=DEVICE, on_ack=acks.append, protocol="2",
+    )  # fmt: skip
+    report.startService()
+    stream = report.outbox.journal.stream
+    try:
+        await wait_until(lambda: acks and acks[-1] >= 30, reactor)
+        await a.stopService()
+        moved_at = acks[-1]
+        await wait_until(lambda: acks[-1] >= moved_at + 30, reactor)
+        await report.stopService()
+        taken = report.outbox.journal.last
+        await wait_until(lambda: db.stored(stream=stream) >= taken, reactor)
+        assert db.seqs(stream=stream) == list(range(1, taken + 1))
+        assert acks[-1] <= taken
+        peers = {int(p.rsplit(":", 1)[1]) for [p] in db.rows("SELECT DISTINCT peer FROM readings")}
+        assert len(peers) >= 2  # (the reporter's connections to A, then to B)
+    finally:
+        if report.running:
+            await report.stopService()
+        await gatherResults([s.stopService() for s in (a, b) if s.running])
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_collector_stops_acknowledging_while_writes_are_refused(reactor, db):
+    """
+    INSERT revoked under a running collector: the reporter's readings are not acknowledged
+    and the log says why; once granted again they are stored once and acknowledged,
+    on the same connection.
+    """
+    from tests.v2_link import RawReporter
+
+    a = collector(reactor, db.url)
+    try:
+        link = await RawReporter.connect(reactor, await port_of(a), DEVICE, STREAM)
+        link.send(readings(1, 5))
+        await wait_until(lambda: link.acked == 5, reactor)
+        with Lines() as lines:
+            db.sql(f"REVOKE INSERT ON readings FROM {db.name}")
+            try:
+                link.send(readings(6, 10))
+                await wait_until(lambda: lines.say("does not take writes now"), reactor)
+                assert link.acked == 5
+            finally:
+                db.sql(f"GRANT INSERT ON readings TO {db.name}")
+            await wait_until(lambda: link.acked == 10, reactor)
+        assert not link.lost.called and link.errors == []
+        assert db.seqs() == list(range(1, 11))
+        link.close()
+    finally:
+        await a.stopService()
