@@ -133,6 +133,10 @@ async def test_stored_once_with_the_pis_timestamp(reactor, db):
         assert db.rows("SELECT value, unit, text FROM readings WHERE seq = 4") == [["0", "kPa", "reading 4"]]
         assert await store.position(DEVICE, STREAM) == 10
         assert await store.position(DEVICE, "0000000000000000") == 0
+        # the entry covering a seq, for the log-matching check on resume: its span and digest
+        assert await store.entry(DEVICE, STREAM, 4) == (4, 4, None)
+        assert await store.entry(DEVICE, STREAM, 7) == (6, 8, None)
+        assert await store.entry(DEVICE, STREAM, 11) is None
     finally:
         await store.stopService()
     again = opened(reactor, db.url)
@@ -444,3 +448,37 @@ async def test_the_collector_stops_acknowledging_while_writes_are_refused(reacto
         link.close()
     finally:
         await a.stopService()
+
+
+def test_the_audit_finds_holes_and_duplicates(db):
+    """
+    rpisensor audit postgresql://...: a whole stream passes (exit 0); a deleted reading,
+    a reading stored twice (another ts) and rows missing under the watermark fail it (exit 1).
+    """
+    import subprocess
+    import sys
+
+    def audit() -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "rpisensor.app.cli", "audit", db.url], capture_output=True,
+                              text=True, timeout=120)  # fmt: skip
+
+    from rpisensor.store.postgresql import PostgresStore
+
+    store = PostgresStore(db.url)
+    store.open()
+    try:
+        store.write(readings(1, 5) + [gap(6, 8)] + readings(9, 12) + readings(1, 3, stream="0000000000000001"))
+    finally:
+        store.close()
+    done = audit()
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 streams: no holes, no duplicates." in done.stdout
+    db.sql("DELETE FROM readings WHERE seq = 10 AND stream = '8f3a1c2e9b7d4a60'")
+    db.sql("INSERT INTO readings SELECT device, stream, seq, ts + interval '1 s', synced, sensor, value, unit, text,"
+           " peer, received, identity FROM readings WHERE seq = 2 AND stream = '8f3a1c2e9b7d4a60'")  # fmt: skip
+    db.sql("DELETE FROM readings WHERE seq = 3 AND stream = '0000000000000001'")
+    done = audit()
+    assert done.returncode == 1
+    rows = {line.split()[1]: line.split() for line in done.stdout.splitlines() if line.startswith(DEVICE)}
+    assert rows[STREAM][-2:] == ["1", "10"]
+    assert rows["0000000000000001"][-2:] == ["0", "3"]  # (under the watermark, 3)

@@ -1,7 +1,7 @@
 """
-All the SQL of the PostgreSQL store (L{rpisensor.store.postgresql}) and of
-its audit, in one place: the schema, what a batch writes, and what the
-collectors and the audit ask.
+All the SQL of the PostgreSQL store (L{rpisensor.store.postgresql}), in one
+place: the schema, what a batch writes, and what the collectors ask. (The
+audit's queries, which SQLite runs too, are in L{rpisensor.store.audit}.)
 
 The schema (the README's "Fleets" section shows it too):
 
@@ -128,7 +128,7 @@ MOVE_STREAMS = (
 NEW_DEVICES = "INSERT INTO devices (device) SELECT * FROM unnest(%s::text[]) ON CONFLICT DO NOTHING"
 INSERT_MESSAGES = "INSERT INTO messages (time, peer, message) VALUES (%s, %s, %s)"
 
-# -- what collectors and the audit ask --------------------------------------
+# -- what collectors ask ---------------------------------------------------
 
 #: Every stream's watermark (a collector's registry at start).
 WATERMARKS = "SELECT device, stream, stored FROM streams"
@@ -141,40 +141,4 @@ ENTRY = (
     " UNION ALL SELECT from_seq, to_seq, digest FROM gaps WHERE device = %(device)s"
     " AND stream = %(stream)s AND from_seq <= %(seq)s AND to_seq >= %(seq)s"
     " LIMIT 1"
-)
-
-#: Per stream: readings, lowest and highest seq, and seqs stored more than once.
-AUDIT_READINGS = (
-    "SELECT device, stream, count(*), min(seq), max(seq), count(*) - count(DISTINCT seq)"
-    " FROM readings GROUP BY device, stream ORDER BY device, stream"
-)
-#: Per stream, the runs of seqs that readings and gaps cover: each row a
-#: stretch of consecutive seqs with nothing missing inside it ("gaps and
-#: islands": seq minus its rank is constant along a run).
-AUDIT_RUNS = """
-    WITH entries AS (
-        SELECT DISTINCT device, stream, seq AS first, seq AS last FROM readings
-        UNION ALL
-        SELECT device, stream, from_seq, to_seq FROM gaps
-    ), ordered AS (
-        SELECT device, stream, first, last,
-               max(last) OVER (PARTITION BY device, stream ORDER BY first, last
-                               ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS reach
-        FROM entries
-    ), starts AS (
-        SELECT device, stream, first, last,
-               CASE WHEN reach IS NULL OR first > reach + 1 THEN 1 ELSE 0 END AS new_run
-        FROM ordered
-    ), runs AS (
-        SELECT device, stream, first, last,
-               sum(new_run) OVER (PARTITION BY device, stream ORDER BY first, last) AS run
-        FROM starts
-    )
-    SELECT device, stream, min(first), max(last) FROM runs
-    GROUP BY device, stream, run ORDER BY device, stream, min(first)
-"""
-#: Per stream, the gap records and how many seqs they cover.
-AUDIT_GAPS = (
-    "SELECT device, stream, count(*), coalesce(sum(to_seq - from_seq + 1), 0) FROM gaps"
-    " GROUP BY device, stream"
 )

@@ -341,6 +341,16 @@ def watermark(cursor, device: str, stream: str) -> int:
     return row[0] if row is not None else 0
 
 
+def entry(cursor, device: str, stream: str, seq: int) -> tuple[int, int, str | None] | None:
+    """
+    (Blocking.) The entry of C{(device, stream)} covering C{seq}: a reading
+    or a gap, as C{(first, last, digest)}; C{None} if none covers it.
+    """
+    cursor.execute(pgsql.ENTRY, {"device": device, "stream": stream, "seq": seq})
+    row = cursor.fetchone()
+    return tuple(row) if row is not None else None
+
+
 def _one_line(error: Exception) -> str:
     text = str(error).strip() or type(error).__name__
     return " ".join(text.split())
@@ -367,6 +377,9 @@ class PositionLookups:
 
     def position(self, device: str, stream: str) -> Deferred[int]:
         return self._pool.runInteraction(watermark, device, stream)
+
+    def entry(self, device: str, stream: str, seq: int) -> Deferred[tuple[int, int, str | None] | None]:
+        return self._pool.runInteraction(entry, device, stream, seq)
 
     def close(self) -> None:
         self._pool.close()
@@ -402,6 +415,10 @@ class PostgresStoreService(StoreService):
 
     def position(self, device: str, stream: str) -> Deferred[int]:
         return self._lookups.position(device, stream)
+
+    def entry(self, device: str, stream: str, seq: int) -> Deferred[tuple[int, int, str | None] | None]:
+        """The entry of C{(device, stream)} covering C{seq}: C{(first, last, digest)}, or C{None}."""
+        return self._lookups.entry(device, stream, seq)
 
     def stopService(self) -> Deferred[None]:
         self.file.interrupt()
