@@ -124,7 +124,7 @@ def w(cfg: Config) -> dict:
     import psycopg
 
     from rpisensor.store.postgresql import PostgresStore
-    from rpisensor.stream.records import StreamReading
+    from rpisensor.entries import Reading
     from rpisensor.wire.v2 import format_timestamp
 
     def batches(streams_n, per, count, offset):
@@ -132,9 +132,10 @@ def w(cfg: Config) -> dict:
         out = []
         for b in range(count):
             out.append([
-                StreamReading(f"w-{offset}-{s}", "00000000000000a1", b * per + i + 1,
-                              format_timestamp(start + (b * per + i) / 1000), True, "button", i % 2, None,
-                              "Button pressed", "127.0.0.1:40000", format_timestamp(start))
+                Reading(sensor="button", value=i % 2, text="Button pressed",
+                        ts=format_timestamp(start + (b * per + i) / 1000), synced=True, stream="00000000000000a1",
+                        seq=b * per + i + 1, digest="0123456789abcdef", device=f"w-{offset}-{s}",
+                        peer="127.0.0.1:40000", received=format_timestamp(start))
                 for s in range(streams_n) for i in range(per)
             ])  # fmt: skip
         return out

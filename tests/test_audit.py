@@ -12,7 +12,7 @@ import subprocess
 import sys
 
 from rpisensor.store import SQLiteFile
-from rpisensor.stream.records import StreamGap, StreamReading
+from rpisensor.entries import Gap, Reading
 
 DEVICE, STREAM, PEER, RECEIVED = "pi-lab", "8f3a1c2e9b7d4a60", "192.168.0.17:40000", "2026-12-01T19:33:26.000Z"
 
@@ -22,9 +22,9 @@ def audit(store) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)  # fmt: skip
 
 
-def reading(seq: int, stream: str = STREAM) -> StreamReading:
-    return StreamReading(DEVICE, stream, seq, "2026-12-01T19:33:25.123Z", True, "button", seq % 2, None,
-                         f"reading {seq}", PEER, RECEIVED)  # fmt: skip
+def reading(seq: int, stream: str = STREAM) -> Reading:
+    return Reading(sensor="button", value=seq % 2, text=f"reading {seq}", ts="2026-12-01T19:33:25.123Z",
+                   synced=True, stream=stream, seq=seq, device=DEVICE, peer=PEER, received=RECEIVED)
 
 
 def store(path, records) -> None:
@@ -36,8 +36,9 @@ def store(path, records) -> None:
 
 def test_a_whole_store_passes(tmp_path):
     path = tmp_path / "readings.sqlite"
-    store(path, [reading(n) for n in range(1, 6)] + [StreamGap(DEVICE, STREAM, 6, 9, "the outbox was full", PEER,
-              RECEIVED)] + [reading(10), reading(1, "0000000000000001")])  # fmt: skip
+    lost = Gap(stream=STREAM, first=6, last=9, reason="the outbox was full", device=DEVICE, peer=PEER,
+               received=RECEIVED)
+    store(path, [reading(n) for n in range(1, 6)] + [lost, reading(10), reading(1, "0000000000000001")])
     done = audit(path)
     assert done.returncode == 0, done.stderr
     assert "2 streams: no holes, no duplicates." in done.stdout

@@ -25,7 +25,7 @@ from rpisensor.roles.collect.collector import build_collect_service
 from rpisensor.roles.collect.options import CollectOptions
 from rpisensor.store import StoreOpenError, store_file_for, store_service
 from rpisensor.store.postgresql import StreamBehind
-from rpisensor.stream.records import StreamGap, StreamReading
+from rpisensor.entries import Gap, Reading
 from rpisensor.testing import wait_until
 from tests import postgres
 
@@ -74,18 +74,20 @@ class Database:
         return int(self.sql(f"SELECT stored FROM streams WHERE device = '{device}' AND stream = '{stream}'"))
 
 
-def reading(seq: int, device: str = DEVICE, stream: str = STREAM) -> StreamReading:
+def reading(seq: int, device: str = DEVICE, stream: str = STREAM) -> Reading:
     ts = f"2026-12-01T19:{seq // 60 % 60:02d}:{seq % 60:02d}.{seq % 1000:03d}Z"
-    return StreamReading(device, stream, seq, ts, True, "button", seq % 2, "kPa" if seq % 3 else None,
-                         f"reading {seq}", PEER, RECEIVED)  # fmt: skip
+    return Reading(sensor="button", value=seq % 2, text=f"reading {seq}", unit="kPa" if seq % 3 else None, ts=ts,
+                   synced=True, stream=stream, seq=seq, digest=f"{seq:016x}", device=device, peer=PEER,
+                   received=RECEIVED)  # fmt: skip
 
 
-def readings(first: int, last: int, **key) -> list[StreamReading]:
+def readings(first: int, last: int, **key) -> list[Reading]:
     return [reading(seq, **key) for seq in range(first, last + 1)]
 
 
-def gap(first: int, last: int) -> StreamGap:
-    return StreamGap(DEVICE, STREAM, first, last, "the outbox was full", PEER, RECEIVED)
+def gap(first: int, last: int) -> Gap:
+    return Gap(stream=STREAM, first=first, last=last, reason="the outbox was full", digest=f"{last:016x}",
+               device=DEVICE, peer=PEER, received=RECEIVED)  # fmt: skip
 
 
 def opened(reactor, url: str, timescale: bool = False):
@@ -134,8 +136,8 @@ async def test_stored_once_with_the_pis_timestamp(reactor, db):
         assert await store.position(DEVICE, STREAM) == 10
         assert await store.position(DEVICE, "0000000000000000") == 0
         # the entry covering a seq, for the log-matching check on resume: its span and digest
-        assert await store.entry(DEVICE, STREAM, 4) == (4, 4, None)
-        assert await store.entry(DEVICE, STREAM, 7) == (6, 8, None)
+        assert await store.entry(DEVICE, STREAM, 4) == (4, 4, f"{4:016x}")
+        assert await store.entry(DEVICE, STREAM, 7) == (6, 8, f"{8:016x}")
         assert await store.entry(DEVICE, STREAM, 11) is None
     finally:
         await store.stopService()
@@ -476,7 +478,7 @@ def test_the_audit_finds_holes_and_duplicates(db):
     assert "2 streams: no holes, no duplicates." in done.stdout
     db.sql("DELETE FROM readings WHERE seq = 10 AND stream = '8f3a1c2e9b7d4a60'")
     db.sql("INSERT INTO readings SELECT device, stream, seq, ts + interval '1 s', synced, sensor, value, unit, text,"
-           " peer, received, identity FROM readings WHERE seq = 2 AND stream = '8f3a1c2e9b7d4a60'")  # fmt: skip
+           " peer, received, identity, digest FROM readings WHERE seq = 2 AND stream = '8f3a1c2e9b7d4a60'")  # fmt: skip
     db.sql("DELETE FROM readings WHERE seq = 3 AND stream = '0000000000000001'")
     done = audit()
     assert done.returncode == 1

@@ -10,7 +10,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 
 from rpisensor.net.framing import NullTerminatedProtocol
-from rpisensor.stream.records import StreamReading
+from rpisensor.entries import Reading
 from rpisensor.wire import v2
 
 
@@ -52,12 +52,9 @@ class RawReporter(NullTerminatedProtocol):
         elif isinstance(frame, v2.Ack):
             self.acked = frame.seq
 
-    def send(self, records: list[StreamReading]) -> None:
+    def send(self, readings: list[Reading]) -> None:
         """The readings as reading frames, in one write."""
-        self.transport.write(b"".join(
-            v2.encode(v2.Reading(r.stream, r.seq, r.ts, r.synced, r.sensor, r.value, r.text, r.unit)).encode()
-            + b"\0" for r in records
-        ))  # fmt: skip
+        self.transport.write(b"".join(v2.encode(r).encode() + b"\0" for r in readings))
 
     def close(self) -> None:
         self.transport.loseConnection()

@@ -21,8 +21,9 @@ The schema (the README's "Fleets" section shows it too):
     C{last_seen} of its streams says when last).
   - C{messages}: what plain (v1) reporters send, one row per message.
 
-C{digest} (of readings and gaps) and C{owner} (of streams) are empty for
-now: a stream's hash chain and its owner go there.
+C{digest} (of readings and gaps) is the stream's hash chain through the
+entry (L{rpisensor.stream.chain}), empty for entries sent by older
+versions; C{owner} (of streams) is kept for the stream's owner.
 """
 
 from __future__ import annotations
@@ -107,16 +108,16 @@ LOCK_STREAMS = (
 #: The readings above the watermarks, by COPY (binary), the fastest way in.
 COPY_READINGS = (
     "COPY readings (device, stream, seq, ts, synced, sensor, value, unit, text, peer, received,"
-    " identity) FROM STDIN (FORMAT BINARY)"
+    " identity, digest) FROM STDIN (FORMAT BINARY)"
 )
 #: The types of L{COPY_READINGS}' columns, for a binary COPY.
 READING_TYPES = (
     "text", "text", "int8", "timestamptz", "bool", "text", "float8", "text", "text", "text",
-    "timestamptz", "text",
+    "timestamptz", "text", "text",
 )  # fmt: skip
 INSERT_GAPS = (
-    "INSERT INTO gaps (device, stream, from_seq, to_seq, reason, peer, received, identity)"
-    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+    "INSERT INTO gaps (device, stream, from_seq, to_seq, reason, peer, received, identity, digest)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
 )
 #: The new watermarks.
 MOVE_STREAMS = (

@@ -37,9 +37,9 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from rpisensor.store import pgsql
-from rpisensor.store.record import HighWaters, Record, StoredRecord, covers
+from rpisensor.store.record import HighWaters, Record, StoredRecord
 from rpisensor.store.writer import StoreOpenError, StoreService
-from rpisensor.stream.records import StreamGap, StreamReading
+from rpisensor.entries import Gap, Reading
 from rpisensor.wire.v2 import parse_timestamp
 
 #: URL schemes that name a PostgreSQL store.
@@ -108,15 +108,17 @@ class StreamBehind(Exception):
     """
 
 
-def _reading_row(r: StreamReading) -> tuple:
+def _reading_row(r: Reading) -> tuple:
     return (
         r.device, r.stream, r.seq, parse_timestamp(r.ts), r.synced, r.sensor, float(r.value), r.unit,
-        r.text, r.peer, parse_timestamp(r.received), r.identity,
+        r.text, r.peer, parse_timestamp(r.received), r.identity, r.digest or None,
     )  # fmt: skip
 
 
-def _gap_row(g: StreamGap, first: int) -> tuple:
-    return (g.device, g.stream, first, g.last, g.reason, g.peer, parse_timestamp(g.received), g.identity)
+def _gap_row(g: Gap, first: int) -> tuple:
+    # (A gap cut short by the watermark keeps its digest: the chain's value through its last seq.)
+    return (g.device, g.stream, first, g.last, g.reason, g.peer, parse_timestamp(g.received), g.identity,
+            g.digest or None)  # fmt: skip
 
 
 class PostgresStore:
@@ -282,7 +284,7 @@ class PostgresStore:
     def _write_streams(self, connection, records: list) -> None:
         lasts: dict[tuple[str, str], int] = {}
         for record in records:
-            lasts[record.device, record.stream] = covers(record)
+            lasts[record.device, record.stream] = record.last
         keys = sorted(lasts)
         devices = [k[0] for k in keys]
         names = [k[1] for k in keys]
@@ -293,18 +295,18 @@ class PostgresStore:
         for key, run in groupby(records, lambda r: (r.device, r.stream)):
             mark = moved[key]
             for record in run:
-                last = covers(record)
+                last = record.last
                 if last <= mark:
                     continue  # stored already (by this collector or another)
-                first = record.seq if record.__class__ is StreamReading else record.first
-                if first > mark + 1 and record.__class__ is StreamReading:
+                first = record.first
+                if first > mark + 1 and record.__class__ is Reading:
                     raise StreamBehind(
                         f"stream {key[1]} of device {key[0]}: entry {first} would follow entry {mark}, "
                         f"the last the database holds (entries {mark + 1} to {first - 1} are not there: "
                         "was the database restored from an older backup?); the sender is asked to "
                         f"send from {mark + 1}"
                     )
-                if record.__class__ is StreamReading:
+                if record.__class__ is Reading:
                     readings.append(_reading_row(record))
                 else:
                     gaps.append(_gap_row(record, max(first, mark + 1)))
