@@ -164,6 +164,10 @@ class JsonLinesFile:
         except OSError:
             pass  # the disk refuses even that: the next open cuts off the incomplete line
 
+    def position(self, device: str, stream: str) -> int:
+        """The highest seq of C{(device, stream)} in the file (0: none)."""
+        return self.high_waters.get((device, stream), 0)
+
     def close(self) -> None:
         fd, self._fd = self._fd, None
         if fd is not None:

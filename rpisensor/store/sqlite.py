@@ -57,6 +57,10 @@ _INSERT_GAP = (
     "INSERT OR IGNORE INTO gaps (device, stream, from_seq, to_seq, reason, peer, received, identity)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
+_POSITION = (
+    "SELECT MAX(seq) FROM readings WHERE device = ? AND stream = ?",
+    "SELECT MAX(to_seq) FROM gaps WHERE device = ? AND stream = ?",
+)
 _HIGH_WATERS = (
     "SELECT device, stream, MAX(seq) FROM readings WHERE seq IS NOT NULL GROUP BY device, stream",
     "SELECT device, stream, MAX(to_seq) FROM gaps GROUP BY device, stream",
@@ -149,6 +153,11 @@ class SQLiteFile:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
+
+    def position(self, device: str, stream: str) -> int:
+        """The highest seq of C{(device, stream)} in the file (0: none)."""
+        found = (self._db.execute(query, (device, stream)).fetchone()[0] for query in _POSITION)
+        return max((last for last in found if last is not None), default=0)
 
     def close(self) -> None:
         db, self._db = self._db, None
