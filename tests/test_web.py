@@ -363,12 +363,13 @@ class ReceivedFeedTests(SynchronousTestCase):
 
 class MetricsTests(WebTestCase):
     def test_a_stream_sender_counts_readings_once_per_batch(self):
-        from rpisensor.stream.sender import StreamSender
+        from rpisensor.stream.sender import SERVE, Position, Sender
 
         self.record(6)
         self.journal.journal.drop_oldest_over(5, "power cut")  # entries 1 and 2: a gap, not counted
         frames, counts = [], []
-        sender = StreamSender(self.journal, frames.append, 0, window=3, on_sent=counts.append)
+        sender = Sender(self.journal, frames.append, SERVE, print, window=3, on_sent=counts.append)
+        sender.start(Position(0))
         self.addCleanup(sender.stop)
         self.assertEqual((len(frames), counts), (2, [1]))  # the gap (1-2) and 3: the window is full
         sender.ack(3)  # 4 from the cache, then 5 and 6 once read from the journal: two more batches

@@ -458,6 +458,22 @@ class Journal:
             return None
         return row[2] or None
 
+    def covering(self, seq: int) -> tuple[int, int, str | None] | None:
+        """
+        The entry that covers C{seq}: C{(first, last, digest)}; the last one
+        trimmed stands for everything up to it (C{(0, its seq, its digest)});
+        C{None} beyond the journal's end or where it cannot tell.
+        """
+        if seq <= self._base[0]:
+            return (0, self._base[0], self._base[1] or None) if seq == self._base[0] and seq else None
+        row = self._db.execute(
+            "SELECT seq, last, digest FROM entries WHERE seq <= ? ORDER BY seq DESC LIMIT 1", (seq,)
+        ).fetchone()
+        if row is None:
+            return None
+        last = row[1] if row[1] is not None else row[0]
+        return (row[0], last, row[2] or None) if seq <= last else None
+
     def readings_since(self, ts: str, limit: int) -> list[Reading]:
         """
         The newest C{limit} readings taken at or after C{ts} (the entries' ISO
