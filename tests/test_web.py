@@ -74,11 +74,13 @@ class Request(DummyRequest):
 
 
 class _Reader:
-    """What the web side needs of an input reader: its inputs and backend."""
+    """What the web side needs of an input reader: its inputs, sensors, their errors and backend."""
 
-    def __init__(self, backend) -> None:
+    def __init__(self, backend, sensors=()) -> None:
         self.backend = backend
         self.inputs = {DEFAULT_INPUT.name: DEFAULT_INPUT}
+        self.sensors = {spec.name: spec for spec in sensors}
+        self.errors: dict[str, str] = {}
 
 
 class WebTestCase(SynchronousTestCase):
@@ -357,8 +359,9 @@ class ReceivedFeedTests(SynchronousTestCase):
         page = self.successResultOf(feed.after(3, 1))
         self.assertEqual(([e["id"] for e in page.events], page.through, page.more), ([4], 4, True))
         self.assertEqual(self.successResultOf(feed.after(5, 10)).events, [])
-        events, last = self.successResultOf(feed.since(START + 4, 10))
-        self.assertEqual(([e["id"] for e in events], last), ([4, 5], 5))
+        window = self.successResultOf(feed.since(START + 4, 10))
+        self.assertEqual(([e["id"] for e in window.events], window.last), ([4, 5], 5))
+        self.assertEqual([e["id"] for e in window.before], [3])  # the state the window starts in
 
 
 class MetricsTests(WebTestCase):
