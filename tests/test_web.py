@@ -200,10 +200,18 @@ class APITests(WebTestCase):
     def test_the_page_and_its_assets_come_from_the_package(self):
         page = self.get(b"/").body()
         self.assertIn(b'<script src="/static/app.js"', page)
+        self.assertIn(b'<script src="/static/uplot/uPlot.iife.min.js"', page)
         script = self.get(b"/static/app.js")
         self.assertIn(b"EventSource", script.body())
-        for path in (b"/", b"/static/app.js", b"/static/style.css"):
+        for path in (b"/", b"/static/app.js", b"/static/style.css", b"/static/uplot/uPlot.min.css"):
             self.assertNotIn(b"http", self.get(path).body(), f"{path}: nothing from the Internet")
+        # The plots' library: its one address is in its banner, and its licence is served beside it.
+        library = self.get(b"/static/uplot/uPlot.iife.min.js")
+        self.assertEqual(library.responseHeaders.getRawHeaders(b"content-type"), [b"text/javascript; charset=utf-8"])
+        self.assertTrue(library.body().startswith(b"/*! https://github.com/leeoniya/uPlot (v1.6.32) */"))
+        self.assertEqual(library.body().count(b"http"), 1)
+        self.assertIn(b"The MIT License", self.get(b"/static/uplot/LICENSE").body())
+        self.assertEqual(self.get(b"/static/uplot/missing.js").responseCode, 404)
 
 
 class SimulateTests(WebTestCase):
