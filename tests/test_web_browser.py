@@ -36,6 +36,7 @@ from rpisensor.web.feed import iso_time
 from tests.processes import Twistd, connect_tcp, free_port, request, wait_until
 from tests.test_query import endpoint, run_rpisensor
 
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
 
@@ -135,8 +136,8 @@ class PageTestCase(SynchronousTestCase):
         }})()""")
 
     def screenshot(self, name: str) -> None:
-        folder = os.environ.get("RPISENSOR_SCREENSHOTS")
-        path = os.path.join(os.path.abspath(folder), name) if folder else os.path.abspath(self.mktemp()) + ".png"
+        folder = os.environ.get("RPISENSOR_SCREENSHOTS")  # relative: to the repository (tests run elsewhere)
+        path = os.path.join(REPOSITORY, folder, name) if folder else os.path.abspath(self.mktemp()) + ".png"
         self.assertTrue(self.driver.save_screenshot(path))
         with open(path, "rb") as f:
             self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
@@ -293,7 +294,7 @@ class PlotTests(PageTestCase):
         sysfs, self.temperature = fake_cpu(self, round(45 + 3 * math.sin(now / 300), 1))  # as the history goes
         self.twistd = Twistd(
             "rpisensor", "serve", "--gpio", "sim", "--listen", "tcp:0", "--journal", "journal.sqlite",
-            "--input", "button=24", "--sim-pattern", "button=1,3",
+            "--device", "hallway", "--input", "button=24", "--sim-pattern", "button=1,3",
             "--input", "door=26,pull=up,active=high,on=Door open,off=Door closed",
             "--sysfs-root", sysfs, "--sensor", "cpu=cpu,interval=2",
             "--sensor", "fridge=file:sensors/fridge,unit=°C,interval=1",
@@ -330,6 +331,12 @@ class PlotTests(PageTestCase):
         self.assertGreaterEqual(max(door["widths"]), door["width"] - 2)
         self.assertEqual(self.tile_text("door", "readout"), "open throughout")
         self.assertEqual(self.tile_text("door"), "Door open")
+        # Over the last hour, it was closed (since long before) until it opened.
+        self.driver.find_element("css selector", "#range option[value='3600']").click()
+        wait_until(lambda: self.plot("door", "p.segments.length") == 2,
+                   describe=lambda: repr(self.bars("door")))  # fmt: skip
+        self.assertEqual(self.plot("door", "p.segments.map(s => s.value).join()"), "0,1")
+        self.assertRegex(self.tile_text("door", "readout"), r"^1× open, 3[34] % of the time$")
 
     def test_a_measurement_is_a_line_with_its_lowest_and_highest_and_gaps(self):
         line = self.plot("cpu", "{dense: p.line.dense, gaps: p.line.gaps, data: u.data}")

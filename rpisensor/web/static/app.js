@@ -397,7 +397,8 @@ function number(v) {
 // The time axis in 24-hour time, with seconds when the ticks are less than a minute apart.
 function timeAxis() {
   return {
-    stroke: COLOURS.axis, font: "11px system-ui", size: 24, space: 70, gap: 3,
+    stroke: COLOURS.axis, font: "11px system-ui", size: 24, gap: 3,
+    space: (u, _axis, min, max) => (max - min < 600 ? 64 : 52), // room for the seconds when they show
     grid: { stroke: COLOURS.grid, width: 1 }, ticks: { show: false },
     values: (u, splits, _axis, _space, increment) => splits.map((t) => {
       const d = new Date(t * 1000);
@@ -490,7 +491,8 @@ class Plot {
     options.scales = { x: { time: true, auto: false }, y: { range } };
     options.axes = [timeAxis(), {
       stroke: COLOURS.axis, font: "11px system-ui", size: 46, gap: 3, grid: { stroke: COLOURS.grid, width: 1 },
-      ticks: { show: false }, values: (u, splits) => splits.map((v) => number(v) + (unit ? " " + unit : "")),
+      ticks: { show: false },
+      values: (u, splits) => (this.line && this.line.shown ? splits.map((v) => number(v) + (unit ? " " + unit : "")) : []),
     }];
     options.series = [
       {},
