@@ -4,7 +4,7 @@
 "use strict";
 
 const COLOURS = { on: "#2f9e44", off: "#ced4da", line: "#1971c2", band: "rgba(25, 113, 194, 0.18)",
-  grid: "#e9ecef", axis: "#6c7383", unknown: "#adb5bd" };
+  grid: "#e9ecef", axis: "#6c7383" };
 const HISTORY_LIMIT = 10000;   // readings one history answer holds at most (the API's limit)
 const SYNC = "rpisensor";      // the plots' cursors move together
 
@@ -313,7 +313,8 @@ function segmentsOf(key, [from, to]) {
 // newest of them (the one its plot starts with), or null. (That one is the state from its time on.)
 function unloadedUntil(key) {
   const [asked, complete] = page.loaded, before = page.before.get(key);
-  return complete > asked && before && seconds(before.ts) > asked ? seconds(before.ts) : null;
+  const cut = complete > asked + 1; // (not a clock's rounding between the server and here)
+  return cut && before && seconds(before.ts) > asked ? seconds(before.ts) : null;
 }
 
 // A measurement's line for uPlot: [times, values, lows, highs]; a null breaks it where no reading
