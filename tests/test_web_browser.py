@@ -29,9 +29,9 @@ import urllib.request
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
+from rpisensor.entries import Reading
 from rpisensor.store import SQLiteFile
-from rpisensor.stream.journal import Journal, NewReading
-from rpisensor.stream.records import StreamReading
+from rpisensor.stream.journal import Journal
 from rpisensor.web.feed import iso_time
 from tests.processes import Twistd, connect_tcp, free_port, request, wait_until
 from tests.test_query import endpoint, run_rpisensor
@@ -277,7 +277,7 @@ def write_history(path: str, now: float) -> dict:
             entries.append((t, "cpu", celsius, f"{celsius:.2f} °C", "°C"))
         t += 2
     entries.sort()
-    journal.append([NewReading(iso_time(t), True, sensor, value, text, unit)
+    journal.append([Reading(ts=iso_time(t), synced=True, sensor=sensor, value=value, text=text, unit=unit)
                     for t, sensor, value, text, unit in entries])  # fmt: skip
     journal.close()
     return {"hole": hole}
@@ -421,8 +421,9 @@ def write_store(path: str, now: float) -> None:
 
     def add(device: str, stream: str, t: float, sensor: str, value, text: str, unit: str | None = None) -> None:
         seq = sum(r.stream == stream for r in records) + 1
-        records.append(StreamReading(device, stream, seq, iso_time(t), True, sensor, value, unit, text,
-                                     "127.0.0.1:40000", iso_time(t + 0.05)))  # fmt: skip
+        records.append(Reading(device=device, stream=stream, seq=seq, ts=iso_time(t), synced=True, sensor=sensor,
+                               value=value, unit=unit, text=text, peer="127.0.0.1:40000",
+                               received=iso_time(t + 0.05)))  # fmt: skip
 
     t = now - 900
     while t < now - 60:

@@ -15,6 +15,7 @@ from twisted.internet.defer import fail, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from rpisensor.entries import Reading
 from rpisensor.hw.interfaces import SensorReadError
 from rpisensor.hw.simulated import SimulatedGPIO
 from rpisensor.net.limits import ListenSettings
@@ -22,9 +23,8 @@ from rpisensor.sensing.inputs import DEFAULT_INPUT
 from rpisensor.sensing.measure import MeasurementSpec
 from rpisensor.sensing.reader import InputReader
 from rpisensor.store import JsonLinesFile, SQLiteFile
-from rpisensor.stream.journal import Journal, NewReading
+from rpisensor.stream.journal import Journal
 from rpisensor.stream.outbox import JournalService
-from rpisensor.stream.records import StreamReading
 from rpisensor.web.feed import JournalFeed, ReceivedFeed, iso_time
 from rpisensor.web.history import StoredWindow, jsonl_window, sqlite_window, store_history
 from rpisensor.web.roles import serve_web
@@ -37,9 +37,10 @@ def at(seconds_before: float) -> str:
     return iso_time(START - seconds_before)
 
 
-def stream_reading(seq: int, sensor: str, value, ts: str, device: str = "kitchen") -> StreamReading:
-    text = f"{sensor} {value}"
-    return StreamReading(device, "s1", seq, ts, True, sensor, value, None, text, "127.0.0.1:5000", ts)
+def stream_reading(seq: int, sensor: str, value, ts: str, device: str = "kitchen") -> Reading:
+    """A reading as a receiving role stores it."""
+    return Reading(device=device, stream="s1", seq=seq, ts=ts, synced=True, sensor=sensor, value=value,
+                   text=f"{sensor} {value}", peer="127.0.0.1:5000", received=ts)  # fmt: skip
 
 
 #: A door that opened long ago and stayed open; a button pressed before the window and in it.
@@ -58,7 +59,7 @@ class JournalWindowTests(SynchronousTestCase):
         self.service.startService()
         self.addCleanup(self.service.stopService)
         for sensor, value, back in HISTORY:
-            self.service.append(NewReading(at(back), True, sensor, value, f"{sensor} {value}"))
+            self.service.append(Reading(ts=at(back), synced=True, sensor=sensor, value=value, text=f"{sensor} {value}"))
         self.clock.advance(0)
         self.feed = JournalFeed(self.service, "pi")
 
@@ -82,7 +83,7 @@ class JournalWindowTests(SynchronousTestCase):
         from tests.test_web import Request
 
         request = Request(b"/api/readings", window=600)
-        request.render(ReadingsResource(self.feed, self.clock))
+        request.render(ReadingsResource(self.feed, self.clock.seconds))
         body = request.json()
         self.assertEqual(sorted(body), ["before", "from", "last", "readings"])
         self.assertEqual([r["sensor"] for r in body["before"]], ["door", "button"])
@@ -216,8 +217,8 @@ class DeclaredSensorsTests(SynchronousTestCase):
 
     def test_a_tiles_kind_is_what_the_role_declares(self):
         # An output's level is 0 or 1 without a unit, as an input's: only the declaration tells them apart.
-        self.service.append(NewReading(at(5), True, "led", 1, "on"))
-        self.service.append(NewReading(at(4), True, "cpu", 1, "1.00 °C", "°C"))
+        self.service.append(Reading(ts=at(5), synced=True, sensor="led", value=1, text="on"))
+        self.service.append(Reading(ts=at(4), synced=True, sensor="cpu", value=1, text="1.00 °C", unit="°C"))
         self.clock.advance(0)
         self.successResultOf(self.web.feed.start())
         tiles = {t["sensor"]: (t["kind"], t["stale_after"]) for t in self.state()["tiles"]}

@@ -23,7 +23,7 @@ from itertools import groupby
 from pathlib import Path
 
 from rpisensor.store.record import HighWaters, Record, StoredRecord
-from rpisensor.stream.records import StreamGap, StreamReading
+from rpisensor.entries import Gap, Reading
 
 #: The columns a v2 reading adds to C{readings}, with their types.
 STREAM_COLUMNS = (
@@ -57,6 +57,10 @@ _INSERT_GAP = (
     "INSERT OR IGNORE INTO gaps (device, stream, from_seq, to_seq, reason, peer, received, identity)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
+_POSITION = (
+    "SELECT MAX(seq) FROM readings WHERE device = ? AND stream = ?",
+    "SELECT MAX(to_seq) FROM gaps WHERE device = ? AND stream = ?",
+)
 _HIGH_WATERS = (
     "SELECT device, stream, MAX(seq) FROM readings WHERE seq IS NOT NULL GROUP BY device, stream",
     "SELECT device, stream, MAX(to_seq) FROM gaps GROUP BY device, stream",
@@ -67,21 +71,21 @@ def _message_row(r: Record) -> tuple:
     return (r.time, r.peer, r.message)
 
 
-def _reading_row(r: StreamReading) -> tuple:
+def _reading_row(r: Reading) -> tuple:
     return (
         r.received, r.peer, r.text, r.device, r.stream, r.seq, r.ts, int(r.synced), r.sensor,
         r.value, r.unit, r.text, r.received, r.identity,
     )  # fmt: skip
 
 
-def _gap_row(g: StreamGap) -> tuple:
+def _gap_row(g: Gap) -> tuple:
     return (g.device, g.stream, g.first, g.last, g.reason, g.peer, g.received, g.identity)
 
 
 _BY_KIND = {
     Record: (_INSERT_MESSAGE, _message_row),
-    StreamReading: (_INSERT_READING, _reading_row),
-    StreamGap: (_INSERT_GAP, _gap_row),
+    Reading: (_INSERT_READING, _reading_row),
+    Gap: (_INSERT_GAP, _gap_row),
 }
 
 
@@ -149,6 +153,11 @@ class SQLiteFile:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
+
+    def position(self, device: str, stream: str) -> int:
+        """The highest seq of C{(device, stream)} in the file (0: none)."""
+        found = (self._db.execute(query, (device, stream)).fetchone()[0] for query in _POSITION)
+        return max((last for last in found if last is not None), default=0)
 
     def close(self) -> None:
         db, self._db = self._db, None

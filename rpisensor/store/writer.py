@@ -70,6 +70,9 @@ class StoreService(Service):
     """
 
     _log = Logger()
+    #: Whether other processes write to the same store (a database server):
+    #: then where a stream stands must be asked (L{position}), not remembered.
+    shared = False
 
     def __init__(
         self,
@@ -111,6 +114,15 @@ class StoreService(Service):
     def high_waters(self) -> HighWaters:
         """The highest seq stored of each stream when the file was opened (see L{HighWaters})."""
         return dict(self.file.high_waters)
+
+    def position(self, device: str, stream: str) -> Deferred[int]:
+        """
+        Where C{(device, stream)} stands in the store now: the highest seq
+        stored (0: none), asked after the writes queued before it. A receiver
+        asks at each hello, since another collector sharing the store may have
+        stored more of the stream than this one remembers.
+        """
+        return self._run(self.file.position, device, stream)
 
     @property
     def waiting(self) -> int:
