@@ -343,7 +343,7 @@ class MalformedFrameTests(CollectV2TestCase):
         c.write()
         self.assertEqual(sent(transport), [
             "error: gap: 'from' (5) is after 'to' (2)",
-            "error: unknown frame 'Button'; v2 frames are: hello, welcome, reading, gap, ack, subscribe, heartbeat",
+            f"error: unknown frame 'Button'; v2 frames are: {', '.join(v2.VERBS)}",
             "error: a reporter sends reading, gap and heartbeat frames here, not ack",
             'ack {"seq":2}',
         ])  # fmt: skip

@@ -485,3 +485,21 @@ def test_the_audit_finds_holes_and_duplicates(db):
     rows = {line.split()[1]: line.split() for line in done.stdout.splitlines() if line.startswith(DEVICE)}
     assert rows[STREAM][-2:] == ["1", "10"]
     assert rows["0000000000000001"][-2:] == ["0", "3"]  # (under the watermark, 3)
+
+
+@pytest_twisted.ensureDeferred
+async def test_standing_and_the_first_claim(reactor, db):
+    """Where a stream stands (its watermark, the digest through it, its owner); the first claim stands."""
+    from rpisensor.store.record import Standing
+
+    store = opened(reactor, db.url)
+    try:
+        assert await store.standing(DEVICE, STREAM) == Standing()
+        await store.append_many(readings(1, 5) + [gap(6, 8)])
+        assert await store.standing(DEVICE, STREAM) == Standing(8, f"{8:016x}", None)
+        assert await store.claim(DEVICE, STREAM, "owner-one") == "owner-one"
+        assert await store.claim(DEVICE, STREAM, "owner-two") == "owner-one"
+        assert await store.claim(DEVICE, "0000000000000001", "owner-two") == "owner-two"
+        assert (await store.standing(DEVICE, STREAM)).owner == "owner-one"
+    finally:
+        await store.stopService()

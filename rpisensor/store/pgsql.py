@@ -135,6 +135,14 @@ INSERT_MESSAGES = "INSERT INTO messages (time, peer, message) VALUES (%s, %s, %s
 WATERMARKS = "SELECT device, stream, stored FROM streams"
 #: One stream's watermark (a collector asks at each hello: another may have moved it).
 WATERMARK = "SELECT stored FROM streams WHERE device = %s AND stream = %s"
+#: One stream's watermark and owner.
+STANDING = "SELECT stored, owner FROM streams WHERE device = %s AND stream = %s"
+#: A stream's owner, recorded by the first sender that claims it; the one it has is kept.
+CLAIM = (
+    "INSERT INTO streams AS s (device, stream, owner) VALUES (%s, %s, %s)"
+    " ON CONFLICT (device, stream) DO UPDATE SET owner = COALESCE(s.owner, EXCLUDED.owner)"
+    " RETURNING s.owner"
+)
 #: The entry of a stream covering seq N: a reading, or the gap over it; its span and digest.
 ENTRY = (
     "SELECT seq, seq, digest FROM readings WHERE device = %(device)s AND stream = %(stream)s"

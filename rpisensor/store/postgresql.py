@@ -37,10 +37,10 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from rpisensor.store import pgsql
-from rpisensor.store.record import HighWaters, Record, StoredRecord
+from rpisensor.store.record import HighWaters, Record, Standing, StoredRecord
 from rpisensor.store.writer import StoreOpenError, StoreService
 from rpisensor.entries import Gap, Reading
-from rpisensor.wire.v2 import parse_timestamp
+from rpisensor.wire.v2 import format_timestamp, parse_timestamp
 
 #: URL schemes that name a PostgreSQL store.
 SCHEMES = ("postgresql://", "postgres://")
@@ -353,6 +353,23 @@ def entry(cursor, device: str, stream: str, seq: int) -> tuple[int, int, str | N
     return tuple(row) if row is not None else None
 
 
+def standing(cursor, device: str, stream: str) -> Standing:
+    """(Blocking.) Where C{(device, stream)} stands: its watermark, the digest through it, its owner."""
+    cursor.execute(pgsql.STANDING, (device, stream))
+    row = cursor.fetchone()
+    if row is None:
+        return Standing()
+    stored, owner = row
+    at = entry(cursor, device, stream, stored) if stored else None
+    return Standing(stored, at[2] if at is not None and at[1] == stored else None, owner)
+
+
+def claim(cursor, device: str, stream: str, owner: str, when: str) -> str:
+    """(Blocking.) Record C{owner} as C{(device, stream)}'s, unless it has one; return the one it has now."""
+    cursor.execute(pgsql.CLAIM, (device, stream, owner))
+    return cursor.fetchone()[0]
+
+
 def _one_line(error: Exception) -> str:
     text = str(error).strip() or type(error).__name__
     return " ".join(text.split())
@@ -382,6 +399,12 @@ class PositionLookups:
 
     def entry(self, device: str, stream: str, seq: int) -> Deferred[tuple[int, int, str | None] | None]:
         return self._pool.runInteraction(entry, device, stream, seq)
+
+    def standing(self, device: str, stream: str) -> Deferred[Standing]:
+        return self._pool.runInteraction(standing, device, stream)
+
+    def claim(self, device: str, stream: str, owner: str, when: str) -> Deferred[str]:
+        return self._pool.runInteraction(claim, device, stream, owner, when)
 
     def close(self) -> None:
         self._pool.close()
@@ -421,6 +444,12 @@ class PostgresStoreService(StoreService):
     def entry(self, device: str, stream: str, seq: int) -> Deferred[tuple[int, int, str | None] | None]:
         """The entry of C{(device, stream)} covering C{seq}: C{(first, last, digest)}, or C{None}."""
         return self._lookups.entry(device, stream, seq)
+
+    def standing(self, device: str, stream: str) -> Deferred[Standing]:
+        return self._lookups.standing(device, stream)
+
+    def claim(self, device: str, stream: str, owner: str) -> Deferred[str]:
+        return self._lookups.claim(device, stream, owner, format_timestamp(time.time()))
 
     def stopService(self) -> Deferred[None]:
         self.file.interrupt()
