@@ -484,10 +484,16 @@ class Journal:
         ).fetchall()
         return [self._from_row(row) for row in reversed(rows)]
 
-    def latest_per_sensor(self) -> dict[str, Reading]:
-        """The newest reading of each sensor: a subscriber's snapshot."""
+    def latest_per_sensor(self, before: str | None = None) -> dict[str, Reading]:
+        """
+        The newest reading of each sensor: a subscriber's snapshot; with C{before} (an
+        entry's ISO time), of those taken before it (the state a plot's window starts in).
+        """
+        taken = "" if before is None else " AND ts < ?"
         rows = self._db.execute(
-            _SELECT + "WHERE seq IN (SELECT MAX(seq) FROM entries WHERE last IS NULL GROUP BY sensor) ORDER BY seq"
+            _SELECT + f"WHERE seq IN (SELECT MAX(seq) FROM entries WHERE last IS NULL{taken} GROUP BY sensor)"
+            " ORDER BY seq",
+            () if before is None else (before,),
         ).fetchall()
         return {entry.sensor: entry for entry in map(self._from_row, rows)}
 

@@ -398,8 +398,8 @@ class JournalService(Service):
                 self._log.failure("A fork listener failed")
         return forked
 
-    def latest_per_sensor(self) -> Deferred:
-        return self._run(self.journal.latest_per_sensor)
+    def latest_per_sensor(self, before: str | None = None) -> Deferred:
+        return self._run(self.journal.latest_per_sensor, before)
 
     def readings_since(self, ts: str, limit: int) -> Deferred:
         """Fires with C{(the newest limit readings taken since ts, the last seq)}, read together."""
