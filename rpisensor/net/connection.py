@@ -151,7 +151,7 @@ class ServerConnection(NullTerminatedProtocol):
 
     def workDone(self) -> None:
         """Subclasses call this when work in flight finished; closes if closing."""
-        if self.closing and not self.busy and not (self._held and self._buffer):
+        if self.closing and not self.busy and not self.holds_messages:
             self.transport.loseConnection()
 
     # Half-close (IHalfCloseableProtocol): only plain TCP and Unix sockets call these.
