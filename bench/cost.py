@@ -117,8 +117,21 @@ def label(name: str, version: str) -> str:
     return name if version == "now" else f"{name} ({BEFORE})"
 
 
+#: The minimal Twisted server in a process where pyOpenSSL cannot be imported, as if Twisted had been
+#: installed without its tls extra: Twisted's TCP then loads no TLS stack (K2, K3's references).
+NO_TLS = "tw-inline, no pyOpenSSL"
+_NO_TLS_CODE = (
+    "import runpy, sys; sys.modules['OpenSSL'] = None; sys.path.insert(0, {peers!r}); "
+    "sys.argv = [{script!r}, '--port', '0', '--latency', '0']; runpy.run_path({script!r}, run_name='__main__')"
+)
+
+
 def server_argv(name: str) -> list[str]:
     """The command line of a K1 server (run.py's, with the edge-tracked or pooled rpisensor)."""
+    if name == NO_TLS:
+        peers = HERE / "peers"
+        code = _NO_TLS_CODE.format(peers=str(peers), script=str(peers / run.PEER_SCRIPTS["tw-inline"]))
+        return [run.PYTHON, "-c", code]
     if name == "rpisensor":
         return run.server_command("rpisensor", 0.0, False, ["--journal", "none"])
     if name == "rpisensor pool":
@@ -284,7 +297,7 @@ def k2(cfg: Config) -> dict:
     cases = [(label("serve", v), v, [run.TWISTD, "-n", "--pidfile=", "rpisensor", "serve", "--gpio", "sim",
                                        "--listen", "tcp:0:interface=127.0.0.1"]) for v in versions()]  # fmt: skip
     if cfg.k2:
-        cases.append(("tw-inline", "now", server_argv("tw-inline")))
+        cases += [(name, "now", server_argv(name)) for name in ("tw-inline", NO_TLS)]
     for key, version, argv in cases:
         files = OUT / f"k2-{re.sub(r'[^a-z0-9]+', '-', key)}"
         with tempfile.TemporaryDirectory(prefix="rpisensor-cost-") as directory:
@@ -372,12 +385,13 @@ def k3(cfg: Config) -> dict:
             finally:
                 for server in (report, serve, collect):
                     run.stop_server(server)
-    inline = start("k3 tw-inline", server_argv("tw-inline"))
-    try:
-        time.sleep(cfg.settle)
-        out["tw-inline"] = memory(inline.pid)
-    finally:
-        run.stop_server(inline)
+    for name in ("tw-inline", NO_TLS):
+        inline = start(f"k3 {name}", server_argv(name))
+        try:
+            time.sleep(cfg.settle)
+            out[name] = memory(inline.pid)
+        finally:
+            run.stop_server(inline)
     return out
 
 
