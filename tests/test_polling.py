@@ -41,13 +41,19 @@ class Pins:
 
 
 class Reactor:
-    """What the polling thread uses of a reactor: calls from the thread are queued for the test."""
+    """
+    What the polling thread uses of a reactor: calls from the thread are queued for the test.
+    Its C{seconds} (the scheduling clock) is not the wall clock; C{wall} is.
+    """
 
     def __init__(self) -> None:
         self.calls: queue.Queue = queue.Queue()
         self.now = 1000.0
 
     def seconds(self) -> float:
+        return 5.0  # monotonic: never a timestamp
+
+    def wall(self) -> float:
         return self.now
 
     def callFromThread(self, f, *args) -> None:
@@ -93,7 +99,7 @@ class PolledEdgesTests(SynchronousTestCase):
         self.pins = Pins(levels)
         self.reactor = Reactor()
         self.step = InStep()
-        self.edges = PolledEdges(self.pins, inputs, interval, wait=self.step)
+        self.edges = PolledEdges(self.pins, inputs, interval, wait=self.step, wall=self.reactor.wall)
         self.changes: list[LevelChange] = []
         self.edges.watch(self.reactor, self.changes.append)
         self.addCleanup(self.stop)
@@ -126,7 +132,7 @@ class PolledEdgesTests(SynchronousTestCase):
         self.assertEqual(self.changes, [])
 
     def test_changes_in_one_wake_up(self) -> None:
-        """Two inputs that changed by the same pass reach the reactor in one call, stamped with its clock."""
+        """Two inputs that changed by the same pass reach the reactor in one call, stamped with the wall clock."""
         self.start({24: True, 26: True}, inputs=(BUTTON, InputSpec("b2", 26)))
         self.pins.levels.update({24: False, 26: False})
         self.reactor.now = 1234.5

@@ -72,13 +72,14 @@ class PolledEdges:
     long has read it (the kernel's "stable for the period" rule, in whole
     intervals: the first pass that reads it and as many after it as the
     debounce spans). Passes are scheduled on the monotonic clock; a change is
-    stamped with the wall time of the pass that reports it (the reactor's clock).
+    stamped with the wall time (C{wall}) of the pass that reports it.
 
     The first pass happens here, in the calling thread: build this at
     start-up, before the reactor runs, as the inputs are set up.
 
     @raise GPIOError: an input cannot be read at all.
 
+    @param wall: the wall clock of the changes' timestamps (safe to call from any thread).
     @param wait: waits between passes; called with the seconds until the next
         one, returns C{True} to stop. By default a wait that L{unwatch} ends
         at once (a lock it releases: on Linux one timed futex wait, cheaper
@@ -95,9 +96,11 @@ class PolledEdges:
         inputs: Iterable[InputSpec],
         interval: float,
         wait: Callable[[float], bool] | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.backend = backend
         self.interval = interval
+        self._wall = wall
         #: Held while polling runs; L{unwatch} releases it, which ends the wait between passes.
         self._running = threading.Lock()
         self._wait = wait if wait is not None else self._until_stopped
@@ -190,7 +193,7 @@ class PolledEdges:
                 continue
             state.high, state.held = high, 0
             if now is None:
-                now = self._reactor.seconds()
+                now = self._wall()
             if changes is None:
                 changes = []
             changes.append(LevelChange(now, state.channel, high))
