@@ -532,6 +532,7 @@ def p2(cfg: Config) -> dict:
             rng = random.Random(19)
             seen, lengths = 0, []
             subscriber = RawSubscriber(server.port, 0)
+            foreign = run.ForeignCPU().__enter__()
             try:
                 if subscriber.next_entry()["value"] != 0:
                     raise run.BenchError("P2: the first reading should be the released button")
@@ -552,9 +553,10 @@ def p2(cfg: Config) -> dict:
                         raise run.BenchError(f"P2: a pulse gave the readings {values}, not [1, 0]")
                     seen += 1
             finally:
+                foreign.__exit__(None, None, None)
                 subscriber.close()
                 run.stop_server(server)
-            out[label("serve", version)] = {"seen": seen, "pulses": cfg.pulses,
+            out[label("serve", version)] = {"seen": seen, "pulses": cfg.pulses, "foreign": foreign.pct,
                                             "length_ms": [min(lengths), statistics.median(lengths), max(lengths)]}
         finally:
             shutil.rmtree(directory, ignore_errors=True)
@@ -712,10 +714,10 @@ def notes(out: dict, cfg: Config) -> str:
         share = max(e["idle_share"] for e in k.values())
         lines.append(f"K1: {cfg.roundtrips:,} round trips after {cfg.warmup} of warm-up, one client; what the "
                      f"servers did on their own while idle is at most {share:.2%} of a window's count.")  # fmt: skip
-    for name in ("P1",):
+    for name in ("P1", "P2"):
         entries = out.get(name)
         if isinstance(entries, dict):
-            foreign = ", ".join(f"{key} {e['foreign']:.0f}%" for key, e in entries.items())
+            foreign = ", ".join(f"{key} {e['foreign']:.0f}%" for key, e in entries.items() if "foreign" in e)
             lines.append(f"{name}: CPU used by other processes meanwhile (% of one CPU): {foreign}.")
     if COMPARE is not None:
         lines.append(f"'{BEFORE}': rpisensor from {COMPARE}, in the same run.")
