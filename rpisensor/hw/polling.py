@@ -110,8 +110,6 @@ class PolledEdges:
         self._reactor = None
         self._on_change: Callable[[LevelChange], object] | None = None
         self._failure_log: RateLimitedLog | None = None
-        #: Passes made (every input read once each), for tests and the benchmark.
-        self.passes = 0
 
     @property
     def names(self) -> list[str]:
@@ -172,7 +170,6 @@ class PolledEdges:
 
     def _pass(self) -> list[LevelChange] | None:
         """Read every input once; the changes it found, if any."""
-        self.passes += 1
         changes = None
         read = self.backend.read
         now = None

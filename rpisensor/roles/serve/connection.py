@@ -95,7 +95,9 @@ class SensorServerProtocol(ServerConnection):
     def dataReceived(self, data: bytes) -> None:
         if data and self.subscription is not None:
             self.subscription.heard()
-        if self._gathered is not None:  # replies sent inside a segment resumed reading: one batch
+        if self._gathered is not None:
+            # Called again from within this segment (a reply let held messages through,
+            # resumeMessages): their replies join this segment's batch.
             super().dataReceived(data)
             return
         self._gathered = gathered = []
