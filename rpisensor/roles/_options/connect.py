@@ -36,11 +36,16 @@ class ConnectOptions(FoldedOptions):
          "Example: --dead-peer-timeout 60"],
     ]  # fmt: skip
 
+    def connect_required(self) -> bool:
+        """Whether C{--connect} must be given (C{report --mqtt} sends elsewhere)."""
+        return True
+
     def postOptions(self) -> None:
         super().postOptions()
-        if not self["connect"]:
+        if self["connect"]:
+            self["connect"] = check_client_endpoint("connect", self["connect"])
+        elif self.connect_required():
             raise usage.UsageError("--connect is required, e.g. --connect tcp:host=192.168.0.17:port=22000")
-        self["connect"] = check_client_endpoint("connect", self["connect"])
         self["max-delay"] = non_negative_float("max-delay", self["max-delay"])
         if self["max-delay"] < 1:
             raise usage.UsageError(f"--max-delay must be at least 1 second, got {self['max-delay']}")

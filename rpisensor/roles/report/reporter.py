@@ -406,7 +406,7 @@ def build_report_service(
     reactor,
     reader: InputReader,
     reader_service: Service,
-    connect: str,
+    connect: str | None,
     interval: float = 2.0,
     on_change: bool = False,
     heartbeat: float = 60.0,
@@ -427,7 +427,7 @@ def build_report_service(
     """
     The whole reporter: the read pool, the outbox, the sampling, and a
     connection to the client endpoint C{connect} kept open for as long as
-    the service runs.
+    the service runs (C{None}: none; C{report --mqtt} adds its own way out).
 
     @param dead_peer_timeout: seconds without an answer before the link
         counts as dead (see L{rpisensor.net.deadpeer}; in v2 also the
@@ -452,9 +452,11 @@ def build_report_service(
         reader, reactor, interval, on_change, heartbeat, outbox_service, stream, clock_state,
         on_reading, on_ack, state,
     )  # fmt: skip
-    client = reconnecting_client(
-        reactor, connect, ReportFactory(reporter), max_delay, dead_peer_timeout=dead_peer_timeout
-    )
+    client = None
+    if connect is not None:
+        client = reconnecting_client(
+            reactor, connect, ReportFactory(reporter), max_delay, dead_peer_timeout=dead_peer_timeout
+        )
     # Started in this order, stopped last added first: the sampling (which
     # stops sending), the connection, the status listener, the outbox, the reads.
     top = ReportService(reporter, client, outbox_service)
@@ -466,7 +468,8 @@ def build_report_service(
         from rpisensor.roles.report.status import status_service
 
         status_service(reactor, status_listen, reporter).setServiceParent(top)
-    client.setServiceParent(top)
+    if client is not None:
+        client.setServiceParent(top)
     ReporterService(reporter).setServiceParent(top)
     return top
 
@@ -499,6 +502,10 @@ def make_service(options, reactor) -> ReportService:
         protocol=options["protocol"], hello_timeout=options["hello-timeout"], window=settings.window,
         status_listen=options["status-listen"],
     )  # fmt: skip
+    if options["mqtt"]:  # the outbox goes to an MQTT broker instead (rpisensor.mqtt)
+        from rpisensor.mqtt.report import attach_mqtt
+
+        attach_mqtt(service, options, reactor, reader, pool)
     if options["sim-patterns"]:
         from rpisensor.hw.patterns import PatternService
 
