@@ -73,8 +73,8 @@ class MQTTControl:
         level = command_level(payload)
         shown = "on" if level else "off" if level is not None else repr(payload[:32])
         self._log.info(
-            "Control command from {who}: set {name} {level}",
-            key=f"control set {named}", who=driver.who, name=name if named else repr(name[:32]), level=shown,
+            "Control command from {who}: set {name} {wanted}",
+            key=f"control set {named}", who=driver.who, name=name if named else repr(name[:32]), wanted=shown,
         )  # fmt: skip
         if level is None:
             self._log.warn(

@@ -138,7 +138,7 @@ class StreamPublisher:
     def pump(self) -> None:
         """Publish what the window and the entries at hand allow; read more from the outbox meanwhile."""
         connection = self._connection
-        while connection is not None and len(self._in_flight) < self.window:
+        while connection is not None and len(self._by_mid) < self.window:
             entry = self._cache.get(self.next)
             if entry is None:
                 break
