@@ -124,7 +124,9 @@ class Mosquitto:
         user = _broker_user()
         if user is not None:
             lines.append(f"user {user}")
-        lines += ["log_type all", *self.extra]
+        # No limit on what waits for a slow subscriber (Mosquitto's default, 1000, drops the rest
+        # while a test's subscriber in Python reads a catch-up of thousands a second).
+        lines += ["max_queued_messages 0", "log_type all", *self.extra]
         return "\n".join(lines) + "\n"
 
     def restart(self) -> None:

@@ -306,7 +306,14 @@ class PahoConnection:
             self._client.disconnect()
 
     def abort(self) -> None:
-        """End now, without DISCONNECT: the broker sends the last will."""
+        """
+        End, without DISCONNECT: the broker sends the last will. (In the next
+        turn of the reactor: this may be called from paho's own callbacks,
+        during which paho must not be asked to read.)
+        """
+        self._reactor.callLater(0, self._abort_now)
+
+    def _abort_now(self) -> None:
         sock = self._client.socket()
         if sock is None or self._watch is None:
             self._closing()  # (still connecting in the thread: its socket is closed when it returns)
