@@ -45,8 +45,9 @@ from rpisensor.stream.outbox import JournalService
 
 ONLINE, OFFLINE = b"online", b"offline"
 #: Slots of the broker's receive maximum kept for retained messages (states, configs): the
-#: stream has the rest, so a state never waits behind a catch-up.
-RETAINED_SLOTS = 4
+#: stream has the rest, so a state never waits behind a catch-up. One: states coalesce per
+#: topic while they wait, and the stream keeps as much of a small receive maximum as it can.
+RETAINED_SLOTS = 1
 #: Seconds to wait for the marker that says the retained configs have all arrived.
 SYNC_TIMEOUT = 5.0
 #: The longest random wait before announcing again when Home Assistant comes online.
@@ -218,8 +219,15 @@ class MQTTLink(Service):
             return
         self.limits = limits
         self.schedule.connected()
-        slots = min(RETAINED_SLOTS, max(1, limits.receive_maximum // 4))
+        slots = RETAINED_SLOTS
         window = max(1, min(self.settings.window, limits.receive_maximum - slots))
+        if limits.receive_maximum <= slots:
+            self.log.error(
+                "The MQTT broker takes only {receive} message(s) in flight (its receive maximum); "
+                "this Pi needs {needed} (the stream and the states). Raise the broker's "
+                "max_inflight_messages; it may close the link meanwhile.",
+                key="receive maximum", receive=limits.receive_maximum, needed=slots + 1,
+            )  # fmt: skip
         self.log.info(
             "Connected to the MQTT broker {url} (receive maximum {receive}, maximum packet size "
             "{packet}): {count} readings to publish from the outbox, {window} at a time, on {topic}.",
