@@ -200,7 +200,8 @@ class Watcher:
 
 def fill_outbox(path: Path, count: int, interval: float = 0.1) -> None:
     """C{count} readings in a new outbox, through the journal's own API, closed cleanly."""
-    from rpisensor.stream.journal import Journal, NewReading
+    from rpisensor.entries import Reading
+    from rpisensor.stream.journal import Journal
     from rpisensor.wire.v2 import format_timestamp
 
     journal = Journal(path, max_entries=max(count + 10, 1_000_000))
@@ -208,8 +209,8 @@ def fill_outbox(path: Path, count: int, interval: float = 0.1) -> None:
     start = time.time() - count * interval
     for base in range(0, count, 20_000):
         journal.append([
-            NewReading(format_timestamp(start + i * interval), True, "button", i % 2,
-                       "Button pressed" if i % 2 else "Button released")
+            Reading(ts=format_timestamp(start + i * interval), synced=True, sensor="button", value=i % 2,
+                    text="Button pressed" if i % 2 else "Button released")
             for i in range(base + 1, min(count, base + 20_000) + 1)
         ])  # fmt: skip
     journal.close(clean=True)

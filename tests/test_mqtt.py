@@ -10,6 +10,7 @@ in-memory outbox, the retained messages' coalescing, and switch commands.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -31,10 +32,10 @@ from rpisensor.mqtt.publisher import FETCH, StatePublisher, StreamPublisher
 from rpisensor.mqtt.settings import SettingsError, parse_url, read_credentials
 from rpisensor.mqtt.topics import Topics, node_id
 from rpisensor.roles.report.options import ReportOptions
-from rpisensor.stream.journal import Journal, NewReading
+from rpisensor.stream.journal import Journal
 from rpisensor.stream.outbox import JournalService
 from rpisensor.testing._runners import inline_runner
-from rpisensor.wire.v2 import Gap, Reading
+from rpisensor.entries import Gap, Reading
 
 # -- Home Assistant's documented configuration keys, per component ---------------------------
 # From Home Assistant's MQTT documentation (integrations/mqtt, binary_sensor.mqtt, sensor.mqtt,
@@ -241,21 +242,25 @@ class DiscoveryPlanTests(SynchronousTestCase):
 
 class MessageTests(SynchronousTestCase):
     def test_reading(self) -> None:
-        reading = Reading("8f3a1c2e9b7d4a60", 406, "2026-12-01T19:33:25.123Z", True, "room", 22.562, "22.56 °C", "°C")
+        reading = Reading(stream="8f3a1c2e9b7d4a60", seq=406, ts="2026-12-01T19:33:25.123Z", synced=True,
+                          sensor="room", value=22.562, text="22.56 °C", unit="°C", device="pi")  # fmt: skip
         body = json.loads(stream_message("pi", reading))
         self.assertEqual(body, {"kind": "reading", "device": "pi", "stream": "8f3a1c2e9b7d4a60", "seq": 406,
                                 "ts": "2026-12-01T19:33:25.123Z", "synced": True, "sensor": "room",
                                 "value": 22.562, "unit": "°C", "text": "22.56 °C"})  # fmt: skip
         self.assertEqual(parse_stream_message(stream_message("pi", reading)), ("pi", reading))
+        chained = json.loads(stream_message("pi", replace(reading, digest="ab12")))
+        self.assertEqual(chained["digest"], "ab12")
 
     def test_gap(self) -> None:
-        gap = Gap("8f3a1c2e9b7d4a60", 407, 900, "outbox full")
+        gap = Gap(stream="8f3a1c2e9b7d4a60", first=407, last=900, reason="outbox full", device="pi")
         self.assertEqual(json.loads(stream_message("pi", gap))["from"], 407)
         self.assertEqual(parse_stream_message(stream_message("pi", gap)), ("pi", gap))
 
     def test_bad_messages(self) -> None:
         """Each malformed message is one MessageError naming what is wrong."""
-        good = json.loads(stream_message("pi", Reading("s", 1, "t", True, "b", 1, "x", None)))
+        good = json.loads(stream_message("pi", Reading(stream="s", seq=1, ts="t", synced=True, sensor="b", value=1,
+                                                      text="x")))  # fmt: skip
         for change, error in [({"seq": 0}, "'seq' must be a whole number"), ({"value": "1"}, "'value' must be"),
                               ({"kind": "x"}, "'kind' must be"), ({"synced": 1}, "'synced' must be"),
                               ({"device": None}, "'device' must be text")]:  # fmt: skip
@@ -276,7 +281,8 @@ class MessageTests(SynchronousTestCase):
 
     @given(st.integers(1, 2**40), st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=40))
     def test_round_trip(self, seq: int, value: float, text: str) -> None:
-        reading = Reading("s", seq, "2026-01-01T00:00:00.000Z", False, "x", value, text, "hPa")
+        reading = Reading(stream="s", seq=seq, ts="2026-01-01T00:00:00.000Z", synced=False, sensor="x",
+                          value=value, text=text, unit="hPa", device="d")  # fmt: skip
         self.assertEqual(parse_stream_message(stream_message("d", reading)), ("d", reading))
 
     def test_commands(self) -> None:
@@ -339,7 +345,7 @@ class OptionTests(SynchronousTestCase):
 
     def test_mqtt_instead_of_connect(self) -> None:
         options = self.parse("--mqtt", "mqtt://127.0.0.1", "--output", "led=12", "--mqtt-control")
-        self.assertIsNone(options["connect"])
+        self.assertEqual(options["connect"], ())
         self.assertEqual(options["mqtt-broker"].url, "mqtt://127.0.0.1:1883")
         settings = options.mqtt_settings("pi", 100)
         self.assertEqual((settings.prefix, settings.discovery, settings.control, settings.keepalive),
@@ -401,7 +407,8 @@ class Outbox:
 
     def add(self, count: int, sensor: str = "button") -> None:
         for i in range(count):
-            self.service.append(NewReading("2026-01-01T00:00:00.000Z", True, sensor, i % 2, f"r{i}"))
+            self.service.append(Reading(ts="2026-01-01T00:00:00.000Z", synced=True, sensor=sensor, value=i % 2,
+                                        text=f"r{i}"))  # fmt: skip
         self.clock.advance(0)
 
     def stop(self) -> None:
@@ -524,7 +531,7 @@ class StatePublisherTests(SynchronousTestCase):
                                 {"button": "input", "room": "sensor", "led": "output"})  # fmt: skip
         states.attach()
         for sensor, value in [("button", 1), ("button", 1), ("room", 22.5), ("led", 0), ("gone", 1), ("button", 0)]:
-            outbox.service.append(NewReading("t", True, sensor, value, "x"))
+            outbox.service.append(Reading(ts="t", synced=True, sensor=sensor, value=value, text="x"))
         outbox.clock.advance(0)
         sent = [(t.split("/")[2], p) for _, t, p, _ in connection.sent]
         self.assertEqual(sent, [("button", b"ON"), ("room", b"22.5"), ("led", b"OFF"), ("button", b"OFF")])

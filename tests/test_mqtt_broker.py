@@ -36,8 +36,9 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from rpisensor.mqtt.client import ConnectFailed, Handler, PahoConnection
 from rpisensor.mqtt.messages import parse_stream_message
 from rpisensor.mqtt.settings import Broker
-from rpisensor.stream.journal import Journal, NewReading
-from rpisensor.wire.v2 import Gap, Reading, format_timestamp
+from rpisensor.entries import Gap, Reading
+from rpisensor.stream.journal import Journal
+from rpisensor.wire.v2 import format_timestamp
 from tests.faultproxy import FaultProxy
 from tests.mosquitto import Mosquitto, Subscriber, TLSFiles, publish, require_mosquitto, retained
 from tests.processes import Twistd, connect_unix, request, wait_until
@@ -206,8 +207,8 @@ class NothingLostTests(SynchronousTestCase):
         backlog = 20_000
         journal = Journal(os.path.join(directory, "outbox.sqlite"))
         journal.open()
-        journal.append([NewReading(format_timestamp(1.8e9 + i), True, "button", i % 2, f"r{i}")
-                        for i in range(backlog)])  # fmt: skip
+        journal.append([Reading(ts=format_timestamp(1.8e9 + i), synced=True, sensor="button", value=i % 2,
+                                text=f"r{i}") for i in range(backlog)])  # fmt: skip
         journal.close()
         options = ("--on-change", "--interval", "3600")
         first = reporter(broker.port, *options, cwd=directory)

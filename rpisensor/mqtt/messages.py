@@ -4,13 +4,15 @@ What the Pi publishes, as pure functions.
 The stream topic carries each entry of the outbox as one JSON object, so a
 consumer can store every reading once (deduplicating on
 C{(device, stream, seq)}: QoS 1 delivers at least once) and audit what is
-missing (a gap says which entries will never come, and why)::
+missing (a gap says which entries will never come, and why); C{digest}, the
+stream's hash chain through the entry, lets it check that it got the Pi's
+own entries::
 
     {"kind": "reading", "device": "pi-kitchen-3f2a9c", "stream": "8f3a1c2e9b7d4a60",
      "seq": 406, "ts": "2026-12-01T19:33:25.123Z", "synced": true, "sensor": "room",
-     "value": 22.562, "unit": "°C", "text": "22.56 °C"}
+     "value": 22.562, "unit": "°C", "text": "22.56 °C", "digest": "..."}
     {"kind": "gap", "device": "pi-kitchen-3f2a9c", "stream": "8f3a1c2e9b7d4a60",
-     "from": 407, "to": 900, "reason": "outbox full"}
+     "from": 407, "to": 900, "reason": "outbox full", "digest": "..."}
 
 A state topic carries what Home Assistant expects: C{ON} or C{OFF} for an
 input (active or not) and an output (driven on or off), the number for a
@@ -22,7 +24,7 @@ from __future__ import annotations
 import json
 import math
 
-from rpisensor.wire.v2 import Gap, Reading
+from rpisensor.entries import Gap, Reading
 
 #: Home Assistant's default payloads of a binary_sensor and a switch.
 ON, OFF = b"ON", b"OFF"
@@ -41,6 +43,8 @@ def stream_message(device: str, entry: Reading | Gap) -> bytes:
         body = {"kind": "reading", "device": device, "stream": entry.stream, "seq": entry.seq,
                 "ts": entry.ts, "synced": entry.synced, "sensor": entry.sensor, "value": entry.value,
                 "unit": entry.unit, "text": entry.text}  # fmt: skip
+    if entry.digest:
+        body["digest"] = entry.digest
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
 
@@ -64,7 +68,8 @@ def parse_stream_message(payload: bytes) -> tuple[str, Reading | Gap]:
             first, last = _seq(body, "from"), _seq(body, "to")
             if last < first:
                 raise MessageError(f"'to' ({last}) is before 'from' ({first})")
-            return device, Gap(stream, first, last, _text(body, "reason"))
+            return device, Gap(stream=stream, first=first, last=last, reason=_text(body, "reason"),
+                               digest=_digest(body), device=device)  # fmt: skip
         if kind != "reading":
             raise MessageError(f"'kind' must be 'reading' or 'gap', got {kind!r}")
         value = body.get("value")
@@ -76,8 +81,9 @@ def parse_stream_message(payload: bytes) -> tuple[str, Reading | Gap]:
         synced = body.get("synced")
         if not isinstance(synced, bool):
             raise MessageError(f"'synced' must be true or false, got {synced!r}")
-        reading = Reading(stream, _seq(body, "seq"), _text(body, "ts"), synced, _text(body, "sensor"),
-                          value, _text(body, "text"), unit)  # fmt: skip
+        reading = Reading(stream=stream, seq=_seq(body, "seq"), ts=_text(body, "ts"), synced=synced,
+                          sensor=_text(body, "sensor"), value=value, text=_text(body, "text"), unit=unit,
+                          digest=_digest(body), device=device)  # fmt: skip
         return device, reading
     except KeyError as e:
         raise MessageError(f"{e.args[0]!r} is missing") from None
@@ -88,6 +94,13 @@ def _text(body: dict, key: str) -> str:
     if not isinstance(value, str):
         raise MessageError(f"{key!r} must be text, got {value!r}")
     return value
+
+
+def _digest(body: dict) -> str:
+    digest = body.get("digest", "")
+    if not isinstance(digest, str):
+        raise MessageError(f"'digest' must be text, got {digest!r}")
+    return digest
 
 
 def _seq(body: dict, key: str) -> int:

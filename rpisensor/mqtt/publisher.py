@@ -29,12 +29,11 @@ from collections.abc import Callable, Mapping
 
 from twisted.logger import Logger
 
+from rpisensor.entries import Entry, Reading
 from rpisensor.mqtt.client import PahoConnection, packet_size
 from rpisensor.mqtt.messages import binary_state, measurement_state, stream_message
 from rpisensor.mqtt.outgoing import Outgoing
-from rpisensor.stream.journal import Entry, span
 from rpisensor.stream.outbox import JournalService
-from rpisensor.wire.v2 import Reading
 
 #: Entries read from the outbox at a time while catching up (at least the window).
 FETCH = 1000
@@ -129,7 +128,7 @@ class StreamPublisher:
         if self._connection is None:
             return
         for entry in entries:
-            first, last = span(entry)
+            first, last = entry.first, entry.last
             if first == self._fetched_to + 1 and len(self._cache) < 2 * self.batch:
                 self._cache[first] = entry
                 self._fetched_to = last
@@ -144,19 +143,19 @@ class StreamPublisher:
                 break
             payload = stream_message(self._device, entry)
             if self._max_packet is not None and packet_size(self._topic, payload) > self._max_packet:
-                self._stall(span(entry)[0], len(payload))
+                self._stall(entry.first, len(payload))
                 return
             mid = connection.publish(self._topic, payload)
             if mid is None:
                 return  # the link is going
             del self._cache[self.next]
-            last = span(entry)[1]
+            last = entry.last
             record = [mid, last, False]
             self._in_flight.append(record)
             self._by_mid[mid] = record
             self.published += 1
             self.next = last + 1
-            if last > span(entry)[0]:  # a gap: readings it covers that were at hand go with it
+            if last > entry.first:  # a gap: readings it covers that were at hand go with it
                 for key in [key for key in self._cache if key < self.next]:
                     del self._cache[key]
         if (
@@ -187,7 +186,7 @@ class StreamPublisher:
             return
         self._fetching = False
         for entry in entries:
-            first, last = span(entry)
+            first, last = entry.first, entry.last
             if last >= self.next:
                 # (a gap that starts before next was made while we published: outbox
                 # full; it goes whole, and a consumer keeps what it already has)

@@ -163,7 +163,7 @@ class WebSite(server.Site):
 def build_root(
     info: dict,
     feed: Feed,
-    clock,
+    wall: Callable[[], float],
     hub: EventHub,
     metrics: Metrics,
     controls: Controls,
@@ -178,8 +178,8 @@ def build_root(
         static.putChild(name.encode(), _File(_asset(name), kind))
     root.putChild(b"static", static)
     api = _Node()
-    api.putChild(b"state", StateResource(info, feed, clock, controls, health, stale_after))
-    api.putChild(b"readings", ReadingsResource(feed, clock))
+    api.putChild(b"state", StateResource(info, feed, wall, controls, health, stale_after))
+    api.putChild(b"readings", ReadingsResource(feed, wall))
     api.putChild(b"sim", SimulateResource(controls))
     api.putChild(b"outputs", OutputsResource(controls))
     root.putChild(b"api", api)
