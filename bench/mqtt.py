@@ -131,7 +131,10 @@ class Broker:
         self.directory = Path(tempfile.mkdtemp(prefix="rpisensor-bench-mosquitto-"))
         os.chmod(self.directory, 0o755)
         config = self.directory / "mosquitto.conf"
-        lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true", "persistence false"]
+        # Defaults but one: no limit on what waits for the bench's own subscriber (with 1000, the
+        # default, Mosquitto drops what a Python subscriber cannot take as fast as it comes).
+        lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true", "persistence false",
+                 "max_queued_messages 0"]  # fmt: skip
         if os.geteuid() == 0:
             lines.append("user mosquitto" if _user_exists("mosquitto") else "user nobody")
         config.write_text("\n".join(lines) + "\n")

@@ -167,6 +167,10 @@ class PahoConnection:
         properties.MaximumPacketSize = MAX_INCOMING_PACKET
         self._connect_properties = properties
         self._watch: _SocketWatch | None = None
+        #: Inside loop_read (paho's callbacks may publish: written after it), and whether the
+        #: reactor watches the socket for room to write.
+        self._reading = False
+        self._writing = False
         self._misc: LoopingCall | None = None
         self._connected: Deferred | None = None
         self._connack_timeout = None
@@ -250,6 +254,7 @@ class PahoConnection:
         self._reactor.addReader(self._watch)
         if client.want_write():
             self._reactor.addWriter(self._watch)
+            self._writing = True
         self._misc = LoopingCall(self._tick)
         self._misc.clock = self._reactor
         self._misc.start(1.0, now=False)
@@ -331,15 +336,28 @@ class PahoConnection:
 
     def _readable(self) -> None:
         client = self._client
-        client.loop_read()
-        sock = client.socket()
-        # TLS: records already decrypted are not seen by the reactor as readable.
-        while sock is not None and getattr(sock, "pending", lambda: 0)() > 0:
+        self._reading = True
+        try:
             client.loop_read()
             sock = client.socket()
+            # TLS: records already decrypted are not seen by the reactor as readable.
+            while sock is not None and getattr(sock, "pending", lambda: 0)() > 0:
+                client.loop_read()
+                sock = client.socket()
+        finally:
+            self._reading = False
+        # What the acknowledgements just read made us publish goes out now, in this turn of
+        # the reactor (paho's callbacks are over: it may write), not in the next one.
+        if sock is not None and client.want_write():
+            self._writable()
 
     def _writable(self) -> None:
-        self._client.loop_write()
+        client = self._client
+        client.loop_write()
+        if client.want_write() and client.socket() is not None and not self._writing and self._watch is not None:
+            # (paho asked while reading, and asks once: watch for room in the socket now)
+            self._reactor.addWriter(self._watch)
+            self._writing = True
 
     def _hung_up(self) -> None:
         # The reactor saw the socket hang up, and stopped watching it: paho reads the end.
@@ -353,18 +371,23 @@ class PahoConnection:
         self._client.loop_misc()
 
     def _on_register_write(self, client, userdata, sock) -> None:
-        if self._watch is not None:
+        if self._reading:
+            return  # written once the read is over (see _readable)
+        if self._watch is not None and not self._writing:
             self._reactor.addWriter(self._watch)
+            self._writing = True
 
     def _on_unregister_write(self, client, userdata, sock) -> None:
-        if self._watch is not None:
+        if self._watch is not None and self._writing:
             self._reactor.removeWriter(self._watch)
+        self._writing = False
 
     def _on_socket_close(self, client, userdata, sock) -> None:
         if self._watch is not None:
             self._reactor.removeReader(self._watch)
             self._reactor.removeWriter(self._watch)
             self._watch = None
+        self._writing = False
 
     def _on_disconnect(self, client, userdata, flags, reason, properties) -> None:
         self._fail_connect(f"the broker closed the connection ({reason})")

@@ -35,8 +35,9 @@ from rpisensor.mqtt.messages import binary_state, measurement_state, stream_mess
 from rpisensor.mqtt.outgoing import Outgoing
 from rpisensor.stream.outbox import JournalService
 
-#: Entries read from the outbox at a time while catching up (at least the window).
-FETCH = 1000
+#: Entries read from the outbox at a time while catching up (at least the window); the next
+#: read starts when half of them are left, so at most one and a half of these are in memory.
+FETCH = 500
 
 
 class StreamPublisher:
@@ -129,7 +130,7 @@ class StreamPublisher:
             return
         for entry in entries:
             first, last = entry.first, entry.last
-            if first == self._fetched_to + 1 and len(self._cache) < 2 * self.batch:
+            if first == self._fetched_to + 1 and len(self._cache) < self.batch + self.batch // 2:
                 self._cache[first] = entry
                 self._fetched_to = last
         self.pump()
@@ -159,7 +160,7 @@ class StreamPublisher:
                 for key in [key for key in self._cache if key < self.next]:
                     del self._cache[key]
         if (
-            connection is not None and not self._fetching and len(self._cache) < self.batch
+            connection is not None and not self._fetching and len(self._cache) <= self.batch // 2
             and self._fetched_to < self._outbox.journal.last
         ):  # fmt: skip
             self._fetch()
