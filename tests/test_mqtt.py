@@ -585,7 +585,11 @@ class ControlTests(SynchronousTestCase):
         self.clock.advance(1)
         with capturedLogs() as logs:
             self.control.command("nosuch", b"ON")
-        self.assertIn("unknown output 'nosuch'", logs[-1]["log_format"].format(**logs[-1]))
+        self.assertIn("for 'nosuch': no such output; outputs are: led, motor", logs[-1]["log_format"].format(**logs[-1]))
+        with capturedLogs() as logs:
+            self.clock.advance(1)
+            self.control.command("x" * 100_000, b"ON")
+        self.assertLess(len(logs[-1]["log_format"].format(**logs[-1])), 300, "a long name is cut short in the log")
 
     def test_claims(self) -> None:
         """A client that holds the claim keeps MQTT out, as any other client."""

@@ -83,6 +83,13 @@ class MQTTControl:
                 payload=shown,
             )  # fmt: skip
             return
+        if not named:  # (the topic's name is the sender's: only a short piece of it is logged)
+            self._log.warn(
+                "Refused the command from {who} for {name}: no such output; outputs are: {outputs}.",
+                key="control refused ", who=driver.who, name=repr(name[:32]),
+                outputs=", ".join(self.controller.names),
+            )  # fmt: skip
+            return
         try:
             done = self.controller.set(driver, name, level)
         except ControlError as e:
