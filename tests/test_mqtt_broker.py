@@ -225,6 +225,26 @@ class NothingLostTests(SynchronousTestCase):
         self.assertGreaterEqual(count, backlog)
 
 
+    def test_broker_limits(self) -> None:
+        """A broker that takes 3 messages in flight and small packets: 2 for the stream, all arrive."""
+        broker = Mosquitto.start(extra=["max_inflight_messages 3"])
+        self.addCleanup(broker.close)
+        seen = Subscriber(broker.port, [f"{BASE}/stream"])
+        self.addCleanup(seen.close)
+        directory = short_directory(self)
+        journal = Journal(os.path.join(directory, "outbox.sqlite"))
+        journal.open()
+        journal.append([Reading(ts=format_timestamp(1.8e9 + i), synced=True, sensor="button", value=i % 2,
+                                text=f"r{i}") for i in range(500)])  # fmt: skip
+        journal.close()
+        twistd = reporter(broker.port, "--on-change", "--interval", "3600", cwd=directory)
+        self.addCleanup(twistd.close)
+        twistd.wait_for(r"receive maximum 3, .*: 50\d readings to publish from the outbox, 2 at a time")
+        wait_until(lambda: drained(twistd), describe=twistd.log)
+        twistd.stop_cleanly()
+        self.assertGreaterEqual(check_once_in_order(self, seen, directory), 500)
+
+
 class HomeAssistantTests(SynchronousTestCase):
     """What Home Assistant sees: discovery, availability, states, switches."""
 
