@@ -22,12 +22,10 @@ has two):
   M4 memory: the reporter's peak RSS (VmHWM) holding a 1,000,000-reading
      backlog, while the broker is away and then while it catches up.
 
-Rates are the publishers' own: from the first publish to the last
-acknowledgement (rpisensor: from the first reading at a subscriber in this
-process to the reporter's status saying none is left unacknowledged, asked
-every 5 ms; the plain publisher: its own clock, from its first publish() to
-its last PUBACK). The subscriber checks that every reading arrived, and its
-rate (first to last arrival) is given too. Exits non-zero when the bench itself fails (a process
+Rates are measured where a consumer sees them: a subscriber (QoS 0, in this
+process) timestamps the first and the last of the N messages; the rate is
+(N - 1) over that time. Each publisher's CPU over the same time is measured
+too (/proc/PID/stat), per reading. Exits non-zero when the bench itself fails (a process
 does not start, a reading is missing); goals are reported, never enforced.
 Raw results go to bench/build/mqtt-results.json, logs to bench/build/logs-mqtt/.
 """
@@ -52,7 +50,7 @@ from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import ROOT, ensure_interpreter, fmt, pinned, plan_cpus, render  # noqa: E402
+from run import ROOT, ensure_interpreter, fmt, pinned, plan_cpus, proc_cpu_seconds, render  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 BUILD = HERE / "build"
@@ -285,19 +283,20 @@ def drain_outbox(broker: Broker, name: str, count: int) -> dict:
     popen, log = reporter(name, work, broker.port, device, ["--on-change", "--interval", "3600"], status)
     try:
         wait_for(f"{name}: the first reading at the watcher", lambda: watcher.count(topic) > 0, 60, 0.001)
-        first = watcher.got(topic)[0][0]
-        wait_for(f"{name}: every reading acknowledged", lambda: waiting_in_outbox(status) == 0, 600, 0.005)
-        acknowledged = time.time()
-        wait_for(f"{name}: {count} readings at the watcher", lambda: watcher.count(topic) >= count, 600, 0.05)
+        cpu = proc_cpu_seconds(popen.pid)
+        wait_for(f"{name}: {count} readings at the watcher", lambda: watcher.count(topic) >= count, 600, 0.005)
+        cpu = proc_cpu_seconds(popen.pid) - cpu
+        # (asked only now: building a status line reads the outbox, which would cost the run)
+        wait_for(f"{name}: every reading acknowledged", lambda: waiting_in_outbox(status) == 0, 60, 0.05)
         time.sleep(0.2)  # repeats, if any, arrive too
-        seen_per_second, _ = rate_of(watcher.got(topic), count)
+        per_second, seconds = rate_of(watcher.got(topic), count)
         repeats = watcher.count(topic) - count
     finally:
         watcher.close()
         stop(popen)
         shutil.rmtree(sockets, ignore_errors=True)
-    seconds = acknowledged - first
-    return {"per_second": count / seconds, "seconds": seconds, "seen_per_second": seen_per_second, "repeats": repeats}
+    return {"per_second": per_second, "seconds": seconds, "repeats": repeats, "cpu_us": 1e6 * cpu / count,
+            "cpu_share": cpu / seconds}  # fmt: skip
 
 
 def plain_paho(broker: Broker, count: int, rep: int) -> dict:
@@ -306,17 +305,19 @@ def plain_paho(broker: Broker, count: int, rep: int) -> dict:
     popen, log = start(f"m1-paho-{rep}", [PYTHON, str(HERE / "peers" / "paho_publisher.py"), str(broker.port),
                                           topic, str(count)], WORK, CLIENT_CPU)  # fmt: skip
     try:
-        wait_for("the plain paho publisher's messages", lambda: watcher.count(topic) >= count, 600, 0.05)
+        wait_for("the plain paho publisher's first message", lambda: watcher.count(topic) > 0, 60, 0.001)
+        cpu = proc_cpu_seconds(popen.pid)
+        wait_for("the plain paho publisher's messages", lambda: watcher.count(topic) >= count, 600, 0.005)
+        cpu = proc_cpu_seconds(popen.pid) - cpu
         popen.wait(60)
         seen_per_second, _ = rate_of(watcher.got(topic), count)
     finally:
         watcher.close()
         stop(popen)
-    done = re.search(r"PAHO-DONE (\d+) ([\d.]+)", log.read_text())
-    if done is None:
+    if "PAHO-DONE" not in log.read_text():
         raise BenchError(f"the plain paho publisher did not finish (log {log})")
-    seconds = float(done.group(2))
-    return {"per_second": count / seconds, "seconds": seconds, "seen_per_second": seen_per_second}
+    per_second, seconds = seen_per_second, (count - 1) / seen_per_second
+    return {"per_second": per_second, "seconds": seconds, "cpu_us": 1e6 * cpu / count, "cpu_share": cpu / seconds}
 
 
 # ---------------------------------------------------------------- scenarios
@@ -329,9 +330,12 @@ def m1(cfg: Config, broker: Broker) -> dict:
         runs["paho"].append(plain_paho(broker, cfg.m1_readings, rep))
     ours = statistics.median(r["per_second"] for r in runs["rpisensor"])
     theirs = statistics.median(r["per_second"] for r in runs["paho"])
-    seen = {side: statistics.median(r["seen_per_second"] for r in runs[side]) for side in runs}
+    def median(side, key):
+        return statistics.median(r[key] for r in runs[side])
+
     return {"runs": runs, "rpisensor": ours, "paho": theirs, "ratio": ours / theirs,
-            "seen_rpisensor": seen["rpisensor"], "seen_paho": seen["paho"]}  # fmt: skip
+            "cpu_us_rpisensor": median("rpisensor", "cpu_us"), "cpu_us_paho": median("paho", "cpu_us"),
+            "share_rpisensor": median("rpisensor", "cpu_share"), "share_paho": median("paho", "cpu_share")}  # fmt: skip
 
 
 def m2(cfg: Config, broker: Broker) -> dict:
@@ -421,8 +425,9 @@ def build_table(results: dict, cfg: Config, judge: bool) -> list[list[str]]:
                      f"{fmt(r['rpisensor'], 'int')}; {fmt(r['ratio'], 'x')}", ">= 1.0x and >= 5,000/s",
                      verdict(ok, judge),
                      f"plain paho {fmt(r['paho'], 'int')}/s; medians of {cfg.m1_reps} alternating runs of "
-                     f"{cfg.m1_readings:,}; at the subscriber {fmt(r['seen_rpisensor'], 'int')} and "
-                     f"{fmt(r['seen_paho'], 'int')}/s"])  # fmt: skip
+                     f"{cfg.m1_readings:,}; CPU per reading {r['cpu_us_rpisensor']:.0f} and "
+                     f"{r['cpu_us_paho']:.0f} µs, busy {100 * r['share_rpisensor']:.0f}% and "
+                     f"{100 * r['share_paho']:.0f}% of a CPU"])  # fmt: skip
     if "M2" in results:
         r = results["M2"]
         rows.append(["M2 catch-up", f"{cfg.m2_readings:,} readings", f"{r['seconds']:.2f} s", "<= 10 s",
