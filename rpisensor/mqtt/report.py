@@ -22,7 +22,7 @@ _log = Logger(namespace="rpisensor.mqtt")
 def attach_mqtt(service, options, reactor, reader, pool) -> MQTTLink:
     """
     Add the outputs and the MQTT link to C{report}'s C{service} (a
-    L{rpisensor.roles.report.reporter.ReportService}). They are added last,
+    L{rpisensor.roles.report.service.ReportService}). They are added last,
     so they stop first: the link says C{offline} and closes, then the outputs
     go to their safe levels (recorded in the outbox, published at the next
     start), then the sampling, the outbox and the reads stop.
