@@ -18,7 +18,7 @@ Each connection, in order:
      as Home Assistant asks, so that many devices do not answer at once).
 
 A connection that fails or drops is tried again after the wait
-L{RetrySchedule} gives (at once after a link that worked, growing while
+L{RetrySchedule} gives (promptly after a link that worked, growing while
 attempts fail, up to C{--max-delay}); every line about it is rate-limited.
 On stop, C{offline} is published and the connection closed cleanly.
 """
