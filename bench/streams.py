@@ -268,16 +268,31 @@ class Usage:
         self.t0 = time.monotonic()
         self.busy0 = machine_busy_seconds()
         self.cpu0 = {name: proc_cpu_seconds(pid) for name, pid in pids.items()}
+        self.main0 = {name: main_thread_cpu_seconds(pid) for name, pid in pids.items()}
 
     def end(self, own_extra: float = 0.0) -> dict[str, float]:
-        """% of one CPU per process, and C{foreign}: the rest of the machine minus C{own_extra} seconds."""
+        """
+        % of one CPU per process, its CPU seconds (C{NAME_cpu_s}) and those of
+        its main thread, the reactor's (C{NAME_main_cpu_s}; the rest are its
+        other threads': a collector's store writer), and C{foreign}: the rest of
+        the machine minus C{own_extra} seconds.
+        """
         dt = time.monotonic() - self.t0
         used = {name: proc_cpu_seconds(pid) - self.cpu0[name] for name, pid in self.pids.items()}
         foreign = machine_busy_seconds() - self.busy0 - sum(used.values()) - own_extra
         out = {f"{name}_cpu": 100 * u / dt for name, u in used.items()}
         out.update({f"{name}_cpu_s": u for name, u in used.items()})
+        out.update({f"{name}_main_cpu_s": main_thread_cpu_seconds(pid) - self.main0[name]
+                    for name, pid in self.pids.items()})  # fmt: skip
         out["foreign"] = max(0.0, 100 * foreign / dt)
         return out
+
+
+def main_thread_cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process's main thread (the reactor's), from C{/proc/PID/task/PID/stat}."""
+    with open(f"/proc/{pid}/task/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def fresh(name: str) -> Path:
@@ -354,6 +369,9 @@ def c1_once(cfg: Config, rep: int, sockets: Path) -> dict:
         # CPU per reading, and what one CPU of its own would allow at that cost
         "collector_us": 1e6 * cpu["collector_cpu_s"] / n,
         "reporter_us": 1e6 * cpu["reporter_cpu_s"] / n,
+        # the collector's reactor thread, and its other threads (the store's writer)
+        "collector_reactor_us": 1e6 * cpu["collector_main_cpu_s"] / n,
+        "collector_writer_us": 1e6 * (cpu["collector_cpu_s"] - cpu["collector_main_cpu_s"]) / n,
         **cpu,
     }
 
@@ -578,7 +596,8 @@ def build_table(res: dict, cfg: Config, judge: bool) -> list[list[str]]:
                      fmt(r["rate"]), ">= 50,000/s", verdict(r["rate"] >= 50_000),
                      f"{r['seconds']:.2f} s (all stored at {r['stored_s']:.2f} s), median of {cfg.c1_reps}; "
                      f"CPU collector {fmt(r['collector_cpu'], 'pct')} %, {r['collector_us']:.1f} us/reading "
-                     f"(a CPU of its own: {fmt(1e6 / r['collector_us'])}/s), reporter "
+                     f"(reactor {r['collector_reactor_us']:.1f}, writer {r['collector_writer_us']:.1f}; "
+                     f"a CPU of its own: {fmt(1e6 / r['collector_us'])}/s), reporter "
                      f"{fmt(r['reporter_cpu'], 'pct')} %, {r['reporter_us']:.1f} us/reading"])  # fmt: skip
     if "C2" in res:
         r = res["C2"]

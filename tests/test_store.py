@@ -8,6 +8,8 @@ from contextlib import closing
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import LogLevel, globalLogPublisher
@@ -23,7 +25,7 @@ from rpisensor.store import (
     StoreService,
     store_file_for,
 )
-from rpisensor.store import jsonl
+from rpisensor.store import jsonl, sqlite
 from rpisensor.entries import Reading
 from rpisensor.store.record import Standing
 from rpisensor.testing import FakeRunner
@@ -420,6 +422,66 @@ class SQLiteStreamTests(SynchronousTestCase):
         file.write([A, reading(2), gap(1, 1), reading(3)])
         self.assertEqual(stored_stream(self.path), [gap(1, 1), reading(2), reading(3)])
         self.assertEqual(stored_messages(self.path), [A.message, "reading 2", "reading 3"])
+
+
+def _batches(records: list, cuts: list[int]) -> list[list]:
+    """C{records} cut into consecutive batches at C{cuts}."""
+    edges = [0, *sorted(set(cut % (len(records) + 1) for cut in cuts)), len(records)]
+    return [records[a:b] for a, b in zip(edges, edges[1:]) if b > a]
+
+
+_texts = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
+_stored_records = st.lists(
+    st.one_of(
+        st.builds(
+            reading, seq=st.integers(1, 40), stream=st.sampled_from(["s1", "s2"]), device=st.sampled_from(["a", "b"]),
+            value=st.integers(-(2**62), 2**62) | st.floats(allow_nan=False, allow_infinity=False),
+            unit=st.none() | _texts, text=_texts, identity=st.none() | _texts, synced=st.booleans(),
+            digest=st.sampled_from(["", "0123456789abcdef"]), received=st.sampled_from([RECEIVED, "2026-12-01T19:33:26.000Z"]),
+        ),
+        st.builds(gap, first=st.integers(1, 40), last=st.just(45), stream=st.sampled_from(["s1", "s2"])),
+        st.builds(Record, time=st.just(RECEIVED), peer=st.just("192.168.0.17:40000"), message=_texts),
+    ),
+    max_size=120,
+)
+
+
+class SQLiteBatchTests(SynchronousTestCase):
+    """A batch inserts its readings many to a statement: the file must hold what one at a time gives."""
+
+    def dump(self, path: str) -> list[list[tuple]]:
+        with closing(sqlite3.connect(path)) as db:
+            return [db.execute(f"SELECT * FROM {table} ORDER BY id").fetchall() for table in ("readings", "gaps")]
+
+    @settings(max_examples=200, deadline=None)
+    @given(_stored_records, st.lists(st.integers(0, 200), max_size=6))
+    def test_batches_store_what_single_records_store(self, records, cuts):
+        """Any records, cut into any batches: the same rows, ids and order as writing each record alone."""
+        paths = [self.mktemp() + ".sqlite" for _ in range(2)]
+        batched, single = (SQLiteFile(path) for path in paths)
+        for file in (batched, single):
+            file.open()
+            self.addCleanup(file.close)
+        for batch in _batches(records, cuts):
+            batched.write(batch)
+        for record in records:
+            single.write([record])
+        self.assertEqual(self.dump(paths[0]), self.dump(paths[1]))
+
+    def test_many_readings_in_one_batch(self):
+        """A batch of readings longer than one statement takes: every one stored, in order, duplicates once."""
+        self.path = self.mktemp() + ".sqlite"
+        file = SQLiteFile(self.path)
+        file.open()
+        self.addCleanup(file.close)
+        count = 3 * sqlite.READINGS_PER_INSERT + 5
+        file.write([reading(seq) for seq in range(1, count + 1)])
+        file.write([reading(seq, text="again") for seq in range(1, count + 10)])
+        with closing(sqlite3.connect(self.path)) as db:
+            rows = db.execute("SELECT id, seq, text FROM readings ORDER BY id").fetchall()
+        self.assertEqual([seq for _, seq, _ in rows], list(range(1, count + 10)))
+        self.assertEqual([text for _, seq, text in rows if seq <= count], [f"reading {seq}" for seq in range(1, count + 1)])
+        self.assertEqual({text for _, seq, text in rows if seq > count}, {"again"})
 
 
 #: The table of a store written before v2.

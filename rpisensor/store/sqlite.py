@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Sequence
-from itertools import groupby
+from itertools import chain, groupby
 from pathlib import Path
 
 from rpisensor.store.record import HighWaters, Record, Span, Standing, StoredRecord
@@ -53,10 +53,34 @@ _INDEXES = (
 )
 
 _INSERT_MESSAGE = "INSERT INTO readings (time, peer, message) VALUES (?, ?, ?)"
-_INSERT_READING = (
-    "INSERT OR IGNORE INTO readings (time, peer, message, device, stream, seq, ts, synced, sensor,"
-    " value, unit, text, received, identity, digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
+
+
+def _insert_readings(count: int) -> str:
+    """
+    The INSERT of C{count} readings, each a row of L{_reading_row}'s 13
+    values: its received time and its text each fill two columns, bound once.
+    """
+    rows = (
+        "(?{1}, ?{2}, ?{3}, ?{4}, ?{5}, ?{6}, ?{7}, ?{8}, ?{9}, ?{10}, ?{11}, ?{3}, ?{1}, ?{12}, ?{13})".format(
+            *range(13 * n, 13 * n + 14)
+        )
+        for n in range(count)
+    )
+    return (
+        "INSERT OR IGNORE INTO readings (time, peer, message, device, stream, seq, ts, synced, sensor,"
+        " value, unit, text, received, identity, digest) VALUES " + ", ".join(rows)
+    )
+
+
+#: Readings one statement inserts, in a batch of many: SQLite's work for a
+#: statement (starting it, the table's AUTOINCREMENT counter) is then done
+#: once for 32 readings, which halves the writer's CPU per reading in a
+#: catch-up; the rest of a batch goes one reading a statement. (32 rows bind
+#: 416 values, within the 999 of any SQLite.)
+READINGS_PER_INSERT = 32
+_READING_VALUES = 13
+_INSERT_READING = _insert_readings(1)
+_INSERT_READINGS = _insert_readings(READINGS_PER_INSERT)
 _INSERT_GAP = (
     "INSERT OR IGNORE INTO gaps (device, stream, from_seq, to_seq, reason, peer, received, identity, digest)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -85,8 +109,8 @@ def _message_row(r: Record) -> tuple:
 
 def _reading_row(r: Reading) -> tuple:
     return (
-        r.received, r.peer, r.text, r.device, r.stream, r.seq, r.ts, int(r.synced), r.sensor,
-        r.value, r.unit, r.text, r.received, r.identity, r.digest or None,
+        r.received, r.peer, r.text, r.device, r.stream, r.seq, r.ts, int(r.synced), r.sensor, r.value, r.unit,
+        r.identity, r.digest or None,
     )  # fmt: skip
 
 
@@ -94,9 +118,20 @@ def _gap_row(g: Gap) -> tuple:
     return (g.device, g.stream, g.first, g.last, g.reason, g.peer, g.received, g.identity, g.digest or None)
 
 
+def _write_readings(db: sqlite3.Connection, readings: Sequence[Reading]) -> None:
+    """Insert C{readings}, in order: L{READINGS_PER_INSERT} a statement, the rest one by one."""
+    whole = len(readings) - len(readings) % READINGS_PER_INSERT
+    if whole:
+        values = list(chain.from_iterable(map(_reading_row, readings[:whole])))
+        size = READINGS_PER_INSERT * _READING_VALUES
+        db.executemany(_INSERT_READINGS, [values[at : at + size] for at in range(0, len(values), size)])
+    if whole < len(readings):
+        db.executemany(_INSERT_READING, map(_reading_row, readings[whole:]))
+
+
+#: The statement and the row of the other kinds.
 _BY_KIND = {
     Record: (_INSERT_MESSAGE, _message_row),
-    Reading: (_INSERT_READING, _reading_row),
     Gap: (_INSERT_GAP, _gap_row),
 }
 
@@ -160,8 +195,11 @@ class SQLiteFile:
         try:
             # In runs of one kind, so rows keep the order they arrived in.
             for kind, run in groupby(records, type):
-                statement, row = _BY_KIND[kind]
-                db.executemany(statement, map(row, run))
+                if kind is Reading:
+                    _write_readings(db, list(run))
+                else:
+                    statement, row = _BY_KIND[kind]
+                    db.executemany(statement, map(row, run))
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
