@@ -87,6 +87,8 @@ QUICK = Config(c1_readings=2_000, c1_reps=1, c2_warmup=1.0, c2_window=2.0, c3_du
 
 #: The reporters' sampling interval in C2 and C3: 10 readings/s.
 INTERVAL = 0.1
+#: C1's goal (issue 19): readings/s stored and acknowledged in a catch-up.
+C1_GOAL = 100_000
 #: C3's simulated button: pressed 137 ms, released 173 ms, over and over. The
 #: period (310 ms) is not a multiple of the sampling interval, so the changes
 #: fall at every phase of it; each level holds longer than the interval, so
@@ -593,7 +595,7 @@ def build_table(res: dict, cfg: Config, judge: bool) -> list[list[str]]:
     if "C1" in res:
         r = res["C1"]
         rows.append([f"C1 catch-up, {cfg.c1_readings:,} queued", "readings/s stored and acknowledged",
-                     fmt(r["rate"]), ">= 50,000/s", verdict(r["rate"] >= 50_000),
+                     fmt(r["rate"]), f">= {C1_GOAL:,}/s", verdict(r["rate"] >= C1_GOAL),
                      f"{r['seconds']:.2f} s (all stored at {r['stored_s']:.2f} s), median of {cfg.c1_reps}; "
                      f"CPU collector {fmt(r['collector_cpu'], 'pct')} %, {r['collector_us']:.1f} us/reading "
                      f"(reactor {r['collector_reactor_us']:.1f}, writer {r['collector_writer_us']:.1f}; "
