@@ -57,5 +57,5 @@ class ReadingEncodingTests(SynchronousTestCase):
         reading = Reading(sensor="temp", value=21.5, text="21.50 °C", unit="°C", ts="2026-12-07T10:00:00.125Z",
                           synced=True, stream="abcdef0123456789", seq=7, digest="0123456789abcdef")  # fmt: skip
         text = v2.encode(reading)
-        self.assertIsNotNone(v2._canonical_reading(text))
+        self.assertIsNotNone(v2.canonical_reading(text))
         self.assertEqual(v2.parse(text), reading)

@@ -106,14 +106,14 @@ class CanonicalReadingTests(SynchronousTestCase):
                           digest="0123456789abcdef")  # fmt: skip
         for reading in (READING, measured, chained):
             with self.subTest(reading=reading):
-                self.assertEqual(v2._canonical_reading(v2.encode(reading)), reading)
+                self.assertEqual(v2.canonical_reading(v2.encode(reading)), reading)
 
     @given(readings)
     @settings(max_examples=500)
     def test_same_as_the_general_parser(self, reading) -> None:
         """For any reading, the fast path returns the same reading as the general parser, or nothing."""
         text = v2.encode(reading)
-        fast = v2._canonical_reading(text)
+        fast = v2.canonical_reading(text)
         if fast is not None:
             self.assertEqual(fast, reading)
             self.assertEqual(type(fast.value), type(reading.value))
@@ -125,7 +125,7 @@ class CanonicalReadingTests(SynchronousTestCase):
         """A reading's text with any part replaced: the fast path never accepts what the general path refuses."""
         text = v2.encode(reading)
         spliced = text[:start] + insert + text[start + length :]
-        fast = v2._canonical_reading(spliced)
+        fast = v2.canonical_reading(spliced)
         if fast is not None:
             self.assertEqual(fast, self.general(spliced))
 
@@ -142,7 +142,7 @@ class CanonicalReadingTests(SynchronousTestCase):
         ]
         for text in cases:
             with self.subTest(text=text):
-                self.assertIsNone(v2._canonical_reading(text))
+                self.assertIsNone(v2.canonical_reading(text))
                 try:
                     parsed = v2.parse(text)
                 except FrameError as e:

@@ -56,6 +56,8 @@ class StreamLink:
         self._on_error = on_error
         self._clock, self._interval, self._on_dead = clock, interval, on_dead
         self.side: Sender | Receiver | None = None
+        #: The side when it is a receiver (its readings take a shorter way, see L{message}).
+        self._receiver: Receiver | None = None
         self.heartbeat: Heartbeat | None = None
         self.stopped = False
         self.beat()
@@ -74,6 +76,7 @@ class StreamLink:
 
     def attach(self, side: Sender | Receiver) -> None:
         self.side = side
+        self._receiver = side if isinstance(side, Receiver) else None
 
     def send(self, text: str) -> None:
         """Send one frame (a heartbeat is due only after an interval of nothing sent)."""
@@ -104,6 +107,12 @@ class StreamLink:
         """One message from the peer."""
         if self.stopped:
             return
+        receiver = self._receiver
+        if receiver is not None and text.startswith("reading {"):
+            reading = v2.canonical_reading(text)
+            if reading is not None:  # a reading as senders write them: most of what a receiver gets
+                receiver.receive_reading(reading)
+                return
         if text.startswith("error:"):
             if isinstance(self.side, Sender):
                 self.side.error(text)

@@ -186,7 +186,8 @@ class Receiver:
     @param store_batch: C{store_batch(entries) -> Deferred} firing once all of
         C{entries} are durable. The entries taken between L{hold} and L{flush}
         (e.g. all the frames of one read from the socket) go as one list,
-        acknowledged together; outside that, each goes alone.
+        acknowledged together, and count as received at the L{hold}; outside
+        that, each goes alone, received when it is taken.
     @param entry_at: C{entry_at(seq) -> Deferred[(first, last, digest) | None]},
         the stored entry covering a seq (for probes), or C{None} without a store.
     @param announced: the last seq the sender announced (its hello's or its
@@ -225,6 +226,8 @@ class Receiver:
         self.pending: list[Entry] = []
         self._pending_last = 0
         self._holding = False
+        #: When the entries taken while holding were received (the stamp at L{hold}).
+        self._held_at = ""
         self._store_broke = False
         self._stream_log = log
         self._send = send
@@ -275,9 +278,20 @@ class Receiver:
             self.closed = True
             self._close(f"error: {e}")
 
+    def receive_reading(self, reading: Reading) -> None:
+        """L{receive} a reading: the next one of this stream (nearly every one) takes a shorter way."""
+        if reading.seq == self.state.accepted + 1 and reading.stream == self.stream and not self.closed:
+            self._take(reading, reading.seq, reading.seq)
+        else:
+            self.receive(reading)
+
     def hold(self) -> None:
-        """Keep the entries taken from now on until L{flush}."""
+        """
+        Keep the entries taken from now on until L{flush}; they are received
+        now (the frames of one read from the socket arrived at one moment).
+        """
         self._holding = True
+        self._held_at = self._stamp()
 
     def flush(self) -> None:
         """Hand the entries held to the store, as one batch, and stop holding."""
@@ -303,38 +317,42 @@ class Receiver:
                 f"entry {first} out of order, expected {state.accepted + 1}; reconnect and send from "
                 f"{state.stored + 1}"
             )
-        if frame.__class__ is not Reading and self.announced is not None and last > self.announced:
-            raise SequenceError(
-                f"a gap to {last}, beyond the last entry announced in the hello ({self.announced}); a sender "
-                "announces such a gap in the hello of a new connection"
-            )
-        record = self._record(frame, state.accepted + 1)
-        state.accepted = last
-        self.received += 1
-        if self._holding:
-            self.pending.append(record)
-            self._pending_last = last
-        else:
-            self._store_batch([record]).addCallbacks(self._stored, self._store_failed, (last, record))
-        if self.announced is not None and first <= self.announced <= last and self.announced > self.resumed_after:
-            self._say(
-                LogLevel.info, "replayed",
-                "Device {device}, stream {stream}: replayed {count} entries, now live at seq {seq}.",
-                device=self.device, stream=self.stream, count=self.announced - self.resumed_after,
-                seq=self.announced,
-            )  # fmt: skip
-
-    def _record(self, frame: Entry, expected: int) -> Entry:
-        """The entry as it is stored: who sent it, when it came (filled in on the parsed entry itself)."""
-        frame.device, frame.peer, frame.received, frame.identity = self.device, self.peer, self._stamp(), self.identity
         if frame.__class__ is not Reading:
-            frame.first = max(frame.first, expected)
+            if self.announced is not None and last > self.announced:
+                raise SequenceError(
+                    f"a gap to {last}, beyond the last entry announced in the hello ({self.announced}); a "
+                    "sender announces such a gap in the hello of a new connection"
+                )
+            frame.first = max(first, state.accepted + 1)
             self._say(
                 LogLevel.warn, "gap",
                 "Device {device}, stream {stream}: entries {first} to {last} will never arrive: {reason}.",
-                device=self.device, stream=self.stream, first=frame.first, last=frame.last, reason=frame.reason,
+                device=self.device, stream=self.stream, first=frame.first, last=last, reason=frame.reason,
             )  # fmt: skip
-        return frame
+        self._take(frame, first, last)
+
+    def _take(self, entry: Entry, first: int, last: int) -> None:
+        """
+        Take C{entry}, the next one (C{first} to C{last}, counted from where
+        the stream was), filled in as it is stored: who sent it, when it came.
+        """
+        entry.device, entry.peer, entry.identity = self.device, self.peer, self.identity
+        self.state.accepted = last
+        self.received += 1
+        if self._holding:
+            entry.received = self._held_at
+            self.pending.append(entry)
+            self._pending_last = last
+        else:
+            entry.received = self._stamp()
+            self._store_batch([entry]).addCallbacks(self._stored, self._store_failed, (last, entry))
+        announced = self.announced
+        if announced is not None and first <= announced <= last and announced > self.resumed_after:
+            self._say(
+                LogLevel.info, "replayed",
+                "Device {device}, stream {stream}: replayed {count} entries, now live at seq {seq}.",
+                device=self.device, stream=self.stream, count=announced - self.resumed_after, seq=announced,
+            )  # fmt: skip
 
     def _stored(self, _, last: int, entry: Entry) -> None:
         state = self.state

@@ -260,7 +260,7 @@ def parse(text: str) -> Frame:
         type or out of range; the message names it.
     """
     if text.startswith("reading {"):
-        reading = _canonical_reading(text)
+        reading = canonical_reading(text)
         if reading is not None:
             return reading
     return _parse_any(text)
@@ -476,8 +476,8 @@ def _reading(f: _Fields) -> Reading:
 _TEXT = r'([^"\\\x00-\x1f]{0,%d})'
 _CANONICAL_READING = re.compile(
     r'reading \{"stream":"([A-Za-z0-9][A-Za-z0-9._:-]{0,63})","seq":(0|[1-9][0-9]{0,18}),'
-    r'"ts":"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2})\.[0-9]{3}Z","synced":(true|false),'
-    r'"sensor":"([A-Za-z_][A-Za-z0-9_]{0,63})","value":(-?(?:0|[1-9][0-9]{0,17})(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?),'
+    r'"ts":"(([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2})\.[0-9]{3}Z)","synced":(true|false),'
+    r'"sensor":"([A-Za-z_][A-Za-z0-9_]{0,63})","value":(-?(?:0|[1-9][0-9]{0,17}))((?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?),'
     r'"text":"' + _TEXT % 1024 + '"(?:,"unit":"' + _TEXT % 16 + r'")?(?:,"d":"([0-9a-f]{16})")?'
     r'(,"snapshot":true)?\}\Z'
 )
@@ -493,27 +493,26 @@ def _valid_second(text: str) -> bool:
     return True
 
 
-def _canonical_reading(text: str) -> Reading | None:
-    """The reading in C{text} if it is written as L{encode} writes one (see above), else C{None}."""
+def canonical_reading(text: str) -> Reading | None:
+    """
+    The reading in C{text} if it is written as L{encode} writes one (see
+    above), else C{None}: then L{parse} says what it is, or what is wrong.
+    """
     match = _CANONICAL_READING.match(text)
     if match is None:
         return None
-    stream, seq, second, synced, sensor, value, body, unit, digest, snapshot = match.groups()
+    stream, seq, ts, second, synced, sensor, whole, fraction, body, unit, digest, snapshot = match.groups()
     seq = int(seq)
     if seq > MAX_SEQ or not _valid_second(second):
         return None
-    if "." in value or "e" in value or "E" in value:
-        value = float(value)  # as the JSON decoder reads it
+    if fraction:
+        value = float(whole + fraction)  # as the JSON decoder reads it
         if not math.isfinite(value):
             return None
     else:
-        value = int(value)  # at most 18 digits: within what SQLite's INTEGER holds
-    end = match.end(3)
-    ts = second + text[end : end + 5]  # and its ".123Z"
-    return Reading(
-        stream=stream, seq=seq, ts=ts, synced=synced == "true", sensor=sensor, value=value, text=body, unit=unit,
-        digest=digest or "", snapshot=snapshot is not None,
-    )
+        value = int(whole)  # at most 18 digits: within what SQLite's INTEGER holds
+    # (By position, in the order of Reading's fields: see rpisensor.entries.)
+    return Reading(sensor, value, body, unit, ts, synced == "true", stream, seq, digest or "", snapshot is not None)
 
 
 def _gap(f: _Fields) -> Gap:
@@ -549,5 +548,6 @@ _PARSERS = {
 
 __all__ = [
     "Ack", "Frame", "FrameError", "Gap", "Heartbeat", "Hello", "Last", "MAX_SEQ", "Match", "Probe", "Reading", "Refused",
-    "Subscribe", "VERBS", "VERSION", "Welcome", "encode", "format_timestamp", "is_v2", "parse", "parse_timestamp",
+    "Subscribe", "VERBS", "VERSION", "Welcome", "canonical_reading", "encode", "format_timestamp", "is_v2", "parse",
+    "parse_timestamp",
 ]  # fmt: skip

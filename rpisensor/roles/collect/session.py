@@ -74,6 +74,8 @@ class ReportSession:
         self.receiver: Receiver | None = None
         #: What the reporter sent before it was welcomed, said again once it is.
         self._early: list[str] = []
+        #: Entries the receiver may hold before the connection's bound is met (see L{hold}).
+        self._room = 0
         connection.pause(Pause.PENDING)  # nothing more is read until the stream is open
         certificate = identity if connection.client_certificate_required else None
         opening = connection.factory.registry.open(hello.device, hello.stream, owner_tag(hello.owner, certificate))
@@ -152,6 +154,8 @@ class ReportSession:
         """The entries of the messages from now on go to the store together, at L{flush}."""
         if self.receiver is not None:
             self.receiver.hold()
+            connection = self.connection
+            self._room = connection.pending_limit - connection.unstored  # (both change only at a flush)
 
     def flush(self) -> None:
         if self.receiver is not None:
@@ -170,10 +174,10 @@ class ReportSession:
             self._early.append(text)
             return
         self.link.message(text)
-        receiver, connection = self.receiver, self.connection
-        if receiver.pending and len(receiver.pending) + connection.unstored >= connection.pending_limit:
-            receiver.flush()  # the bound is met now, as without holding: stop reading
-            receiver.hold()
+        pending = self.receiver.pending
+        if pending and len(pending) >= self._room:
+            self.flush()  # the bound is met now, as without holding: stop reading
+            self.hold()
 
     def _problem(self, what: str) -> None:
         self.connection.peer_log.warn(
