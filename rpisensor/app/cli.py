@@ -13,6 +13,7 @@ from twisted.python import usage
 
 from rpisensor.roles.console import ConsoleOptions
 from rpisensor.roles.query import QueryOptions
+from rpisensor.roles.watch import WatchOptions
 
 
 class Options(usage.Options):
@@ -20,6 +21,7 @@ class Options(usage.Options):
     subCommands = [
         ["query", None, QueryOptions, "Send messages to a server, print the replies."],
         ["console", None, ConsoleOptions, "Type commands, see replies and pushed changes as they come."],
+        ["watch", None, WatchOptions, "Print every reading of a Pi's stream as it comes, one line each."],
     ]
 
 
@@ -38,6 +40,8 @@ def main(argv: list[str] | None = None) -> None:
 
     if options.subCommand == "console":
         from rpisensor.roles.console import run_console as run
+    elif options.subCommand == "watch":
+        from rpisensor.roles.watch import run_watch as run
     else:
         from rpisensor.roles.query import run_query as run
 

@@ -8,7 +8,6 @@ error.
 
 from __future__ import annotations
 
-import getopt
 import sys
 
 from twisted.internet import error
@@ -22,10 +21,10 @@ from service_identity import VerificationError
 from rpisensor import wire
 from rpisensor.net.reconnect import HandshakeFailed, ReadyEndpoint
 from rpisensor.net.request import RequestProtocol
-from rpisensor.roles._options.base import check_client_endpoint, positive_seconds
+from rpisensor.roles._options.base import OptionsAnywhere, check_client_endpoint, positive_seconds
 
 
-class QueryOptions(usage.Options):
+class QueryOptions(OptionsAnywhere):
     synopsis = "[options] ENDPOINT MESSAGE [MESSAGE ...]"
     longdesc = (
         "Connect to a sensor server, send each MESSAGE, print each reply on its own line. "
@@ -36,26 +35,6 @@ class QueryOptions(usage.Options):
     optParameters = [
         ["timeout", "t", "10", "Seconds to wait for the connection, and then for each reply."],
     ]
-
-    def parseOptions(self, options=None) -> None:
-        """
-        Take options anywhere among the arguments (C{query EP go -t 2}), as
-        GNU tools do: Twisted's parser stops at the first argument, and would
-        send C{-t} and C{2} as messages.
-        """
-        if options is None:
-            options = sys.argv[1:]
-        try:
-            found, arguments = getopt.gnu_getopt(options, self.shortOpt, self.longOpt)
-        except getopt.error as e:
-            raise usage.UsageError(str(e)) from None
-        takes_value = {f"--{name[:-1]}" for name in self.longOpt if name.endswith("=")}
-        takes_value |= {f"-{letter}" for letter, colon in zip(self.shortOpt, self.shortOpt[1:] + " ")
-                        if letter != ":" and colon == ":"}  # fmt: skip
-        ordered: list[str] = []
-        for option, value in found:
-            ordered += [option, value] if option in takes_value else [option]
-        super().parseOptions([*ordered, "--", *arguments])
 
     def parseArgs(self, endpoint: str, *messages: str) -> None:
         if not messages:

@@ -6,7 +6,9 @@ help text folded to one line.
 
 from __future__ import annotations
 
+import getopt
 import re
+import sys
 
 from twisted.python import usage
 
@@ -49,6 +51,29 @@ class FoldedOptions(usage.Options):
         super().__init__()
         for name, doc in self.docs.items():
             self.docs[name] = " ".join(doc.split())
+
+
+class OptionsAnywhere(usage.Options):
+    """
+    Options that may come anywhere among the arguments (C{query EP go -t 2},
+    C{watch EP --json}), as GNU tools take them: Twisted's parser stops at
+    the first argument. After C{--} everything is an argument.
+    """
+
+    def parseOptions(self, options=None) -> None:
+        if options is None:
+            options = sys.argv[1:]
+        try:
+            found, arguments = getopt.gnu_getopt(options, self.shortOpt, self.longOpt)
+        except getopt.error as e:
+            raise usage.UsageError(str(e)) from None
+        takes_value = {f"--{name[:-1]}" for name in self.longOpt if name.endswith("=")}
+        takes_value |= {f"-{letter}" for letter, colon in zip(self.shortOpt, self.shortOpt[1:] + " ")
+                        if letter != ":" and colon == ":"}  # fmt: skip
+        ordered: list[str] = []
+        for option, value in found:
+            ordered += [option, value] if option in takes_value else [option]
+        super().parseOptions([*ordered, "--", *arguments])
 
 
 #: HOST:PORT, or [IPV6]:PORT, as a user types an address.
