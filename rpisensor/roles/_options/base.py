@@ -127,8 +127,11 @@ def check_endpoint(option: str, description: str, parser: str, label: str | None
     try:
         _parse(parser, description)
     except Exception as e:
+        # Some of Twisted's errors have no text of their own (a trustRoots= directory that
+        # cannot be listed): say the one underneath.
+        reason = str(e) or str(getattr(e, "originalException", "") or "") or type(e).__name__
         raise usage.UsageError(
-            f"{label or '--' + option} {description}: {e}; {_hint(description, parser)}"
+            f"{label or '--' + option} {description}: {reason}; {_hint(description, parser)}"
         ) from None
 
 
