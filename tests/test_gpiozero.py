@@ -21,18 +21,17 @@ from pathlib import Path
 
 import pytest
 
-gpiozero = pytest.importorskip("gpiozero", reason="gpiozero is in the test extra: pip install -e '.[test]'")
+# The real gpiozero, from the test extra (pure Python: it installs everywhere, so this never skips).
+from gpiozero import LED, Button, LineSensor, MotionSensor, PWMLED
+from gpiozero.exc import PinFixedPull, PinInvalidBounce, PinInvalidFunction, PinInvalidPin
 
-from gpiozero import LED, Button, LineSensor, MotionSensor, PWMLED  # noqa: E402
-from gpiozero.exc import PinFixedPull, PinInvalidBounce, PinInvalidFunction, PinInvalidPin  # noqa: E402
-
-from rpisensor.gpiozero import RemoteSensor, RpisensorFactory  # noqa: E402
-from rpisensor.gpiozero.link import CommandRefused, LinkError  # noqa: E402
-from rpisensor.testing import FakeSysfs  # noqa: E402
-from tests.certs import escape, write_pki  # noqa: E402
-from tests.faultproxy import FaultProxy  # noqa: E402
-from tests.processes import Twistd, connect_tcp, free_port, request, wait_until  # noqa: E402
-from tests.v2_subscriber import RawSubscriber  # noqa: E402
+from rpisensor.gpiozero import RemoteSensor, RpisensorFactory
+from rpisensor.gpiozero.link import CommandRefused, LinkError
+from rpisensor.testing import FakeSysfs
+from tests.certs import escape, write_pki
+from tests.faultproxy import FaultProxy
+from tests.processes import Twistd, connect_tcp, free_port, request, wait_until
+from tests.v2_subscriber import RawSubscriber
 
 PROGRAMS = Path(__file__).parent / "gpiozero_programs"
 

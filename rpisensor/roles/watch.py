@@ -110,6 +110,8 @@ class Printer(Audience):
         self._out = out if out is not None else sys.stdout
         self._err = err if err is not None else sys.stderr
         self._stream: str | None = None
+        #: Set once watching ends: the connections this program closes are not news.
+        self.quiet = False
 
     def welcomed(self, welcome: v2.Welcome, after: int | None) -> None:
         if welcome.stream == self._stream:
@@ -133,6 +135,8 @@ class Printer(Audience):
         self._finish(UNUSABLE)
 
     def note(self, text: str) -> None:
+        if self.quiet:
+            return
         try:
             self._err.write(f"rpisensor watch: {text}\n")
             self._err.flush()
@@ -191,6 +195,7 @@ async def run_watch(reactor, options: WatchOptions, out=None, err=None) -> None:
         status = await finished
     finally:
         signal.signal(signal.SIGINT, previous)
+        printer.quiet = True
         await client.stopService()
     if status:
         raise SystemExit(status)
