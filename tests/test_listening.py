@@ -97,6 +97,21 @@ class PortInUseTests(SynchronousTestCase):
         self.assertNoPidFileLeft(directory)
 
 
+    def test_a_busy_web_port_names_web(self) -> None:
+        """The advice names the option that gave the endpoint: --web, not --listen."""
+        busy = BusyPort(self)
+        exited = run_twistd(
+            "-n", "--pidfile=", "rpisensor", "serve", "--gpio", "sim", "--journal", "none",
+            "--listen", "tcp:0:interface=127.0.0.1", "--web", busy.description,
+        )  # fmt: skip
+        self.assertNotEqual(exited.code, 0, exited.log)
+        self.assertIn(
+            f"rpisensor: cannot listen on {busy.description}: address already in use (is another server "
+            "using it? choose another with --web)", exited.log,
+        )  # fmt: skip
+        self.assertNotIn("--listen)", exited.log)
+
+
 class WhenListeningTests(SynchronousTestCase):
     """L{ListenerService.when_listening} also fires when listening fails."""
 
