@@ -93,6 +93,8 @@ class FollowProtocol(ClientConnection):
         super().dataReceived(data)
 
     def messageFromServer(self, text: str) -> None:
+        if text.startswith(("error: busy", "error: refused")):
+            return  # the server closes now; the reconnecting client backs off and tries again
         if text.startswith("error:"):
             self._unusable(text)
         elif self.welcome is None:
