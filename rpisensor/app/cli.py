@@ -2,7 +2,8 @@
 The C{rpisensor} command, for scripts and debugging on the PC:
 C{rpisensor query ENDPOINT MESSAGE...} (exit status: 0 when every reply came
 and none is an C{error:} reply; 1 when one is, or the query failed; 2 for a
-usage error), and C{rpisensor console ENDPOINT}, interactive.
+usage error; 130 on Ctrl-C), C{rpisensor console ENDPOINT}, interactive, and
+C{rpisensor watch ENDPOINT}, every reading as it comes.
 """
 
 from __future__ import annotations
@@ -18,6 +19,17 @@ from rpisensor.roles.watch import WatchOptions
 
 class Options(usage.Options):
     synopsis = "Usage: rpisensor"
+
+    def opt_version(self) -> None:
+        """Print rpisensor's version (and Twisted's and Python's), then exit."""
+        import platform
+
+        import twisted
+
+        from rpisensor import __version__
+
+        print(f"rpisensor {__version__} (Twisted {twisted.__version__}, Python {platform.python_version()})")
+        raise SystemExit(0)
     subCommands = [
         ["query", None, QueryOptions, "Send messages to a server, print the replies."],
         ["console", None, ConsoleOptions, "Type commands, see replies and pushed changes as they come."],

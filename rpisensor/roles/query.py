@@ -8,10 +8,11 @@ error.
 
 from __future__ import annotations
 
+import signal
 import sys
 
 from twisted.internet import error
-from twisted.internet.defer import TimeoutError
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.internet.endpoints import clientFromString, connectProtocol
 from twisted.python import usage
 from twisted.python.failure import Failure
@@ -20,7 +21,7 @@ from service_identity import VerificationError
 
 from rpisensor import wire
 from rpisensor.net.reconnect import HandshakeFailed, ReadyEndpoint
-from rpisensor.net.request import RequestProtocol
+from rpisensor.net.request import ReplyTooLong, RequestProtocol
 from rpisensor.roles._options.base import OptionsAnywhere, check_client_endpoint, positive_seconds
 
 
@@ -75,6 +76,8 @@ def _explain(failure, endpoint: str, timeout: float) -> str:
         return f"{endpoint}: no answer within {timeout:g} s; check the address, or raise --timeout"
     if failure.check(error.DNSLookupError):
         return f"{endpoint}: cannot resolve the host name"
+    if failure.check(ReplyTooLong):
+        return f"{endpoint}: {failure.getErrorMessage()}; the connection was closed"
     if failure.check(error.ConnectionDone, error.ConnectionLost):
         return f"{endpoint}: the server closed the connection before replying"
     if failure.check(HandshakeFailed):
@@ -126,14 +129,27 @@ async def query(
         client.transport.loseConnection()
 
 
+#: The exit status after Ctrl-C, as shells report a program ended by SIGINT.
+INTERRUPTED = 130
+
+
 async def run_query(reactor, options: QueryOptions) -> None:
     """
     C{rpisensor query}: print the replies; exit 1 on a failure (after the
-    replies that came) or an C{error:} reply.
+    replies that came) or an C{error:} reply, 130 on Ctrl-C.
     """
     replies: list[str] = []
+    asking = Deferred.fromCoroutine(query(reactor, options["endpoint"], options["messages"], options["timeout"],
+                                          replies))  # fmt: skip
+    previous = signal.signal(signal.SIGINT, lambda *_: reactor.callFromThread(asking.cancel))
     try:
-        await query(reactor, options["endpoint"], options["messages"], options["timeout"], replies)
+        await asking
+    except CancelledError:
+        for reply in replies:
+            print(reply)
+        print(f"rpisensor query: interrupted, {len(replies)} of {len(options['messages'])} replies came",
+              file=sys.stderr)  # fmt: skip
+        raise SystemExit(INTERRUPTED) from None
     except Exception:
         failure = Failure()
         for reply in replies:
@@ -141,6 +157,8 @@ async def run_query(reactor, options: QueryOptions) -> None:
         print(f"rpisensor query: {_explain(failure, options['endpoint'], options['timeout'])}",
               file=sys.stderr)  # fmt: skip
         raise SystemExit(1)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     for reply in replies:
         print(reply)
     if any(reply.startswith("error:") for reply in replies):

@@ -182,6 +182,11 @@ def check_client_endpoint(option: str, description: str, label: str | None = Non
         C{ssl:} one.
     """
     name = label or f"--{option}"
+    host_port = _HOST_PORT.fullmatch(description.strip())
+    if host_port is not None and not 0 < int(host_port["port"]) < 65536:
+        raise usage.UsageError(
+            f"{name} {description}: port {int(host_port['port'])} is out of range: a TCP port is 1 to 65535"
+        )
     description = client_endpoint(description)
     if description.strip().lower().startswith("ssl:"):
         given = _endpoint_arguments(description)
