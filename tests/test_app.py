@@ -66,12 +66,15 @@ class UsageTests(SynchronousTestCase):
         self.assertLessEqual(len(lines), 4, exited.log)
         self.assertIn("--max-pending must be a whole number", exited.log)
         self.assertIn("'twistd rpisensor serve --help' lists every option", exited.log)
+        self.assertEqual(exited.log.count("Usage:"), 1, exited.log)
+        self.assertEqual(lines[0], "Usage: twistd [twistd options] rpisensor serve [options]")
 
     def test_usage_error_without_role(self) -> None:
         """Without a role, the pointer is to the general help."""
         exited = run_twistd("rpisensor", "--no-such-option")
         self.assertLessEqual(len(exited.log.strip().splitlines()), 4, exited.log)
         self.assertIn("--help", exited.log)
+        self.assertEqual(exited.log.count("Usage:"), 1, exited.log)
 
     def test_help_labels_each_role(self) -> None:
         """C{--help} without a role shows each role's options under the role's name."""

@@ -82,11 +82,10 @@ class Options(usage.Options):
         every role's options, each block under its role's name.
         """
         if self._usage_error is not None:
-            role = f" {self.subCommand}" if self.subCommand else ""
-            return (
-                f"Usage: twistd [twistd options] rpisensor{role} [options]\n"
-                f"'twistd rpisensor{role} --help' lists every option."
-            )
+            hint = f"'twistd rpisensor{self._role()} --help' lists every option."
+            if self.parent is not None and getattr(self.parent, "synopsis", None) == self._synopsis():
+                return hint  # twistd prints its synopsis, ours now, just before
+            return f"{self._synopsis()}\n{hint}"
         if self.subCommand is not None:
             return super().getUsage(width)
         parts = [super().getUsage(width)]
@@ -110,7 +109,17 @@ class Options(usage.Options):
             super().parseOptions(options)
         except usage.UsageError as e:
             self._usage_error = str(e)
+            if self.parent is not None:
+                # twistd prints its own synopsis ("Usage: twistd [options]") above this
+                # one's usage: make that one line ours, rather than print two.
+                self.parent.synopsis = self._synopsis()
             raise
+
+    def _role(self) -> str:
+        return f" {self.subCommand}" if self.subCommand else ""
+
+    def _synopsis(self) -> str:
+        return f"Usage: twistd [twistd options] rpisensor{self._role()} [options]"
 
     def postOptions(self) -> None:
         self._choose_pidfile()

@@ -93,6 +93,10 @@ def _parse(parser: str, description: str) -> None:
     getattr(endpoints, parser)(MemoryReactorClock(), description)
 
 
+#: A URL's scheme where an endpoint was wanted (C{--web http:8080}, C{--web http://0.0.0.0:8080}).
+_URL = re.compile(r"(?P<scheme>https?):(?://(?P<host>[^/:]+))?:?(?P<port>\d{1,5})/?", re.IGNORECASE)
+
+
 def _hint(description: str, parser: str) -> str:
     """What the user probably meant, or what the forms look like."""
     text = description.strip()
@@ -100,6 +104,13 @@ def _hint(description: str, parser: str) -> str:
     if parser == "serverFromString":
         if text.isdigit():
             return f"did you mean tcp:{text}?"
+        url = _URL.fullmatch(text)
+        if url is not None:
+            interface = f":interface={url['host']}" if url["host"] else ""
+            if url["scheme"].lower() == "https":
+                return (f"this takes a Twisted endpoint, not a URL: did you mean "
+                        f"ssl:{url['port']}{interface}:privateKey=key.pem:certKey=cert.pem?")  # fmt: skip
+            return f"this takes a Twisted endpoint, not a URL: did you mean tcp:{url['port']}{interface}?"
         if host_port is not None and host_port["host"]:
             return f"did you mean tcp:{host_port['port']}:interface={host_port['host']}?"
         return (
@@ -124,6 +135,8 @@ def check_endpoint(option: str, description: str, parser: str, label: str | None
     @param parser: C{"serverFromString"} or C{"clientFromString"}.
     @param label: how the message names the value; C{--OPTION} by default.
     """
+    if parser == "serverFromString" and description.strip().lower().startswith("systemd:"):
+        _check_systemd(option, description, label)
     try:
         _parse(parser, description)
     except Exception as e:
@@ -133,6 +146,36 @@ def check_endpoint(option: str, description: str, parser: str, label: str | None
         raise usage.UsageError(
             f"{label or '--' + option} {description}: {reason}; {_hint(description, parser)}"
         ) from None
+
+
+def _check_systemd(option: str, description: str, label: str | None) -> None:
+    """
+    A C{systemd:} endpoint takes a socket that systemd handed over: say so
+    when there is none, or not that one (Twisted's own error is "list
+    index out of range").
+    """
+    import os
+
+    name = label or f"--{option}"
+    handed = 0
+    if os.environ.get("LISTEN_PID", "") == str(os.getpid()):
+        try:
+            handed = int(os.environ.get("LISTEN_FDS", "0"))
+        except ValueError:
+            handed = 0
+    index = re.search(r"(?i)(?:^|:)index=(\d+)", description)
+    wanted = int(index.group(1)) if index else 0
+    if handed == 0:
+        raise usage.UsageError(
+            f"{name} {description}: systemd handed this process no socket (LISTEN_FDS is not set for it): a "
+            "systemd: endpoint works only when systemd starts rpisensor through a .socket unit (see "
+            "'Socket activation' in the README); outside systemd, use tcp:22000"
+        )
+    if wanted >= handed:
+        raise usage.UsageError(
+            f"{name} {description}: systemd handed over {handed} socket{'s' if handed != 1 else ''}, "
+            f"numbered from 0; index={wanted} is not one of them"
+        )
 
 
 def client_endpoint(description: str) -> str:
