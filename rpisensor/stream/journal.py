@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from rpisensor.store.opening import open_error
 from rpisensor.wire.v2 import Gap, Reading
 
 #: Entries committed without an fsync, at most; reaching it forces one.
@@ -135,7 +136,7 @@ class Journal:
         try:
             return self._open()
         except sqlite3.DatabaseError as e:
-            raise JournalError(f"cannot use the journal {self.path}: {e}") from None
+            raise JournalError(f"cannot use the journal {self.path}: {open_error(self.path, e)}") from None
 
     def _open(self) -> Opened:
         target = ":memory:" if self.path is None else str(self.path)
