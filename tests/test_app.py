@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 
 from twisted.internet.error import ReactorNotRunning
 from twisted.internet.task import Clock
@@ -22,7 +23,7 @@ from rpisensor.app.tap import Options
 from rpisensor.hw.patterns import Pattern, PatternService, parse_pattern
 from rpisensor.sensing.inputs import DEFAULT_INPUT
 from rpisensor.testing import simulated_pins
-from tests.processes import Twistd, connect_tcp, request, run_twistd
+from tests.processes import Twistd, connect_tcp, request, run_twistd, wait_until
 from tests.support import LOOPBACK, ServerHarness, replies
 
 
@@ -130,6 +131,64 @@ class PidfileTests(SynchronousTestCase):
         collect.stop_cleanly()
         serve.stop_cleanly()
         self.assertEqual([f for f in os.listdir(serve.directory) if f.endswith(".pid")], [])
+
+
+class LogTests(SynchronousTestCase):
+    def parse(self, *args: str, **twistd: object) -> dict:
+        options = Options()
+        options.parent = {"pidfile": "twistd.pid", "logfile": None, "logger": None, "nodaemon": False, **twistd}
+        options.parseOptions(list(args))
+        return options.parent
+
+    def test_a_log_file_per_role_as_a_daemon(self) -> None:
+        """Two roles daemonized in one directory write their own log files; given ones are kept."""
+        self.assertEqual(self.parse("collect")["logfile"], "rpisensor-collect.log")
+        self.assertEqual(self.parse("--gpio", "sim")["logfile"], "rpisensor-serve.log")
+        self.assertEqual(self.parse("collect", logfile="mine.log")["logfile"], "mine.log")
+        self.assertIsNone(self.parse("collect", nodaemon=True)["logfile"])  # -n: stdout
+        self.assertEqual(self.parse("collect")["logger"], "rpisensor.app.logs.observer")
+        self.assertEqual(self.parse("collect", logger="my.observer")["logger"], "my.observer")
+
+    def test_two_daemons_in_one_directory(self) -> None:
+        directory = self.mktemp()
+        os.makedirs(directory)
+        for role, port in (("serve", "--listen"), ("collect", "--listen")):
+            exited = run_twistd("rpisensor", role, *(["--gpio", "sim", "--journal", "none"] if role == "serve" else []),
+                                port, LOOPBACK, cwd=directory)  # fmt: skip
+            self.assertEqual(exited.code, 0, exited.log)
+        try:
+            for role in ("serve", "collect"):
+                wait_until(lambda: "Listening on" in _read(directory, f"rpisensor-{role}.log"))
+            self.assertNotIn("twistd.log", os.listdir(directory))
+            self.assertIn("rpisensor serve starting", _read(directory, "rpisensor-serve.log"))
+            self.assertIn("rpisensor collect starting", _read(directory, "rpisensor-collect.log"))
+        finally:
+            for role in ("serve", "collect"):
+                with open(os.path.join(directory, f"rpisensor-{role}.pid")) as f:
+                    os.kill(int(f.read()), signal.SIGTERM)
+            for role in ("serve", "collect"):
+                wait_until(lambda: not os.path.exists(os.path.join(directory, f"rpisensor-{role}.pid")))
+
+    def test_no_debug_lines_unless_asked(self) -> None:
+        """A peer's unknown command is a debug line: not in the default log; with RPISENSOR_DEBUG it is."""
+        for env, shown in (({}, False), ({"RPISENSOR_DEBUG": "1"}, True)):
+            serve = Twistd("rpisensor", "serve", "--gpio", "sim", "--journal", "none", "--listen", LOOPBACK,
+                           env={"RPISENSOR_DEBUG": ""} | env)  # fmt: skip
+            self.addCleanup(serve.close)
+            with connect_tcp(serve.wait_port()) as sock:
+                self.assertTrue(request(sock, b"bogus").startswith(b"error: unknown command"))
+                self.assertEqual(request(sock, b"ping"), b"pong\0")
+            log = serve.stop_cleanly()
+            self.assertEqual("#debug]" in log, shown, log)
+            self.assertEqual("Unknown command 'bogus'" in log, shown, log)
+
+
+def _read(directory: str, name: str) -> str:
+    try:
+        with open(os.path.join(directory, name), encoding="utf-8") as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
 
 
 class SimCommandTests(SynchronousTestCase):

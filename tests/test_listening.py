@@ -38,9 +38,9 @@ class BusyPort:
 
 
 def read_log(directory: str) -> str:
-    """The twistd.log of a daemon that ran in C{directory}, so far."""
+    """The log of a serve daemon that ran in C{directory} (its own file: rpisensor-serve.log), so far."""
     try:
-        with open(os.path.join(directory, "twistd.log"), encoding="utf-8") as f:
+        with open(os.path.join(directory, "rpisensor-serve.log"), encoding="utf-8") as f:
             return f.read()
     except FileNotFoundError:
         return ""

@@ -123,6 +123,10 @@ class Options(usage.Options):
 
     def postOptions(self) -> None:
         self._choose_pidfile()
+        if self.parent is not None:
+            from rpisensor.app import logs
+
+            logs.choose(self.parent, self.subCommand)
 
     def _choose_pidfile(self) -> None:
         """
