@@ -18,7 +18,7 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from rpisensor import __version__
-from rpisensor.app.signals import ExitCleanlyOnSignals
+from rpisensor.app.signals import ExitCleanlyOnSignals, stop_quietly_while_starting
 from rpisensor.app.tap import Options
 from rpisensor.hw.patterns import Pattern, PatternService, parse_pattern
 from rpisensor.sensing.inputs import DEFAULT_INPUT
@@ -56,6 +56,26 @@ class SignalTests(SynchronousTestCase):
         reactor = _StoppingReactor()
         reactor.stops = 1
         ExitCleanlyOnSignals(reactor)._stop_once("SIGINT")
+
+
+class StartingTests(SynchronousTestCase):
+    def test_ctrl_c_while_starting_is_one_line(self) -> None:
+        """Between reading the options and the reactor's own handlers, Ctrl-C ends with one line and 130."""
+        previous = signal.getsignal(signal.SIGINT)
+        self.addCleanup(signal.signal, signal.SIGINT, previous)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        stop_quietly_while_starting()
+        with self.assertRaises(SystemExit) as stopped:
+            os.kill(os.getpid(), signal.SIGINT)
+        self.assertEqual(stopped.exception.code, 130)
+
+    def test_a_handler_of_someone_elses_is_kept(self) -> None:
+        previous = signal.getsignal(signal.SIGINT)
+        self.addCleanup(signal.signal, signal.SIGINT, previous)
+        theirs = lambda *_: None  # noqa: E731
+        signal.signal(signal.SIGINT, theirs)
+        stop_quietly_while_starting()
+        self.assertIs(signal.getsignal(signal.SIGINT), theirs)
 
 
 class UsageTests(SynchronousTestCase):

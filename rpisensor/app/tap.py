@@ -122,6 +122,10 @@ class Options(usage.Options):
         return f"Usage: twistd [twistd options] rpisensor{self._role()} [options]"
 
     def postOptions(self) -> None:
+        if self.parent is not None and type(self.parent).__module__.startswith("twisted.scripts"):
+            from rpisensor.app.signals import stop_quietly_while_starting
+
+            stop_quietly_while_starting()
         self._choose_pidfile()
         if self.parent is not None:
             from rpisensor.app import logs
