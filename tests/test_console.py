@@ -166,14 +166,16 @@ class EventsTests(SynchronousTestCase):
         snapshot = v2.parse('reading {"stream":"s","seq":4,"ts":"2026-12-01T19:33:25.123Z","synced":true,'
                             '"sensor":"led","value":0,"text":"off","snapshot":true}')  # fmt: skip
         self.events.reading(snapshot, "pi")
-        self.events.reading(v2.Reading("s", 5, "2026-12-01T19:33:26.000Z", True, "led", 1, "on"), "pi")
-        self.events.gap(v2.Gap("s", 6, 9, "trimmed"), "pi")
+        self.events.reading(v2.Reading(sensor="led", value=1, text="on", ts="2026-12-01T19:33:26.000Z", synced=True,
+                                              stream="s", seq=5), "pi")
+        self.events.gap(v2.Gap(stream="s", first=6, last=9, reason="trimmed"), "pi")
         self.assertEqual(self.shown, ["* led: off (state when subscribed)", "* led: on",
                                       "* readings 6 to 9 are missing (trimmed)"])  # fmt: skip
 
     def test_a_unit_is_shown_once(self) -> None:
         """The text of a measurement carries its unit already: C{48.17 °C}, not C{48.17 °C °C}."""
-        cpu = v2.Reading("s", 7, "2026-12-01T19:33:27.000Z", True, "cpu", 48.17, "48.17 °C", "°C")
+        cpu = v2.Reading(sensor="cpu", value=48.17, text="48.17 °C", unit="°C", ts="2026-12-01T19:33:27.000Z",
+                         synced=True, stream="s", seq=7)
         self.assertEqual(describe(cpu), "* cpu: 48.17 °C")
 
     def test_no_journal(self) -> None:

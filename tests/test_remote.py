@@ -35,7 +35,8 @@ STREAM = "8f3a1c2e9b7d4a60"
 
 def reading(seq: int, sensor: str = "button", value: int = 1, snapshot: bool = False, stream: str = STREAM) -> str:
     text = "Button pressed" if value else "Button released"
-    return v2.encode(v2.Reading(stream, seq, "2026-12-01T19:33:25.123Z", True, sensor, value, text, None, snapshot))
+    return v2.encode(v2.Reading(sensor=sensor, value=value, text=text, ts="2026-12-01T19:33:25.123Z", synced=True,
+                                stream=stream, seq=seq, snapshot=snapshot))  # fmt: skip
 
 
 # -- the pins reply -------------------------------------------------------------------------
@@ -210,7 +211,7 @@ class FollowTests(SynchronousTestCase):
         self.factory.live_after_gap = True
         protocol, transport = self.connect()
         self.welcome(protocol, last=10)
-        self.push(protocol, v2.encode(v2.Gap(STREAM, 11, 20, "trimmed")))
+        self.push(protocol, v2.encode(v2.Gap(stream=STREAM, first=11, last=20, reason="trimmed")))
         self.assertEqual(replies(transport)[-1], b'ack {"seq":20}')
         self.assertTrue(transport.disconnecting)
         protocol.connectionLost(None)
@@ -268,9 +269,10 @@ class WatchPrinterTests(SynchronousTestCase):
         printer = self.printer()
         printer.welcomed(v2.Welcome(device="pi", stream=STREAM, first=1, last=5), None)
         printer.reading(v2.parse(reading(5)), "pi")
-        cpu = v2.Reading(STREAM, 6, "2026-12-01T19:33:26.000Z", True, "cpu", 48.17, "48.17 °C", "°C")
+        cpu = v2.Reading(sensor="cpu", value=48.17, text="48.17 °C", unit="°C", ts="2026-12-01T19:33:26.000Z",
+                         synced=True, stream=STREAM, seq=6)  # fmt: skip
         printer.reading(cpu, "pi")
-        printer.gap(v2.Gap(STREAM, 7, 9, "trimmed"), "pi")
+        printer.gap(v2.Gap(stream=STREAM, first=7, last=9, reason="trimmed"), "pi")
         self.assertEqual(self.out.getvalue().splitlines(), [
             "2026-12-01T19:33:25.123Z button Button pressed", "2026-12-01T19:33:26.000Z cpu 48.17 °C",
         ])  # fmt: skip
@@ -282,7 +284,7 @@ class WatchPrinterTests(SynchronousTestCase):
     def test_json_lines(self) -> None:
         printer = self.printer(as_json=True)
         printer.reading(v2.parse(reading(5, snapshot=True)), "pi")
-        printer.gap(v2.Gap(STREAM, 7, 9, "trimmed"), "pi")
+        printer.gap(v2.Gap(stream=STREAM, first=7, last=9, reason="trimmed"), "pi")
         first, second = map(json.loads, self.out.getvalue().splitlines())
         self.assertEqual(first, {"kind": "reading", "device": "pi", "stream": STREAM, "seq": 5,
                                  "ts": "2026-12-01T19:33:25.123Z", "synced": True, "sensor": "button", "value": 1,

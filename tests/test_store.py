@@ -5,7 +5,7 @@ import os
 import sqlite3
 import threading
 from contextlib import closing
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from twisted.internet.task import Clock
@@ -24,7 +24,8 @@ from rpisensor.store import (
     store_file_for,
 )
 from rpisensor.store import jsonl
-from rpisensor.stream.records import StreamReading
+from rpisensor.entries import Reading
+from rpisensor.store.record import Standing
 from rpisensor.testing import FakeRunner
 from tests.full_disk import FullDiskFile
 from tests.support import read_jsonl, read_sqlite
@@ -146,10 +147,7 @@ class StoreServiceTests(SynchronousTestCase):
         entries would land behind a hole, and a JSON Lines file would then skip the
         hole's replay as entries it has.
         """
-        stream_entry = lambda seq: StreamReading(  # noqa: E731
-            "pi", "s1", seq, "2026-12-01T00:00:00.000Z", True, "button", 1, None, "Button pressed",
-            "127.0.0.1:1", "2026-12-01T00:00:00.100Z",
-        )  # fmt: skip
+        stream_entry = lambda seq: Reading(device="pi", stream="s1", seq=seq, ts="2026-12-01T00:00:00.000Z", synced=True, sensor="button", value=1, unit=None, text="Button pressed", peer="127.0.0.1:1", received="2026-12-01T00:00:00.100Z")  # fmt: skip
         file = FailOnceFile(self.path)
         store = StoreService(self.clock, file, runner=self.runner)
         store.startService()
@@ -309,23 +307,23 @@ class HungWrites:
 
 # -- v2: stream records ---------------------------------------------------------------
 
-from rpisensor.stream.records import StreamGap  # noqa: E402
+from rpisensor.entries import Gap  # noqa: E402
 from rpisensor.testing import stored_messages, stored_stream  # noqa: E402
 
 RECEIVED = "2026-12-01T19:33:25.200Z"
 
 
-def reading(seq: int, stream: str = "8f3a1c2e9b7d4a60", device: str = "pi-kitchen", **fields) -> StreamReading:
+def reading(seq: int, stream: str = "8f3a1c2e9b7d4a60", device: str = "pi-kitchen", **fields) -> Reading:
     values = dict(
         ts="2026-12-01T19:33:25.123Z", synced=True, sensor="button", value=seq % 2, unit=None,
         text=f"reading {seq}", peer="192.168.0.17:40000", received=RECEIVED, identity=None,
     )  # fmt: skip
     values.update(fields)
-    return StreamReading(device, stream, seq, **values)
+    return Reading(device=device, stream=stream, seq=seq, **values)
 
 
-def gap(first: int, last: int, stream: str = "8f3a1c2e9b7d4a60", device: str = "pi-kitchen") -> StreamGap:
-    return StreamGap(device, stream, first, last, "outbox full", "192.168.0.17:40000", RECEIVED, "pi-cert")
+def gap(first: int, last: int, stream: str = "8f3a1c2e9b7d4a60", device: str = "pi-kitchen") -> Gap:
+    return Gap(device=device, stream=stream, first=first, last=last, reason="outbox full", peer="192.168.0.17:40000", received=RECEIVED, identity="pi-cert")
 
 
 class SQLiteStreamTests(SynchronousTestCase):
@@ -449,9 +447,11 @@ class JsonLinesStreamTests(SynchronousTestCase):
         self.assertEqual(read_jsonl(self.path), [
             {"kind": "reading", "device": "pi-kitchen", "stream": "8f3a1c2e9b7d4a60", "seq": 1,
              "ts": "2026-12-01T19:33:25.123Z", "synced": True, "sensor": "button", "value": 1, "unit": "°C",
-             "text": "reading 1", "peer": "192.168.0.17:40000", "received": RECEIVED, "identity": None},
+             "text": "reading 1", "peer": "192.168.0.17:40000", "received": RECEIVED, "identity": None,
+             "digest": None},
             {"kind": "gap", "device": "pi-kitchen", "stream": "8f3a1c2e9b7d4a60", "from": 2, "to": 4,
-             "reason": "outbox full", "peer": "192.168.0.17:40000", "received": RECEIVED, "identity": "pi-cert"},
+             "reason": "outbox full", "peer": "192.168.0.17:40000", "received": RECEIVED, "identity": "pi-cert",
+             "digest": None},
             asdict(A),
         ])  # fmt: skip
         self.assertEqual(list(next(iter(read_jsonl(self.path))))[0], "kind")
@@ -580,3 +580,59 @@ class GroupCommitTests(SynchronousTestCase):
         store.startService()
         self.addCleanup(store.file.close)
         self.assertEqual(store.high_waters(), {("pi-kitchen", "8f3a1c2e9b7d4a60"): 5})
+
+
+class StandingMixin:
+    """What every store answers about a stream: where it stands, an entry's span and digest, its owner."""
+
+    def make(self):
+        raise NotImplementedError
+
+    def reopen(self, file):
+        file.close()
+        return self.make()
+
+    def test_a_new_stream_stands_nowhere(self):
+        file = self.make()
+        self.assertEqual(file.standing("pi", "s1"), Standing())
+        self.assertIsNone(file.entry("pi", "s1", 1))
+
+    def test_where_a_stream_stands_with_its_digest(self):
+        file = self.make()
+        file.write([
+            reading(1, stream="s1", device="pi", digest="00000000000000a1"),
+            reading(2, stream="s1", device="pi", digest="00000000000000a2"),
+            replace(gap(3, 5, stream="s1", device="pi"), digest="00000000000000a5"),
+        ])  # fmt: skip
+        self.assertEqual(file.standing("pi", "s1"), Standing(5, "00000000000000a5", None))
+        self.assertEqual(file.entry("pi", "s1", 2), (2, 2, "00000000000000a2"))
+        self.assertEqual(file.entry("pi", "s1", 4), (3, 5, "00000000000000a5"))
+        self.assertIsNone(file.entry("pi", "s1", 6))
+        self.assertEqual(self.reopen(file).standing("pi", "s1"), Standing(5, "00000000000000a5", None))
+
+    def test_the_first_claim_stands(self):
+        file = self.make()
+        self.assertEqual(file.claim("pi", "s1", "owner-one", RECEIVED), "owner-one")
+        self.assertEqual(file.claim("pi", "s1", "owner-two", RECEIVED), "owner-one")
+        self.assertEqual(file.claim("pi", "s2", "owner-two", RECEIVED), "owner-two")
+        again = self.reopen(file)
+        self.assertEqual(again.standing("pi", "s1").owner, "owner-one")
+        self.assertEqual(again.claim("pi", "s1", "owner-three", RECEIVED), "owner-one")
+
+
+class SQLiteStandingTests(StandingMixin, SynchronousTestCase):
+    def make(self):
+        self.path = getattr(self, "path", None) or self.mktemp() + ".sqlite"
+        file = SQLiteFile(self.path)
+        file.open()
+        self.addCleanup(file.close)
+        return file
+
+
+class JsonLinesStandingTests(StandingMixin, SynchronousTestCase):
+    def make(self):
+        self.path = getattr(self, "path", None) or self.mktemp() + ".jsonl"
+        file = JsonLinesFile(self.path)
+        file.open()
+        self.addCleanup(file.close)
+        return file

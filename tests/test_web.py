@@ -26,7 +26,8 @@ from rpisensor.hw.simulated import SimulatedGPIO
 from rpisensor.net.access import AccessPolicy
 from rpisensor.net.limits import ListenSettings
 from rpisensor.sensing.inputs import DEFAULT_INPUT
-from rpisensor.stream.journal import Journal, NewReading
+from rpisensor.entries import Reading
+from rpisensor.stream.journal import Journal
 from rpisensor.stream.outbox import JournalService
 from rpisensor.web.controls import Controls, IOutputSwitches, SimulatedInputs, SwitchRefused
 from rpisensor.web.events import CATCH_UP, EventLimits
@@ -98,7 +99,7 @@ class WebTestCase(SynchronousTestCase):
         self.web = WebService(
             self.clock, WebSettings((), self.limits), ListenSettings(), {"role": "serve", "device": "pi"},
             self.feed, self.metrics, lambda: {"journal": {"last": journal.last}},
-            Controls(SimulatedInputs(self.reader)),
+            Controls(SimulatedInputs(self.reader)), wall=self.clock.seconds
         )  # fmt: skip
         self.web.startService()
         self.addCleanup(self.web.stopService)
@@ -108,7 +109,7 @@ class WebTestCase(SynchronousTestCase):
         for i in range(count):
             v = (self.journal.journal.last + 1) % 2 if value is None else value
             ts = iso_time(self.clock.seconds() if at is None else at)
-            self.journal.append(NewReading(ts, True, "button", v, "Button pressed" if v else "Button released"))
+            self.journal.append(Reading(ts=ts, synced=True, sensor="button", value=v, text="Button pressed" if v else "Button released"))
         self.clock.advance(0)
 
     def get(self, path: bytes, method: bytes = b"GET", headers: dict | None = None, **args) -> Request:
@@ -359,12 +360,11 @@ class EventStreamTests(WebTestCase):
 
 class ReceivedFeedTests(SynchronousTestCase):
     def test_numbers_readings_and_resumes_from_its_buffer(self):
-        from rpisensor.stream.records import StreamReading
+        from rpisensor.entries import Reading
 
         feed = ReceivedFeed(keep=3)
         for seq in range(1, 6):
-            feed.on_reading(StreamReading("pi", "s", seq, iso_time(START + seq), True, "button", seq % 2,
-                                          "t", None, "peer", iso_time(START + seq)))  # fmt: skip
+            feed.on_reading(Reading(device="pi", stream="s", seq=seq, ts=iso_time(START + seq), synced=True, sensor="button", value=seq % 2, unit="t", text=None, peer="peer", received=iso_time(START + seq)))  # fmt: skip
         self.assertEqual(feed.last, 5)
         self.assertEqual([e["id"] for e in self.successResultOf(feed.after(0, 10)).events], [3, 4, 5])
         page = self.successResultOf(feed.after(3, 1))

@@ -49,6 +49,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import LogLevel, Logger, globalLogPublisher
 from twisted.python.failure import Failure
 
+from rpisensor.app.clock import schedule_on_monotonic
 from rpisensor.gpiozero.endpoint import build_endpoint
 from rpisensor.lograte import RateLimitedLog
 from rpisensor.net.reconnect import reconnecting_client
@@ -103,6 +104,7 @@ def _new_reactor():
     # Twisted's flag, set before run(): the thread a program's own reactor runs in
     # stays the process's I/O thread.
     reactor._registerAsIOThread = False
+    schedule_on_monotonic(reactor)  # renewals and heartbeats: a step of the wall clock moves none
     return reactor
 
 

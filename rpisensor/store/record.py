@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rpisensor.stream.records import StreamGap, StreamReading
+from rpisensor.entries import Gap, Reading
 
 
 @dataclass(frozen=True)
@@ -20,13 +20,28 @@ class Record:
 
 
 #: Anything the store writes.
-StoredRecord = Record | StreamReading | StreamGap
+StoredRecord = Record | Reading | Gap
 
 #: The highest seq stored of each stream, by (device, stream): every entry up
 #: to it is in the store (a gap record standing for the ones that were lost).
 HighWaters = dict[tuple[str, str], int]
 
 
-def covers(record: StreamReading | StreamGap) -> int:
-    """The last seq a stream record stands for: its own for a reading, the gap's end for a gap."""
-    return record.seq if isinstance(record, StreamReading) else record.last
+@dataclass(frozen=True)
+class Standing:
+    """
+    Where one stream stands in a store: every entry up to C{stored} is in it;
+    C{digest} is the chain's digest through C{stored} (C{None} where unknown:
+    nothing stored, or entries of an older version); C{owner} is who may send
+    it (see L{rpisensor.stream.receiver}), C{None} until someone claimed it.
+    """
+
+    stored: int = 0
+    digest: str | None = None
+    owner: str | None = None
+
+
+#: An entry as a store answers for a probe: its first and last seq, and its digest.
+Span = tuple[int, int, "str | None"]
+
+

@@ -7,6 +7,7 @@ event streams.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -59,6 +60,7 @@ class WebService(MultiService):
         health: Callable[[], dict],
         controls: Controls | None = None,
         gaps=None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         super().__init__()
         self.feed = feed
@@ -70,7 +72,7 @@ class WebService(MultiService):
             gaps.on_change = self.hub.health_changed
         self.controls = controls if controls is not None else Controls()
         self.root = build_root(
-            info, feed, reactor, self.hub, metrics, self.controls, health, settings.stale_after
+            info, feed, wall, self.hub, metrics, self.controls, health, settings.stale_after
         )
         idle = listen.limits.idle_timeout or 60.0
         self.site = WebSite(self.root, reactor, listen.policy, listen.limits.max_connections, idle)

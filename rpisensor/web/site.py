@@ -187,7 +187,7 @@ class WebSite(server.Site):
 def build_root(
     info: dict,
     feed: Feed,
-    clock,
+    wall: Callable[[], float],
     hub: EventHub,
     metrics: Metrics,
     controls: Controls,
@@ -204,8 +204,8 @@ def build_root(
     # Browsers ask for /favicon.ico whatever the page says; it is served from the package too.
     root.putChild(b"favicon.ico", _File(_asset("favicon.ico"), "image/x-icon"))
     api = _API()
-    api.putChild(b"state", StateResource(info, feed, clock, controls, health, stale_after))
-    api.putChild(b"readings", ReadingsResource(feed, clock))
+    api.putChild(b"state", StateResource(info, feed, wall, controls, health, stale_after))
+    api.putChild(b"readings", ReadingsResource(feed, wall))
     api.putChild(b"sim", SimulateResource(controls))
     api.putChild(b"outputs", OutputsResource(controls))
     root.putChild(b"api", api)

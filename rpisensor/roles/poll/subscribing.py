@@ -10,6 +10,9 @@ C{--subscribe}.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -20,7 +23,7 @@ from rpisensor.store import Record, StoreService
 from rpisensor.stream.delivery import Delivery, OnGap, OnReading, Stamp
 from rpisensor.stream.heartbeat import Heartbeat
 from rpisensor.stream.receiver import StreamRegistry
-from rpisensor.stream.records import StreamReading, StreamRecord
+from rpisensor.entries import Reading, Entry
 from rpisensor.stream.subscriber import StreamBehind, Subscription
 from rpisensor.wire import v2
 
@@ -32,7 +35,7 @@ def _as_written(seconds: float | None) -> float | int | None:
     return int(seconds) if seconds is not None and float(seconds).is_integer() else seconds
 
 
-def describe(record: StreamReading) -> str:
+def describe(record: Reading) -> str:
     """
     A reading as the log shows it: C{button: Button pressed (seq 42, 19:33:25.123)}.
     Whether the Pi's clock was synchronised is said once when it changes (L{ClockNotes}), not on every line.
@@ -50,7 +53,7 @@ class ClockNotes:
     def __init__(self) -> None:
         self._synced: dict[str, bool] = {}
 
-    def note(self, record: StreamReading) -> None:
+    def note(self, record: Reading) -> None:
         before = self._synced.get(record.device, True)
         self._synced[record.device] = record.synced
         if before and not record.synced:
@@ -270,6 +273,7 @@ class SubscribeFactory(PollFactory):
         hello_timeout: float = 3.0,
         on_reading: OnReading | None = None,
         on_gap: OnGap | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(clock, command, interval, timeout, on_reply)
         self.store = store
@@ -279,7 +283,7 @@ class SubscribeFactory(PollFactory):
         self._registry: StreamRegistry | None = None
         self._delivery = Delivery(store, on_reading, on_gap)
         self.stream_log = RateLimitedLog(clock, _log)
-        self.stamp = Stamp(clock)
+        self.stamp = Stamp(wall)
         self._reading_log = RateLimitedLog(clock, _log, burst=READING_LINES, window=READING_WINDOW)
         self._clock_notes = ClockNotes()
 
@@ -290,11 +294,11 @@ class SubscribeFactory(PollFactory):
             self._registry = StreamRegistry(self.store.high_waters() if self.store is not None else {})
         return self._registry
 
-    def delivery(self, record: StreamRecord) -> Deferred:
+    def delivery(self, record: Entry) -> Deferred:
         return self._delivery(record).addCallback(self._shown, record)
 
-    def _shown(self, result, record: StreamRecord):
-        if isinstance(record, StreamReading):
+    def _shown(self, result, record: Entry):
+        if isinstance(record, Reading):
             self._clock_notes.note(record)
             if self.store is None:  # the log is the view: every reading
                 _log.info("{line}", line=describe(record), reading=record)
@@ -304,7 +308,7 @@ class SubscribeFactory(PollFactory):
                 )
         return result
 
-    def snapshot(self, record: StreamReading) -> None:
+    def snapshot(self, record: Reading) -> None:
         """A snapshot reading: shown (never stored), and given to the embedding program."""
         self._clock_notes.note(record)
         _log.info("{line}", line=describe(record), reading=record)

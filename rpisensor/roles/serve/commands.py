@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from rpisensor.sensing.reading import UnknownInput
+from rpisensor.sensing.sample import UnknownInput
 from rpisensor.wire import v2
 
 if TYPE_CHECKING:

@@ -19,7 +19,7 @@ from rpisensor.control.rate import CommandRate
 from rpisensor.lograte import RateLimitedLog
 from rpisensor.roles.serve.commands import Command, Permission
 from rpisensor.stream.identity import ClockState
-from rpisensor.stream.journal import NewReading
+from rpisensor.entries import Reading
 from rpisensor.stream.outbox import JournalService
 from rpisensor.wire.v2 import format_timestamp
 
@@ -205,7 +205,7 @@ class OutputsService(Service):
             # The levels at start-up, and every change from now on, wait until the
             # journal says what it last recorded: a command that comes first is
             # then recorded after the start-up level, not instead of it.
-            now = self.controller.clock.seconds()
+            now = self.controller.wall()
             self._waiting = [(spec, self.controller.level(spec.name), now, True) for spec in self.controller.specs]
             self.controller.add_listener(self._changed)
             self.journal.latest_per_sensor().addCallbacks(self._follow, self._follow_failed)
@@ -236,7 +236,10 @@ class OutputsService(Service):
         )  # fmt: skip
 
     def _record(self, spec: OutputSpec, level: Level, when: float) -> None:
-        entry = NewReading(format_timestamp(when), self._clock_state.synced(), spec.name, _value(level), level.text)
+        entry = Reading(
+            ts=format_timestamp(when), synced=self._clock_state.synced(), sensor=spec.name, value=_value(level),
+            text=level.text,
+        )
         self.journal.append(entry).addErrback(lambda _: None)  # the journal logs its own failures
 
     def stopService(self) -> Deferred:

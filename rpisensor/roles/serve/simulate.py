@@ -11,7 +11,7 @@ from __future__ import annotations
 from rpisensor.hw.interfaces import LevelChange
 from rpisensor.hw.patterns import drive
 from rpisensor.roles.serve.commands import Command, Permission
-from rpisensor.sensing.reading import UnknownInput
+from rpisensor.sensing.sample import UnknownInput
 
 ACTIONS = ("press", "release", "toggle")
 
@@ -33,7 +33,7 @@ def _sim(connection, args: list[str]) -> None:
         # the pin's edge comes through the reactor a turn later. (With a debounce
         # the change counts only once it held, as on a real pin.)
         high = active != spec.active_low
-        state.learn(LevelChange(reader.clock.seconds(), spec.pin, high))
+        state.learn(LevelChange(reader.wall(), spec.pin, high))
     connection.reply(spec.active_text if active else spec.inactive_text)
 
 
