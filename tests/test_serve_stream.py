@@ -246,8 +246,9 @@ class JournalTests(SynchronousTestCase):
         [line] = str(error).splitlines()
         self.assertEqual(
             line,
-            f"rpisensor: cannot use the journal {path}: unable to open database file (choose another "
-            "file with --journal FILE, or keep it in memory with --journal none)",
+            f"rpisensor: cannot use the journal {path}: its directory {path.absolute().parent} does not exist "
+            f"(create it: mkdir -p {path.absolute().parent}) (choose another file with --journal FILE, or keep "
+            "it in memory with --journal none)",
         )
 
 
