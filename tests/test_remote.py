@@ -121,6 +121,19 @@ async def test_serve_answers_pins_in_bcm_whatever_its_numbering():
     assert got.pwm is False  # start_server's simulated pins have no PWM (serve --gpio sim's do)
 
 
+def test_the_board_gpiozero_sees():
+    """The Pi's revision, each declared pin also by its name on the Pi; an unknown revision: a 40-pin header."""
+    from rpisensor.gpiozero.factory import board_info
+
+    pins = layout.PinLayout(inputs=(layout.InputPin("button", 2),), outputs=(layout.OutputPin("GPIO4", 17),),
+                            revision="d04170")  # fmt: skip
+    info = board_info(pins)
+    assert info.model == "5B"
+    assert [p.name for _, p in info.find_pin("button")] == ["GPIO2"]
+    assert [p.name for _, p in info.find_pin("GPIO4")] == ["GPIO4"]  # a gpiozero name keeps its meaning
+    assert board_info(layout.PinLayout(revision="ff")).model == "3B"  # unknown to gpiozero: its mock board
+
+
 # -- the follower ------------------------------------------------------------------------------
 
 

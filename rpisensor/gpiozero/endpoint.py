@@ -20,7 +20,7 @@ from pathlib import Path
 DEFAULT_PORT = 22000
 
 
-def _setting(value, variable: str, default=None):
+def setting(value, variable: str, default=None):
     """An argument, else the environment variable, else the default."""
     if value is not None:
         return value
@@ -42,10 +42,10 @@ def endpoint_for(host=None, port=None, endpoint=None, trust_roots=None, certific
 
     from rpisensor.roles._options.base import check_client_endpoint
 
-    endpoint = _setting(endpoint, "RPISENSOR_ENDPOINT")
+    endpoint = setting(endpoint, "RPISENSOR_ENDPOINT")
     if endpoint is None:
-        host = _setting(host, "RPISENSOR_HOST", "localhost")
-        port = _setting(port, "RPISENSOR_PORT", DEFAULT_PORT)
+        host = setting(host, "RPISENSOR_HOST", "localhost")
+        port = setting(port, "RPISENSOR_PORT", DEFAULT_PORT)
         try:
             port = int(port)
         except (TypeError, ValueError):
@@ -53,9 +53,9 @@ def endpoint_for(host=None, port=None, endpoint=None, trust_roots=None, certific
         if not isinstance(port, int) or not 0 < port < 65536:
             raise ValueError(f"the port (RPISENSOR_PORT) must be a number from 1 to 65535, got {port!r}")
         tls = {
-            "trustRoots": _setting(trust_roots, "RPISENSOR_TLS_TRUST"),
-            "certificate": _setting(certificate, "RPISENSOR_TLS_CERT"),
-            "privateKey": _setting(private_key, "RPISENSOR_TLS_KEY"),
+            "trustRoots": setting(trust_roots, "RPISENSOR_TLS_TRUST"),
+            "certificate": setting(certificate, "RPISENSOR_TLS_CERT"),
+            "privateKey": setting(private_key, "RPISENSOR_TLS_KEY"),
         }
         host = quoteStringArgument(str(host))
         if any(tls.values()):

@@ -38,10 +38,11 @@ from gpiozero.exc import (
     PinPWMUnsupported,
     PinSetInput,
     PinSPIUnsupported,
+    PinUnknownPi,
 )
 from gpiozero.pins.pi import PiBoardInfo, PiFactory, PiPin
 
-from rpisensor.gpiozero.endpoint import _setting, endpoint_for
+from rpisensor.gpiozero.endpoint import endpoint_for, setting
 from rpisensor.gpiozero.link import LinkSettings, PiLink
 from rpisensor.hw.pins import BCM_TO_BOARD
 from rpisensor.wire import layout as wire_layout
@@ -72,7 +73,10 @@ def board_info(layout: wire_layout.PinLayout) -> PiBoardInfo:
     The Pi's board as gpiozero knows it (by its revision), each declared
     pin answering to its name on the Pi too: C{Button("button")}.
     """
-    info = PiBoardInfo.from_revision(int(layout.revision or DEFAULT_REVISION, 16))
+    try:
+        info = PiBoardInfo.from_revision(int(layout.revision or DEFAULT_REVISION, 16))
+    except PinUnknownPi:  # a revision this gpiozero does not know: the 40-pin header all share
+        info = PiBoardInfo.from_revision(int(DEFAULT_REVISION, 16))
     taken = {name for header in info.headers.values() for pin in header.pins.values() for name in pin.names}
     names = {f"GPIO{p.gpio}": p.name for p in (*layout.inputs, *layout.outputs) if p.name not in taken}
     headers = frozendict({
@@ -122,8 +126,8 @@ class RpisensorFactory(PiFactory):
         self.pin_class = RpisensorPin
         settings = LinkSettings(
             endpoint_for(host, port, endpoint, trust_roots, certificate, private_key),
-            timeout=_seconds(_setting(timeout, "RPISENSOR_TIMEOUT", DEFAULT_TIMEOUT), "the timeout (RPISENSOR_TIMEOUT)"),
-            ttl=_seconds(_setting(ttl, "RPISENSOR_TTL", DEFAULT_TTL), "the ttl (RPISENSOR_TTL)"),
+            timeout=_seconds(setting(timeout, "RPISENSOR_TIMEOUT", DEFAULT_TIMEOUT), "the timeout (RPISENSOR_TIMEOUT)"),
+            ttl=_seconds(setting(ttl, "RPISENSOR_TTL", DEFAULT_TTL), "the ttl (RPISENSOR_TTL)"),
         )  # fmt: skip
         self.link = PiLink(settings)
         self.layout = self.link.open()
@@ -145,7 +149,7 @@ class RpisensorFactory(PiFactory):
         self.link.close()
 
     def _get_revision(self) -> int:
-        return int(self.layout.revision or DEFAULT_REVISION, 16)
+        return int(self._info.revision, 16)
 
     @staticmethod
     def ticks() -> float:
