@@ -357,3 +357,66 @@ class EndpointSettingsTests(SynchronousTestCase):
             endpoint_for(endpoint="22000")
         with self.assertRaisesRegex(ValueError, r"endpoint= is not taken by remote pins"):
             endpoint_for(endpoint="tls:host=pi:port=1:endpoint=tcp\\:pi\\:1")
+
+
+# -- the pin factory's threads ---------------------------------------------------------------
+
+
+def test_a_reactor_thread_of_its_own():
+    """Calls cross to its thread and wait for the answer, a Deferred's too; errors come back; a call gets an answer or CallTimeout."""
+    import threading
+
+    from twisted.internet.defer import Deferred
+
+    from rpisensor.gpiozero.threads import CallTimeout, ReactorThread
+
+    thread = ReactorThread("test-reactor")
+    thread.start()
+    try:
+        assert thread.call(lambda: threading.current_thread().name, timeout=30) == "test-reactor"
+        assert thread.call(lambda: thread.reactor.callLater(0, lambda: None) and "later", timeout=30) == "later"
+        assert thread.reactor.seconds() <= __import__("time").monotonic()  # scheduling on the monotonic clock
+
+        def fails():
+            raise ValueError("no such pin")
+
+        try:
+            thread.call(fails, timeout=30)
+        except ValueError as e:
+            assert str(e) == "no such pin"
+        else:
+            raise AssertionError("the error did not come back")
+        try:
+            thread.call(Deferred, timeout=0.1)  # never fires
+        except CallTimeout:
+            pass
+        else:
+            raise AssertionError("no CallTimeout")
+    finally:
+        thread.stop(30)
+    assert not thread.alive
+
+
+def test_a_dispatcher_goes_on_after_a_failing_listener(capsys):
+    import threading
+
+    from rpisensor.gpiozero.threads import Dispatcher
+
+    got, done = [], threading.Event()
+
+    def listener(n: int) -> None:
+        if n == 2:
+            raise RuntimeError("a program's callback failed")
+        got.append(n)
+        if n == 4:
+            done.set()
+
+    dispatcher = Dispatcher("test-events")
+    dispatcher.add_listener(listener)
+    dispatcher.start()
+    for n in range(1, 5):
+        dispatcher.put(n)
+    assert done.wait(30)
+    dispatcher.stop(30)
+    assert got == [1, 3, 4]
+    assert "RuntimeError: a program's callback failed" in capsys.readouterr().err

@@ -34,23 +34,20 @@ connection closes); when the link returns, held levels are driven again.
 
 from __future__ import annotations
 
-import logging
-import queue
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, TimeoutError, succeed
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.protocol import Factory
 from twisted.internet.task import LoopingCall
-from twisted.logger import LogLevel, Logger, globalLogPublisher
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from rpisensor.app.clock import schedule_on_monotonic
 from rpisensor.gpiozero.endpoint import build_endpoint
+from rpisensor.gpiozero.threads import CallTimeout, Dispatcher, ReactorThread, forward_log_to_stdlib
 from rpisensor.lograte import RateLimitedLog
 from rpisensor.net.reconnect import reconnecting_client
 from rpisensor.net.request import RequestProtocol
@@ -89,23 +86,6 @@ class LinkSettings:
     ttl: float = 2.0
     dead_peer_timeout: float = 30.0
     max_delay: float = 30.0
-
-
-def _new_reactor():
-    """A reactor instance of the link's own, never installed as the global one."""
-    try:
-        from twisted.internet.epollreactor import EPollReactor as Reactor
-    except ImportError:
-        try:
-            from twisted.internet.pollreactor import PollReactor as Reactor
-        except ImportError:
-            from twisted.internet.selectreactor import SelectReactor as Reactor
-    reactor = Reactor()
-    # Twisted's flag, set before run(): the thread a program's own reactor runs in
-    # stays the process's I/O thread.
-    reactor._registerAsIOThread = False
-    schedule_on_monotonic(reactor)  # renewals and heartbeats: a step of the wall clock moves none
-    return reactor
 
 
 class _CommandProtocol(RequestProtocol):
@@ -173,12 +153,10 @@ class PiLink:
     def __init__(self, settings: LinkSettings) -> None:
         self.settings = settings
         self.endpoint = settings.endpoint
-        self.reactor = _new_reactor()
+        self._thread = ReactorThread("rpisensor-link")
+        self.reactor = self._thread.reactor
         self.layout: wire_layout.PinLayout | None = None
-        self._thread: threading.Thread | None = None
-        self._events: queue.SimpleQueue = queue.SimpleQueue()
-        self._dispatcher: threading.Thread | None = None
-        self._listeners: list[Listener] = []
+        self._dispatcher = Dispatcher("rpisensor-events")
         self._latest: dict[str, tuple[v2.Reading, float]] = {}
         self._known = threading.Condition()
         self._closed = False
@@ -202,10 +180,8 @@ class PiLink:
 
         @raise LinkError: the Pi cannot be reached, or answered nothing usable.
         """
-        _forward_log_to_stdlib()
-        self._thread = threading.Thread(target=self._run, name="rpisensor-link", daemon=True)
+        forward_log_to_stdlib()
         self._thread.start()
-        self._dispatcher = threading.Thread(target=self._dispatch, name="rpisensor-events", daemon=True)
         self._dispatcher.start()
         try:
             self.layout = self._call(self._open, timeout=self.settings.timeout * 3)
@@ -223,17 +199,13 @@ class PiLink:
         if self._closed:
             return
         self._closed = True
-        if self._thread is not None and self._thread.is_alive():
+        if self._thread.alive:
             try:
                 self._call(self._shut, timeout=self.settings.timeout, closing=True)
             except Exception as e:
                 _log.warn("Closing the link to {endpoint}: {error}", endpoint=self.endpoint, error=str(e))
-            self.reactor.callFromThread(self.reactor.stop)
-            if threading.current_thread() is not self._thread:
-                self._thread.join(self.settings.timeout)
-        self._events.put(None)
-        if self._dispatcher is not None and threading.current_thread() is not self._dispatcher:
-            self._dispatcher.join(self.settings.timeout)
+            self._thread.stop(self.settings.timeout)
+        self._dispatcher.stop(self.settings.timeout)
 
     @property
     def closed(self) -> bool:
@@ -261,11 +233,10 @@ class PiLink:
 
     def add_listener(self, listener: Listener) -> None:
         """Call C{listener(reading, ticks)} with each reading, in the dispatcher thread."""
-        self._listeners.append(listener)
+        self._dispatcher.add_listener(listener)
 
     def remove_listener(self, listener: Listener) -> None:
-        if listener in self._listeners:
-            self._listeners.remove(listener)
+        self._dispatcher.remove_listener(listener)
 
     def command(self, text: str) -> str:
         """
@@ -296,10 +267,17 @@ class PiLink:
         if not self._closed:
             self._call(self._release, name, command)
 
-    # -- the reactor's side -----------------------------------------------------------------
+    def _call(self, f, *args, timeout: float | None = None, closing: bool = False):
+        """C{f(*args)} in the reactor's thread, waited for at most C{timeout} seconds (the link's own timeout)."""
+        if self._closed and not closing:
+            raise LinkError(f"the link to {self.endpoint} is closed")
+        timeout = self.settings.timeout if timeout is None else timeout
+        try:
+            return self._thread.call(f, *args, timeout=timeout)
+        except CallTimeout:
+            raise LinkError(f"no answer from the Pi at {self.endpoint} within {timeout:g} s") from None
 
-    def _run(self) -> None:
-        self.reactor.run(installSignalHandlers=False)
+    # -- the reactor's side -----------------------------------------------------------------
 
     async def _open(self) -> wire_layout.PinLayout:
         from rpisensor.roles.query import _explain
@@ -388,8 +366,6 @@ class PiLink:
     def _not_sent(self, failure: Failure, name: str):
         if failure.check(ConnectionDone, ConnectionLost):
             return None  # the link dropped on the way: driven again when it returns
-        from twisted.internet.defer import TimeoutError
-
         if failure.check(TimeoutError):
             raise LinkError(f"no answer from the Pi at {self.endpoint} within {self.settings.timeout:g} s "
                             f"to driving {name}")  # fmt: skip
@@ -460,77 +436,4 @@ class PiLink:
         with self._known:
             self._latest[reading.sensor] = (reading, ticks)
             self._known.notify_all()
-        self._events.put((reading, ticks))
-
-    # -- threads ---------------------------------------------------------------------------
-
-    def _dispatch(self) -> None:
-        while True:
-            item = self._events.get()
-            if item is None:
-                return
-            for listener in list(self._listeners):
-                try:
-                    listener(*item)
-                except Exception:
-                    traceback.print_exc()  # as a thread of the program's would: the next reading still comes
-
-    def _call(self, f, *args, timeout: float | None = None, closing: bool = False):
-        """
-        Run C{f(*args)} in the reactor's thread and wait for its result (a
-        Deferred's, if it returns one), at most C{timeout} seconds.
-        """
-        if self._closed and not closing:
-            raise LinkError(f"the link to {self.endpoint} is closed")
-        if threading.current_thread() is self._thread:
-            raise RuntimeError("the pin factory's link cannot wait on its own thread")
-        timeout = self.settings.timeout if timeout is None else timeout
-        results: queue.Queue = queue.Queue(1)
-
-        def run() -> None:
-            d = maybeDeferred(f, *args)
-            d.addTimeout(timeout, self.reactor)
-            d.addBoth(results.put)
-
-        self.reactor.callFromThread(run)
-        try:
-            outcome = results.get(timeout=timeout + 5)
-        except queue.Empty:
-            raise LinkError(f"the link to {self.endpoint} did not answer within {timeout:g} s") from None
-        if isinstance(outcome, Failure):
-            from twisted.internet.defer import TimeoutError
-
-            if outcome.check(TimeoutError):
-                raise LinkError(f"no answer from the Pi at {self.endpoint} within {timeout:g} s")
-            outcome.raiseException()
-        return outcome
-
-
-_forwarding = False
-
-
-def _forward_log_to_stdlib() -> None:
-    """
-    Hand rpisensor's log lines to Python's C{logging} (once per process), so
-    that a gpiozero program sees the link's warnings on stderr, as any
-    library's, without setting up Twisted's logging.
-    """
-    global _forwarding
-    if _forwarding:
-        return
-    _forwarding = True
-    from twisted.logger import formatEvent
-
-    levels = {LogLevel.debug: logging.DEBUG, LogLevel.info: logging.INFO, LogLevel.warn: logging.WARNING,
-              LogLevel.error: logging.ERROR, LogLevel.critical: logging.CRITICAL}  # fmt: skip
-
-    def forward(event: dict) -> None:
-        namespace = event.get("log_namespace", "")
-        if not namespace.startswith("rpisensor"):
-            return
-        level = levels.get(event.get("log_level"), logging.INFO)
-        logger = logging.getLogger(namespace)
-        if logger.isEnabledFor(level):
-            logger.log(level, "%s", formatEvent(event))
-
-    globalLogPublisher.addObserver(forward)
+        self._dispatcher.put(reading, ticks)
