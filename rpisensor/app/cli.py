@@ -13,25 +13,15 @@ import sys
 
 from twisted.python import usage
 
+from rpisensor.roles._options.base import VersionedOptions
 from rpisensor.roles.console import ConsoleOptions
 from rpisensor.roles.query import QueryOptions
 from rpisensor.roles.watch import WatchOptions
 from rpisensor.store.audit import AuditOptions
 
 
-class Options(usage.Options):
+class Options(VersionedOptions):
     synopsis = "Usage: rpisensor"
-
-    def opt_version(self) -> None:
-        """Print rpisensor's version (and Twisted's and Python's), then exit."""
-        import platform
-
-        import twisted
-
-        from rpisensor import __version__
-
-        print(f"rpisensor {__version__} (Twisted {twisted.__version__}, Python {platform.python_version()})")
-        raise SystemExit(0)
     subCommands = [
         ["query", None, QueryOptions, "Send messages to a server, print the replies."],
         ["console", None, ConsoleOptions, "Type commands, see replies and pushed changes as they come."],

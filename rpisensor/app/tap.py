@@ -15,7 +15,6 @@ from importlib import import_module
 from twisted.application.service import IService, MultiService
 from twisted.python import usage
 
-from rpisensor import __version__
 from rpisensor.roles.collect.options import CollectOptions
 from rpisensor.roles.poll.options import PollOptions
 from rpisensor.roles.report.options import ReportOptions
@@ -70,9 +69,9 @@ class Options(usage.Options):
 
     def opt_version(self) -> None:
         """Show rpisensor's and Twisted's versions, then exit."""
-        from twisted import __version__ as twisted_version
+        from rpisensor.roles._options.base import version_text
 
-        print(f"rpisensor {__version__} (Twisted {twisted_version}, Python {sys.version.split()[0]})")
+        print(version_text())
         raise SystemExit(0)
 
     def getUsage(self, width=None) -> str:

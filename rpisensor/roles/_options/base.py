@@ -53,7 +53,25 @@ class FoldedOptions(usage.Options):
             self.docs[name] = " ".join(doc.split())
 
 
-class OptionsAnywhere(usage.Options):
+def version_text() -> str:
+    """C{rpisensor 0.1.0 (Twisted 26.10.0, Python 3.11.7)}: what every C{--version} prints."""
+    import twisted
+
+    from rpisensor import __version__
+
+    return f"rpisensor {__version__} (Twisted {twisted.__version__}, Python {sys.version.split()[0]})"
+
+
+class VersionedOptions(usage.Options):
+    """Options whose C{--version} is rpisensor's (with Twisted's and Python's), not Twisted's alone."""
+
+    def opt_version(self) -> None:
+        """Show rpisensor's version (and Twisted's and Python's), then exit."""
+        print(version_text())
+        raise SystemExit(0)
+
+
+class OptionsAnywhere(VersionedOptions):
     """
     Options that may come anywhere among the arguments (C{query EP go -t 2},
     C{watch EP --json}), as GNU tools take them: Twisted's parser stops at
