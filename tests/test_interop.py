@@ -237,7 +237,7 @@ class ReportToDataServer3Tests(_TwistdTestMixin, SynchronousTestCase):
         self.assertEqual([m for m in messages if m.startswith("hello ")], messages[:1])
         self.assertRegex(messages[0], r'^hello \{"v":2,"role":"report","device":"[^"]+","stream":"[0-9a-f]{16}"')
         self.assertEqual(set(messages[1:]), {"Button released"})
-        self.assertEqual(log.count("the server does not speak rpisensor v2"), 1, log)
+        self.assertEqual(log.count("so it gets plain text"), 1, log)
 
     def test_report_protocol_1_sends_no_hello(self) -> None:
         """With C{--protocol 1}, DataServer3 sees exactly what DataClient3 would send: nothing new."""

@@ -17,7 +17,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import globalLogPublisher
 
 from rpisensor.roles.poll.poller import build_poll_service
-from rpisensor.roles.report.reporter import build_report_service
+from rpisensor.roles.report.service import ReportSettings, build_report_service
 from rpisensor.sensing.inputs import DEFAULT_INPUT
 from rpisensor.sensing.pool import open_reader
 from rpisensor.testing import simulated_pins, wait_until
@@ -87,7 +87,7 @@ async def test_report_refused_backs_off(reactor):
 
     def build(reactor, endpoint):
         reader, reads = open_reader(reactor, simulated_pins(clock=reactor), [DEFAULT_INPUT])
-        return build_report_service(reactor, reader, reads, endpoint, max_delay=1.0)
+        return build_report_service(reactor, reader, reads, ReportSettings((endpoint,), max_retry_delay=1.0))
 
     events, server = await refused_client(reactor, build)
     assertBackedOff(events, server)

@@ -15,7 +15,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import globalLogPublisher
 
 from rpisensor.roles.query import query
-from rpisensor.roles.report.reporter import build_report_service
+from rpisensor.roles.report.service import OutboxSettings, ReportSettings, build_report_service
 from rpisensor.sensing.inputs import DEFAULT_INPUT
 from rpisensor.sensing.pool import open_reader
 from rpisensor.testing import simulated_pins, wait_until
@@ -25,11 +25,11 @@ from tests.v2_collector import FakeCollectorFactory
 def reporter_service(reactor, tmp_path, port: int, **options):
     reader, reads = open_reader(reactor, simulated_pins(clock=reactor), [DEFAULT_INPUT])
     taken, acks = [], []
-    service = build_report_service(
-        reactor, reader, reads, f"tcp:host=127.0.0.1:port={port}", interval=0.05, max_delay=1.0,
-        outbox=str(tmp_path / "outbox.sqlite"), device="pi-loopback", on_reading=taken.append,
-        on_ack=acks.append, **options,
+    settings = ReportSettings(
+        (f"tcp:host=127.0.0.1:port={port}",), interval=0.05, max_retry_delay=1.0,
+        outbox=OutboxSettings(str(tmp_path / "outbox.sqlite")), device="pi-loopback", **options,
     )  # fmt: skip
+    service = build_report_service(reactor, reader, reads, settings, on_reading=taken.append, on_ack=acks.append)
     service.acks = acks
     return service, taken
 

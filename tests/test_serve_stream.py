@@ -258,9 +258,10 @@ class HelloTests(SynchronousTestCase):
         harness = Harness(self)
         client = harness.connect()
         client.send(hello(5))
+        journal = harness.journal.journal
         self.assertEqual(client.texts(), [
             f'welcome {{"v":2,"device":"pi-test","stream":"{harness.stream}","first":1,"last":2,'
-            '"heartbeat":5}'
+            f'"heartbeat":5,"owner":"{journal.secret}","incarnation":"{journal.incarnation}"}}'
         ])  # fmt: skip
 
     def test_default_heartbeat(self) -> None:
@@ -276,7 +277,6 @@ class HelloTests(SynchronousTestCase):
         harness = Harness(self)
         client = harness.connect()
         client.send(
-            'hello {"v":2,"role":"report","device":"pi","stream":"abc"}',
             "hello {not json",
             'hello {"v":1,"role":"subscribe"}',
             "hello",
@@ -284,7 +284,6 @@ class HelloTests(SynchronousTestCase):
             "ping",
         )
         self.assertEqual(client.texts(), [
-            "error: hello: serve takes role 'subscribe' (a reporter sends to collect)",
             "error: hello: the text after it is not JSON (Expecting property name enclosed in double quotes)",
             "error: hello: this peer speaks version 2, not 1",
             "error: hello needs a JSON object after it",
@@ -292,6 +291,20 @@ class HelloTests(SynchronousTestCase):
             "pong",
         ])  # fmt: skip
         self.assertFalse(client.transport.disconnecting)
+
+    def test_a_reporters_hello_is_refused(self) -> None:
+        """
+        A reporter pointed at serve (both default to port 22000) is refused with
+        a refused frame saying where to go, and closed: it backs off instead of
+        taking serve for a plain-text server and sending it text every 2 s.
+        """
+        harness = Harness(self)
+        client = harness.connect()
+        client.send('hello {"v":2,"role":"report","device":"pi","stream":"abc"}')
+        [refused] = client.frames()
+        self.assertIsInstance(refused, v2.Refused)
+        self.assertIn("a reporter sends to a collector (twistd rpisensor collect)", refused.reason)
+        self.assertTrue(client.transport.disconnecting)
 
     def test_second_hello(self) -> None:
         """A second hello is an error; the first still stands."""
@@ -366,14 +379,22 @@ class SubscribeTests(SynchronousTestCase):
         self.assertEqual([f.seq for f in frames[1:]], [6, 7, 8])
 
     def test_ahead_of_the_stream(self) -> None:
-        """A resume after the end of the stream gets one error, then the connection closes."""
+        """
+        A subscriber holding more of the stream than the journal (the journal is
+        an older copy): the server asks where the two still agree (probe), goes
+        on as a new stream, and closes the connection saying so; the subscriber
+        reconnects and finds the new stream.
+        """
         harness = Harness(self)
+        old = harness.stream
         client = harness.connect()
         client.send(hello(), 'subscribe {"after":99}')
-        self.assertEqual(client.texts()[1:], [
-            f"error: nothing after 99 in stream {harness.stream}: it ends at 2"
-        ])  # fmt: skip
+        self.assertEqual(client.texts()[1:], ['probe {"seq":1}'])
+        client.send('match {"seq":1}')  # it holds no entry 1 of this journal's
+        [closing] = client.texts()
+        self.assertTrue(closing.startswith(f"error: this Pi's stream {old} goes on as stream"), closing)
         self.assertTrue(client.transport.disconnecting)
+        self.assertNotEqual(harness.journal.journal.stream, old)
 
     def test_bad_subscribe(self) -> None:
         """A malformed subscribe gets one error; the connection is not subscribed and stays usable."""
@@ -422,7 +443,7 @@ class WindowTests(SynchronousTestCase):
         client.send('subscribe {"after":0}')
         client.readings()
         client.send('ack {"seq":9}')
-        self.assertEqual(client.texts(), ["error: ack 9 is beyond the last reading sent (2)"])
+        self.assertEqual(client.texts(), ["error: ack 9 is beyond the last entry sent (2)"])
         harness.press()
         self.assertEqual(client.readings(), [])  # still waiting for an ack: the window holds
         client.send('ack {"seq":2}')
@@ -539,7 +560,7 @@ class SlowSubscriberTests(SynchronousTestCase):
         client.send('subscribe {"after":2}')
         client.protocol.pauseProducing()
         harness.toggle(40)
-        sender = client.protocol.subscription.publication.sender
+        sender = client.protocol.subscription.sender
         self.assertLessEqual(len(sender._cache), 6)
         self.assertEqual(sender.in_flight, 0)
 

@@ -459,6 +459,22 @@ class Journal:
             return None
         return row[2] or None
 
+    def covering(self, seq: int) -> tuple[int, int, str | None] | None:
+        """
+        The entry that covers C{seq}: C{(first, last, digest)}; the last one
+        trimmed stands for everything up to it (C{(0, its seq, its digest)});
+        C{None} beyond the journal's end or where it cannot tell.
+        """
+        if seq <= self._base[0]:
+            return (0, self._base[0], self._base[1] or None) if seq == self._base[0] and seq else None
+        row = self._db.execute(
+            "SELECT seq, last, digest FROM entries WHERE seq <= ? ORDER BY seq DESC LIMIT 1", (seq,)
+        ).fetchone()
+        if row is None:
+            return None
+        last = row[1] if row[1] is not None else row[0]
+        return (row[0], last, row[2] or None) if seq <= last else None
+
     def readings_since(self, ts: str, limit: int) -> list[Reading]:
         """
         The newest C{limit} readings taken at or after C{ts} (the entries' ISO
@@ -469,10 +485,16 @@ class Journal:
         ).fetchall()
         return [self._from_row(row) for row in reversed(rows)]
 
-    def latest_per_sensor(self) -> dict[str, Reading]:
-        """The newest reading of each sensor: a subscriber's snapshot."""
+    def latest_per_sensor(self, before: str | None = None) -> dict[str, Reading]:
+        """
+        The newest reading of each sensor: a subscriber's snapshot; with C{before} (an
+        entry's ISO time), of those taken before it (the state a plot's window starts in).
+        """
+        taken = "" if before is None else " AND ts < ?"
         rows = self._db.execute(
-            _SELECT + "WHERE seq IN (SELECT MAX(seq) FROM entries WHERE last IS NULL GROUP BY sensor) ORDER BY seq"
+            _SELECT + f"WHERE seq IN (SELECT MAX(seq) FROM entries WHERE last IS NULL{taken} GROUP BY sensor)"
+            " ORDER BY seq",
+            () if before is None else (before,),
         ).fetchall()
         return {entry.sensor: entry for entry in map(self._from_row, rows)}
 

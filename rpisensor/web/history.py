@@ -1,7 +1,8 @@
 """
 The history on the receiving roles, read back from the store (C{--store})
 in a thread, with a connection of its own, so the writer is never held up:
-the readings of a time range (the plots) and each stream's gaps (the health).
+the readings of a time range and the state before it (the plots), and each
+stream's gaps (the health).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import json
 import sqlite3
 from collections import deque
 from pathlib import Path
+from dataclasses import dataclass
 from types import SimpleNamespace
 
 from twisted.internet.threads import deferToThread
@@ -22,6 +24,11 @@ _SQLITE_SINCE = (
     "SELECT device, sensor, ts, value, text, unit FROM readings"
     " WHERE seq IS NOT NULL AND time >= ? AND ts >= ? ORDER BY id DESC LIMIT ?"
 )
+# The newest reading of each sensor taken before a time: SQLite gives a MAX()'s row's other columns.
+_SQLITE_BEFORE = (
+    "SELECT device, sensor, MAX(ts), value, text, unit FROM readings"
+    " WHERE seq IS NOT NULL AND ts < ? GROUP BY device, sensor"
+)
 
 
 _SQLITE_GAP_COUNTS = "SELECT device, stream, COUNT(*) FROM gaps GROUP BY device, stream"
@@ -32,35 +39,68 @@ _SQLITE_LATEST_GAPS = (
 )
 
 
+@dataclass(frozen=True)
+class StoredWindow:
+    """
+    A time window as the store holds it: C{readings}, the newest C{limit}
+    taken since its start, oldest first (as stored); C{start}, from when they
+    are complete (later than asked when the limit left older ones out); and
+    C{before}, the newest reading of each sensor taken before C{start}.
+    """
+
+    readings: list[SimpleNamespace]
+    before: list[SimpleNamespace]
+    start: str
+
+
 def _reading(device, sensor, ts, value, text, unit) -> SimpleNamespace:
     return SimpleNamespace(device=device, sensor=sensor, ts=ts, value=value, text=text, unit=unit)
 
 
-def sqlite_since(path: Path, begin: str, limit: int) -> list[SimpleNamespace]:
-    """The newest C{limit} readings taken since C{begin}, oldest first. Blocking."""
+def sqlite_window(path: Path, begin: str, limit: int) -> StoredWindow:
+    """The readings taken since C{begin} and the state before them. Blocking."""
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         rows = db.execute(_SQLITE_SINCE, (begin, begin, limit)).fetchall()
+        start = min(row[2] for row in rows) if len(rows) >= limit else begin
+        before = db.execute(_SQLITE_BEFORE, (start,)).fetchall()
     finally:
         db.close()
-    return [_reading(*row) for row in reversed(rows)]
+    return StoredWindow([_reading(*row) for row in reversed(rows)], [_reading(*row) for row in before], start)
 
 
-def jsonl_since(path: Path, begin: str, limit: int) -> list[SimpleNamespace]:
-    """As L{sqlite_since}, for a JSON Lines store: one pass over the file. Blocking."""
-    kept: deque[SimpleNamespace] = deque(maxlen=limit)
+def jsonl_window(path: Path, begin: str, limit: int) -> StoredWindow:
+    """As L{sqlite_window}, for a JSON Lines store: one pass over the file. Blocking."""
+    kept: deque[SimpleNamespace] = deque()
+    cut = False
+    before: dict[tuple[str, str], SimpleNamespace] = {}
+
+    def older(reading: SimpleNamespace) -> None:
+        key = reading.device, reading.sensor
+        if key not in before or before[key].ts < reading.ts:
+            before[key] = reading
+
     with open(path, "rb") as f:
         for line in f:
             if b'"reading"' not in line:
                 continue
             try:
                 obj = json.loads(line)
-                if obj.get("kind") == "reading" and obj["ts"] >= begin:
-                    kept.append(_reading(obj["device"], obj["sensor"], obj["ts"], obj["value"],
-                                         obj["text"], obj.get("unit")))  # fmt: skip
+                if obj.get("kind") != "reading":
+                    continue
+                reading = _reading(obj["device"], obj["sensor"], obj["ts"], obj["value"], obj["text"],
+                                   obj.get("unit"))  # fmt: skip
             except (ValueError, KeyError, TypeError):
                 continue  # a torn last line, or a v1 message
-    return list(kept)
+            if reading.ts < begin:
+                older(reading)
+                continue
+            kept.append(reading)
+            if len(kept) > limit:
+                older(kept.popleft())
+                cut = True
+    start = min(r.ts for r in kept) if cut else begin
+    return StoredWindow(list(kept), [r for r in before.values() if r.ts < start], start)
 
 
 def sqlite_gaps(path: Path, keep: int = LATEST) -> History:
@@ -98,26 +138,26 @@ def jsonl_gaps(path: Path, keep: int = LATEST) -> History:
 
 
 def _readers(path: str | None):
-    """The store file at C{path} and its C{(readings since, gaps)} readers, or C{None}."""
+    """The store file at C{path} and its C{(window, gaps)} readers, or C{None}."""
     if path is None:
         return None
     file = store_file_for(path)
     if isinstance(file, SQLiteFile):
-        return file, sqlite_since, sqlite_gaps
+        return file, sqlite_window, sqlite_gaps
     if isinstance(file, JsonLinesFile):
-        return file, jsonl_since, jsonl_gaps
+        return file, jsonl_window, jsonl_gaps
     return None
 
 
 def store_history(path: str | None):
-    """C{history(begin, limit) -> Deferred} for the store at C{path}, or C{None} without one."""
+    """C{history(begin, limit) -> Deferred[StoredWindow]} for the store at C{path}, or C{None} without one."""
     readers = _readers(path)
     if readers is None:
         return None
-    file, since, _ = readers
+    file, window, _ = readers
 
     def history(begin: str, limit: int):
-        return deferToThread(since, file.path, begin, limit)
+        return deferToThread(window, file.path, begin, limit)
 
     return history
 

@@ -61,6 +61,11 @@ class ReportOptions(GPIOOptions, ConnectOptions, OutboxOptions):
         ["hello-timeout", None, f"{DEFAULT_HELLO_TIMEOUT:g}",
          "Seconds to wait for the server's answer to 'hello' before using plain text. "
          "Example: --hello-timeout 10"],
+        ["outbox-keep", None, "0",
+         "How long the outbox keeps a reading after the collector acknowledged it, as seconds "
+         "or with a unit (30m, 12h, 2d): a collector restored from a backup that old is then "
+         "refilled from the Pi instead of recording a gap. 0: let go once acknowledged. "
+         "Example: --outbox-keep 1d"],
         ["status-listen", None, f"unix:{DEFAULT_STATUS_SOCKET}",
          "Where to answer 'rpisensor query ENDPOINT status' (outbox, acknowledgements, link), "
          "as a server endpoint; a relative unix: path is in the state directory, as the "
@@ -74,6 +79,7 @@ class ReportOptions(GPIOOptions, ConnectOptions, OutboxOptions):
             raise usage.UsageError("--heartbeat must be more than 0 seconds")
         if self["protocol"] not in PROTOCOLS:
             raise usage.UsageError(f"--protocol must be auto, 1 or 2, got {self['protocol']!r}")
+        self["outbox-keep"] = parse_duration("outbox-keep", self["outbox-keep"])
         self["hello-timeout"] = non_negative_float("hello-timeout", self["hello-timeout"])
         if self["hello-timeout"] <= 0:
             raise usage.UsageError("--hello-timeout must be more than 0 seconds")
@@ -106,6 +112,18 @@ class ReportOptions(GPIOOptions, ConnectOptions, OutboxOptions):
         from rpisensor.stream.identity import default_device_id
 
         return default_device_id()
+
+
+_DURATION = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(s|m|h|d)?\s*\Z", re.IGNORECASE)
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(option: str, text: str) -> float:
+    """C{"90"} (seconds), C{"30m"}, C{"12h"} or C{"2d"}: seconds."""
+    match = _DURATION.match(text)
+    if match is None:
+        raise usage.UsageError(f"--{option} must be seconds or a duration such as 30m, 12h or 2d, got {text!r}")
+    return float(match.group(1)) * _SECONDS[(match.group(2) or "s").lower()]
 
 
 def status_endpoint(description: str) -> str | None:

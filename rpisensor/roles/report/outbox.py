@@ -37,8 +37,10 @@ class OutboxService(JournalService):
     power cut), so a stale one can never keep a reporter from starting.
     """
 
-    def __init__(self, reactor, journal: Journal, runner=None, max_bytes: int | None = None) -> None:
-        super().__init__(reactor, journal, outbox=True, runner=runner, max_bytes=max_bytes)
+    def __init__(
+        self, reactor, journal: Journal, runner=None, max_bytes: int | None = None, keep: float = 0.0
+    ) -> None:
+        super().__init__(reactor, journal, outbox=True, runner=runner, max_bytes=max_bytes, keep=keep)
         self._lock_fd: int | None = None
 
     def startService(self) -> None:
