@@ -420,3 +420,20 @@ def test_a_dispatcher_goes_on_after_a_failing_listener(capsys):
     dispatcher.stop(30)
     assert got == [1, 3, 4]
     assert "RuntimeError: a program's callback failed" in capsys.readouterr().err
+
+
+def test_without_gpiozero_the_extra_is_named(monkeypatch):
+    """rpisensor.gpiozero imports gpiozero only when a name is used, and says how to get it."""
+    import importlib
+    import sys
+
+    for name in [m for m in sys.modules if m == "gpiozero" or m.startswith(("gpiozero.", "rpisensor.gpiozero"))]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "gpiozero", None)  # as if not installed
+    package = importlib.import_module("rpisensor.gpiozero")
+    try:
+        package.RpisensorFactory
+    except ImportError as e:
+        assert "pip install 'rpisensor[gpiozero]'" in str(e)
+    else:
+        raise AssertionError("no ImportError")
