@@ -22,7 +22,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from rpisensor.lograte import RateLimitedLog
-from rpisensor.net.backoff import STORY_BURST, RetrySchedule, retry_policy
+from rpisensor.net.backoff import STORY_BURST, RetrySchedule, retry_delay
 from rpisensor.net.deadpeer import DeadPeerDetection, DeadPeerWatch
 from rpisensor.net.wording import NamedLogger, plain_reason
 
@@ -33,7 +33,7 @@ __all__ = [
     "ReadyEndpoint",
     "ReconnectingService",
     "reconnecting_client",
-    "retry_policy",
+    "retry_delay",
 ]
 
 #: Seconds without an answer before a client's link counts as dead.

@@ -34,9 +34,10 @@ class ConnectOptions(FoldedOptions):
 
     optParameters = [
         ["max-delay", None, "60",
-         "Longest wait, in seconds, between reconnection attempts; waits grow from 2 s "
-         "to this while attempts fail (after a link that worked drops, the first retry is "
-         "at once). Example: --max-delay 30"],
+         "Longest wait, in seconds, between reconnection attempts: while attempts fail "
+         "the waits are 0.2, 0.5, 1, 2, 4, 8 ... s up to this, each up to a quarter longer "
+         "at random (after a link that worked drops, the first retry comes after 0.2 s). "
+         "Example: --max-delay 30"],
         ["interval", None, "2", "Seconds between messages, as the tutorial's 2 s. Example: --interval 1"],
         ["dead-peer-timeout", None, "30",
          "Seconds without an answer from the server, at the TCP level, before the link "

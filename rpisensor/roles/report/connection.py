@@ -89,7 +89,7 @@ class ReportProtocol(ClientConnection):
         reporter.connection = self
         settings = reporter.stream
         if settings.protocol != "2":
-            self.plain = PlainPusher(self._send_text)
+            self.plain = PlainPusher(self._send_text, reporter.latest)
             reporter.add_text_listener(self.plain.text)
         if settings.protocol == "1":
             self._speak_plain()
@@ -151,7 +151,7 @@ class ReportProtocol(ClientConnection):
         self.mode = "1"
         if self.paused:
             self.plain.pause()
-        self.plain.start(self.reporter.latest)
+        self.plain.start()
         if not self.reporter.latest:
             self.reporter.sample()  # nothing read yet: its texts come through the listener
 

@@ -22,15 +22,16 @@ class PlainPusher:
     the latest text of each input waits, and goes (in input order) on resume.
 
     Before it is L{start}ed (the connection is still negotiating) texts are
-    kept, in order; started, it sends them first, so that a press in the first
-    seconds still shows on the server.
+    kept, in order, after the state when the connection was made (C{current});
+    started, it sends them first, so that a press in the first seconds still
+    shows on the server.
     """
 
-    def __init__(self, send: Callable[[str], None]) -> None:
+    def __init__(self, send: Callable[[str], None], current: dict[str, str]) -> None:
         self._send = send
         self.started = False
         self.paused = False
-        self._early: list[tuple[str, str]] = []
+        self._early: list[tuple[str, str]] = list(current.items())
         self._waiting: OrderedDict[str, str] = OrderedDict()
 
     def text(self, name: str, text: str) -> None:
@@ -44,14 +45,14 @@ class PlainPusher:
         else:
             self._send(text)
 
-    def start(self, current: dict[str, str]) -> None:
+    def start(self) -> None:
         """
-        Plain text it is: the texts taken meanwhile go now, in order, or, if
-        none was, the C{current} state (as DataClient3 sends it on connect).
+        Plain text it is: the state when the connection was made and the texts
+        taken since go now, in order (DataClient3 sends the state on connect).
         """
         self.started = True
         early, self._early = self._early, []
-        for name, text in early or list(current.items()):
+        for name, text in early:
             self.text(name, text)
 
     def pause(self) -> None:
