@@ -406,3 +406,24 @@ class CancelTests(SynchronousTestCase):
         self.assertNoResult(attempt)
         clock.advance(1)
         self.failureResultOf(attempt, TimeoutError)
+
+
+class OwnCloseTests(SynchronousTestCase):
+    def test_a_stop_says_this_side_closed(self):
+        """
+        Stopping the client (SIGTERM) logs that this side closed the connection,
+        not that the other end did, nor an error line the server sent earlier.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        clock = Clock()
+        endpoint = FakeEndpoint(clock)
+        endpoint.refuse = False
+        service = reconnecting_client(clock, endpoint, Factory.forProtocol(RequestProtocol), jitter=lambda: 0.0)
+        service.startService()
+        protocol = endpoint.protocol
+        protocol.dataReceived(b"error: unknown command 'x'; send 'help' for the list\0")
+        service.stopService()
+        protocol.connectionLost(Failure(ConnectionDone()))
+        lines = [formatEvent(e) for e in events if "Disconnected from" in e.get("log_format", "")]
+        self.assertEqual(len(lines), 1, lines)
+        self.assertIn("this client closed the connection (it is stopping)", lines[0])

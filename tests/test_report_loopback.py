@@ -113,7 +113,8 @@ async def test_protocol_2_backs_off_from_a_v1_server(reactor, tmp_path):
         await port.stopListening()
     retries = [e for e in events if str(e.get("log_format", "")).startswith("Reconnecting to")]
     assert [e["attempt"] for e in retries][:3] == [1, 2, 3]
-    assert all(e["delay"] >= 1.0 for e in retries), retries  # backoff, not a prompt retry
+    # backed off: 0.5 s, then 1 s (max_delay 1), each up to a quarter longer; never the prompt 0.2 s
+    assert all(e["delay"] >= 0.5 for e in retries) and retries[1]["delay"] >= 1.0, retries
     left = [e for e in events if "With --protocol 2 no plain text is sent" in str(e.get("log_format", ""))]
     assert left
     assert not [e for e in events if "the server said" in str(e.get("log_format", ""))]

@@ -702,3 +702,21 @@ class SamplerDebounceTests(SynchronousTestCase):
             clock.advance(0.1)
         values = [e.value for e in journal.journal.after(0, 100)]
         self.assertEqual(values, [0, 1])  # released at start, then the held press, once
+
+
+class RegistryBoundTests(SynchronousTestCase):
+    def test_hellos_for_ever_new_streams_do_not_grow_the_registry(self) -> None:
+        """
+        A receiver that hears hellos for 20,000 streams (a peer making them up)
+        keeps at most C{max_idle} idle ones, plus those a connection has: the
+        store remembers the rest. (It used to keep every one: +18 MB.)
+        """
+        registry = StreamRegistry(max_idle=100)
+        live = Deferred.fromCoroutine(registry.open("pi", "live", None)).result
+        registry.take(live, object())
+        for n in range(20_000):
+            Deferred.fromCoroutine(registry.open("pi", f"s{n}", None))
+        self.assertLessEqual(len(registry), 101)
+        self.assertIs(registry.get("pi", "live"), live)
+        self.assertIsNotNone(registry.get("pi", "s19999"))
+        self.assertIsNone(registry.get("pi", "s0"))

@@ -306,6 +306,20 @@ class ReconnectingService(ClientService):
         super().__init__(endpoint, factory, retryPolicy=retryPolicy, clock=clock)
         self.endpoint = endpoint
 
+    def stopService(self):
+        """Stop; the connection this closes knows it was closed from this side (its log says so)."""
+        current = self.whenConnected()
+        if current.called:  # (connected: it fired at once with the protocol)
+            current.addCallback(_closed_by_us)
+        else:
+            current.addErrback(lambda _: None)
+            current.cancel()
+        return super().stopService()
+
+
+def _closed_by_us(protocol) -> None:
+    protocol.closed_by_us = True
+
 
 def reconnecting_client(
     reactor,

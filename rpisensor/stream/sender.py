@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.logger import Logger
 
 from rpisensor.entries import Entry, Gap, Reading
@@ -72,6 +72,10 @@ class SenderRole:
 
 REPORT = SenderRole("the collector", LOST_BY_COLLECTOR, True)
 SERVE = SenderRole("the subscriber", TRIMMED, False)
+
+
+class _SearchAborted(Exception):
+    """The search for where a receiver and this journal agree was cut short; nothing is decided."""
 
 
 class Sender:
@@ -169,6 +173,7 @@ class Sender:
         self.acked = after
         self.next = after + 1
         self.started = True
+        self._journal.acknowledge(after)  # (what the receiver holds may go: it said so)
         first = self._journal.journal.first
         if first and self.next < first:
             # Entries the receiver has yet to get are no longer kept: a gap says so first.
@@ -184,6 +189,12 @@ class Sender:
     # -- the log-matching check -------------------------------------------------------------
 
     async def _fork(self, position: Position) -> None:
+        try:
+            await self._fork_after_search(position)
+        except _SearchAborted as e:
+            self._end(f"the check of where {self.role.receiver} stands was cut short ({e}); trying again")
+
+    async def _fork_after_search(self, position: Position) -> None:
         journal = self._journal.journal
         stream = journal.stream
         refusal = self._journal.fork_refused()
@@ -226,8 +237,6 @@ class Sender:
             middle = (low + high + 1) // 2
             ours = await self._journal.covering(middle)
             theirs = await self._probe(middle)
-            if self.stopped:
-                return agreed
             if ours is not None and ours[2] is not None and theirs.last == ours[1] and theirs.digest == ours[2]:
                 agreed = low = max(middle, min(ours[1], high))
             else:
@@ -235,6 +244,8 @@ class Sender:
         return agreed
 
     def _probe(self, seq: int) -> Deferred[v2.Match]:
+        if self.stopped:
+            return fail(_SearchAborted("the connection is gone"))
         d = self._probes.get(seq)
         if d is None:
             d = self._probes[seq] = Deferred()
@@ -248,10 +259,22 @@ class Sender:
             d.callback(match)
 
     def error(self, text: str) -> None:
-        """An C{error:} line from the receiver: a probe it cannot answer counts as a disagreement."""
+        """
+        An C{error:} line from the receiver while probes wait. A receiver too old
+        to know probes (C{unknown frame 'probe'}) holds nothing this side can
+        check, so the search ends where it stands and everything after is
+        carried (more, rather than lose any); any other error ends the search
+        without a new stream: the check is made again on the next connection.
+        """
         probes, self._probes = self._probes, {}
-        for seq, d in probes.items():
-            d.callback(v2.Match(seq))
+        if not probes:
+            return
+        if "'probe'" in text:
+            for seq, d in probes.items():
+                d.callback(v2.Match(seq))
+        else:
+            for d in probes.values():
+                d.errback(_SearchAborted(text))
 
     def _forked(self, forked: Forked) -> None:
         self._end(f"this Pi's stream {forked.old} goes on as stream {forked.new}; reconnecting to send it")
@@ -372,5 +395,5 @@ class Sender:
         self._journal.remove_fork_listener(self._forked)
         self._cache.clear()
         probes, self._probes = self._probes, {}
-        for seq, d in probes.items():
-            d.callback(v2.Match(seq))
+        for d in probes.values():
+            d.errback(_SearchAborted("the connection is gone"))
