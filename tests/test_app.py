@@ -183,11 +183,15 @@ class LogTests(SynchronousTestCase):
             self.assertIn("rpisensor serve starting", _read(directory, "rpisensor-serve.log"))
             self.assertIn("rpisensor collect starting", _read(directory, "rpisensor-collect.log"))
         finally:
+            # (The processes' ends, not their pid files: a SIGTERM before the reactor runs ends a
+            # daemon at once, by the default action, which leaves its pid file behind.)
+            pids = []
             for role in ("serve", "collect"):
                 with open(os.path.join(directory, f"rpisensor-{role}.pid")) as f:
-                    os.kill(int(f.read()), signal.SIGTERM)
-            for role in ("serve", "collect"):
-                wait_until(lambda: not os.path.exists(os.path.join(directory, f"rpisensor-{role}.pid")))
+                    pids.append(int(f.read()))
+                os.kill(pids[-1], signal.SIGTERM)
+            for pid in pids:
+                wait_until(lambda: not _alive(pid))
 
     def test_no_debug_lines_unless_asked(self) -> None:
         """A peer's unknown command is a debug line: not in the default log; with RPISENSOR_DEBUG it is."""
@@ -201,6 +205,14 @@ class LogTests(SynchronousTestCase):
             log = serve.stop_cleanly()
             self.assertEqual("#debug]" in log, shown, log)
             self.assertEqual("Unknown command 'bogus'" in log, shown, log)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def _read(directory: str, name: str) -> str:
