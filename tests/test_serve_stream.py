@@ -708,7 +708,7 @@ class OptionsTests(SynchronousTestCase):
     def test_bad_values(self) -> None:
         """Bad values are usage errors naming the option."""
         for args, text in [
-            (("--poll-interval", "0"), "--poll-interval must be at least 0.01 seconds"),
+            (("--poll-interval", "0"), "--poll-interval must be at least 0.001 seconds"),
             (("--poll-interval", "x"), "--poll-interval must be a number of seconds"),
             (("--max-subscribers", "-1"), "--max-subscribers must be at least 0"),
             (("--max-subscriber-lag", "0"), "--max-subscriber-lag must be more than 0 seconds"),

@@ -41,7 +41,7 @@ import os
 import secrets
 import sqlite3
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from rpisensor.entries import Entry, Gap, Reading
@@ -243,7 +243,9 @@ class Journal:
         if not readings:
             return []
         start = self.last + 1
-        entries = self._chain([replace(r, stream=self.stream, seq=start + i) for i, r in enumerate(readings)])
+        for i, reading in enumerate(readings):  # (their place in the stream: see rpisensor.entries)
+            reading.stream, reading.seq = self.stream, start + i
+        entries = self._chain(readings)
         with _transaction(self._db):
             self._db.executemany(_INSERT, map(_row, entries))
         self._advance(entries)
@@ -264,12 +266,11 @@ class Journal:
         return gap
 
     def _chain(self, entries: Iterable[Entry]) -> list[Entry]:
-        """C{entries} (the next ones, in order) with their digests."""
-        chained = []
+        """C{entries} (the next ones, in order), each given its digest."""
+        chained = list(entries)
         head = self._head
-        for entry in entries:
-            head = link(head, self.incarnation, entry)
-            chained.append(replace(entry, digest=head))
+        for entry in chained:
+            head = entry.digest = link(head, self.incarnation, entry)
         return chained
 
     def _advance(self, committed: list[Entry]) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger, LogLevel
@@ -325,16 +325,16 @@ class Receiver:
             )  # fmt: skip
 
     def _record(self, frame: Entry, expected: int) -> Entry:
-        received = self._stamp()
-        if frame.__class__ is Reading:
-            return replace(frame, device=self.device, peer=self.peer, received=received, identity=self.identity)
-        first = max(frame.first, expected)
-        self._say(
-            LogLevel.warn, "gap",
-            "Device {device}, stream {stream}: entries {first} to {last} will never arrive: {reason}.",
-            device=self.device, stream=self.stream, first=first, last=frame.last, reason=frame.reason,
-        )  # fmt: skip
-        return replace(frame, first=first, device=self.device, peer=self.peer, received=received, identity=self.identity)
+        """The entry as it is stored: who sent it, when it came (filled in on the parsed entry itself)."""
+        frame.device, frame.peer, frame.received, frame.identity = self.device, self.peer, self._stamp(), self.identity
+        if frame.__class__ is not Reading:
+            frame.first = max(frame.first, expected)
+            self._say(
+                LogLevel.warn, "gap",
+                "Device {device}, stream {stream}: entries {first} to {last} will never arrive: {reason}.",
+                device=self.device, stream=self.stream, first=frame.first, last=frame.last, reason=frame.reason,
+            )  # fmt: skip
+        return frame
 
     def _stored(self, _, last: int, entry: Entry) -> None:
         state = self.state

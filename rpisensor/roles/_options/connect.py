@@ -48,9 +48,13 @@ class ConnectOptions(FoldedOptions):
          "Example: --dead-peer-timeout 60"],
     ]  # fmt: skip
 
+    def connect_required(self) -> bool:
+        """Whether C{--connect} must be given (C{report --mqtt} sends elsewhere)."""
+        return True
+
     def postOptions(self) -> None:
         super().postOptions()
-        if not self["connect"]:
+        if not self["connect"] and self.connect_required():
             raise usage.UsageError("--connect is required, e.g. --connect tcp:host=192.168.0.17:port=22000")
         #: The servers, checked, in the order given.
         self["connect"] = tuple(check_client_endpoint("connect", d) for d in self["connect"])

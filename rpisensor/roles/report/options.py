@@ -12,6 +12,7 @@ from twisted.python import usage
 from rpisensor.roles._options import ConnectOptions, GPIOOptions, non_negative_float
 from rpisensor.roles._options.base import check_endpoint
 from rpisensor.roles._options.journal import journal_options, state_directory
+from rpisensor.mqtt.options import MQTTOptions
 
 #: How report speaks: negotiate, plain text only (v1), or streams only (v2).
 PROTOCOLS = ("auto", "1", "2")
@@ -34,17 +35,19 @@ OutboxOptions = journal_options(
 )
 
 
-class ReportOptions(GPIOOptions, ConnectOptions, OutboxOptions):
+class ReportOptions(MQTTOptions, GPIOOptions, ConnectOptions, OutboxOptions):
     """C{report}: push the inputs' state to a server."""
 
-    synopsis = "--connect ENDPOINT [options]"
+    synopsis = "--connect ENDPOINT | --mqtt URL [options]"
     longdesc = (
         "Read the inputs every 2 s and send them to a collector, each reading numbered "
         "and kept in the outbox until the collector has stored it (rpisensor protocol v2: "
         "every reading arrives exactly once, also after link drops and restarts). A server "
         "that does not speak v2, such as the tutorial's DataServer3, gets the plain text "
-        "('Button pressed' / 'Button released') as from DataClient3. Example: "
-        "twistd -n rpisensor report --connect tcp:host=myhome.example.org:port=22000"
+        "('Button pressed' / 'Button released') as from DataClient3. With --mqtt instead of "
+        "--connect, every reading goes to an MQTT broker and the Pi appears in Home Assistant. "
+        "Examples: twistd -n rpisensor report --connect tcp:host=myhome.example.org:port=22000  "
+        "twistd -n rpisensor report --mqtt mqtt://homeassistant.local"
     )
     optFlags = [
         ["on-change", None, "Record and send only changes (plain text: plus every input's state each --heartbeat seconds)."],
@@ -71,6 +74,9 @@ class ReportOptions(GPIOOptions, ConnectOptions, OutboxOptions):
          "as a server endpoint; a relative unix: path is in the state directory, as the "
          "outbox; 'none': no status listener. Example: --status-listen tcp:22001:interface=127.0.0.1"],
     ]  # fmt: skip
+
+    def connect_required(self) -> bool:
+        return not self["mqtt"]
 
     def postOptions(self) -> None:
         super().postOptions()

@@ -48,7 +48,8 @@ class ReportSettings:
     """
     What C{report} does; each has an option of the same name.
 
-    @ivar connect: the collectors (client endpoints), tried in turn.
+    @ivar connect: the collectors (client endpoints), tried in turn; none: no
+        connection (C{report --mqtt} adds its own way out, L{rpisensor.mqtt}).
     @ivar interval: seconds between samples of the inputs.
     @ivar on_change: record (and send) only changes.
     @ivar heartbeat: plain text with C{on_change}: seconds between full-state messages.
@@ -93,7 +94,7 @@ class ReportService(StopInOrder):
     @ivar outbox: the L{OutboxService}.
     """
 
-    def __init__(self, reporter: Reporter, client: Service, outbox: OutboxService) -> None:
+    def __init__(self, reporter: Reporter, client: Service | None, outbox: OutboxService) -> None:
         super().__init__()
         self.reporter = reporter
         self.client = client
@@ -130,10 +131,12 @@ def build_report_service(
         clock_state, state,
     )  # fmt: skip
     reporter.add_listeners(on_reading, on_ack)
-    client = reconnecting_client(
-        reactor, settings.connect, ReportFactory(reporter), settings.max_retry_delay,
-        dead_peer_timeout=settings.dead_peer_timeout,
-    )  # fmt: skip
+    client = None
+    if settings.connect:
+        client = reconnecting_client(
+            reactor, settings.connect, ReportFactory(reporter), settings.max_retry_delay,
+            dead_peer_timeout=settings.dead_peer_timeout,
+        )  # fmt: skip
     # Started in this order, stopped last added first: the sampling (which
     # stops sending), the connection, the status listener, the outbox, the reads.
     top = ReportService(reporter, client, outbox)
@@ -145,7 +148,8 @@ def build_report_service(
         from rpisensor.roles.report.status import status_service
 
         status_service(reactor, settings.status_listen, reporter).setServiceParent(top)
-    client.setServiceParent(top)
+    if client is not None:
+        client.setServiceParent(top)
     ReporterService(reporter).setServiceParent(top)
     return top
 
@@ -179,6 +183,10 @@ def make_service(options, reactor) -> ReportService:
     )  # fmt: skip
     reader, pool = open_inputs(options, reactor)
     service = build_report_service(reactor, reader, pool, settings)
+    if options["mqtt"]:  # the outbox goes to an MQTT broker instead (rpisensor.mqtt)
+        from rpisensor.mqtt.report import attach_mqtt
+
+        attach_mqtt(service, options, reactor, reader, pool)
     if options["sim-patterns"]:
         from rpisensor.hw.patterns import PatternService
 
