@@ -24,6 +24,13 @@ if TYPE_CHECKING:
     from rpisensor.roles.serve.subscription import Subscription
 
 
+#: The reply to a message with a line break inside (CR or LF around it is fine).
+LINE_BREAK_REFUSAL = (
+    "error: a line break (CR or LF) inside a message is refused: send one command a message, "
+    "each ended by a NUL byte"
+)
+
+
 @implementer(IPushProducer)
 class SensorServerProtocol(ServerConnection):
     """
@@ -94,6 +101,13 @@ class SensorServerProtocol(ServerConnection):
         verb, args = wire.parse_command(text)
         if not verb:
             return
+        if "\n" in text or "\r" in text:
+            body = text.strip()
+            if "\n" in body or "\r" in body:
+                # Lines are HTTP's (or SMTP's...) framing, never this protocol's: what a
+                # browser or another protocol's client sends, not one command.
+                self.reply(LINE_BREAK_REFUSAL)
+                return
         command = self.factory.commands.get(verb)
         if command is not None and command.raw and command.permission in self.granted:
             rest = text.strip().split(None, 1)
