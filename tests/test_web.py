@@ -8,6 +8,8 @@ access policy.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import json
 
 from hypothesis import given, settings, strategies as st
@@ -448,7 +450,7 @@ class SiteTests(WebTestCase):
 
     def test_connections_beyond_the_limit_are_closed(self):
         site = self.web.site
-        site.max_connections = 1
+        site.limits = replace(site.limits, max_connections=1)
         protocol, transport = self.connect()
         self.assertIsNone(site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40001)))
         protocol.connectionLost(Failure(ConnectionDone()))

@@ -80,6 +80,8 @@ class ServerConnection(NullTerminatedProtocol):
     _handshake_given_up = False
     #: Whether the first line is still to be checked for an HTTP request (L{_cross_protocol}).
     _first_line_pending = True
+    #: When the message being received now began (its first byte); C{None} between messages.
+    partial_since: float | None = None
     #: Seconds a closing connection may take to flush before it is aborted.
     CLOSE_GRACE = 10.0
 
@@ -111,9 +113,14 @@ class ServerConnection(NullTerminatedProtocol):
         if data:  # (b"" is a replay of held messages, not the peer speaking)
             if self.closing:
                 return  # bytes after we decided to close are not read
-            self.last_heard = self.factory.clock.seconds()
+            now = self.last_heard = self.factory.clock.seconds()
             if self._first_line_pending and self._cross_protocol(data):
                 return
+            # The time the message now arriving began (see --message-timeout).
+            if b"\0" in data:
+                self.partial_since = None if data.endswith(b"\0") else now
+            elif self.partial_since is None:
+                self.partial_since = now
         super().dataReceived(data)
 
     def _cross_protocol(self, data: bytes) -> bool:
@@ -162,8 +169,10 @@ class ServerConnection(NullTerminatedProtocol):
         if self.gone:
             return  # a client that left gets no more work done for it
         if reason & Pause.PENDING:
-            # The time the peer waited for us is not time it was idle.
+            # The time the peer waited for us is not time it was idle, nor time its message took.
             self.last_heard = self.factory.clock.seconds()
+            if self.partial_since is not None:
+                self.partial_since = self.last_heard
         if not self.paused:
             self.transport.resumeProducing()
         if not self.paused & _HOLD_MESSAGES:
@@ -228,6 +237,15 @@ class ServerConnection(NullTerminatedProtocol):
             peer=self.peer,
             seconds=self.factory.limits.idle_timeout,
         )
+        self.closeAfterWork()
+
+    def messageTooSlow(self) -> None:
+        """A message began C{message_timeout} seconds ago and has not ended: close, after the work in flight."""
+        self.peer_log.info(
+            "Closing the connection from {peer}: a message it began {seconds:g} s ago has not ended "
+            "(no NUL; --message-timeout).",
+            key="messages too slow", peer=self.peer, seconds=self.factory.limits.message_timeout,
+        )  # fmt: skip
         self.closeAfterWork()
 
     def connectionLost(self, reason: Failure) -> None:

@@ -72,8 +72,7 @@ class WebService(MultiService):
         self.root = build_root(
             info, feed, reactor, self.hub, metrics, self.controls, health, settings.stale_after
         )
-        idle = listen.limits.idle_timeout or 60.0
-        self.site = WebSite(self.root, reactor, listen.policy, listen.limits.max_connections, idle)
+        self.site = WebSite(self.root, reactor, listen.policy, listen.limits)
         self.listeners = [
             ListenerService(reactor, endpoint, self.site, listen.client_ca) for endpoint in settings.endpoints
         ]
