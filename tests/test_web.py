@@ -20,6 +20,7 @@ from twisted.internet.error import ConnectionDone
 from twisted.python.failure import Failure
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 from zope.interface import implementer
@@ -322,6 +323,39 @@ class EventStreamTests(WebTestCase):
         self.assertEqual(request.responseCode, 503)
         self.assertIn("--web-max-clients", request.json()["error"])
 
+    def test_one_address_gets_at_most_its_share(self):
+        """Beyond --web-max-clients-per-host from one address, 429; another address still gets in."""
+        hub = self.web.hub
+        hub.limits = replace(hub.limits, max_clients=5, max_clients_per_host=2)
+        first, _ = self.get(b"/events"), self.get(b"/events")
+        refused = self.get(b"/events")
+        self.assertEqual(refused.responseCode, 429)
+        self.assertEqual(refused.json()["error"], "2 pages from 127.0.0.1 follow the events already "
+                         "(--web-max-clients-per-host); close one, or try again later")  # fmt: skip
+        self.assertEqual(refused.responseHeaders.getRawHeaders(b"retry-after"), [b"10"])
+        other = self.get(b"/events", client="192.168.1.9")
+        self.assertIsNone(other.responseCode)  # following
+        first.producer.stopProducing()  # the page went away: its slot is free
+        self.assertIsNone(self.get(b"/events").responseCode)
+
+    def test_a_page_whose_buffer_does_not_drain_is_dropped(self):
+        """A page whose socket's buffer stays full for --web-max-lag is dropped, even on a quiet stream."""
+        request = self.get(b"/events")
+        request.transport = transport = StringTransport()
+        client = request.producer
+        client.pauseProducing()
+        self.clock.advance(self.limits.max_lag - 1)
+        client.resumeProducing()  # it read: the count starts again at the next pause
+        client.pauseProducing()
+        self.clock.advance(self.limits.max_lag - 1)
+        self.assertFalse(transport.disconnecting)
+        with capturedLogs() as events:
+            self.clock.advance(1)
+        self.assertTrue(transport.disconnected)
+        self.assertEqual(self.web.hub.clients, set())
+        [line] = [e for e in events if e.get("log_format", "").startswith("Dropped a web page")]
+        self.assertEqual(line["why"], "its socket's buffer stayed full for 30 s (--web-max-lag)")
+
     def test_a_page_that_does_not_read_is_dropped_and_resumes(self):
         request = self.get(b"/events")
         client = request.producer
@@ -445,6 +479,17 @@ class SiteTests(WebTestCase):
         self.assertIn(b"id: 4\n", transport.value())
         transport.producer.pauseProducing()
         self.record(40)
+        self.assertEqual(self.web.hub.clients, set())
+        self.assertTrue(transport.disconnecting)
+
+    def test_a_page_that_stops_reading_over_a_real_channel_is_dropped_after_the_lag(self):
+        """Paused by its transport and never resumed, a quiet page is dropped after --web-max-lag."""
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        transport.producer.pauseProducing()
+        self.clock.advance(self.limits.max_lag - 0.5)
+        self.assertEqual(len(self.web.hub.clients), 1)
+        self.clock.advance(0.5)
         self.assertEqual(self.web.hub.clients, set())
         self.assertTrue(transport.disconnecting)
 

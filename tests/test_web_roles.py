@@ -60,6 +60,16 @@ class OptionTests(SynchronousTestCase):
             parse("--web", "8080", "--web-max-clients", "0")
         with self.assertRaises(usage.UsageError):
             parse("--web", "8080", "--web-heartbeat", "0")
+        for option in ("--web-max-clients-per-host", "--web-max-lag"):
+            with self.assertRaises(usage.UsageError, msg=option):
+                parse("--web", "8080", option, "0")
+
+    def test_the_event_streams_limits(self):
+        """--web-max-clients-per-host and --web-max-lag reach the event streams; 10 and 30 s by default."""
+        limits = parse("--web", "8080").subOptions.web_settings().events
+        self.assertEqual((limits.max_clients_per_host, limits.max_lag), (10, 30.0))
+        limits = parse("--web", "8080", "--web-max-clients-per-host", "3", "--web-max-lag", "5").subOptions.web_settings().events
+        self.assertEqual((limits.max_clients_per_host, limits.max_lag), (3, 5.0))
 
     def test_with_client_certificates_the_page_needs_tls_too(self):
         pki = write_pki(self.mktemp())

@@ -44,6 +44,12 @@ class WebOptions(FoldedOptions):
         ["web-max-clients", None, "100",
          "Web pages following the live readings at once; more get 503 and retry. "
          "Example: --web-max-clients 300"],
+        ["web-max-clients-per-host", None, "10",
+         "Web pages following the live readings at once from one address (loopback too); more "
+         "get 429 and retry. Example: --web-max-clients-per-host 30"],
+        ["web-max-lag", None, "30",
+         "Seconds a web page may leave what is sent to it unread (its socket's buffer full) "
+         "before it is dropped; it reconnects and resumes without loss. Example: --web-max-lag 60"],
         ["web-max-buffer", None, str(256 * 1024),
          "Bytes held for one web page that does not read what is sent (beyond its socket's "
          "buffer) before it is dropped; it reconnects and resumes without loss. "
@@ -73,7 +79,11 @@ class WebOptions(FoldedOptions):
         for description in self["web"]:
             check_endpoint("web", description, "serverFromString")
         self["web-max-clients"] = count("web-max-clients", self["web-max-clients"], 1)
+        self["web-max-clients-per-host"] = count("web-max-clients-per-host", self["web-max-clients-per-host"], 1)
         self["web-max-buffer"] = count("web-max-buffer", self["web-max-buffer"], 1024)
+        self["web-max-lag"] = non_negative_float("web-max-lag", self["web-max-lag"])
+        if self["web-max-lag"] <= 0:
+            raise usage.UsageError("--web-max-lag must be more than 0 seconds")
         self["web-heartbeat"] = non_negative_float("web-heartbeat", self["web-heartbeat"])
         if self["web-heartbeat"] <= 0:
             raise usage.UsageError("--web-heartbeat must be more than 0 seconds")
@@ -95,7 +105,9 @@ class WebOptions(FoldedOptions):
 
         limits = EventLimits(
             max_clients=self["web-max-clients"],
+            max_clients_per_host=self["web-max-clients-per-host"],
             max_buffered=self["web-max-buffer"],
+            max_lag=self["web-max-lag"],
             heartbeat=self["web-heartbeat"],
         )
         return WebSettings(tuple(self["web"]), limits, self["web-stale"])
