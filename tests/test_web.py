@@ -32,8 +32,8 @@ from rpisensor.sensing.inputs import DEFAULT_INPUT
 from rpisensor.stream.journal import Journal, NewReading
 from rpisensor.stream.outbox import JournalService
 from rpisensor.web.controls import Controls, IOutputSwitches, SimulatedInputs, SwitchRefused
-from rpisensor.web.events import CATCH_UP, EventLimits
-from rpisensor.web.feed import JournalFeed, ReceivedFeed, iso_time
+from rpisensor.web.events import CATCH_UP, EventHub, EventLimits
+from rpisensor.web.feed import Feed, JournalFeed, Page, ReceivedFeed, iso_time
 from rpisensor.web.metrics import Metrics
 from rpisensor.web.service import WebService, WebSettings
 
@@ -380,6 +380,62 @@ class EventStreamTests(WebTestCase):
         self.assertEqual([e["id"] for e in self.events(request)], [1, 2, 3])
 
 
+class _HandFeed(Feed):
+    """A feed whose reads the test answers by hand, as a slow journal thread would."""
+
+    stream = "hand"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[dict] = []
+        self.reads: list[tuple] = []
+
+    def add(self, count: int) -> None:
+        new = [{"id": self.last + n + 1, "device": "pi", "sensor": "door", "value": 1, "text": "door active",
+                "unit": None, "ts": "2026-12-01T00:00:00.000Z"} for n in range(count)]  # fmt: skip
+        self.events += new
+        self._publish(new)
+
+    def after(self, seq: int, limit: int):
+        from twisted.internet.defer import Deferred
+
+        d = Deferred()
+        self.reads.append((d, seq, limit))
+        return d
+
+    def answer(self) -> None:
+        d, seq, limit = self.reads.pop(0)
+        newer = [e for e in self.events if e["id"] > seq]
+        page = newer[:limit]
+        d.callback(Page(page, page[-1]["id"] if page else seq, len(newer) > limit))
+
+
+class HeldEventsTests(SynchronousTestCase):
+    def test_events_held_while_catching_up_are_bounded_and_none_is_lost(self):
+        """
+        100,000 readings published while a page's catch-up read waits: what is held
+        stays within --web-max-buffer (the rest is read again from the feed), and
+        the page gets every reading once, in order.
+        """
+        feed = _HandFeed()
+        feed.add(10)
+        hub = EventHub(feed, Clock(), EventLimits(max_buffered=4096))
+        hub.start()
+        self.addCleanup(hub.stop)
+        request = Request(b"/events")
+        client = hub.open(request, 0)
+        for _ in range(1000):
+            feed.add(100)
+            self.assertLessEqual(client._held_bytes, 4096)
+            self.assertLessEqual(len(client._held), 40)
+        while feed.reads:
+            feed.answer()
+        self.assertTrue(client.live)
+        feed.add(1)
+        ids = [int(line[4:]) for line in b"".join(request.written).decode().splitlines() if line.startswith("id: ")]
+        self.assertEqual(ids, list(range(1, 100_012)))
+
+
 class ReceivedFeedTests(SynchronousTestCase):
     def test_numbers_readings_and_resumes_from_its_buffer(self):
         from rpisensor.stream.records import StreamReading
@@ -395,6 +451,25 @@ class ReceivedFeedTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(feed.after(5, 10)).events, [])
         events, last = self.successResultOf(feed.since(START + 4, 10))
         self.assertEqual(([e["id"] for e in events], last), ([4, 5], 5))
+
+    def test_the_tiles_are_bounded_the_oldest_updated_go(self):
+        """A reporter naming 10,000 sensors leaves --web-max-tiles tiles, the most recently updated."""
+        from rpisensor.stream.records import StreamReading
+
+        def reading(device: str, sensor: str) -> StreamReading:
+            return StreamReading(device, "s", 1, iso_time(START), True, sensor, 1, "t", None, "peer", iso_time(START))
+
+        feed = ReceivedFeed(max_tiles=3)
+        feed.on_reading(reading("kitchen", "door"))
+        for n in range(10_000):
+            feed.on_reading(reading(f"made-up-{n % 5000}", f"s{n}"))
+            if n == 5000:
+                feed.on_reading(reading("kitchen", "door"))  # updated: it stays among the newest
+        feed.on_reading(reading("kitchen", "door"))
+        self.assertEqual(len(feed.latest), 3)
+        self.assertEqual(list(feed.latest)[-1], ("kitchen", "door"))
+        tiles, _ = self.successResultOf(feed.current())
+        self.assertEqual([t["sensor"] for t in tiles], ["s9998", "s9999", "door"])
 
 
 class MetricsTests(WebTestCase):

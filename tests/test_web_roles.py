@@ -64,6 +64,13 @@ class OptionTests(SynchronousTestCase):
             with self.assertRaises(usage.UsageError, msg=option):
                 parse("--web", "8080", option, "0")
 
+    def test_the_tiles_limit(self):
+        """--web-max-tiles (1000) bounds the page's tiles; the web service gives it to the feed."""
+        self.assertEqual(parse("--web", "8080").subOptions.web_settings().max_tiles, 1000)
+        self.assertEqual(parse("--web", "8080", "--web-max-tiles", "5").subOptions.web_settings().max_tiles, 5)
+        with self.assertRaises(usage.UsageError):
+            parse("--web", "8080", "--web-max-tiles", "0")
+
     def test_the_event_streams_limits(self):
         """--web-max-clients-per-host and --web-max-lag reach the event streams; 10 and 30 s by default."""
         limits = parse("--web", "8080").subOptions.web_settings().events

@@ -90,7 +90,11 @@ class EventClient:
         self.closed = False
         self._queue: deque[bytes] = deque()
         self._queued = 0
-        self._held: list[Event] = []  # live events that came while catching up
+        #: Live events that came while catching up, and their size; bounded with the queue
+        #: by C{max_buffered}: past it they are let go and the catch-up reads them again.
+        self._held: list[Event] = []
+        self._held_bytes = 0
+        self._read_again = False
         self._reading = False
         request.registerProducer(self, True)
         request.notifyFinish().addBoth(lambda _: self.close())
@@ -149,11 +153,12 @@ class EventClient:
             return
         self.send(page.events)
         self.cursor = max(self.cursor, page.through)
-        if page.more:
+        if page.more or self._read_again:
+            self._read_again = False
             self.catch_up()
             return
         self.live = True
-        held, self._held = self._held, []
+        held, self._held, self._held_bytes = self._held, [], 0
         self.send(held)
 
     def _read_failed(self, failure) -> None:
@@ -166,7 +171,13 @@ class EventClient:
         if self.live:
             self.send(events, wire)
         elif not self.closed:
-            self._held.extend(events)
+            size = sum(map(len, wire))
+            if self._queued + self._held_bytes + size > self.hub.limits.max_buffered:
+                # The feed has them: hold none, and read again before going live.
+                self._held, self._held_bytes, self._read_again = [], 0, True
+            else:
+                self._held.extend(events)
+                self._held_bytes += size
 
     # -- IPushProducer: the transport says when the browser reads ------------------
 
@@ -202,7 +213,7 @@ class EventClient:
         self.closed = True
         self._stop_stall_timer()
         self._queue.clear()
-        self._held = []
+        self._held, self._held_bytes = [], 0
         self.hub.forget(self)
 
 

@@ -18,7 +18,7 @@ from rpisensor.net.limits import ListenSettings
 from rpisensor.net.listening import ListenerService
 from rpisensor.web.controls import Controls
 from rpisensor.web.events import EventHub, EventLimits
-from rpisensor.web.feed import Feed
+from rpisensor.web.feed import MAX_TILES, Feed
 from rpisensor.web.metrics import Metrics
 from rpisensor.web.site import WebSite, build_root
 
@@ -33,11 +33,13 @@ class WebSettings:
     @ivar events: the bounds of the pages' event streams.
     @ivar stale_after: seconds after which a measurement's tile shows it is old
         (a digital input's reading stays current until it changes).
+    @ivar max_tiles: sensors the page shows at most (the most recently updated).
     """
 
     endpoints: tuple[str, ...] = ()
     events: EventLimits = field(default_factory=EventLimits)
     stale_after: float = 60.0
+    max_tiles: int = MAX_TILES
 
 
 class WebService(MultiService):
@@ -62,6 +64,7 @@ class WebService(MultiService):
     ) -> None:
         super().__init__()
         self.feed = feed
+        feed.max_tiles = settings.max_tiles
         self.gaps = gaps
         self.metrics = metrics
         self.hub = EventHub(feed, reactor, settings.events, health, metrics.sent_to("web"))

@@ -57,6 +57,9 @@ class WebOptions(FoldedOptions):
         ["web-heartbeat", None, "15",
          "Seconds between keep-alive comments on a quiet event stream, for proxies that close "
          "silent connections. Example: --web-heartbeat 30"],
+        ["web-max-tiles", None, "1000",
+         "Sensors the page shows at most, the most recently updated (on collect, reporters "
+         "name their devices and sensors). Example: --web-max-tiles 200"],
         ["web-stale", None, "60",
          "Seconds after which a measurement's tile shows its reading as old. Example: --web-stale 300"],
     ]  # fmt: skip
@@ -88,6 +91,7 @@ class WebOptions(FoldedOptions):
         if self["web-heartbeat"] <= 0:
             raise usage.UsageError("--web-heartbeat must be more than 0 seconds")
         self["web-stale"] = non_negative_float("web-stale", self["web-stale"])
+        self["web-max-tiles"] = count("web-max-tiles", self["web-max-tiles"], 1)
         if self.get("client-ca") is not None:
             from rpisensor.net.tls import endpoint_type
 
@@ -110,4 +114,4 @@ class WebOptions(FoldedOptions):
             max_lag=self["web-max-lag"],
             heartbeat=self["web-heartbeat"],
         )
-        return WebSettings(tuple(self["web"]), limits, self["web-stale"])
+        return WebSettings(tuple(self["web"]), limits, self["web-stale"], self["web-max-tiles"])
