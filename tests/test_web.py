@@ -523,7 +523,7 @@ class SiteTests(WebTestCase):
     def test_an_oversized_body_is_refused_with_413(self):
         protocol, transport = self.connect()
         protocol.dataReceived(
-            b"POST /api/sim/button?action=press HTTP/1.1\r\nHost: x\r\nX-Rpisensor: 1\r\n"
+            b"POST /api/sim/button?action=press HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Rpisensor: 1\r\n"
             b"Content-Length: 100000\r\n\r\n" + b"x" * 5000
         )
         self.assertTrue(transport.value().startswith(b"HTTP/1.1 413 "), transport.value()[:200])
@@ -532,14 +532,14 @@ class SiteTests(WebTestCase):
 
     def test_oversized_headers_are_refused(self):
         protocol, transport = self.connect()
-        protocol.dataReceived(b"GET /api/state HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n")
+        protocol.dataReceived(b"GET /api/state HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n")
         self.assertTrue(transport.disconnecting)  # Twisted's bound on the request line and headers (16 KiB)
         self.assertNotIn(b"200 OK", transport.value())
 
     def test_a_slow_page_over_a_real_channel_is_paused_then_dropped(self):
         """The transport's backpressure reaches the event stream through Twisted's HTTP channel."""
         protocol, transport = self.connect()
-        protocol.dataReceived(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+        protocol.dataReceived(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         self.assertIn(b"text/event-stream", transport.value())
         self.record(1)
         self.assertIn(b"id: 1\n", transport.value())
@@ -583,14 +583,14 @@ class SiteTests(WebTestCase):
 
     def test_a_request_over_http_is_answered(self):
         protocol, transport = self.connect()
-        protocol.dataReceived(b"GET /api/state HTTP/1.1\r\nHost: x\r\n\r\n")
+        protocol.dataReceived(b"GET /api/state HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         self.assertIn(b"200 OK", transport.value().split(b"\r\n")[0])
 
     def test_peers_outside_the_policy_get_403(self):
         protocol, transport = self.connect("203.0.113.7")
         self.assertTrue(transport.value().startswith(b"HTTP/1.1 403 "))
         protocol, transport = self.connect("203.0.113.7", AccessPolicy([]))
-        protocol.dataReceived(b"GET /api/state HTTP/1.1\r\nHost: x\r\n\r\n")
+        protocol.dataReceived(b"GET /api/state HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         self.assertIn(b"200 OK", transport.value())
 
 
@@ -626,8 +626,10 @@ class OutputsTests(WebTestCase):
         sent = {"X-Rpisensor": "1", "Host": "192.168.0.17:8080"} if headers is None else headers
         for header, value in sent.items():
             request.requestHeaders.addRawHeader(header, value)
-        request.postpath = [name]
-        request.render(self.web.root.children[b"api"].children[b"outputs"])
+        resource = self.web.root
+        while request.postpath and not resource.isLeaf:
+            resource = resource.getChildWithDefault(request.postpath.pop(0), request)
+        request.render(resource)
         return request
 
     def test_only_a_granted_client_is_shown_switches(self):
@@ -648,11 +650,24 @@ class OutputsTests(WebTestCase):
         self.assertEqual(self.switch(action="maybe").responseCode, 400)
         rebound = self.switch(headers={"X-Rpisensor": "1", "Host": "evil.example:8080"})
         self.assertEqual(rebound.responseCode, 403)
-        self.assertIn("own host name", rebound.json()["error"])
+        self.assertEqual(rebound.json()["error"], "this server is not 'evil.example': open it by its address or "
+                         "its own name, or add --web-host evil.example")  # fmt: skip
         claimed = self.switch(name=b"pump")
         self.assertEqual(claimed.responseCode, 409)
         self.assertIn("claimed by", claimed.json()["error"])
         self.assertFalse(self.switches.levels["led"])
+
+    def test_a_switch_makes_no_dns_lookup(self):
+        """A switch's POST asks no DNS (socket.getfqdn could stall deadman timers for seconds)."""
+        import socket
+
+        lookups = []
+        self.patch(socket, "getfqdn", lambda *a: lookups.append(a) or "pi.example.lan")
+        self.patch(socket, "gethostbyaddr", lambda *a: lookups.append(a))
+        own = f"{socket.gethostname()}.local:8080"
+        self.assertEqual(self.switch(headers={"X-Rpisensor": "1", "Host": own}).json()["text"], "led on")
+        self.assertEqual(self.switch(headers={"X-Rpisensor": "1", "Host": "pi-elsewhere"}).responseCode, 403)
+        self.assertEqual(lookups, [])
 
     def test_a_page_opened_by_this_machines_name_switches(self):
         import socket

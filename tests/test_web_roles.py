@@ -71,6 +71,14 @@ class OptionTests(SynchronousTestCase):
         with self.assertRaises(usage.UsageError):
             parse("--web", "8080", "--web-max-tiles", "0")
 
+    def test_web_host_names(self):
+        """--web-host adds names the page answers to (repeatable); a port or a URL is a usage error."""
+        options = parse("--web", "8080", "--web-host", "Sensors.Example.org.", "--web-host", "pi.lan")
+        self.assertEqual(options.subOptions.web_settings().hosts, ("sensors.example.org", "pi.lan"))
+        for bad in ("pi.lan:8080", "http://pi.lan/", ""):
+            with self.assertRaises(usage.UsageError, msg=bad):
+                parse("--web", "8080", "--web-host", bad)
+
     def test_the_event_streams_limits(self):
         """--web-max-clients-per-host and --web-max-lag reach the event streams; 10 and 30 s by default."""
         limits = parse("--web", "8080").subOptions.web_settings().events

@@ -50,7 +50,7 @@ def serve_web(reactor, settings: WebSettings, listen: ListenSettings, top, reade
     if outputs is None and top.factory.controller is not None:
         from rpisensor.web.outputs import ControllerSwitches
 
-        outputs = ControllerSwitches(top.factory.controller, top.factory.grants)
+        outputs = ControllerSwitches(top.factory.controller, top.factory.grants, top.factory.gate)
     info = {"role": "serve", "device": publishing.device}
     web = WebService(reactor, settings, listen, info, feed, metrics, health, Controls(simulated, outputs), gaps)
     return web

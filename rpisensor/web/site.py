@@ -25,7 +25,9 @@ from rpisensor.web.api import ReadingsResource, StateResource
 from rpisensor.web.controls import Controls, OutputsResource, SimulateResource
 from rpisensor.web.events import EventHub, EventsResource
 from rpisensor.web.feed import Feed
+from rpisensor.web.hosts import AllowedHosts, host_name
 from rpisensor.web.metrics import Metrics, MetricsResource
+from rpisensor.web.query import error_response
 
 #: The largest request body accepted, in bytes: a change is a short POST.
 MAX_BODY = 4096
@@ -64,6 +66,48 @@ class _Node(Resource):
 
     def getChild(self, path, request):
         return notFound("No such page", "The page is /, the API /api/state and /api/readings.")
+
+
+class _Refused(Resource):
+    """A JSON error with its status, for any method."""
+
+    isLeaf = True
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__()
+        self.code = code
+        self.message = message
+
+    def render(self, request):
+        return error_response(request, self.code, self.message)
+
+
+class _Root(_Node):
+    """
+    The root: every request passes here first. It must name this server in
+    its C{Host} (L{AllowedHosts}), and no answer may be shown in another
+    site's frame (the switches would be a click away: clickjacking).
+    """
+
+    def __init__(self, hosts: AllowedHosts, refusals: RateLimitedLog) -> None:
+        super().__init__()
+        self.hosts = hosts
+        self._refusals = refusals
+
+    def getChildWithDefault(self, path, request):
+        request.setHeader(b"x-frame-options", b"DENY")
+        request.setHeader(b"content-security-policy", b"frame-ancestors 'none'")
+        if not self.hosts.allows(request):
+            name = host_name(request)[:80]
+            self._refusals.warn(
+                "Refused a web request for {name!r}: not a name of this server (a page of another site "
+                "whose name leads here: DNS rebinding?). If it is yours, add --web-host {name}.",
+                key="web requests for other names", name=name,
+            )  # fmt: skip
+            return _Refused(
+                403, f"this server is not {name!r}: open it by its address or its own name, or add --web-host {name}"
+            )
+        return super().getChildWithDefault(path, request)
 
 
 class LimitedRequest(server.Request):
@@ -237,9 +281,13 @@ def build_root(
     controls: Controls,
     health: Callable[[], dict],
     stale_after: float,
+    hosts: AllowedHosts | None = None,
 ) -> Resource:
-    """The resource tree: C{/}, C{/static/...}, C{/api/...}, C{/events}, C{/metrics}."""
-    root = _Node()
+    """
+    The resource tree: C{/}, C{/static/...}, C{/api/...}, C{/events}, C{/metrics}, each for
+    requests that name one of C{hosts} (by default this machine's names and addresses).
+    """
+    root = _Root(hosts if hosts is not None else AllowedHosts(), RateLimitedLog(clock, _log))
     root.putChild(b"", _File(_asset("index.html"), "text/html; charset=utf-8"))
     static = _Node()
     for name, kind in ASSETS.items():

@@ -67,6 +67,19 @@ class WebOptions(FoldedOptions):
     def __init__(self) -> None:
         super().__init__()
         self["web"] = []
+        self["web-host"] = []
+
+    def opt_web_host(self, name: str) -> None:
+        """
+        A name the page answers to (repeatable), besides this machine's addresses, localhost
+        and its own host name: a DNS name of yours, or a proxy's. Requests naming another
+        host get 403 (a page of another site whose name leads here: DNS rebinding).
+        Example: --web-host sensors.example.org
+        """
+        name = name.strip().lower().rstrip(".")
+        if not name or any(c in name for c in " /:@[]"):
+            raise usage.UsageError(f"--web-host takes a host name without a port, got {name!r}")
+        self["web-host"].append(name)
 
     def opt_web(self, description: str) -> None:
         """
@@ -114,4 +127,4 @@ class WebOptions(FoldedOptions):
             max_lag=self["web-max-lag"],
             heartbeat=self["web-heartbeat"],
         )
-        return WebSettings(tuple(self["web"]), limits, self["web-stale"], self["web-max-tiles"])
+        return WebSettings(tuple(self["web"]), limits, self["web-stale"], self["web-max-tiles"], tuple(self["web-host"]))

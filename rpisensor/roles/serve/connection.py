@@ -67,19 +67,27 @@ class SensorServerProtocol(ServerConnection):
         # The client's certificate is known now: it may grant control (--control-cert).
         self.granted = self.factory.permissions_for(self.transport)
 
-    _who: str | None = None
+    _certificate: str | None = None
+
+    def _named(self, address: str) -> str:
+        """C{address}, and the client's certificate's CN once its TLS handshake is done."""
+        if not self.tls_established:
+            return address
+        if self._certificate is None:
+            from rpisensor.net.tls import certificate_name
+
+            self._certificate = certificate_name(self.transport) or ""
+        return f"{address} (certificate {self._certificate})" if self._certificate else address
 
     @property
     def who(self) -> str:
         """The client as control replies and log lines name it: its address, and its certificate's CN."""
-        if not self.tls_established:
-            return self.peer
-        if self._who is None:
-            from rpisensor.net.tls import certificate_name
+        return self._named(self.peer)
 
-            name = certificate_name(self.transport)
-            self._who = f"{self.peer} (certificate {name})" if name else self.peer
-        return self._who
+    @property
+    def sender(self) -> str:
+        """Who the client is for the control log, whatever its port: its IP address, and its certificate's CN."""
+        return self._named(getattr(self.transport.getPeer(), "host", None) or self.peer)
 
     @property
     def busy(self) -> bool:
