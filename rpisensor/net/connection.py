@@ -116,10 +116,11 @@ class ServerConnection(NullTerminatedProtocol):
             now = self.last_heard = self.factory.clock.seconds()
             if self._first_line_pending and self._cross_protocol(data):
                 return
-            # The time the message now arriving began (see --message-timeout).
-            if b"\0" in data:
-                self.partial_since = None if data.endswith(b"\0") else now
-            elif self.partial_since is None:
+            # When the message now arriving began (see --message-timeout): none when the
+            # data ends a message; now when it begins one after a NUL, or the first.
+            if data.endswith(b"\0"):
+                self.partial_since = None
+            elif self.partial_since is None or b"\0" in data:
                 self.partial_since = now
         super().dataReceived(data)
 

@@ -31,6 +31,16 @@ LINE_BREAK_REFUSAL = (
 )
 
 
+def _line_break_inside(text: str) -> bool:
+    """
+    Whether C{text} has CR or LF inside it, not just around it. Lines are HTTP's
+    (or SMTP's...) framing, never this protocol's: such a message is what a browser
+    or another protocol's client sends, not one command.
+    """
+    body = text.strip()
+    return "\n" in body or "\r" in body
+
+
 @implementer(IPushProducer)
 class SensorServerProtocol(ServerConnection):
     """
@@ -109,14 +119,10 @@ class SensorServerProtocol(ServerConnection):
         verb, args = wire.parse_command(text)
         if not verb:
             return
-        if "\n" in text or "\r" in text:
-            body = text.strip()
-            if "\n" in body or "\r" in body:
-                # Lines are HTTP's (or SMTP's...) framing, never this protocol's: what a
-                # browser or another protocol's client sends, not one command.
-                self.reply(LINE_BREAK_REFUSAL)
-                return
         command = self.factory.commands.get(verb)
+        if command is not None and ("\n" in text or "\r" in text) and _line_break_inside(text):
+            self.reply(LINE_BREAK_REFUSAL)
+            return
         if command is not None and command.raw and command.permission in self.granted:
             rest = text.strip().split(None, 1)
             command.handler(self, [rest[1] if len(rest) > 1 else ""])
