@@ -292,7 +292,8 @@ def fresh(name: str) -> Path:
 
 def fill_outbox(path: Path, count: int) -> str:
     """C{count} readings in a new outbox, through the journal's own API, closed cleanly: its stream id."""
-    from rpisensor.stream.journal import Journal, NewReading
+    from rpisensor.entries import Reading
+    from rpisensor.stream.journal import Journal
     from rpisensor.wire.v2 import format_timestamp
 
     journal = Journal(path)
@@ -300,8 +301,7 @@ def fill_outbox(path: Path, count: int) -> str:
     start = time.time() - count * INTERVAL
     for base in range(0, count, 5000):
         journal.append([
-            NewReading(format_timestamp(start + i * INTERVAL), True, "button", i % 2,
-                       "Button pressed" if i % 2 else "Button released")
+            Reading(ts=format_timestamp(start + i * INTERVAL), synced=True, sensor="button", value=i % 2, text="Button pressed" if i % 2 else "Button released")
             for i in range(base + 1, min(count, base + 5000) + 1)
         ])  # fmt: skip
     journal.close(clean=True)

@@ -23,7 +23,7 @@ from zope.interface import implementer
 from rpisensor.net.limits import ListenSettings
 from rpisensor.roles.collect.collector import READING_LINES, CollectorFactory
 from rpisensor.store import StoreService, store_file_for
-from rpisensor.stream.records import StreamGap, StreamReading
+from rpisensor.entries import Gap, Reading
 from rpisensor.testing import FakeRunner, stored_messages, stored_stream
 from rpisensor.wire import v2
 from tests.certs import make_ca, make_leaf
@@ -40,7 +40,7 @@ def hello(heartbeat: float | None = 10.0, device: str = DEVICE, last: int | None
 
 
 def reading(seq: int, stream: str = STREAM) -> str:
-    return v2.encode(v2.Reading(stream, seq, TS, True, "button", seq % 2, f"reading {seq}"))
+    return v2.encode(v2.Reading(stream=stream, seq=seq, ts=TS, synced=True, sensor="button", value=seq % 2, text=f"reading {seq}"))
 
 
 def frames(*texts: str) -> bytes:
@@ -97,7 +97,7 @@ def sent(transport: StringTransport) -> list[str]:
 
 
 def seqs(path: str) -> list[tuple]:
-    return [(r.seq,) if isinstance(r, StreamReading) else (r.first, r.last) for r in stored_stream(path)]
+    return [(r.seq,) if isinstance(r, Reading) else (r.first, r.last) for r in stored_stream(path)]
 
 
 class CollectV2TestCase(SynchronousTestCase):
@@ -219,12 +219,12 @@ class AckTests(CollectV2TestCase):
         events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         c = self.collector()
         protocol, transport = c.connect()
-        gap = v2.encode(v2.Gap(STREAM, 1, 7, "outbox full"))
+        gap = v2.encode(v2.Gap(stream=STREAM, first=1, last=7, reason="outbox full"))
         protocol.dataReceived(frames(hello(), gap, reading(8)))
         c.write()
         self.assertEqual(sent(transport)[-1], 'ack {"seq":8}')
         [record, after] = stored_stream(c.path)
-        self.assertEqual(record, StreamGap(DEVICE, STREAM, 1, 7, "outbox full", PEER, RECEIVED, None))
+        self.assertEqual(record, Gap(device=DEVICE, stream=STREAM, first=1, last=7, reason="outbox full", peer=PEER, received=RECEIVED, identity=None))
         self.assertEqual(after.seq, 8)
         warnings = [e for e in events if e["log_level"] == LogLevel.warn]
         self.assertEqual([(e["first"], e["last"], e["reason"]) for e in warnings], [(1, 7, "outbox full")])
@@ -236,7 +236,7 @@ class AckTests(CollectV2TestCase):
         protocol.dataReceived(frames(hello(), reading(1)))
         c.write()
         self.assertEqual(stored_stream(c.path), [
-            StreamReading(DEVICE, STREAM, 1, TS, True, "button", 1, None, "reading 1", PEER, RECEIVED, None)
+            Reading(device=DEVICE, stream=STREAM, seq=1, ts=TS, synced=True, sensor="button", value=1, unit=None, text="reading 1", peer=PEER, received=RECEIVED, identity=None)
         ])  # fmt: skip
 
     def test_out_of_order_closes(self):
@@ -419,7 +419,7 @@ class CutAtEveryByteTests(SynchronousTestCase):
     """
 
     def session(self) -> bytes:
-        return frames(hello(last=3), reading(1), v2.encode(v2.Gap(STREAM, 2, 3, "outbox full")), reading(4))
+        return frames(hello(last=3), reading(1), v2.encode(v2.Gap(stream=STREAM, first=2, last=3, reason="outbox full")), reading(4))
 
     def check_every_offset(self, suffix: str, restart: bool, replay_all: bool) -> None:
         data = self.session()
@@ -436,7 +436,7 @@ class CutAtEveryByteTests(SynchronousTestCase):
             again, transport = c.connect(40001)
             again.dataReceived(frames(hello(last=4)))
             welcome = v2.parse(sent(transport)[0])
-            entries = [reading(1), v2.encode(v2.Gap(STREAM, 2, 3, "outbox full")), reading(4)]
+            entries = [reading(1), v2.encode(v2.Gap(stream=STREAM, first=2, last=3, reason="outbox full")), reading(4)]
             ends = [1, 3, 4]
             replay = entries if replay_all else [e for e, end in zip(entries, ends) if end > welcome.acked]
             again.dataReceived(frames(*replay))
@@ -631,7 +631,7 @@ class IdentityTests(CollectV2TestCase):
     def test_identity_recorded(self):
         """With client certificates required, each record has the certificate's CN as its identity."""
         c, protocol, transport = self.connect(DEVICE)
-        protocol.dataReceived(frames(hello(), reading(1), v2.encode(v2.Gap(STREAM, 2, 2, "outbox full"))))
+        protocol.dataReceived(frames(hello(), reading(1), v2.encode(v2.Gap(stream=STREAM, first=2, last=2, reason="outbox full"))))
         c.write()
         self.assertEqual([r.identity for r in stored_stream(c.path)], [DEVICE, DEVICE])
 

@@ -72,7 +72,7 @@ def frame(text: str) -> bytes:
 
 
 def reading(seq: int) -> str:
-    return v2.encode(v2.Reading(STREAM, seq, TS, True, "button", seq % 2, "Button pressed" if seq % 2 else "Button released"))
+    return v2.encode(v2.Reading(stream=STREAM, seq=seq, ts=TS, synced=True, sensor="button", value=seq % 2, text="Button pressed" if seq % 2 else "Button released"))
 
 
 class _Mixin:

@@ -19,10 +19,10 @@ from twisted.logger import globalLogPublisher
 
 from rpisensor.net.framing import NullTerminatedProtocol
 from rpisensor.roles.poll.poller import PollService, build_poll_service
-from rpisensor.stream.journal import Journal, NewReading
+from rpisensor.stream.journal import Journal
 from rpisensor.stream.outbox import JournalService
 from rpisensor.stream.publisher import Publication
-from rpisensor.stream.records import StreamReading
+from rpisensor.entries import Reading
 from rpisensor.testing import stored_stream, wait_until
 from rpisensor.wire import v2
 
@@ -69,7 +69,7 @@ def take(journal: JournalService, *values: int) -> Deferred:
     from twisted.internet.defer import gatherResults
 
     return gatherResults([
-        journal.append(NewReading("2026-12-01T19:33:25.123Z", True, "button", v, f"value {v}")) for v in values
+        journal.append(Reading(ts="2026-12-01T19:33:25.123Z", synced=True, sensor="button", value=v, text=f"value {v}")) for v in values
     ])  # fmt: skip
 
 
@@ -88,7 +88,7 @@ async def test_subscribe_stores_exactly_once_across_drops_and_restarts(reactor, 
         if "resuming after seq" in event.get("log_format", ""):
             logged.append(event["seq"])
 
-    got: list[StreamReading] = []
+    got: list[Reading] = []
     globalLogPublisher.addObserver(observe)
     service = None
     try:

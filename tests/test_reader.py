@@ -15,7 +15,7 @@ from rpisensor.hw.interfaces import SensorReadError
 from rpisensor.hw.simulated import SimulatedGPIO
 from rpisensor.sensing.inputs import DEFAULT_INPUT
 from rpisensor.sensing.reader import InputReader, ReadTimeout, timed_read
-from rpisensor.sensing.reading import UnknownInput
+from rpisensor.sensing.sample import UnknownInput
 from rpisensor.testing import FakeRunner, inline_runner, simulated_pins
 from tests.support import DOOR
 from tests.worker_threads import ThreadedClock

@@ -185,7 +185,7 @@ class OutboxStartTwistdTests(SynchronousTestCase):
         first = Twistd("rpisensor", "report", "--gpio", "sim", "--connect", "tcp:host=127.0.0.1:port=9",
                        cwd=directory)  # fmt: skip
         self.addCleanup(first.close)
-        first.wait_for("Journal .*rpisensor-outbox.sqlite: stream")
+        first.wait_for("Outbox .*rpisensor-outbox.sqlite: stream")
         exited = run_twistd(
             "-n", "--pidfile=", "rpisensor", "report", "--gpio", "sim", "--connect", "tcp:host=127.0.0.1:port=9",
             cwd=directory,
@@ -215,7 +215,7 @@ class ReportTacTests(SynchronousTestCase):
                "RPISENSOR_OUTBOX": "mine.sqlite"}  # fmt: skip
         twistd = Twistd("-y", self.tac, cwd=directory, env=env)
         self.addCleanup(twistd.close)
-        twistd.wait_for(rf"Journal {re.escape(directory)}/mine\.sqlite: stream [0-9a-f]{{16}}")
+        twistd.wait_for(rf"Outbox {re.escape(directory)}/mine\.sqlite: stream [0-9a-f]{{16}}")
         twistd.stop_cleanly()
         self.assertTrue(os.path.exists(os.path.join(directory, "mine.sqlite")))
 

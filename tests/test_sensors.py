@@ -36,7 +36,7 @@ from rpisensor.sensing.inputs import DEFAULT_INPUT
 from rpisensor.sensing.measure import parse_sensor
 from rpisensor.sensing.pool import open_reader
 from rpisensor.sensing.reader import InputReader
-from rpisensor.sensing.reading import Measurement
+from rpisensor.sensing.sample import Measurement
 from rpisensor.stream.journal import Journal
 from rpisensor.stream.measuring import MeasurementSampler
 from rpisensor.store import SQLiteFile

@@ -361,7 +361,7 @@ class SubscribeTests(SynchronousTestCase):
         client = harness.connect()
         client.send(hello(), 'subscribe {"after":2}')
         frames = client.frames()[1:]
-        self.assertEqual(frames[0], v2.Gap(harness.stream, 3, 5, TRIMMED_REASON))
+        self.assertEqual(frames[0], v2.Gap(stream=harness.stream, first=3, last=5, reason=TRIMMED_REASON))
         self.assertEqual([f.seq for f in frames[1:]], [6, 7, 8])
 
     def test_ahead_of_the_stream(self) -> None:

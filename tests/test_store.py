@@ -24,7 +24,7 @@ from rpisensor.store import (
     store_file_for,
 )
 from rpisensor.store import jsonl
-from rpisensor.stream.records import StreamReading
+from rpisensor.entries import Reading
 from rpisensor.testing import FakeRunner
 from tests.full_disk import FullDiskFile
 from tests.support import read_jsonl, read_sqlite
@@ -82,10 +82,10 @@ class FailOnceFile(JsonLinesFile):
         super()._append(data)
 
 
-def stream_entry(device: str, seq: int, text: str = "Button pressed") -> StreamReading:
-    return StreamReading(
-        device, "s1", seq, "2026-12-01T00:00:00.000Z", True, "button", 1, None, text,
-        "127.0.0.1:1", "2026-12-01T00:00:00.100Z",
+def stream_entry(device: str, seq: int, text: str = "Button pressed") -> Reading:
+    return Reading(
+        device=device, stream="s1", seq=seq, ts="2026-12-01T00:00:00.000Z", synced=True, sensor="button",
+        value=1, text=text, peer="127.0.0.1:1", received="2026-12-01T00:00:00.100Z",
     )  # fmt: skip
 
 
@@ -153,10 +153,7 @@ class StoreServiceTests(SynchronousTestCase):
         entries would land behind a hole, and a JSON Lines file would then skip the
         hole's replay as entries it has.
         """
-        stream_entry = lambda seq: StreamReading(  # noqa: E731
-            "pi", "s1", seq, "2026-12-01T00:00:00.000Z", True, "button", 1, None, "Button pressed",
-            "127.0.0.1:1", "2026-12-01T00:00:00.100Z",
-        )  # fmt: skip
+        stream_entry = lambda seq: Reading(device="pi", stream="s1", seq=seq, ts="2026-12-01T00:00:00.000Z", synced=True, sensor="button", value=1, unit=None, text="Button pressed", peer="127.0.0.1:1", received="2026-12-01T00:00:00.100Z")  # fmt: skip
         file = FailOnceFile(self.path)
         store = StoreService(self.clock, file, runner=self.runner)
         store.startService()
@@ -348,23 +345,23 @@ class HungWrites:
 
 # -- v2: stream records ---------------------------------------------------------------
 
-from rpisensor.stream.records import StreamGap  # noqa: E402
+from rpisensor.entries import Gap  # noqa: E402
 from rpisensor.testing import stored_messages, stored_stream  # noqa: E402
 
 RECEIVED = "2026-12-01T19:33:25.200Z"
 
 
-def reading(seq: int, stream: str = "8f3a1c2e9b7d4a60", device: str = "pi-kitchen", **fields) -> StreamReading:
+def reading(seq: int, stream: str = "8f3a1c2e9b7d4a60", device: str = "pi-kitchen", **fields) -> Reading:
     values = dict(
         ts="2026-12-01T19:33:25.123Z", synced=True, sensor="button", value=seq % 2, unit=None,
         text=f"reading {seq}", peer="192.168.0.17:40000", received=RECEIVED, identity=None,
     )  # fmt: skip
     values.update(fields)
-    return StreamReading(device, stream, seq, **values)
+    return Reading(device=device, stream=stream, seq=seq, **values)
 
 
-def gap(first: int, last: int, stream: str = "8f3a1c2e9b7d4a60", device: str = "pi-kitchen") -> StreamGap:
-    return StreamGap(device, stream, first, last, "outbox full", "192.168.0.17:40000", RECEIVED, "pi-cert")
+def gap(first: int, last: int, stream: str = "8f3a1c2e9b7d4a60", device: str = "pi-kitchen") -> Gap:
+    return Gap(device=device, stream=stream, first=first, last=last, reason="outbox full", peer="192.168.0.17:40000", received=RECEIVED, identity="pi-cert")
 
 
 class SQLiteStreamTests(SynchronousTestCase):

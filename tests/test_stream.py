@@ -15,10 +15,10 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from rpisensor.stream.journal import Journal, NewReading
+from rpisensor.stream.journal import Journal
 from rpisensor.stream.outbox import JournalService
 from rpisensor.stream.receiver import StreamReceiver, StreamRegistry
-from rpisensor.stream.records import StreamGap, StreamReading
+from rpisensor.entries import Gap, Reading
 from rpisensor.stream.sender import ReceiverAhead, StreamSender
 from rpisensor.testing import inline_runner
 from rpisensor.wire import v2
@@ -26,8 +26,8 @@ from rpisensor.wire import v2
 TS = "2026-12-01T19:33:25.123Z"
 
 
-def reading(value: int) -> NewReading:
-    return NewReading(TS, True, "button", value, f"value {value}")
+def reading(value: int) -> Reading:
+    return Reading(ts=TS, synced=True, sensor="button", value=value, text=f"value {value}")
 
 
 class MemoryStore:
@@ -45,7 +45,7 @@ class MemoryStore:
         return succeed(None)
 
     def readings(self) -> list[int]:
-        return [r.seq for r in self.records if isinstance(r, StreamReading)]
+        return [r.seq for r in self.records if isinstance(r, Reading)]
 
 
 class Pair:
@@ -231,7 +231,7 @@ class DeliveryTests(StreamTestCase):
         pair.take(*range(10))
         pair.connect()
         pair.settle()
-        gaps = [r for r in pair.store.records if isinstance(r, StreamGap)]
+        gaps = [r for r in pair.store.records if isinstance(r, Gap)]
         self.assertEqual([(g.first, g.last, g.reason) for g in gaps], [(1, 7, "outbox full")])
         self.assertEqual(pair.store.readings(), [8, 9, 10])
 
@@ -297,7 +297,7 @@ class ReceiverTests(StreamTestCase):
         """An entry of another stream closes the connection."""
         pair = self.pair()
         pair.connect()
-        pair.receiver.receive(v2.Reading("0000000000000000", 1, TS, True, "button", 1, "x"))
+        pair.receiver.receive(v2.Reading(stream="0000000000000000", seq=1, ts=TS, synced=True, sensor="button", value=1, text="x"))
         self.assertIn("on the connection of stream", pair.closed_with[0])
 
     def test_receiver_ahead(self) -> None:
@@ -338,7 +338,7 @@ class BatchTests(StreamTestCase):
         self.store, self.closed, self.sent = BatchStore(), [], []
 
     def entry(self, seq: int, stream: str = "s1") -> v2.Reading:
-        return v2.Reading(stream, seq, TS, True, "button", seq % 2, "x")
+        return v2.Reading(stream=stream, seq=seq, ts=TS, synced=True, sensor="button", value=seq % 2, text="x")
 
     def test_held_entries_are_one_batch_one_ack(self) -> None:
         """Entries taken between hold and flush go to the store in one call, acknowledged together."""
@@ -440,8 +440,8 @@ class ExactlyOnceProperty(StreamTestCase):
                     pair.start_reporter()
                 elif kind == "restart collector":
                     pair.cut()
-                    high = max([r.seq for r in pair.store.records if isinstance(r, StreamReading)] +
-                               [r.last for r in pair.store.records if isinstance(r, StreamGap)] + [0])
+                    high = max([r.seq for r in pair.store.records if isinstance(r, Reading)] +
+                               [r.last for r in pair.store.records if isinstance(r, Gap)] + [0])
                     pair.registry = StreamRegistry({("pi", pair.outbox.journal.stream): high})
                 elif kind == "store fails":
                     pair.store.fail_next = True
@@ -456,7 +456,7 @@ class ExactlyOnceProperty(StreamTestCase):
             taken = pair.outbox.journal.last
             skipped_seqs = {seq for first, last in skipped for seq in range(first, last + 1)}
             self.assertEqual(pair.store.readings(), [s for s in range(1, taken + 1) if s not in skipped_seqs])
-            gaps = [(r.first, r.last) for r in pair.store.records if isinstance(r, StreamGap)]
+            gaps = [(r.first, r.last) for r in pair.store.records if isinstance(r, Gap)]
             self.assertEqual(gaps, skipped)
         finally:
             pair.outbox.stopService()
@@ -545,7 +545,7 @@ class PublicationTests(StreamTestCase):
 
     def append(self, journal, *values, sensor="button") -> None:
         for value in values:
-            journal.append(NewReading(TS, True, sensor, value, f"{sensor} {value}"))
+            journal.append(Reading(ts=TS, synced=True, sensor=sensor, value=value, text=f"{sensor} {value}"))
         journal._reactor.advance(0)
 
     def test_fresh_subscription_gets_snapshot_then_live(self) -> None:
@@ -612,7 +612,7 @@ class PublicationTests(StreamTestCase):
         for seq in range(1, 7):
             publication.ack(seq)
         frames = [v2.parse(text) for text in sent]
-        self.assertEqual([getattr(f, "seq", None) for f in frames], [1, 2, 3, None, 5, 6])
+        self.assertEqual([f.seq if isinstance(f, Reading) else None for f in frames], [1, 2, 3, None, 5, 6])
         self.assertEqual((frames[3].first, frames[3].last), (4, 4))
 
 

@@ -19,7 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from rpisensor.roles.poll.subscribing import SubscribeFactory, describe
 from rpisensor.store import StoreService, store_file_for
-from rpisensor.stream.records import StreamGap, StreamReading
+from rpisensor.entries import Gap, Reading
 from rpisensor.testing import FakeRunner, stored_messages, stored_stream
 from rpisensor.wire import v2
 
@@ -35,11 +35,11 @@ def welcome(first: int = 1, last: int = 0, heartbeat: float | None = None, strea
 
 
 def reading(seq: int, snapshot: bool = False, sensor: str = "button") -> str:
-    return v2.encode(v2.Reading(STREAM, seq, TS, True, sensor, seq % 2, f"reading {seq}", snapshot=snapshot))
+    return v2.encode(v2.Reading(stream=STREAM, seq=seq, ts=TS, synced=True, sensor=sensor, value=seq % 2, text=f"reading {seq}", snapshot=snapshot))
 
 
 def gap(first: int, last: int) -> str:
-    return v2.encode(v2.Gap(STREAM, first, last, "the Pi's journal no longer holds these"))
+    return v2.encode(v2.Gap(stream=STREAM, first=first, last=last, reason="the Pi's journal no longer holds these"))
 
 
 def frames(*texts: str) -> bytes:
@@ -88,7 +88,7 @@ class Subscriber:
 
 
 def seqs(path: str) -> list[tuple]:
-    return [(r.seq,) if isinstance(r, StreamReading) else (r.first, r.last) for r in stored_stream(path)]
+    return [(r.seq,) if isinstance(r, Reading) else (r.first, r.last) for r in stored_stream(path)]
 
 
 class SubscribeTestCase(SynchronousTestCase):
@@ -279,7 +279,7 @@ class StreamTests(SubscribeTestCase):
         protocol.dataReceived(frames(gap(1, 7), reading(8), reading(9)))
         s.write()
         self.assertEqual(seqs(s.path), [(1, 7), (8,), (9,)])
-        [record] = [r for r in stored_stream(s.path) if isinstance(r, StreamGap)]
+        [record] = [r for r in stored_stream(s.path) if isinstance(r, Gap)]
         self.assertEqual((record.device, record.peer), (DEVICE, SERVER))
 
     def test_out_of_order_closes_without_an_error_line(self):
@@ -406,10 +406,10 @@ class CutAtEveryByteTests(SynchronousTestCase):
 class EmbeddingTests(SubscribeTestCase):
     def test_on_reading(self):
         """Each reading goes to on_reading, snapshot ones first and flagged; its Deferred holds the ack."""
-        got: list[StreamReading] = []
+        got: list[Reading] = []
         pending: list[Deferred] = []
 
-        def on_reading(record: StreamReading):
+        def on_reading(record: Reading):
             got.append(record)
             if not record.snapshot:
                 pending.append(Deferred())
@@ -432,5 +432,5 @@ class EmbeddingTests(SubscribeTestCase):
 class DescribeTests(SynchronousTestCase):
     def test_unsynced_clock(self):
         """A reading taken before the Pi's clock was synchronised says so."""
-        record = StreamReading(DEVICE, STREAM, 3, TS, False, "door", 1, None, "Door open", SERVER, TS)
+        record = Reading(device=DEVICE, stream=STREAM, seq=3, ts=TS, synced=False, sensor="door", value=1, unit=None, text="Door open", peer=SERVER, received=TS)
         self.assertEqual(describe(record), "door: Door open (seq 3, 19:33:25.123, the Pi's clock was not synchronised)")

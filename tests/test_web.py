@@ -29,7 +29,8 @@ from rpisensor.hw.simulated import SimulatedGPIO
 from rpisensor.net.access import AccessPolicy
 from rpisensor.net.limits import ListenSettings
 from rpisensor.sensing.inputs import DEFAULT_INPUT
-from rpisensor.stream.journal import Journal, NewReading
+from rpisensor.entries import Reading
+from rpisensor.stream.journal import Journal
 from rpisensor.stream.outbox import JournalService
 from rpisensor.web.controls import Controls, IOutputSwitches, SimulatedInputs, SwitchRefused
 from rpisensor.web.events import CATCH_UP, EventHub, EventLimits
@@ -111,7 +112,7 @@ class WebTestCase(SynchronousTestCase):
         for i in range(count):
             v = (self.journal.journal.last + 1) % 2 if value is None else value
             ts = iso_time(self.clock.seconds() if at is None else at)
-            self.journal.append(NewReading(ts, True, "button", v, "Button pressed" if v else "Button released"))
+            self.journal.append(Reading(ts=ts, synced=True, sensor="button", value=v, text="Button pressed" if v else "Button released"))
         self.clock.advance(0)
 
     def get(self, path: bytes, method: bytes = b"GET", headers: dict | None = None, **args) -> Request:
@@ -438,12 +439,11 @@ class HeldEventsTests(SynchronousTestCase):
 
 class ReceivedFeedTests(SynchronousTestCase):
     def test_numbers_readings_and_resumes_from_its_buffer(self):
-        from rpisensor.stream.records import StreamReading
+        from rpisensor.entries import Reading
 
         feed = ReceivedFeed(keep=3)
         for seq in range(1, 6):
-            feed.on_reading(StreamReading("pi", "s", seq, iso_time(START + seq), True, "button", seq % 2,
-                                          "t", None, "peer", iso_time(START + seq)))  # fmt: skip
+            feed.on_reading(Reading(device="pi", stream="s", seq=seq, ts=iso_time(START + seq), synced=True, sensor="button", value=seq % 2, unit="t", text=None, peer="peer", received=iso_time(START + seq)))  # fmt: skip
         self.assertEqual(feed.last, 5)
         self.assertEqual([e["id"] for e in self.successResultOf(feed.after(0, 10)).events], [3, 4, 5])
         page = self.successResultOf(feed.after(3, 1))
@@ -454,10 +454,11 @@ class ReceivedFeedTests(SynchronousTestCase):
 
     def test_the_tiles_are_bounded_the_oldest_updated_go(self):
         """A reporter naming 10,000 sensors leaves --web-max-tiles tiles, the most recently updated."""
-        from rpisensor.stream.records import StreamReading
+        from rpisensor.entries import Reading
 
-        def reading(device: str, sensor: str) -> StreamReading:
-            return StreamReading(device, "s", 1, iso_time(START), True, sensor, 1, "t", None, "peer", iso_time(START))
+        def reading(device: str, sensor: str) -> Reading:
+            return Reading(device=device, stream="s", seq=1, ts=iso_time(START), synced=True, sensor=sensor,
+                           value=1, text="t", peer="peer", received=iso_time(START))  # fmt: skip
 
         feed = ReceivedFeed(max_tiles=3)
         feed.on_reading(reading("kitchen", "door"))

@@ -17,10 +17,10 @@ from twisted.trial.unittest import SynchronousTestCase
 from rpisensor.net.limits import ListenSettings
 from rpisensor.store import JsonLinesFile, SQLiteFile
 from rpisensor.stream.delivery import Delivery
-from rpisensor.stream.journal import Journal, NewReading
+from rpisensor.stream.journal import Journal
 from rpisensor.stream.outbox import JournalService
 from rpisensor.stream.receiver import StreamState
-from rpisensor.stream.records import StreamGap, StreamReading
+from rpisensor.entries import Gap, Reading
 from rpisensor.web.feed import ReceivedFeed, iso_time
 from rpisensor.web.gaps import LATEST, ReceivedGaps
 from rpisensor.web.history import jsonl_gaps, sqlite_gaps
@@ -31,13 +31,12 @@ from tests.test_web import START, Request, _Reader, inline
 RECEIVED = "2026-12-01T22:00:00.000Z"
 
 
-def gap(first: int, last: int, reason: str = "outbox full", device: str = "kitchen") -> StreamGap:
-    return StreamGap(device, "s1", first, last, reason, "127.0.0.1:5000", RECEIVED)
+def gap(first: int, last: int, reason: str = "outbox full", device: str = "kitchen") -> Gap:
+    return Gap(device=device, stream="s1", first=first, last=last, reason=reason, peer="127.0.0.1:5000", received=RECEIVED)
 
 
-def reading(seq: int, device: str = "kitchen") -> StreamReading:
-    return StreamReading(device, "s1", seq, RECEIVED, True, "button", 1, "Button pressed", None,
-                         "127.0.0.1:5000", RECEIVED)  # fmt: skip
+def reading(seq: int, device: str = "kitchen") -> Reading:
+    return Reading(device=device, stream="s1", seq=seq, ts=RECEIVED, synced=True, sensor="button", value=1, unit="Button pressed", text=None, peer="127.0.0.1:5000", received=RECEIVED)  # fmt: skip
 
 
 def render(root, path: bytes, **args) -> Request:
@@ -162,7 +161,7 @@ class ServeGapsTests(SynchronousTestCase):
         service.startService()
         self.addCleanup(service.stopService)
         for _ in range(10):
-            service.append(NewReading(iso_time(START), True, "button", 1, "Button pressed"))
+            service.append(Reading(ts=iso_time(START), synced=True, sensor="button", value=1, text="Button pressed"))
         clock.advance(0)
         journal.drop_oldest_over(8, "power cut")  # entries 1 to 3 become a gap entry
         top = SimpleNamespace(factory=SimpleNamespace(connections=[], controller=None, grants=None))

@@ -15,7 +15,7 @@ from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
 from rpisensor.store import JsonLinesFile, Record, SQLiteFile
-from rpisensor.stream.records import StreamReading
+from rpisensor.entries import Reading
 from rpisensor.web.api import ReadingsResource
 from rpisensor.web.feed import ReceivedFeed, iso_time
 from rpisensor.web.history import MAX_RUNNING, MAX_WAITING, HistoryBusy, jsonl_since, sqlite_since, store_history
@@ -31,8 +31,9 @@ def records(taken_and_delays) -> list:
     arrived = sorted(((t + d, t) for t, d in taken_and_delays))
     out = []
     for seq, (received, taken) in enumerate(arrived, 1):
-        out.append(StreamReading("pi", "s1", seq, iso_time(START + taken), True, "door", seq % 2, None,
-                                 f"r{seq}", "127.0.0.1:1", iso_time(START + received)))  # fmt: skip
+        out.append(Reading(device="pi", stream="s1", seq=seq, ts=iso_time(START + taken), synced=True,
+                           sensor="door", value=seq % 2, text=f"r{seq}", peer="127.0.0.1:1",
+                           received=iso_time(START + received)))  # fmt: skip
         if seq % 7 == 0:
             out.append(Record(iso_time(START + received), "127.0.0.1:2", "a v1 message"))
     return out

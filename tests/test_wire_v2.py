@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import fields, is_dataclass
 from types import SimpleNamespace
 
 from hypothesis import given, settings
@@ -10,10 +11,11 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from rpisensor import wire
 from rpisensor.wire import v2
-from rpisensor.wire.v2 import Ack, FrameError, Gap, Heartbeat, Hello, Reading, Subscribe, Welcome
+from rpisensor.entries import Gap, Reading
+from rpisensor.wire.v2 import Ack, FrameError, Heartbeat, Hello, Subscribe, Welcome
 
 STREAM = "8f3a1c2e9b7d4a60"
-READING = Reading(STREAM, 42, "2026-12-01T19:33:25.123Z", True, "button", 1, "Button pressed")
+READING = Reading(stream=STREAM, seq=42, ts="2026-12-01T19:33:25.123Z", synced=True, sensor="button", value=1, text="Button pressed")
 
 ids = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,20}", fullmatch=True)
 seqs = st.integers(0, v2.MAX_SEQ)
@@ -33,7 +35,7 @@ readings = st.builds(
 )
 frames = st.one_of(
     readings,
-    st.builds(lambda s, a, b, r: Gap(s, min(a, b), max(a, b), r), ids, seqs, seqs, st.text(max_size=50)),
+    st.builds(lambda s, a, b, r: Gap(stream=s, first=min(a, b), last=max(a, b), reason=r), ids, seqs, seqs, st.text(max_size=50)),
     st.builds(Ack, seqs),
     st.builds(Subscribe, st.one_of(st.none(), seqs)),
     st.just(Heartbeat()),
@@ -64,7 +66,7 @@ class RoundTripTests(SynchronousTestCase):
 
     def test_nul_in_text_is_escaped(self) -> None:
         """A NUL in a reading's text travels escaped, never raw."""
-        frame = Reading(STREAM, 1, READING.ts, False, "door", 0, "a\0b")
+        frame = Reading(stream=STREAM, seq=1, ts=READING.ts, synced=False, sensor="door", value=0, text="a\0b")
         text = v2.encode(frame)
         self.assertNotIn("\0", text)
         self.assertEqual(v2.parse(text).text, "a\0b")
@@ -91,7 +93,7 @@ class CanonicalReadingTests(SynchronousTestCase):
 
     def test_plain_reading_takes_the_fast_path(self) -> None:
         """The readings a reporter sends (plain text, no escapes) are matched by the fast path."""
-        for reading in (READING, Reading(STREAM, 7, READING.ts, False, "t_1", -2.5e-3, "21.5 C", "C", True)):
+        for reading in (READING, Reading(stream=STREAM, seq=7, ts=READING.ts, synced=False, sensor="t_1", value=-2.5e-3, text="21.5 C", unit="C", snapshot=True)):
             with self.subTest(reading=reading):
                 self.assertEqual(v2._canonical_reading(v2.encode(reading)), reading)
 
@@ -212,7 +214,8 @@ any_texts = st.text(any_characters, max_size=40)
 
 def stored_text_ok(frame) -> bool:
     """Whether every text of C{frame} is one a store can hold: it encodes to UTF-8."""
-    for value in vars(frame).values():
+    values = [getattr(frame, f.name) for f in fields(frame)] if is_dataclass(frame) else vars(frame).values()
+    for value in values:
         if isinstance(value, str):
             try:
                 value.encode("utf-8")

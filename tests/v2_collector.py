@@ -14,7 +14,7 @@ from twisted.internet.protocol import Factory
 from rpisensor.net.framing import NullTerminatedProtocol
 from rpisensor.stream.heartbeat import Heartbeat
 from rpisensor.stream.receiver import StreamReceiver, StreamRegistry
-from rpisensor.stream.records import StreamGap, StreamReading
+from rpisensor.entries import Gap, Reading
 from rpisensor.wire import v2
 
 RECEIVED = "2026-12-01T19:33:26.000Z"
@@ -45,14 +45,14 @@ class MemoryStore:
             self.records.append(record)
             d.callback(None)
 
-    def readings(self) -> list[StreamReading]:
-        return [r for r in self.records if isinstance(r, StreamReading)]
+    def readings(self) -> list[Reading]:
+        return [r for r in self.records if isinstance(r, Reading)]
 
     def seqs(self) -> list[int]:
         return [r.seq for r in self.readings()]
 
-    def gaps(self) -> list[StreamGap]:
-        return [r for r in self.records if isinstance(r, StreamGap)]
+    def gaps(self) -> list[Gap]:
+        return [r for r in self.records if isinstance(r, Gap)]
 
 
 class FakeCollector(NullTerminatedProtocol):
@@ -143,6 +143,6 @@ class FakeCollectorFactory(Factory):
         high: dict[tuple[str, str], int] = {}
         for record in self.store.records:
             key = (record.device, record.stream)
-            last = record.seq if isinstance(record, StreamReading) else record.last
+            last = record.seq if isinstance(record, Reading) else record.last
             high[key] = max(high.get(key, 0), last)
         self.registry = StreamRegistry(high)

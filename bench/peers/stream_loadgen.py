@@ -104,10 +104,7 @@ class Reporter(NullTerminatedProtocol):
             return
         self.seq += 1
         now = time.time()
-        reading = v2.Reading(
-            self.stream, self.seq, v2.format_timestamp(now), True, "button", self.seq % 2,
-            "Button pressed" if self.seq % 2 else "Button released",
-        )  # fmt: skip
+        reading = v2.Reading(stream=self.stream, seq=self.seq, ts=v2.format_timestamp(now), synced=True, sensor="button", value=self.seq % 2, text="Button pressed" if self.seq % 2 else "Button released")  # fmt: skip
         self.sent_at[self.seq] = time.monotonic()
         self.sendMessage(v2.encode(reading))
         self.run.sent += 1

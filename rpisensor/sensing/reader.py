@@ -30,7 +30,7 @@ from rpisensor.hw.interfaces import GPIOError, IGPIOBackend, SensorReadError
 from rpisensor.lograte import RateLimitedLog
 from rpisensor.sensing.inputs import InputSpec
 from rpisensor.sensing.measure import MeasurementSpec
-from rpisensor.sensing.reading import AnyReading, Measurement, Reading, UnknownInput
+from rpisensor.sensing.sample import Level, Measurement, Sample, UnknownInput
 
 #: Runs a blocking callable elsewhere: C{runner(f, *args)} fires with f's result.
 Runner = Callable[..., Deferred]
@@ -75,7 +75,7 @@ class _Read:
     __slots__ = ("spec", "timeout", "waiters", "began", "timer", "stuck", "finished")
 
     def __init__(
-        self, spec: InputSpec | MeasurementSpec, timeout: float, waiter: Callable[[AnyReading | Failure], object]
+        self, spec: InputSpec | MeasurementSpec, timeout: float, waiter: Callable[[Sample | Failure], object]
     ) -> None:
         self.spec = spec
         self.timeout = timeout
@@ -159,7 +159,7 @@ class InputReader:
         self._failing: dict[str, str] = {}
         #: Input name -> its read that is queued or running and not yet answered.
         self._pending: dict[str, _Read] = {}
-        self._latest: dict[str, AnyReading] = {}
+        self._latest: dict[str, Sample] = {}
         self._settled: list[Deferred[None]] = []
         #: Input name -> when its stuck read began.
         self.stuck: dict[str, float] = {}
@@ -195,21 +195,21 @@ class InputReader:
         """The longest any read may run before it counts as stuck (shutdown waits that long)."""
         return max([self.read_timeout, *(spec.timeout for spec in self.sensors.values())])
 
-    def read(self, name: str) -> Deferred[AnyReading]:
+    def read(self, name: str) -> Deferred[Sample]:
         """
-        A Deferred that fires with a fresh L{Reading} of input C{name} (a
+        A Deferred that fires with a fresh L{Level} of input C{name} (a
         L{Measurement} for a sensor), or fails with the backend's or the
         sensor's error or L{ReadTimeout}.
 
         @raise UnknownInput: no input has that name.
         """
-        d: Deferred[Reading] = Deferred()
+        d: Deferred[Level] = Deferred()
         self.when_read(name, partial(_settle, d))
         return d
 
-    def when_read(self, name: str, callback: Callable[[AnyReading | Failure], object]) -> None:
+    def when_read(self, name: str, callback: Callable[[Sample | Failure], object]) -> None:
         """
-        As L{read}, but call C{callback} with the L{Reading} or a L{Failure}
+        As L{read}, but call C{callback} with the L{Level} or a L{Failure}
         (at once, if the answer is already known): the server's hot path,
         without a Deferred per request.
 
@@ -314,11 +314,11 @@ class InputReader:
         if self.on_read is not None and read.began is not None:
             self.on_read(max(0.0, self.clock.seconds() - read.began), isinstance(result, Failure))
         if isinstance(result, Failure):
-            outcome: AnyReading | Failure = result
+            outcome: Sample | Failure = result
             self._read_failed(read.spec, result)
         else:
             got, when = result
-            kind = Measurement if isinstance(read.spec, MeasurementSpec) else Reading
+            kind = Measurement if isinstance(read.spec, MeasurementSpec) else Level
             outcome = self._latest[name] = kind(read.spec, got, when)
             if self._failing.pop(name, None) is not None and not read.stuck:
                 self._sensor_log.info(
@@ -363,7 +363,7 @@ def _what(spec: InputSpec | MeasurementSpec) -> str:
     return "sensor" if isinstance(spec, MeasurementSpec) else "input"
 
 
-def _settle(d: Deferred, outcome: AnyReading | Failure) -> None:
+def _settle(d: Deferred, outcome: Sample | Failure) -> None:
     if isinstance(outcome, Failure):
         d.errback(outcome)
     else:
@@ -373,7 +373,7 @@ def _settle(d: Deferred, outcome: AnyReading | Failure) -> None:
 _notify_log = Logger(namespace="rpisensor.reader")
 
 
-def _notify(waiters: list[Callable], outcome: AnyReading | Failure) -> None:
+def _notify(waiters: list[Callable], outcome: Sample | Failure) -> None:
     """Give C{outcome} to every waiter; one that raises does not stop the others."""
     for waiter in waiters:
         try:

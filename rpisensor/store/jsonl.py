@@ -16,11 +16,11 @@ from pathlib import Path
 
 from twisted.logger import Logger
 
-from rpisensor.store.record import HighWaters, Record, StoredRecord, covers
-from rpisensor.stream.records import StreamGap, StreamReading
+from rpisensor.store.record import HighWaters, Record, StoredRecord
+from rpisensor.entries import Gap, Reading
 
 
-def reading_object(r: StreamReading) -> dict:
+def reading_object(r: Reading) -> dict:
     """A stored reading as its JSON object, C{kind} first."""
     return {
         "kind": "reading", "device": r.device, "stream": r.stream, "seq": r.seq, "ts": r.ts,
@@ -29,7 +29,7 @@ def reading_object(r: StreamReading) -> dict:
     }  # fmt: skip
 
 
-def gap_object(g: StreamGap) -> dict:
+def gap_object(g: Gap) -> dict:
     """A stored gap as its JSON object, C{kind} first."""
     return {
         "kind": "gap", "device": g.device, "stream": g.stream, "from": g.first, "to": g.last,
@@ -38,9 +38,9 @@ def gap_object(g: StreamGap) -> dict:
 
 
 def record_object(record: StoredRecord) -> dict:
-    if isinstance(record, StreamReading):
+    if isinstance(record, Reading):
         return reading_object(record)
-    if isinstance(record, StreamGap):
+    if isinstance(record, Gap):
         return gap_object(record)
     return {"time": record.time, "peer": record.peer, "message": record.message}
 
@@ -134,7 +134,7 @@ class JsonLinesFile:
         for record in records:
             if not isinstance(record, Record):
                 key = (record.device, record.stream)
-                last = covers(record)
+                last = record.last
                 if last <= marks.get(key, high_waters.get(key, 0)):
                     continue  # already in the file (as an SQLite store's unique key would say)
                 marks[key] = last

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rpisensor.stream.records import StreamGap, StreamReading
+from rpisensor.entries import Gap, Reading
 
 
 @dataclass(frozen=True)
@@ -20,13 +20,10 @@ class Record:
 
 
 #: Anything the store writes.
-StoredRecord = Record | StreamReading | StreamGap
+StoredRecord = Record | Reading | Gap
 
 #: The highest seq stored of each stream, by (device, stream): every entry up
 #: to it is in the store (a gap record standing for the ones that were lost).
 HighWaters = dict[tuple[str, str], int]
 
 
-def covers(record: StreamReading | StreamGap) -> int:
-    """The last seq a stream record stands for: its own for a reading, the gap's end for a gap."""
-    return record.seq if isinstance(record, StreamReading) else record.last

@@ -23,7 +23,7 @@ from itertools import groupby
 from pathlib import Path
 
 from rpisensor.store.record import HighWaters, Record, StoredRecord
-from rpisensor.stream.records import StreamGap, StreamReading
+from rpisensor.entries import Gap, Reading
 
 #: The columns a v2 reading adds to C{readings}, with their types.
 STREAM_COLUMNS = (
@@ -67,21 +67,21 @@ def _message_row(r: Record) -> tuple:
     return (r.time, r.peer, r.message)
 
 
-def _reading_row(r: StreamReading) -> tuple:
+def _reading_row(r: Reading) -> tuple:
     return (
         r.received, r.peer, r.text, r.device, r.stream, r.seq, r.ts, int(r.synced), r.sensor,
         r.value, r.unit, r.text, r.received, r.identity,
     )  # fmt: skip
 
 
-def _gap_row(g: StreamGap) -> tuple:
+def _gap_row(g: Gap) -> tuple:
     return (g.device, g.stream, g.first, g.last, g.reason, g.peer, g.received, g.identity)
 
 
 _BY_KIND = {
     Record: (_INSERT_MESSAGE, _message_row),
-    StreamReading: (_INSERT_READING, _reading_row),
-    StreamGap: (_INSERT_GAP, _gap_row),
+    Reading: (_INSERT_READING, _reading_row),
+    Gap: (_INSERT_GAP, _gap_row),
 }
 
 

@@ -16,14 +16,14 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from rpisensor.store import StoreService
-from rpisensor.stream.records import StreamGap, StreamReading, StreamRecord
+from rpisensor.entries import Gap, Reading, Entry
 from rpisensor.wire.v2 import format_timestamp
 
 #: What an embedding program gives to be called with each reading; a Deferred
 #: it returns is waited for before the reading is acknowledged.
-OnReading = Callable[[StreamReading], object]
+OnReading = Callable[[Reading], object]
 #: Told of each gap once it is stored.
-OnGap = Callable[[StreamGap], object]
+OnGap = Callable[[Gap], object]
 
 _PENDING = object()
 
@@ -55,15 +55,15 @@ class Delivery:
         self._queue: deque[list] = deque()
         self._calling = False
 
-    def __call__(self, record: StreamRecord) -> Deferred:
+    def __call__(self, record: Entry) -> Deferred:
         stored = self.store.append(record) if self.store is not None else succeed(None)
-        if self.on_gap is not None and record.__class__ is StreamGap:
+        if self.on_gap is not None and record.__class__ is Gap:
             stored.addCallback(self._tell_gaps, [record])
         if self.on_reading is None:
             return stored
         return self._then_hand_over(record, stored)
 
-    def many(self, records: list[StreamRecord]) -> Deferred:
+    def many(self, records: list[Entry]) -> Deferred:
         """
         C{records} (in order) as one batch: the result fires once all are
         stored and handed over, or fails with the first failure. Without an
@@ -72,7 +72,7 @@ class Delivery:
         if self.on_reading is None:
             stored = self.store.append_many(records) if self.store is not None else succeed(None)
             if self.on_gap is not None:
-                gaps = [r for r in records if r.__class__ is StreamGap]
+                gaps = [r for r in records if r.__class__ is Gap]
                 if gaps:
                     stored.addCallback(self._tell_gaps, gaps)
             return stored
@@ -83,7 +83,7 @@ class Delivery:
             lambda _: None, lambda failure: failure.value.subFailure
         )
 
-    def _tell_gaps(self, result, gaps: list[StreamGap]):
+    def _tell_gaps(self, result, gaps: list[Gap]):
         for gap in gaps:
             try:
                 self.on_gap(gap)
@@ -91,7 +91,7 @@ class Delivery:
                 self._log.failure("The on_gap callback failed for a stored gap")
         return result
 
-    def _then_hand_over(self, record: StreamRecord, stored: Deferred) -> Deferred:
+    def _then_hand_over(self, record: Entry, stored: Deferred) -> Deferred:
         done: Deferred = Deferred()
         entry = [record, done, _PENDING]
         self._queue.append(entry)
@@ -110,7 +110,7 @@ class Delivery:
             if isinstance(result, Failure):
                 done.errback(result)
                 continue
-            if not isinstance(record, StreamReading):  # a gap: nothing to hand over
+            if not isinstance(record, Reading):  # a gap: nothing to hand over
                 done.callback(None)
                 continue
             self._calling = True

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from rpisensor.sensing.reading import Reading
+from twisted.logger import Logger
+
+from rpisensor.sensing.sample import Level
 from rpisensor.stream.identity import ClockState
 from rpisensor.stream.outbox import JournalService
-from rpisensor.stream.sampler import to_entry
+from rpisensor.stream.sampler import record, to_entry
 from rpisensor.stream.state import InputState
 
 
@@ -23,16 +25,18 @@ class ChangeFollower:
     On L{start} it first learns the journal's last value of each input, so a
     restart records only what changed meanwhile, never a repeat.
 
-    @param on_reading: also called with each L{Reading} recorded (C{report}'s
+    @param on_reading: also called with each L{Level} recorded (C{report}'s
         plain-text sending).
     """
+
+    _log = Logger()
 
     def __init__(
         self,
         state: InputState,
         journal: JournalService,
         clock_state: ClockState,
-        on_reading: Callable[[Reading], object] | None = None,
+        on_reading: Callable[[Level], object] | None = None,
     ) -> None:
         self.state = state
         self.journal = journal
@@ -43,7 +47,15 @@ class ChangeFollower:
 
     def start(self) -> None:
         self._running = True
-        self.journal.latest_per_sensor().addCallback(self._follow)
+        self.journal.latest_per_sensor().addCallbacks(self._follow, self._unknown)
+
+    def _unknown(self, failure) -> None:
+        self._log.error(
+            "Could not read what the journal last recorded of each input ({error}); recording every "
+            "input's current level to be sure.",
+            error=failure.getErrorMessage(),
+        )
+        self._follow({})
 
     def stop(self) -> None:
         self._running = False
@@ -59,11 +71,10 @@ class ChangeFollower:
                 self._record(known)
         self.state.add_listener(self._record)
 
-    def _record(self, reading: Reading) -> None:
+    def _record(self, reading: Level) -> None:
         if self._on_reading is not None:
             self._on_reading(reading)
         entry = to_entry(reading, self._clock_state.synced())
         if self._recorded.get(entry.sensor) == entry.value:
             return
-        self._recorded[entry.sensor] = entry.value
-        self.journal.append(entry).addErrback(lambda _: None)  # the journal logs its own failures
+        record(self.journal, self._recorded, entry)

@@ -19,6 +19,18 @@ Durability, in order of what can happen:
     unclean stop on an earlier boot) the sequence skips ahead by
     L{SYNC_EVERY} behind a gap entry: a seq is never used for two readings.
 
+Identity: the stream's id and its owner's secret are made with the file (a
+new stream has new ones); each open is a new incarnation, and every entry
+carries the stream's hash chain through it (L{rpisensor.stream.chain}), so a
+copy of the file (a restored or cloned SD card) is told apart from the
+original as soon as either writes an entry of its own. The last seq a
+receiver acknowledged is kept too, so a receiver that goes backwards (restored
+from a backup) is noticed.
+
+Cost: the bounds (first, last, rows) are kept as entries come and go, never
+counted again, so an append costs the same in a full journal as in an empty
+one; only L{Journal.open} counts the rows once.
+
 SQLite in WAL mode with 512-byte pages (the smallest) keeps a steady stream of small appends to
 about one page written per commit, which is what an SD card wants.
 """
@@ -28,11 +40,12 @@ from __future__ import annotations
 import os
 import secrets
 import sqlite3
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from rpisensor.wire.v2 import Gap, Reading
+from rpisensor.entries import Entry, Gap, Reading
+from rpisensor.stream.chain import link
 
 #: Entries committed without an fsync, at most; reaching it forces one.
 SYNC_EVERY = 1000
@@ -40,28 +53,19 @@ SYNC_EVERY = 1000
 _BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 
 _SCHEMA = (
-    # A reading has last NULL; a gap covers seq..last and says why.
+    # A reading has last NULL; a gap covers seq..last and says why. digest: the chain through it.
     "CREATE TABLE IF NOT EXISTS entries ("
     " seq INTEGER PRIMARY KEY, last INTEGER, ts TEXT, synced INTEGER,"
-    " sensor TEXT, value NUMERIC, text TEXT, unit TEXT, reason TEXT)",
+    " sensor TEXT, value NUMERIC, text TEXT, unit TEXT, reason TEXT, digest TEXT)",
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
 )
 
-Entry = Reading | Gap
+_COLUMNS = "seq, last, ts, synced, sensor, value, text, unit, reason, digest"
+_SELECT = f"SELECT {_COLUMNS} FROM entries "
+_INSERT = f"INSERT INTO entries ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 
-_SELECT = "SELECT seq, last, ts, synced, sensor, value, text, unit, reason FROM entries "
-
-
-@dataclass(frozen=True)
-class NewReading:
-    """A reading before the journal gives it its place (seq) in the stream."""
-
-    ts: str
-    synced: bool
-    sensor: str
-    value: float | int
-    text: str
-    unit: str | None = None
+#: Why the entries of a power cut are skipped.
+POWER_CUT = "the Pi lost power before these were saved; any not already stored were lost"
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,19 @@ class Opened:
     stream: str
     created: bool
     skipped: Gap | None
+
+
+@dataclass(frozen=True)
+class Forked:
+    """
+    What L{Journal.fork} did: the stream C{old} became C{new}, carrying
+    C{carried} entries (renumbered from 1) that followed seq C{after} of the old one.
+    """
+
+    old: str
+    new: str
+    after: int
+    carried: int
 
 
 def boot_id() -> str:
@@ -100,6 +117,13 @@ class Journal:
     @param max_entries: the most entries kept; beyond it the oldest go (and,
         for an outbox, a gap entry says so).
     @param sync: C{"batch"} (fsync once a second) or C{"full"} (every commit).
+
+    @ivar stream: the stream's id; C{secret} its owner's secret (both made with
+        the stream); C{incarnation} this open's nonce.
+    @ivar first: the first seq held, C{last} the last (0, 0 when empty); the
+        entries between are all present. C{rows}: how many entries (a gap is one).
+    @ivar acked: the last seq a receiver acknowledged, as far as this journal
+        knows (kept across restarts; an outbox's only).
     """
 
     def __init__(
@@ -119,11 +143,16 @@ class Journal:
         self._boot = current_boot if current_boot is not None else boot_id()
         self._db: sqlite3.Connection | None = None
         self.stream = ""
-        #: The first and last seq held (0, 0 when empty); entries between are all present.
+        self.secret = ""
+        self.incarnation = ""
         self.first = 0
         self.last = 0
-        #: How many entries (rows) are held; a gap entry is one.
         self.rows = 0
+        self.acked = 0
+        self._acked_saved = 0
+        #: The digest of the last entry, and of the last one trimmed (seq, digest).
+        self._head = ""
+        self._base = (0, "")
         self._unsynced = 0
         #: How many fsyncing commits were made: for tests and the benchmark.
         self.syncs = 0
@@ -149,29 +178,45 @@ class Journal:
         with _transaction(db):
             for statement in _SCHEMA:
                 db.execute(statement)
+            if "digest" not in {row[1] for row in db.execute("PRAGMA table_info(entries)")}:
+                db.execute("ALTER TABLE entries ADD COLUMN digest TEXT")  # a journal of an older version
         meta = dict(db.execute("SELECT key, value FROM meta"))
         created = "stream" not in meta
         self.stream = meta.get("stream") or secrets.token_hex(8)
-        self._load_bounds()
+        self.secret = meta.get("secret") or secrets.token_hex(16)
+        self.incarnation = secrets.token_hex(4)
+        base_seq, _, base_digest = meta.get("base", "0 ").partition(" ")
+        self._base = (int(base_seq), base_digest)
+        self._count()
+        # A journal of an older version knows only that what it trimmed was acknowledged.
+        self.acked = self._acked_saved = int(meta.get("acked", max(0, self.first - 1)))
         skipped = None
         if not created and meta.get("clean") == "0" and meta.get("boot") != self._boot:
             skipped = self._skip_after_power_cut()
         with _transaction(db):
             _set(db, "stream", self.stream)
+            _set(db, "secret", self.secret)
             _set(db, "boot", self._boot)
             _set(db, "clean", "0")
         self._use_sync_mode()
         return Opened(self.stream, created, skipped)
 
+    def _count(self) -> None:
+        """Read the bounds from the file: at the open only (the count is of every row)."""
+        db = self._db
+        self.first = db.execute("SELECT MIN(seq) FROM entries").fetchone()[0] or 0
+        newest = db.execute("SELECT seq, last, digest FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
+        if newest is None:
+            self.last, self._head = self._base[0], self._base[1]
+        else:
+            self.last = newest[1] if newest[1] is not None else newest[0]
+            self._head = newest[2] or ""
+        self.rows = db.execute("SELECT COUNT(*) FROM entries").fetchone()[0]
+
     def _skip_after_power_cut(self) -> Gap:
         # What was committed but not yet synced when the power went may be
         # gone from here and already stored by a receiver: never reuse those seqs.
-        gap = Gap(self.stream, self.last + 1, self.last + SYNC_EVERY,
-                  "the Pi lost power before these were saved; any not already stored were lost")  # fmt: skip
-        with _transaction(self._db):
-            self._insert(gap)
-        self._load_bounds()
-        return gap
+        return self.append_gap(SYNC_EVERY, POWER_CUT)
 
     def close(self, clean: bool = True) -> None:
         """Sync, mark the journal stopped cleanly (or not), and close the file."""
@@ -182,33 +227,25 @@ class Journal:
             db.execute("PRAGMA synchronous=FULL")
             with _transaction(db):
                 _set(db, "clean", "1" if clean else "0")
+                _set(db, "acked", str(self.acked))
         finally:
             db.close()
 
     # -- writing ------------------------------------------------------------------
 
-    def append(self, readings: Sequence[NewReading]) -> list[Reading]:
+    def append(self, readings: Sequence[Reading]) -> list[Reading]:
         """
-        Give C{readings} the next seqs and commit them in one transaction,
-        dropping the oldest entries beyond the bound. Returns them as stream
+        Give C{readings} their place in the stream (the next seqs, the chain's
+        digests) and commit them in one transaction. Returns them as stream
         entries, in order.
         """
-        db = self._db
-        entries = [
-            Reading(self.stream, self.last + 1 + i, r.ts, r.synced, r.sensor, r.value, r.text, r.unit)
-            for i, r in enumerate(readings)
-        ]
-        if not entries:
+        if not readings:
             return []
-        with _transaction(db):
-            db.executemany(
-                "INSERT INTO entries (seq, ts, synced, sensor, value, text, unit) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(e.seq, e.ts, int(e.synced), e.sensor, e.value, e.text, e.unit) for e in entries],
-            )
-        self.last = entries[-1].seq
-        self.rows += len(entries)
-        if not self.first:
-            self.first = entries[0].seq
+        start = self.last + 1
+        entries = self._chain([replace(r, stream=self.stream, seq=start + i) for i, r in enumerate(readings)])
+        with _transaction(self._db):
+            self._db.executemany(_INSERT, map(_row, entries))
+        self._advance(entries)
         self._unsynced += len(entries)
         if self._unsynced >= SYNC_EVERY and self.sync_mode == "batch":
             self.sync()
@@ -217,63 +254,115 @@ class Journal:
             self.syncs += 1
         return entries
 
+    def append_gap(self, count: int, reason: str) -> Gap:
+        """Commit a gap entry standing for the next C{count} seqs, which will never hold readings."""
+        [gap] = chained = self._chain([Gap(stream=self.stream, first=self.last + 1, last=self.last + count, reason=reason)])
+        with _transaction(self._db):
+            self._db.execute(_INSERT, _row(gap))
+        self._advance(chained)
+        return gap
+
+    def _chain(self, entries: Iterable[Entry]) -> list[Entry]:
+        """C{entries} (the next ones, in order) with their digests."""
+        chained = []
+        head = self._head
+        for entry in entries:
+            head = link(head, self.incarnation, entry)
+            chained.append(replace(entry, digest=head))
+        return chained
+
+    def _advance(self, committed: list[Entry]) -> None:
+        """The bounds after C{committed} (from L{_chain}) were committed: only then."""
+        self._head = committed[-1].digest
+        self.last = committed[-1].last
+        self.rows += len(committed)
+        if not self.first:
+            self.first = committed[0].first
+
     def sync(self) -> bool:
         """
         Make every commit so far durable across a power cut (one fsync), if
-        any is not yet; return whether it synced.
+        any is not yet, with the receiver's last ack; return whether it synced.
         """
-        if not self._unsynced:
+        if not self._unsynced and self.acked == self._acked_saved:
             return False
         db = self._db
         db.execute("PRAGMA synchronous=FULL")
         try:
-            with _transaction(db):
-                _set(db, "synced", str(self.last))  # a commit under FULL fsyncs the WAL
+            with _transaction(db):  # a commit under FULL fsyncs the WAL
+                _set(db, "synced", str(self.last))
+                _set(db, "acked", str(self.acked))
         finally:
             self._use_sync_mode()
+        self._acked_saved = self.acked
         self._unsynced = 0
         self.syncs += 1
         return True
+
+    def acknowledged(self, seq: int) -> None:
+        """A receiver has everything up to C{seq}: kept at the next L{sync}, let go at the next trim."""
+        self.acked = max(self.acked, min(seq, self.last))
 
     def drop_oldest_over(self, limit: int, reason: str) -> Gap | None:
         """
         Keep at most C{limit} entries: the oldest others become one gap entry
         (merged with a gap already first), so the stream still says what is
         missing. Returns that gap, or C{None} if nothing had to go.
+
+        The gap's digest is the chain's at its end, so the entries after it
+        still follow from it.
         """
         if self.rows <= limit:
             return None
         db = self._db
         excess = self.rows - limit + 1  # room for the gap entry itself
-        seq, last = db.execute(
-            "SELECT seq, last FROM entries ORDER BY seq LIMIT 1 OFFSET ?", (excess - 1,)
+        seq, last, digest = db.execute(
+            "SELECT seq, last, digest FROM entries ORDER BY seq LIMIT 1 OFFSET ?", (excess - 1,)
         ).fetchone()
         head = self._entry_at(self.first)
         if isinstance(head, Gap) and head.reason != reason:
             reason = f"{reason} (and before that: {head.reason})"[:200]
-        gap = Gap(self.stream, self.first, last if last is not None else seq, reason)
+        gap = Gap(stream=self.stream, first=self.first, last=last if last is not None else seq, reason=reason,
+                  digest=digest or "")  # fmt: skip
         with _transaction(db):
-            db.execute("DELETE FROM entries WHERE seq <= ?", (gap.last,))
-            self._insert(gap)
-        self._load_bounds()
+            gone = db.execute("DELETE FROM entries WHERE seq <= ?", (gap.last,)).rowcount
+            db.execute(_INSERT, _row(gap))
+        self.rows += 1 - gone
         return gap
 
-    def trim_through(self, seq: int) -> int:
+    def trim_through(self, seq: int, kept_since: str | None = None) -> int:
         """
-        Forget entries up to C{seq} (acknowledged by the collector), keeping
-        the newest entry so the numbering survives a restart. Returns how
-        many went.
+        Forget entries up to C{seq} (acknowledged by the receiver), keeping
+        the newest entry so the numbering survives a restart, and, with
+        C{kept_since} (an entry timestamp), every reading taken since then.
+        Returns how many went.
         """
         through = min(seq, self.last - 1)
         if through < self.first or not self.first:
             return 0
         db = self._db
-        with _transaction(db):  # an entry (a gap, maybe) that reaches past through stays whole
-            # (seq <= through too, which every such entry has: the primary key's range, not a scan)
-            gone = db.execute(
-                "DELETE FROM entries WHERE seq <= ? AND COALESCE(last, seq) <= ?", (through, through)
-            ).rowcount
-        self._load_bounds()
+        if kept_since is not None:  # (a range of the primary key: what came since the last trim)
+            young = db.execute(
+                "SELECT MIN(seq) FROM entries WHERE seq >= ? AND seq <= ? AND ts >= ?", (self.first, through, kept_since)
+            ).fetchone()[0]
+            if young is not None:
+                through = young - 1
+        # The entry that will be the base: the last one ending at or before through
+        # (one reaching past it, a gap, stays whole).
+        ending = db.execute(
+            "SELECT seq, last, digest FROM entries WHERE seq <= ? ORDER BY seq DESC LIMIT 2", (through,)
+        ).fetchall()
+        ending = [row for row in ending if (row[1] if row[1] is not None else row[0]) <= through]
+        if not ending:
+            return 0
+        base_seq, base_last, base_digest = ending[0]
+        base = (base_last if base_last is not None else base_seq, base_digest or "")
+        with _transaction(db):
+            gone = db.execute("DELETE FROM entries WHERE seq <= ?", (base_seq,)).rowcount
+            _set(db, "base", f"{base[0]} {base[1]}")
+        self._base = base
+        self.rows -= gone
+        self.first = db.execute("SELECT MIN(seq) FROM entries").fetchone()[0] or 0
         return gone
 
     def trim_to(self, keep: int) -> int:
@@ -284,6 +373,54 @@ class Journal:
             "SELECT seq, last FROM entries ORDER BY seq LIMIT 1 OFFSET ?", (self.rows - keep - 1,)
         ).fetchone()
         return self.trim_through(last if last is not None else seq)
+
+    def fork(self, after: int) -> Forked:
+        """
+        Start a new stream (a new id and secret) that carries, renumbered from
+        1 and chained anew, every entry after seq C{after} of this one; the
+        rest goes. For a copy of a stream that went apart from the original
+        (see L{rpisensor.stream.matching}): its own entries keep their order
+        and reach the receiver under a number no other copy used.
+        """
+        db = self._db
+        old, new = self.stream, secrets.token_hex(8)
+        with _transaction(db):
+            db.execute("DELETE FROM entries WHERE COALESCE(last, seq) <= ?", (after,))
+            # A gap that reaches across after keeps only its part after it.
+            db.execute("UPDATE entries SET seq = ? WHERE seq <= ?", (after + 1, after))
+            # Renumber through negative numbers, which no row holds: no two rows ever share one.
+            db.execute("UPDATE entries SET seq = -(seq - ?), last = last - ?", (after, after))
+            db.execute("UPDATE entries SET seq = -seq")
+            self.stream, self.secret = new, secrets.token_hex(16)
+            self._head, self._base = "", (0, "")
+            self.acked = self._acked_saved = 0
+            self.first = self.last = self.rows = 0
+            carried = self._rechain()
+            _set(db, "stream", self.stream)
+            _set(db, "secret", self.secret)
+            _set(db, "acked", "0")
+            _set(db, "base", "0 ")
+        return Forked(old, new, after, carried)
+
+    def _rechain(self) -> int:
+        """Give every entry its digest anew, oldest first; inside a transaction. Returns how many."""
+        db = self._db
+        count, after = 0, 0
+        while True:
+            rows = db.execute(_SELECT + "WHERE seq > ? ORDER BY seq LIMIT 5000", (after,)).fetchall()
+            if not rows:
+                break
+            for row in rows:
+                entry = self._from_row(row)
+                self._head = link(self._head, self.incarnation, entry)
+                db.execute("UPDATE entries SET digest = ? WHERE seq = ?", (self._head, entry.first))
+                self.last = entry.last
+                if not self.first:
+                    self.first = entry.first
+            count += len(rows)
+            after = rows[-1][0]
+        self.rows = count
+        return count
 
     # -- reading --------------------------------------------------------------------
 
@@ -304,31 +441,42 @@ class Journal:
         rows += db.execute(_SELECT + "WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit - len(rows))).fetchall()
         return [self._from_row(row) for row in rows]
 
+    def digest_at(self, seq: int) -> str | None:
+        """
+        The chain's digest through the entry that ends at C{seq}, or C{None}
+        where this journal cannot tell (no entry ends there, it was trimmed,
+        or it was written by a version without digests). C{0}: the empty start.
+        """
+        if seq == 0:
+            return ""
+        if seq == self._base[0]:
+            return self._base[1] or None
+        row = self._db.execute(
+            "SELECT seq, last, digest FROM entries WHERE seq <= ? ORDER BY seq DESC LIMIT 1", (seq,)
+        ).fetchone()
+        if row is None or (row[1] if row[1] is not None else row[0]) != seq:
+            return None
+        return row[2] or None
+
     def readings_since(self, ts: str, limit: int) -> list[Reading]:
         """
         The newest C{limit} readings taken at or after C{ts} (the entries' ISO
         form), oldest first: a plot's history.
         """
         rows = self._db.execute(
-            "SELECT seq, last, ts, synced, sensor, value, text, unit, reason FROM entries "
-            "WHERE last IS NULL AND ts >= ? ORDER BY seq DESC LIMIT ?",
-            (ts, limit),
+            _SELECT + "WHERE last IS NULL AND ts >= ? ORDER BY seq DESC LIMIT ?", (ts, limit)
         ).fetchall()
         return [self._from_row(row) for row in reversed(rows)]
 
     def latest_per_sensor(self) -> dict[str, Reading]:
         """The newest reading of each sensor: a subscriber's snapshot."""
         rows = self._db.execute(
-            "SELECT seq, last, ts, synced, sensor, value, text, unit, reason FROM entries "
-            "WHERE seq IN (SELECT MAX(seq) FROM entries WHERE last IS NULL GROUP BY sensor) ORDER BY seq"
+            _SELECT + "WHERE seq IN (SELECT MAX(seq) FROM entries WHERE last IS NULL GROUP BY sensor) ORDER BY seq"
         ).fetchall()
         return {entry.sensor: entry for entry in map(self._from_row, rows)}
 
     def gaps(self) -> list[Gap]:
-        rows = self._db.execute(
-            "SELECT seq, last, ts, synced, sensor, value, text, unit, reason FROM entries "
-            "WHERE last IS NOT NULL ORDER BY seq"
-        ).fetchall()
+        rows = self._db.execute(_SELECT + "WHERE last IS NOT NULL ORDER BY seq").fetchall()
         return [self._from_row(row) for row in rows]
 
     def size_bytes(self) -> int:
@@ -343,33 +491,26 @@ class Journal:
     def _use_sync_mode(self) -> None:
         self._db.execute("PRAGMA synchronous=" + ("FULL" if self.sync_mode == "full" else "NORMAL"))
 
-    def _load_bounds(self) -> None:
-        first, last_seq, last_gap = self._db.execute(
-            "SELECT MIN(seq), MAX(seq), MAX(last) FROM entries"
-        ).fetchone()
-        self.first = first or 0
-        self.last = max(last_seq or 0, last_gap or 0)
-        self.rows = self._db.execute("SELECT COUNT(*) FROM entries").fetchone()[0]
-
     def _entry_at(self, seq: int) -> Entry:
-        row = self._db.execute(
-            "SELECT seq, last, ts, synced, sensor, value, text, unit, reason FROM entries WHERE seq = ?",
-            (seq,),
-        ).fetchone()
-        return self._from_row(row)
-
-    def _insert(self, gap: Gap) -> None:
-        self._db.execute(
-            "INSERT OR REPLACE INTO entries (seq, last, reason) VALUES (?, ?, ?)",
-            (gap.first, gap.last, gap.reason),
-        )
-        self.last = max(self.last, gap.last)
+        return self._from_row(self._db.execute(_SELECT + "WHERE seq = ?", (seq,)).fetchone())
 
     def _from_row(self, row) -> Entry:
-        seq, last, ts, synced, sensor, value, text, unit, reason = row
+        seq, last, ts, synced, sensor, value, text, unit, reason, digest = row
         if last is not None:
-            return Gap(self.stream, seq, last, reason)
-        return Reading(self.stream, seq, ts, bool(synced), sensor, value, text, unit)
+            return Gap(stream=self.stream, first=seq, last=last, reason=reason, digest=digest or "")
+        return Reading(
+            stream=self.stream, seq=seq, ts=ts, synced=bool(synced), sensor=sensor, value=value, text=text,
+            unit=unit, digest=digest or "",
+        )  # fmt: skip
+
+
+def _row(entry: Entry) -> tuple:
+    if entry.__class__ is Gap:
+        return (entry.first, entry.last, None, None, None, None, None, None, entry.reason, entry.digest)
+    return (
+        entry.seq, None, entry.ts, int(entry.synced), entry.sensor, entry.value, entry.text, entry.unit, None,
+        entry.digest,
+    )  # fmt: skip
 
 
 class _transaction:
@@ -382,15 +523,16 @@ class _transaction:
         self._db.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, kind, value, traceback) -> None:
-        self._db.execute("COMMIT" if kind is None else "ROLLBACK")
+        if kind is None:
+            try:
+                self._db.execute("COMMIT")
+                return
+            except sqlite3.Error:
+                if self._db.in_transaction:  # (a failed COMMIT, e.g. on a full disk, leaves it open)
+                    self._db.execute("ROLLBACK")
+                raise
+        self._db.execute("ROLLBACK")
 
 
 def _set(db: sqlite3.Connection, key: str, value: str) -> None:
     db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
-
-
-def span(entry: Entry) -> tuple[int, int]:
-    """The first and last seq an entry stands for: one for a reading, a range for a gap."""
-    if isinstance(entry, Gap):
-        return entry.first, entry.last
-    return entry.seq, entry.seq

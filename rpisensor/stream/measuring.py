@@ -20,10 +20,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from rpisensor.sensing.reader import InputReader
-from rpisensor.sensing.reading import Measurement
+from rpisensor.sensing.sample import Measurement
 from rpisensor.stream.identity import ClockState
 from rpisensor.stream.outbox import JournalService
-from rpisensor.stream.sampler import to_entry
+from rpisensor.stream.sampler import record, to_entry
 
 
 class MeasurementSampler:
@@ -102,11 +102,12 @@ class MeasurementSampler:
         change = measurement.sensor.change
         if change and last is not None and abs(measurement.value - last) <= change:
             return
-        self.published[name] = measurement.value
         if self._on_publish is not None:
             self._on_publish(measurement)
-        if self.journal is not None:
-            self.journal.append(to_entry(measurement, synced)).addErrback(lambda _: None)  # it logs its own
+        if self.journal is None:
+            self.published[name] = measurement.value
+        else:
+            record(self.journal, self.published, to_entry(measurement, synced))
 
 
 def _ignore(failure: Failure) -> None:

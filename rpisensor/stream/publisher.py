@@ -8,9 +8,11 @@ latest reading of every input, marked C{snapshot}, then live ones).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from twisted.logger import Logger
 
+from rpisensor.entries import Gap, Reading
 from rpisensor.stream.outbox import JournalService
 from rpisensor.stream.sender import TRIMMED, StreamSender
 from rpisensor.wire import v2
@@ -71,7 +73,7 @@ class Publication:
             )
         if journal.first and after + 1 < journal.first:
             # Entries the subscriber has yet to get are no longer kept: a gap first.
-            self._send(v2.encode(v2.Gap(journal.stream, after + 1, journal.first - 1, TRIMMED)))
+            self._send(v2.encode(Gap(stream=journal.stream, first=after + 1, last=journal.first - 1, reason=TRIMMED)))
             after = journal.first - 1
         self._start(after)
 
@@ -112,8 +114,5 @@ class Publication:
             self.sender.stop()
 
 
-def _as_snapshot(reading: v2.Reading) -> v2.Reading:
-    return v2.Reading(
-        reading.stream, reading.seq, reading.ts, reading.synced, reading.sensor, reading.value,
-        reading.text, reading.unit, snapshot=True,
-    )  # fmt: skip
+def _as_snapshot(reading: Reading) -> Reading:
+    return replace(reading, snapshot=True)

@@ -7,14 +7,14 @@ store, and acknowledges only what the store has made durable.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from rpisensor.lograte import RateLimitedLog
-from rpisensor.stream.records import StreamGap, StreamReading, StreamRecord
+from rpisensor.entries import Entry
 from rpisensor.wire import v2
 
 
@@ -103,7 +103,7 @@ class StreamReceiver:
         self,
         registry: StreamRegistry,
         hello: v2.Hello,
-        store: Callable[[StreamRecord], Deferred] | None,
+        store: Callable[[Entry], Deferred] | None,
         send: Callable[[str], None],
         close: Callable[[str], None],
         clock,
@@ -111,12 +111,12 @@ class StreamReceiver:
         peer: str,
         identity: str | None = None,
         log: RateLimitedLog | None = None,
-        store_batch: Callable[[list[StreamRecord]], Deferred] | None = None,
+        store_batch: Callable[[list[Entry]], Deferred] | None = None,
     ) -> None:
         self._registry = registry
         self._store_batch = store_batch
         #: Entries taken since L{hold}, not yet handed to the store, and the last seq they cover.
-        self.pending: list[StreamRecord] = []
+        self.pending: list[Entry] = []
         self._pending_last = 0
         self._holding = False
         self._store_broke = False
@@ -218,21 +218,18 @@ class StreamReceiver:
                 seq=self.replay_until,
             )  # fmt: skip
 
-    def _record(self, frame: v2.Reading | v2.Gap, expected: int) -> StreamRecord:
+    def _record(self, frame: v2.Reading | v2.Gap, expected: int) -> Entry:
         received = self._stamp()
         if isinstance(frame, v2.Reading):
-            return StreamReading(
-                self.device, frame.stream, frame.seq, frame.ts, frame.synced, frame.sensor,
-                frame.value, frame.unit, frame.text, self.peer, received, self.identity,
-            )  # fmt: skip
+            return replace(frame, device=self.device, peer=self.peer, received=received, identity=self.identity)
         first = max(frame.first, expected)
         self._say(
             LogLevel.warn, "gap",
             "Device {device}, stream {stream}: entries {first} to {last} will never arrive: {reason}.",
             device=self.device, stream=self.stream, first=first, last=frame.last, reason=frame.reason,
         )  # fmt: skip
-        return StreamGap(
-            self.device, frame.stream, first, frame.last, frame.reason, self.peer, received, self.identity
+        return replace(
+            frame, first=first, device=self.device, peer=self.peer, received=received, identity=self.identity
         )
 
     def _stored(self, _, last: int) -> None:

@@ -14,19 +14,38 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from rpisensor.sensing.reader import InputReader
-from rpisensor.sensing.reading import AnyReading, Reading
+from rpisensor.sensing.sample import Sample, Level
 from rpisensor.stream.identity import ClockState
-from rpisensor.stream.journal import NewReading
+from rpisensor.entries import Reading
 from rpisensor.stream.outbox import JournalService
 from rpisensor.wire.v2 import format_timestamp
 
 
-def to_entry(reading: AnyReading, synced: bool) -> NewReading:
+def record(journal: JournalService, recorded: dict[str, float | int], entry: Reading) -> None:
+    """
+    Append C{entry} and note its value in C{recorded} (what a change is
+    measured against); if the journal loses it (a disk that refused it for
+    too long), forget the value again, so the next sample records the level
+    anew instead of taking it as unchanged. The journal logs its own failures.
+    """
+    recorded[entry.sensor] = entry.value
+
+    def lost(_) -> None:
+        if recorded.get(entry.sensor) == entry.value:
+            del recorded[entry.sensor]
+
+    journal.append(entry).addErrback(lost)
+
+
+def to_entry(reading: Sample, synced: bool) -> Reading:
     """
     A reading as a stream entry: a digital input's value is 1 when active (as
     its text says), else 0, without a unit; a measurement's is its number, with its unit.
     """
-    return NewReading(format_timestamp(reading.time), synced, reading.name, reading.value, reading.text, reading.unit)
+    return Reading(
+        ts=format_timestamp(reading.time), synced=synced, sensor=reading.name, value=reading.value, text=reading.text,
+        unit=reading.unit,
+    )
 
 
 class Sampler:
@@ -36,7 +55,7 @@ class Sampler:
     @param changes_only: record a reading only when an input's value differs
         from the last one recorded (the journal's, across restarts); else
         every sample.
-    @param on_sample: also called with each L{Reading} (recorded or not), for
+    @param on_sample: also called with each L{Level} (recorded or not), for
         the v1 senders that push plain text.
     @param names: the inputs to read, by default all of C{reader}'s; C{serve}
         leaves out those whose level a backend reports by itself (edge events,
@@ -53,7 +72,7 @@ class Sampler:
         interval: float,
         changes_only: bool,
         clock_state: ClockState | None = None,
-        on_sample: Callable[[Reading], object] | None = None,
+        on_sample: Callable[[Level], object] | None = None,
         names: Sequence[str] | None = None,
     ) -> None:
         self.reader = reader
@@ -111,7 +130,7 @@ class Sampler:
         self._sampling = None
         return result
 
-    def _read(self, reading: Reading, synced: bool) -> None:
+    def _read(self, reading: Level, synced: bool) -> None:
         if self._on_sample is not None:
             self._on_sample(reading)
         if self.journal is None:
@@ -124,10 +143,9 @@ class Sampler:
                 return
             if recorded is not None and not self._settled(reading, entry.value):
                 return
-        self._recorded[entry.sensor] = entry.value
-        self.journal.append(entry).addErrback(lambda _: None)  # the journal logs its own failures
+        record(self.journal, self._recorded, entry)
 
-    def _settled(self, reading: Reading, value) -> bool:
+    def _settled(self, reading: Level, value) -> bool:
         """
         Whether a new level has held for the input's debounce, across samples:
         the kernel's "stable for the period" rule, for inputs that are polled.

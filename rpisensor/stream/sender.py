@@ -12,10 +12,9 @@ from collections.abc import Callable
 
 from twisted.logger import Logger
 
-from rpisensor.stream.journal import Entry, span
+from rpisensor.entries import Entry, Gap, Reading
 from rpisensor.stream.outbox import JournalService
 from rpisensor.wire import v2
-from rpisensor.wire.v2 import Gap
 
 
 #: Why entries a subscriber asked for are missing: serve's journal is bounded.
@@ -80,7 +79,7 @@ class StreamSender:
 
     def _committed(self, entries: list[Entry]) -> None:
         for entry in entries:
-            first = span(entry)[0]
+            first = entry.first
             if first >= self.next and len(self._cache) < 2 * self.window:
                 self._cache[first] = entry
         self.pump()
@@ -100,9 +99,9 @@ class StreamSender:
                 break
             self._send(v2.encode(entry))
             self.sent += 1
-            if entry.__class__ is v2.Reading:
+            if entry.__class__ is Reading:
                 readings += 1
-            self.next = span(entry)[1] + 1
+            self.next = entry.last + 1
         if readings and self._on_sent is not None:
             self._on_sent(readings)
         if not (self.paused or self.stopped) and self.next <= last and self.next not in self._cache:
@@ -118,18 +117,18 @@ class StreamSender:
 
     def _fetched(self, entries: list[Entry]) -> None:
         self._fetching = False
-        if entries and span(entries[0])[0] > self.next:
+        if entries and entries[0].first > self.next:
             # serve's journal forgot the entries this subscriber has yet to get
             # (it keeps only the newest ones): say so, then go on after them.
-            first = span(entries[0])[0]
-            lost = Gap(self._journal.journal.stream, self.next, first - 1, TRIMMED)
+            first = entries[0].first
+            lost = Gap(stream=self._journal.journal.stream, first=self.next, last=first - 1, reason=TRIMMED)
             self._journal.limited_log.warn(
                 "A subscriber fell behind: entries {first} to {last} are no longer in the journal.",
                 first=lost.first, last=lost.last,
             )  # fmt: skip
             self._cache[self.next] = lost
         for entry in entries:
-            first, last = span(entry)
+            first, last = entry.first, entry.last
             if last >= self.next:
                 # A gap that starts before next was made while we were sending
                 # (outbox full); it is sent whole, and the receiver records the rest.

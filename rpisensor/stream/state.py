@@ -22,7 +22,7 @@ from twisted.logger import Logger
 from rpisensor.hw.interfaces import IEdgeSource, LevelChange
 from rpisensor.lograte import RateLimitedLog
 from rpisensor.sensing.inputs import InputSpec
-from rpisensor.sensing.reading import Reading
+from rpisensor.sensing.sample import Level
 
 
 class InputState(Service):
@@ -40,8 +40,8 @@ class InputState(Service):
         self._backend = backend
         self._inputs = {spec.pin: spec for spec in inputs}
         self.tracked: set[str] = {spec.name for spec in self._inputs.values()}
-        self._latest: dict[str, Reading] = {}
-        self._listeners: list[Callable[[Reading], object]] = []
+        self._latest: dict[str, Level] = {}
+        self._listeners: list[Callable[[Level], object]] = []
         self._lost_log = RateLimitedLog(reactor, self._log)
         #: Changes the driver said it missed (its event buffer overflowed), per input.
         self.lost: dict[str, int] = {}
@@ -58,7 +58,7 @@ class InputState(Service):
         super().startService()
         now = self._reactor.seconds()
         for spec in self._inputs.values():
-            self._latest[spec.name] = Reading(spec, self._backend.level(spec.pin), now)
+            self._latest[spec.name] = Level(spec, self._backend.level(spec.pin), now)
         self._backend.watch(self._reactor, self._changed)
         self._log.info(
             "Following the changes of {names} as the GPIO driver reports them: no reads needed.",
@@ -69,15 +69,15 @@ class InputState(Service):
         super().stopService()
         self._backend.unwatch()
 
-    def known(self, name: str) -> Reading | None:
+    def known(self, name: str) -> Level | None:
         """Input C{name}'s level now, if it is tracked and has been reported."""
         return self._latest.get(name)
 
-    def add_listener(self, listener: Callable[[Reading], object]) -> None:
-        """Call C{listener} with a L{Reading} at each change of a tracked input."""
+    def add_listener(self, listener: Callable[[Level], object]) -> None:
+        """Call C{listener} with a L{Level} at each change of a tracked input."""
         self._listeners.append(listener)
 
-    def remove_listener(self, listener: Callable[[Reading], object]) -> None:
+    def remove_listener(self, listener: Callable[[Level], object]) -> None:
         if listener in self._listeners:
             self._listeners.remove(listener)
 
@@ -104,7 +104,7 @@ class InputState(Service):
         previous = self._latest.get(spec.name)
         if previous is not None and previous.high == change.high:
             return  # a repeat of the level we know
-        reading = self._latest[spec.name] = Reading(spec, change.high, change.when)
+        reading = self._latest[spec.name] = Level(spec, change.high, change.when)
         for listener in list(self._listeners):
             try:
                 listener(reading)

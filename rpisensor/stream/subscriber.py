@@ -16,12 +16,13 @@ Where to start:
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from twisted.internet.defer import Deferred
 
 from rpisensor.lograte import RateLimitedLog
 from rpisensor.stream.receiver import StreamReceiver, StreamRegistry
-from rpisensor.stream.records import StreamReading, StreamRecord
+from rpisensor.entries import Reading, Entry
 from rpisensor.wire import v2
 
 
@@ -47,13 +48,13 @@ class Subscription:
         registry: StreamRegistry,
         welcome: v2.Welcome,
         keep: bool,
-        store: Callable[[StreamRecord], Deferred],
+        store: Callable[[Entry], Deferred],
         send: Callable[[str], None],
         close: Callable[[str], None],
         clock,
         stamp: Callable[[], str],
         peer: str,
-        snapshot: Callable[[StreamReading], object],
+        snapshot: Callable[[Reading], object],
         log: RateLimitedLog | None = None,
     ) -> None:
         self._registry = registry
@@ -106,11 +107,8 @@ class Subscription:
             self.receiver = self._receiver()
         self.receiver.receive(frame)
 
-    def _as_record(self, frame: v2.Reading, snapshot: bool) -> StreamReading:
-        return StreamReading(
-            self.device, frame.stream, frame.seq, frame.ts, frame.synced, frame.sensor, frame.value,
-            frame.unit, frame.text, self.peer, self._stamp(), None, snapshot,
-        )  # fmt: skip
+    def _as_record(self, frame: v2.Reading, snapshot: bool) -> Reading:
+        return replace(frame, device=self.device, peer=self.peer, received=self._stamp(), snapshot=snapshot)
 
     def connection_lost(self) -> None:
         if self.receiver is not None:

@@ -55,7 +55,7 @@ def stored_messages(path) -> list[str]:
 def stored_stream(path) -> list:
     """
     The v2 records in a store file (JSON Lines or SQLite), as
-    L{rpisensor.stream.records.StreamReading} and C{StreamGap}, in stream
+    L{rpisensor.entries.Reading} and C{Gap}, in stream
     order: by device, stream, then seq (a gap at its first seq). v1 messages
     are left out (see L{stored_messages}).
     """
@@ -63,7 +63,7 @@ def stored_stream(path) -> list:
     from contextlib import closing
     from pathlib import Path
 
-    from rpisensor.stream.records import StreamGap, StreamReading
+    from rpisensor.entries import Gap, Reading
 
     path = Path(path)
     if not path.exists():
@@ -72,14 +72,15 @@ def stored_stream(path) -> list:
     if path.suffix == ".jsonl":
         for o in _jsonl_objects(path):
             if o.get("kind") == "reading":
-                records.append(StreamReading(
-                    o["device"], o["stream"], o["seq"], o["ts"], o["synced"], o["sensor"], o["value"],
-                    o["unit"], o["text"], o["peer"], o["received"], o["identity"],
+                records.append(Reading(
+                    device=o["device"], stream=o["stream"], seq=o["seq"], ts=o["ts"], synced=o["synced"],
+                    sensor=o["sensor"], value=o["value"], unit=o["unit"], text=o["text"], peer=o["peer"],
+                    received=o["received"], identity=o["identity"],
                 ))  # fmt: skip
             elif o.get("kind") == "gap":
-                records.append(StreamGap(
-                    o["device"], o["stream"], o["from"], o["to"], o["reason"], o["peer"], o["received"],
-                    o["identity"],
+                records.append(Gap(
+                    device=o["device"], stream=o["stream"], first=o["from"], last=o["to"], reason=o["reason"],
+                    peer=o["peer"], received=o["received"], identity=o["identity"],
                 ))  # fmt: skip
     else:
         with closing(sqlite3.connect(path)) as db:
@@ -89,9 +90,13 @@ def stored_stream(path) -> list:
                 "SELECT device, stream, seq, ts, synced, sensor, value, unit, text, peer, received, identity "
                 "FROM readings WHERE seq IS NOT NULL"
             ):
-                records.append(StreamReading(*row[:4], bool(row[4]), *row[5:]))
+                names = ("device", "stream", "seq", "ts", "synced", "sensor", "value", "unit", "text", "peer",
+                         "received", "identity")  # fmt: skip
+                fields = dict(zip(names, row))
+                records.append(Reading(**{**fields, "synced": bool(fields["synced"])}))
             for row in db.execute(
                 "SELECT device, stream, from_seq, to_seq, reason, peer, received, identity FROM gaps"
             ):
-                records.append(StreamGap(*row))
-    return sorted(records, key=lambda r: (r.device, r.stream, r.seq if isinstance(r, StreamReading) else r.first))
+                names = ("device", "stream", "first", "last", "reason", "peer", "received", "identity")
+                records.append(Gap(**dict(zip(names, row))))
+    return sorted(records, key=lambda r: (r.device, r.stream, r.first))

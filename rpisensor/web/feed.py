@@ -24,7 +24,6 @@ from datetime import datetime, timezone
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
-from rpisensor.stream.journal import span
 from rpisensor.wire import v2
 
 #: One reading as the page and the JSON API show it.
@@ -186,12 +185,12 @@ class JournalFeed(Feed):
 
     def _committed(self, entries) -> None:
         if entries:
-            self.last = max(self.last, max(span(e)[1] for e in entries))
+            self.last = max(self.last, max(e.last for e in entries))
         self._publish(self._events(entries))
 
     def after(self, seq: int, limit: int) -> Deferred[Page]:
         def page(entries) -> Page:
-            through = max([seq, *(span(e)[1] for e in entries)])
+            through = max([seq, *(e.last for e in entries)])
             return Page(self._events(entries), through, len(entries) >= limit)
 
         return self.journal.after(seq, limit).addCallback(page)
@@ -211,7 +210,7 @@ class ReceivedFeed(Feed):
     for browsers that reconnect.
 
     @param history: reads a time range from the store,
-        C{history(start_iso, limit) -> Deferred[list of StreamReading]}, or
+        C{history(start_iso, limit) -> Deferred[list of Reading]}, or
         C{None} (no store: the buffer is all there is).
     """
 
@@ -226,7 +225,7 @@ class ReceivedFeed(Feed):
         return self._stream
 
     def on_reading(self, reading) -> None:
-        """A L{rpisensor.stream.records.StreamReading} was stored (the roles' C{on_reading})."""
+        """A L{rpisensor.entries.Reading} was stored (the roles' C{on_reading})."""
         event = event_of(reading.device, reading, self.last + 1)
         self._buffer.append(event)
         self._publish([event])

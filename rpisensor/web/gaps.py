@@ -24,8 +24,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from rpisensor.roles.serve.publishing import missing_entries
-from rpisensor.stream.records import StreamGap
-from rpisensor.wire.v2 import Gap
+from rpisensor.entries import Gap
 
 #: The latest gaps of each stream the page shows (the count covers them all).
 LATEST = 5
@@ -98,7 +97,7 @@ class ReceivedGaps:
         gaps = self._streams.get((device, stream))
         return gaps.describe() if gaps is not None else no_gaps()
 
-    def on_gap(self, gap: StreamGap) -> None:
+    def on_gap(self, gap: Gap) -> None:
         """A gap was stored (the roles' C{on_gap})."""
         gaps = self._streams.setdefault((gap.device, gap.stream), StreamGaps())
         if gaps.add(gap_of(gap.first, gap.last, gap.reason, gap.received)):

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from datetime import datetime, timezone
 
+from rpisensor.entries import Gap, Reading
 from rpisensor.wire.framing import MessageError
 
 VERSION = 2
@@ -64,38 +65,6 @@ class Welcome:
 
 
 @dataclass(frozen=True)
-class Reading:
-    """
-    One reading of one sensor, entry C{seq} of C{stream}.
-
-    @ivar ts: when the Pi took it, ISO 8601 UTC with milliseconds.
-    @ivar synced: whether the Pi's clock was synchronised then (NTP).
-    @ivar value: machine-readable: 1/0 for a digital input, a number for a measurement.
-    @ivar text: what v1 would have sent, e.g. C{"Button pressed"}.
-    """
-
-    stream: str
-    seq: int
-    ts: str
-    synced: bool
-    sensor: str
-    value: float | int
-    text: str
-    unit: str | None = None
-    snapshot: bool = False
-
-
-@dataclass(frozen=True)
-class Gap:
-    """Entries C{first}..C{last} of C{stream} are lost, and why."""
-
-    stream: str
-    first: int
-    last: int
-    reason: str
-
-
-@dataclass(frozen=True)
 class Ack:
     """Every entry up to C{seq} is durably stored (cumulative)."""
 
@@ -114,6 +83,10 @@ class Heartbeat:
     """Nothing to say; the link is alive."""
 
 
+#: A reading and a gap are the entries themselves (L{rpisensor.entries}): one type from the
+#: sampler to the store. On the wire a reading carries C{stream, seq, ts, synced, sensor,
+#: value, text} (and C{unit}, C{snapshot}, C{d}: its digest, where they apply); a gap
+#: C{stream, from, to, reason} (and C{d}).
 Frame = Hello | Welcome | Reading | Gap | Ack | Subscribe | Heartbeat
 
 #: Verbs of v2 frames: a v1 peer never sends a message starting with one of these.
@@ -355,7 +328,7 @@ def _reading(f: _Fields) -> Reading:
     if not math.isfinite(value):
         raise FrameError("reading: 'value' must be a finite number")
     return Reading(
-        stream, seq, ts, synced, sensor, value,
+        stream=stream, seq=seq, ts=ts, synced=synced, sensor=sensor, value=value,
         text=f.text("text"),
         unit=f.text("unit", False, limit=16),
         snapshot=f.flag("snapshot", False),
@@ -403,14 +376,17 @@ def _canonical_reading(text: str) -> Reading | None:
         value = int(value)  # at most 18 digits: within what SQLite's INTEGER holds
     end = match.end(3)
     ts = second + text[end : end + 5]  # and its ".123Z"
-    return Reading(stream, seq, ts, synced == "true", sensor, value, body, unit, snapshot is not None)
+    return Reading(
+        stream=stream, seq=seq, ts=ts, synced=synced == "true", sensor=sensor, value=value, text=body, unit=unit,
+        snapshot=snapshot is not None,
+    )
 
 
 def _gap(f: _Fields) -> Gap:
     first, last = f.seq("from"), f.seq("to")
     if first > last:
         raise FrameError(f"gap: 'from' ({first}) is after 'to' ({last})")
-    return Gap(f.ident("stream"), first, last, f.text("reason", limit=200))
+    return Gap(stream=f.ident("stream"), first=first, last=last, reason=f.text("reason", limit=200))
 
 
 def _ack(f: _Fields) -> Ack:

@@ -20,7 +20,7 @@ from rpisensor.roles.collect.session import HelloRefused, ReportSession, check_h
 from rpisensor.store import Record, StoreService, store_file_for
 from rpisensor.stream.delivery import Delivery, OnGap, OnReading, Stamp
 from rpisensor.stream.receiver import StreamRegistry
-from rpisensor.stream.records import StreamReading, StreamRecord
+from rpisensor.entries import Reading, Entry
 from rpisensor.lograte import RateLimitedLog
 from rpisensor.wire import v2
 
@@ -175,12 +175,12 @@ class CollectorFactory(AdmittingFactory):
     """
     Builds L{CollectorProtocol}s that store into C{store} (or only log, if C{None}).
 
-    @param on_reading: called with each v2 reading (a L{StreamReading}) once
+    @param on_reading: called with each v2 reading (a L{Reading}) once
         it is stored, in order; it may return a Deferred, and the reading is
         acknowledged only once that fires (see L{Delivery}).
     @param max_stream_pending: entries of one v2 reporter on their way to the
         store at most; beyond that it is not read until they are stored.
-    @param on_gap: called with each gap (a L{StreamGap}) once it is stored.
+    @param on_gap: called with each gap (a L{Gap}) once it is stored.
     """
 
     protocol = CollectorProtocol
@@ -211,7 +211,7 @@ class CollectorFactory(AdmittingFactory):
             self._registry = StreamRegistry(self.store.high_waters() if self.store is not None else {})
         return self._registry
 
-    def show_all(self, records: list[StreamRecord]) -> None:
+    def show_all(self, records: list[Entry]) -> None:
         """
         Lines for stored readings (of one stream): a bounded number per stream
         (a replay can bring 50,000 a second); without a store, the log is all
@@ -219,7 +219,7 @@ class CollectorFactory(AdmittingFactory):
         """
         log = self._reading_log if self.store is not None else self._every_reading
         for n, record in enumerate(records):
-            if not isinstance(record, StreamReading):
+            if not isinstance(record, Reading):
                 continue
             key = f"readings of {record.device} {record.stream}"
             shown = log.info(
@@ -228,7 +228,7 @@ class CollectorFactory(AdmittingFactory):
                 text=record.text,
             )  # fmt: skip
             if not shown:  # the stream's lines are used up for now: the rest are counted at once
-                rest = sum(isinstance(r, StreamReading) for r in records[n + 1 :])
+                rest = sum(isinstance(r, Reading) for r in records[n + 1 :])
                 log.left_out(key, rest)
                 return
 

@@ -22,7 +22,7 @@ from rpisensor.roles.poll.options import DEFAULT_HELLO_TIMEOUT
 from rpisensor.app.stopping import StopInOrder
 from rpisensor.store import StoreService, store_file_for
 from rpisensor.stream.heartbeat import interval_for
-from rpisensor.stream.records import StreamGap, StreamReading
+from rpisensor.entries import Gap, Reading
 
 
 class PollProtocol(RequestProtocol):
@@ -149,8 +149,8 @@ def build_poll_service(
     subscribe: bool = False,
     store_path: str | None = None,
     hello_timeout: float = DEFAULT_HELLO_TIMEOUT,
-    on_reading: Callable[[StreamReading], object] | None = None,
-    on_gap: Callable[[StreamGap], object] | None = None,
+    on_reading: Callable[[Reading], object] | None = None,
+    on_gap: Callable[[Gap], object] | None = None,
 ) -> ClientService | PollService:
     """
     A service that keeps polling the server at the client endpoint C{connect}
@@ -168,12 +168,12 @@ def build_poll_service(
         a L{PollService} is returned then.
     @param hello_timeout: with C{subscribe}: seconds to wait for the welcome.
     @param on_reading: with C{subscribe}: called with each reading, a
-        L{StreamReading}, once it is stored (or at once, without a store),
+        L{Reading}, once it is stored (or at once, without a store),
         one at a time, in order; a Deferred it returns is waited for before
         the reading is acknowledged, and if it fails the server sends the
         reading again. Snapshot readings (C{reading.snapshot}) come first,
         and are not waited for.
-    @param on_gap: with C{subscribe}: called with each gap (a L{StreamGap}) once it is stored.
+    @param on_gap: with C{subscribe}: called with each gap (a L{Gap}) once it is stored.
     @raise ValueError: C{store_path} without C{subscribe}, or of no known format.
     """
     if not subscribe:

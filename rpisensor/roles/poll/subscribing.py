@@ -20,7 +20,7 @@ from rpisensor.store import Record, StoreService
 from rpisensor.stream.delivery import Delivery, OnGap, OnReading, Stamp
 from rpisensor.stream.heartbeat import Heartbeat
 from rpisensor.stream.receiver import StreamRegistry
-from rpisensor.stream.records import StreamReading, StreamRecord
+from rpisensor.entries import Reading, Entry
 from rpisensor.stream.subscriber import StreamBehind, Subscription
 from rpisensor.wire import v2
 
@@ -32,7 +32,7 @@ def _as_written(seconds: float | None) -> float | int | None:
     return int(seconds) if seconds is not None and float(seconds).is_integer() else seconds
 
 
-def describe(record: StreamReading) -> str:
+def describe(record: Reading) -> str:
     """A reading as the log shows it: C{button: Button pressed (seq 42, 19:33:25.123)}."""
     moment = record.ts[11:23] if len(record.ts) >= 23 else record.ts
     notes = [f"seq {record.seq}", moment]
@@ -272,11 +272,11 @@ class SubscribeFactory(PollFactory):
             self._registry = StreamRegistry(self.store.high_waters() if self.store is not None else {})
         return self._registry
 
-    def delivery(self, record: StreamRecord) -> Deferred:
+    def delivery(self, record: Entry) -> Deferred:
         return self._delivery(record).addCallback(self._shown, record)
 
-    def _shown(self, result, record: StreamRecord):
-        if isinstance(record, StreamReading):
+    def _shown(self, result, record: Entry):
+        if isinstance(record, Reading):
             if self.store is None:  # the log is the view: every reading
                 _log.info("{line}", line=describe(record), reading=record)
             else:
@@ -285,7 +285,7 @@ class SubscribeFactory(PollFactory):
                 )
         return result
 
-    def snapshot(self, record: StreamReading) -> None:
+    def snapshot(self, record: Reading) -> None:
         """A snapshot reading: shown (never stored), and given to the embedding program."""
         _log.info("{line}", line=describe(record), reading=record)
         if self.on_reading is not None:

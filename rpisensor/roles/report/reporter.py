@@ -25,12 +25,13 @@ from rpisensor.roles.report.connection import ReportFactory, ReportProtocol
 from rpisensor.roles.report.options import DEFAULT_WINDOW
 from rpisensor.roles.report.outbox import OutboxService
 from rpisensor.sensing.reader import InputReader
-from rpisensor.sensing.reading import AnyReading
+from rpisensor.sensing.sample import Sample
 from rpisensor.stream.follower import ChangeFollower
 from rpisensor.stream.handshake import Handshake, NotV2
 from rpisensor.stream.heartbeat import interval_for
 from rpisensor.stream.identity import ClockState
-from rpisensor.stream.journal import Entry, Journal, span
+from rpisensor.entries import Entry
+from rpisensor.stream.journal import Journal
 from rpisensor.stream.measuring import MeasurementSampler
 from rpisensor.stream.outbox import JournalService
 from rpisensor.stream.sampler import Sampler
@@ -213,7 +214,7 @@ class Reporter:
                     _call(listener, entry, self._log)
         protocol = self._protocol
         if protocol is not None and protocol.mode == "1" and not protocol.paused and entries:
-            self.outbox.acknowledge(span(entries[-1])[1])  # handed to a server that cannot ack
+            self.outbox.acknowledge(entries[-1].last)  # handed to a server that cannot ack
 
     def _acknowledged(self, seq: int) -> None:
         self.last_ack = (seq, self.clock.seconds())
@@ -325,7 +326,7 @@ class Reporter:
         if self.outbox is not None:
             self.outbox.acknowledge(self.outbox.journal.last)
 
-    def _sampled(self, reading: AnyReading) -> None:
+    def _sampled(self, reading: Sample) -> None:
         name, text = reading.name, reading.text
         changed = self.latest.get(name) != text
         self.latest[name] = text

@@ -30,7 +30,7 @@ from rpisensor.net.connection import Pause, ServerConnection
 from rpisensor.net.limits import ServerLimits
 from rpisensor.net.listening import CannotListen, ListenerService
 from rpisensor.net.tls import endpoint_type, parse_description
-from rpisensor.wire.v2 import Gap
+from rpisensor.entries import Gap
 
 if TYPE_CHECKING:
     from rpisensor.roles.report.reporter import Reporter

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from rpisensor.net.peers import is_loopback
-from rpisensor.sensing.reading import UnknownInput
+from rpisensor.sensing.sample import UnknownInput
 from rpisensor.wire import v2
 
 if TYPE_CHECKING:

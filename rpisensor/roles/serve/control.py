@@ -17,7 +17,7 @@ from rpisensor.control.controller import ControlError, OutputController
 from rpisensor.control.outputs import Level, OutputSpec, describe_outputs
 from rpisensor.roles.serve.commands import Command, Permission
 from rpisensor.stream.identity import ClockState
-from rpisensor.stream.journal import NewReading
+from rpisensor.entries import Reading
 from rpisensor.stream.outbox import JournalService
 from rpisensor.wire.v2 import format_timestamp
 
@@ -219,7 +219,10 @@ class OutputsService(Service):
         )  # fmt: skip
 
     def _record(self, spec: OutputSpec, level: Level, when: float) -> None:
-        entry = NewReading(format_timestamp(when), self._clock_state.synced(), spec.name, _value(level), level.text)
+        entry = Reading(
+            ts=format_timestamp(when), synced=self._clock_state.synced(), sensor=spec.name, value=_value(level),
+            text=level.text,
+        )
         self.journal.append(entry).addErrback(lambda _: None)  # the journal logs its own failures
 
     def stopService(self) -> Deferred:

@@ -25,7 +25,7 @@ from rpisensor.roles.serve.control import DEFAULT_CONTROL_RATE, OutputsService
 from rpisensor.roles.serve.control import refusal as control_refusal
 from rpisensor.roles.serve.connection import SensorServerProtocol
 from rpisensor.sensing.reader import InputReader
-from rpisensor.sensing.reading import AnyReading, Reading
+from rpisensor.sensing.sample import Sample, Level
 from rpisensor.stream.state import InputState
 
 if TYPE_CHECKING:
@@ -83,9 +83,9 @@ class SensorServerFactory(AdmittingFactory):
     def logPrefix(self) -> str:
         return "rpisensor serve"
 
-    def frame_for(self, reading: AnyReading) -> bytes:
+    def frame_for(self, reading: Sample) -> bytes:
         """A reading's text as one message on the wire, NUL included (an input's, encoded once)."""
-        if isinstance(reading, Reading):
+        if isinstance(reading, Level):
             return self._frames[reading.input.name, reading.high]
         return wire.frame(reading.text)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from rpisensor.hw.interfaces import LevelChange
 from rpisensor.hw.patterns import drive
 from rpisensor.roles.serve.commands import Command, Permission
-from rpisensor.sensing.reading import UnknownInput
+from rpisensor.sensing.sample import UnknownInput
 
 ACTIONS = ("press", "release", "toggle")
 

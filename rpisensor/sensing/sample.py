@@ -1,8 +1,10 @@
 """
-What a read gives: the level of one named input, or the value of one
-measurement sensor, and when it was read. Both are "a named sensor with a
-kind, a value and a unit" (C{name}, C{kind}, C{value}, C{unit}, C{text}),
-so the stream, C{serve} and C{report} treat buttons and measurements alike.
+What a read gives, a L{Sample}: the L{Level} of one named input, or the
+L{Measurement} of one sensor, and when it was read. Both are "a named sensor
+with a kind, a value and a unit" (C{name}, C{kind}, C{value}, C{unit},
+C{text}), so the stream, C{serve} and C{report} treat buttons and
+measurements alike. A sample is not yet a stream entry: the samplers turn
+the ones worth keeping into L{rpisensor.entries.Reading}s.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ class UnknownInput(KeyError):
 
 
 @dataclass(frozen=True)
-class Reading:
+class Level:
     """
     The level of one input, and when the backend returned it: the reader's
     clock seconds as the worker thread saw them, not when the result reached
@@ -58,7 +60,7 @@ class Reading:
 
 @dataclass(frozen=True)
 class Measurement:
-    """One value of a measurement sensor, in its unit, and when it was read (as L{Reading})."""
+    """One value of a measurement sensor, in its unit, and when it was read (as L{Level})."""
 
     sensor: MeasurementSpec
     value: float
@@ -83,4 +85,4 @@ class Measurement:
 
 
 #: Anything a read gives.
-AnyReading = Reading | Measurement
+Sample = Level | Measurement
