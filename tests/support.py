@@ -91,7 +91,7 @@ class ServerHarness:
         self.clock = Clock()
         self.backend = simulated_pins(clock=self.clock)
         self.runner = FakeRunner()
-        self.reader = InputReader(self.backend, list(inputs), self.runner, self.clock)
+        self.reader = InputReader(self.backend, list(inputs), self.runner, self.clock, wall=self.clock.seconds)
         self.reader.setup()
         self.factory = SensorServerFactory(self.reader, ListenSettings(**factory_options))
 
@@ -125,7 +125,7 @@ class CollectorHarness:
             file = JsonLinesFile(self.path)
             self.store = StoreService(self.clock, file, runner=self.runner)
             self.store.startService()
-        self.factory = CollectorFactory(self.store, self.clock, ListenSettings(**options))
+        self.factory = CollectorFactory(self.store, self.clock, ListenSettings(**options), wall=self.clock.seconds)
 
     def connect(self, port=40000):
         protocol = self.factory.buildProtocol(None)

@@ -482,7 +482,7 @@ class RefusalLogFloodTests(SynchronousTestCase):
 
         events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         clock = Clock()
-        factory = CollectorFactory(None, clock)
+        factory = CollectorFactory(None, clock, wall=clock.seconds)
         for port in range(20):
             self.assertIsInstance(
                 factory.buildProtocol(IPv4Address("TCP", "203.0.113.7", 5000 + port)), Refusal

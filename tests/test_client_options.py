@@ -29,16 +29,26 @@ class ConnectTests(SynchronousTestCase):
     def test_host_port(self):
         """C{--connect HOST:PORT} and C{[V6]:PORT} mean tcp:host=HOST:port=PORT."""
         self.assertEqual(parse("poll", "--connect", "192.168.0.17:22000").subOptions["connect"],
-                         "tcp:host=192.168.0.17:port=22000")  # fmt: skip
+                         ("tcp:host=192.168.0.17:port=22000",))  # fmt: skip
         self.assertEqual(parse("report", "--gpio", "sim", "--connect", "pi.local:22000").subOptions["connect"],
-                         "tcp:host=pi.local:port=22000")  # fmt: skip
+                         ("tcp:host=pi.local:port=22000",))  # fmt: skip
         self.assertEqual(parse("poll", "--connect", "[::1]:22000").subOptions["connect"],
-                         r"tcp:host=\:\:1:port=22000")  # fmt: skip
+                         (r"tcp:host=\:\:1:port=22000",))  # fmt: skip
+
+    def test_several_servers(self):
+        """C{--connect} more than once: every one, checked, in the order given."""
+        self.assertEqual(
+            parse("report", "--gpio", "sim", "--connect", "collect-a:22000", "--connect", "collect-b:22000")
+            .subOptions["connect"],
+            ("tcp:host=collect-a:port=22000", "tcp:host=collect-b:port=22000"),
+        )
+        self.assertUsageError("report", "--gpio", "sim", "--connect", "collect-a:22000", "--connect", "22000",
+                              text="did you mean tcp:host=HOST:port=22000")  # fmt: skip
 
     def test_endpoint_strings_unchanged(self):
         """Real endpoint strings are kept as given."""
         for description in ("tcp:host=127.0.0.1:port=22000", "unix:path=/run/rpisensor.sock"):
-            self.assertEqual(parse("poll", "--connect", description).subOptions["connect"], description)
+            self.assertEqual(parse("poll", "--connect", description).subOptions["connect"], (description,))
 
     def test_typos_get_a_hint(self):
         """A bare port or host, the common typos, get the right form in the message."""
@@ -61,7 +71,7 @@ class ConnectTests(SynchronousTestCase):
         self.assertUsageError("poll", "--connect", "ssl:host=pi.example.org:port=22443:hostname=pi.example.org",
                               text="caCertsDir=")  # fmt: skip
         checked = "ssl:host=pi.example.org:port=22443:caCertsDir=/etc/ssl/certs:hostname=pi.example.org"
-        self.assertEqual(parse("poll", "--connect", checked).subOptions["connect"], checked)
+        self.assertEqual(parse("poll", "--connect", checked).subOptions["connect"], (checked,))
 
 
 class DeadPeerTimeoutTests(SynchronousTestCase):

@@ -9,7 +9,8 @@ from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from rpisensor.roles.collect.collector import build_collect_service, utc_now_iso
+from rpisensor.roles.collect.collector import build_collect_service
+from rpisensor.stream.delivery import Stamp
 from rpisensor.net.limits import ListenSettings, ServerLimits
 from rpisensor.store import StoreOpenError, StoreService
 from tests.full_disk import FullDiskFile
@@ -22,7 +23,7 @@ class CollectorTests(SynchronousTestCase):
         """Times are UTC ISO 8601 with milliseconds and a Z."""
         clock = Clock()
         clock.advance(1764075600.25)
-        self.assertEqual(utc_now_iso(clock), "2025-11-25T13:00:00.250Z")
+        self.assertEqual(Stamp(clock.seconds)(), "2025-11-25T13:00:00.250Z")
 
     def test_messages_stored_with_time_and_peer(self):
         """Each whole message is stored with the time and the sender's address."""

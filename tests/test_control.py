@@ -49,10 +49,10 @@ class ControlHarness:
         self.clock.advance(1_800_000_000)
         backend_class = SimulatedPWMGPIO if pwm else SimulatedGPIO
         self.backend = backend_class(clock=self.clock)
-        self.reader = InputReader(self.backend, [DEFAULT_INPUT], FakeRunner(), self.clock)
+        self.reader = InputReader(self.backend, [DEFAULT_INPUT], FakeRunner(), self.clock, wall=self.clock.seconds)
         self.reader.setup()
         self.controller = OutputController(
-            self.backend, outputs, runner or inline_runner, self.clock, max_ttl
+            self.backend, outputs, runner or inline_runner, self.clock, max_ttl, wall=self.clock.seconds
         )
         self.controller.setup()
         self.factory = SensorServerFactory(
@@ -306,7 +306,7 @@ class OutputBehaviourTests(SynchronousTestCase):
         """Without --output, the control commands are unknown, as before."""
         clock = Clock()
         backend = SimulatedGPIO(clock=clock)
-        reader = InputReader(backend, [DEFAULT_INPUT], FakeRunner(), clock)
+        reader = InputReader(backend, [DEFAULT_INPUT], FakeRunner(), clock, wall=clock.seconds)
         factory = SensorServerFactory(reader, ListenSettings())
         protocol = factory.buildProtocol(None)
         transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 1))

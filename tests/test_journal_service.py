@@ -194,7 +194,7 @@ class ChangeRecordingTests(SynchronousTestCase):
 
         clock = Clock()
         backend = EdgePins(clock)
-        reader = InputReader(backend, [DEFAULT_INPUT], inline_runner, clock)
+        reader = InputReader(backend, [DEFAULT_INPUT], inline_runner, clock, wall=clock.seconds)
         reader.setup()
         state = InputState.for_reader(reader, clock)
         state.startService()

@@ -54,7 +54,7 @@ class FlowControlTests(SynchronousTestCase):
     def connect(self, max_pending: int = 3):
         clock = Clock()
         self.runner = FakeRunner()
-        reader = InputReader(simulated_pins(clock=clock), [DEFAULT_INPUT], self.runner, clock)
+        reader = InputReader(simulated_pins(clock=clock), [DEFAULT_INPUT], self.runner, clock, wall=clock.seconds)
         reader.setup()
         limits = ServerLimits(max_pending=max_pending, idle_timeout=0)
         factory = SensorServerFactory(reader, ListenSettings(limits=limits))

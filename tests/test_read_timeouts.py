@@ -36,7 +36,7 @@ class HungReadTestCase(SynchronousTestCase):
         self.clock = ThreadedClock()
         self.backend = backend if backend is not None else HangingPin(DEFAULT_INPUT.pin, clock=self.clock)
         self.reader, self.pool = open_reader(
-            self.clock, self.backend, list(inputs), read_timeout=TIMEOUT, **options
+            self.clock, self.backend, list(inputs), read_timeout=TIMEOUT, wall=self.clock.seconds, **options
         )
         self.pool.startService()
         self.addCleanup(self.stop_pool)

@@ -27,7 +27,7 @@ def make_reader(max_age=0.0, inputs=(DEFAULT_INPUT, DOOR), backend=None, clock=N
     if backend is None:
         backend = simulated_pins(clock=clock)
     runner = FakeRunner()
-    reader = InputReader(backend, list(inputs), runner, clock, max_age=max_age, **options)
+    reader = InputReader(backend, list(inputs), runner, clock, max_age=max_age, **options, wall=clock.seconds)
     reader.setup()
     return reader, backend, runner, clock
 
@@ -42,14 +42,15 @@ class ClockedLatencyPins(SimulatedGPIO):
 
     def __init__(self, clock: Clock, seconds: float) -> None:
         super().__init__(clock=clock)
+        self.clock = clock
         self.seconds = seconds
         self.during = None
         #: (channel, clock time the read began) of every read.
         self.began: list[tuple[int, float]] = []
 
     def read(self, channel: int) -> bool:
-        self.began.append((channel, self._clock.seconds()))
-        self._clock.advance(self.seconds)
+        self.began.append((channel, self._now()))
+        self.clock.advance(self.seconds)
         if self.during is not None:
             self.during()
         return super().read(channel)
@@ -165,7 +166,7 @@ class ReadingTimeTests(SynchronousTestCase):
         backend = ClockedLatencyPins(clock, seconds=0.25)
         backend.setup_input(24, "up")
         began = []
-        self.assertEqual(timed_read(backend, 24, clock, began.append), (True, 0.25))
+        self.assertEqual(timed_read(backend, 24, clock.seconds, began.append), (True, 0.25))
         self.assertEqual(began, [0.0])
 
 
@@ -319,7 +320,7 @@ class InlineRunnerTests(SynchronousTestCase):
     def test_start_heard_after_the_end(self):
         """The read's start, queued behind its end, is counted and starts no timer."""
         clock = ThreadedClock()
-        reader = InputReader(simulated_pins(clock=clock), [DEFAULT_INPUT], inline_runner, clock)
+        reader = InputReader(simulated_pins(clock=clock), [DEFAULT_INPUT], inline_runner, clock, wall=clock.seconds)
         reader.setup()
         reading = self.successResultOf(reader.read("button"))
         self.assertEqual(reading.text, "Button released")

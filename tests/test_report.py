@@ -19,7 +19,7 @@ class ReporterHarness:
     def __init__(self, inputs=(DEFAULT_INPUT,), **options):
         self.clock = Clock()
         self.backend = simulated_pins(clock=self.clock)
-        reader = InputReader(self.backend, list(inputs), inline_runner, self.clock)
+        reader = InputReader(self.backend, list(inputs), inline_runner, self.clock, wall=self.clock.seconds)
         reader.setup()
         self.reporter = Reporter(reader, self.clock, **options)
         self.factory = ReportFactory(self.reporter)
@@ -260,7 +260,7 @@ class CachedReadingTests(SynchronousTestCase):
         """With max-age, samples answered from the cache still let the next sample run."""
         clock = Clock()
         backend = simulated_pins(clock=clock)
-        reader = InputReader(backend, [DEFAULT_INPUT], inline_runner, clock, max_age=100.0)
+        reader = InputReader(backend, [DEFAULT_INPUT], inline_runner, clock, max_age=100.0, wall=clock.seconds)
         reader.setup()
         reporter = Reporter(reader, clock, interval=1.0)
         reporter.start()

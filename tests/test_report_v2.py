@@ -154,7 +154,7 @@ class V2Harness:
         self.clock = Clock()
         self.clock.advance(START)
         self.backend = simulated_pins(clock=self.clock)
-        self.reader = InputReader(self.backend, list(inputs), inline_runner, self.clock)
+        self.reader = InputReader(self.backend, list(inputs), inline_runner, self.clock, wall=self.clock.seconds)
         self.reader.setup()
         self.path = os.path.abspath(test.mktemp() + ".sqlite") if file else None
         self.stream = StreamSettings(DEVICE, protocol, 3.0, heartbeat, window)
@@ -422,7 +422,7 @@ class FallbackHarness(test_report.ReporterHarness):
     def __init__(self, inputs=(DEFAULT_INPUT,), **options):
         self.clock = Clock()
         self.backend = simulated_pins(clock=self.clock)
-        reader = InputReader(self.backend, list(inputs), inline_runner, self.clock)
+        reader = InputReader(self.backend, list(inputs), inline_runner, self.clock, wall=self.clock.seconds)
         reader.setup()
         self.outbox = OutboxService(self.clock, Journal(None), runner=inline_runner)
         self.outbox.startService()
@@ -891,7 +891,7 @@ class EdgeFollowingTests(SynchronousTestCase):
         clock = Clock()
         clock.advance(START)
         backend = EdgePins(clock)
-        reader = InputReader(backend, [DEFAULT_INPUT], inline_runner, clock)
+        reader = InputReader(backend, [DEFAULT_INPUT], inline_runner, clock, wall=clock.seconds)
         reader.setup()
         state = InputState.for_reader(reader, clock)
         state.startService()

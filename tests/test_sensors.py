@@ -90,7 +90,7 @@ class SensorServe:
         self.backend = SimulatedGPIO(clock=self.clock, edges=False)
         specs = [parse_sensor(text, self.sys.root) for text in sensors]
         self.reader = InputReader(
-            self.backend, [DEFAULT_INPUT, DOOR], inline_runner, self.clock, sensors=specs
+            self.backend, [DEFAULT_INPUT, DOOR], inline_runner, self.clock, sensors=specs, wall=self.clock.seconds
         )
         self.reader.setup()
         journal = Journal(test.mktemp() + ".sqlite", current_boot="boot-1")
@@ -252,7 +252,7 @@ class StreamTests(SynchronousTestCase):
         sys = FakeSysfs(Path(self.mktemp()))
         sys.write(W1_SLAVE, good(22000))
         spec = parse_sensor(f"temp=w1:{W1_ID},change=0.5", sys.root)
-        reader = InputReader(SimulatedGPIO(clock=clock), [DEFAULT_INPUT], inline_runner, clock, sensors=[spec])
+        reader = InputReader(SimulatedGPIO(clock=clock), [DEFAULT_INPUT], inline_runner, clock, sensors=[spec], wall=clock.seconds)
         journal = JournalService(clock, Journal(None), outbox=False, runner=inline_runner)
         journal.startService()
         published: list[Measurement] = []
@@ -434,7 +434,7 @@ class SensorReportHarness(V2Harness):
     def open_outbox(self) -> None:
         if not self.reader.sensors:
             self.reader = InputReader(
-                self.backend, list(self.reader.inputs.values()), inline_runner, self.clock, sensors=self._sensors
+                self.backend, list(self.reader.inputs.values()), inline_runner, self.clock, sensors=self._sensors, wall=self.clock.seconds
             )
             self.reader.setup()
         super().open_outbox()

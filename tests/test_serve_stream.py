@@ -67,7 +67,7 @@ class EdgePins(SimulatedGPIO):
         changed = self.level(channel) != high
         super().set_level(channel, high)
         if self._on_change is not None and changed and channel in self.set_up_channels:
-            self._on_change(LevelChange(self._clock.seconds(), channel, high))
+            self._on_change(LevelChange(self._now(), channel, high))
 
 
 class Client:
@@ -126,7 +126,7 @@ class Harness:
         self.clock.advance(START)
         self.backend = EdgePins(self.clock) if edges else SimulatedGPIO(clock=self.clock, edges=False)
         self.runner = FakeRunner() if reads_by_hand else inline_runner
-        self.reader = InputReader(self.backend, [DEFAULT_INPUT, DOOR], self.runner, self.clock)
+        self.reader = InputReader(self.backend, [DEFAULT_INPUT, DOOR], self.runner, self.clock, wall=self.clock.seconds)
         self.reader.setup()
         self.path = path or os.path.join(test.mktemp() + ".sqlite")
         journal = Journal(self.path, max_entries=max_entries, current_boot="boot-1")
@@ -237,7 +237,7 @@ class JournalTests(SynchronousTestCase):
         """A journal that cannot be used stops the start-up with one line naming it and what to do."""
         path = Path(self.mktemp()) / "no-such-directory" / "journal.sqlite"
         clock = Clock()
-        reader = InputReader(simulated_pins(clock=clock), [DEFAULT_INPUT], inline_runner, clock)
+        reader = InputReader(simulated_pins(clock=clock), [DEFAULT_INPUT], inline_runner, clock, wall=clock.seconds)
         journal = JournalService(clock, Journal(path), outbox=False, runner=inline_runner)
         publishing = PublishingService(clock, reader, journal, PublishSettings("pi"))
         error = self.assertRaises(JournalOpenError, publishing.startService)
@@ -302,7 +302,7 @@ class HelloTests(SynchronousTestCase):
     def test_without_journal(self) -> None:
         """A server built without a journal answers hello, subscribe and status with one error: v1 goes on."""
         clock = Clock()
-        reader = InputReader(simulated_pins(clock=clock), [DEFAULT_INPUT], inline_runner, clock)
+        reader = InputReader(simulated_pins(clock=clock), [DEFAULT_INPUT], inline_runner, clock, wall=clock.seconds)
         reader.setup()
         client = Client(SensorServerFactory(reader), "192.168.1.20", 40000)
         client.send(hello(), "subscribe", "status", "go")

@@ -5,7 +5,7 @@ import os
 import sqlite3
 import threading
 from contextlib import closing
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from twisted.internet.task import Clock
@@ -25,6 +25,7 @@ from rpisensor.store import (
 )
 from rpisensor.store import jsonl
 from rpisensor.entries import Reading
+from rpisensor.store.record import Standing
 from rpisensor.testing import FakeRunner
 from tests.full_disk import FullDiskFile
 from tests.support import read_jsonl, read_sqlite
@@ -485,9 +486,11 @@ class JsonLinesStreamTests(SynchronousTestCase):
         self.assertEqual(read_jsonl(self.path), [
             {"kind": "reading", "device": "pi-kitchen", "stream": "8f3a1c2e9b7d4a60", "seq": 1,
              "ts": "2026-12-01T19:33:25.123Z", "synced": True, "sensor": "button", "value": 1, "unit": "°C",
-             "text": "reading 1", "peer": "192.168.0.17:40000", "received": RECEIVED, "identity": None},
+             "text": "reading 1", "peer": "192.168.0.17:40000", "received": RECEIVED, "identity": None,
+             "digest": None},
             {"kind": "gap", "device": "pi-kitchen", "stream": "8f3a1c2e9b7d4a60", "from": 2, "to": 4,
-             "reason": "outbox full", "peer": "192.168.0.17:40000", "received": RECEIVED, "identity": "pi-cert"},
+             "reason": "outbox full", "peer": "192.168.0.17:40000", "received": RECEIVED, "identity": "pi-cert",
+             "digest": None},
             asdict(A),
         ])  # fmt: skip
         self.assertEqual(list(next(iter(read_jsonl(self.path))))[0], "kind")
@@ -616,3 +619,59 @@ class GroupCommitTests(SynchronousTestCase):
         store.startService()
         self.addCleanup(store.file.close)
         self.assertEqual(store.high_waters(), {("pi-kitchen", "8f3a1c2e9b7d4a60"): 5})
+
+
+class StandingMixin:
+    """What every store answers about a stream: where it stands, an entry's span and digest, its owner."""
+
+    def make(self):
+        raise NotImplementedError
+
+    def reopen(self, file):
+        file.close()
+        return self.make()
+
+    def test_a_new_stream_stands_nowhere(self):
+        file = self.make()
+        self.assertEqual(file.standing("pi", "s1"), Standing())
+        self.assertIsNone(file.entry("pi", "s1", 1))
+
+    def test_where_a_stream_stands_with_its_digest(self):
+        file = self.make()
+        file.write([
+            reading(1, stream="s1", device="pi", digest="00000000000000a1"),
+            reading(2, stream="s1", device="pi", digest="00000000000000a2"),
+            replace(gap(3, 5, stream="s1", device="pi"), digest="00000000000000a5"),
+        ])  # fmt: skip
+        self.assertEqual(file.standing("pi", "s1"), Standing(5, "00000000000000a5", None))
+        self.assertEqual(file.entry("pi", "s1", 2), (2, 2, "00000000000000a2"))
+        self.assertEqual(file.entry("pi", "s1", 4), (3, 5, "00000000000000a5"))
+        self.assertIsNone(file.entry("pi", "s1", 6))
+        self.assertEqual(self.reopen(file).standing("pi", "s1"), Standing(5, "00000000000000a5", None))
+
+    def test_the_first_claim_stands(self):
+        file = self.make()
+        self.assertEqual(file.claim("pi", "s1", "owner-one", RECEIVED), "owner-one")
+        self.assertEqual(file.claim("pi", "s1", "owner-two", RECEIVED), "owner-one")
+        self.assertEqual(file.claim("pi", "s2", "owner-two", RECEIVED), "owner-two")
+        again = self.reopen(file)
+        self.assertEqual(again.standing("pi", "s1").owner, "owner-one")
+        self.assertEqual(again.claim("pi", "s1", "owner-three", RECEIVED), "owner-one")
+
+
+class SQLiteStandingTests(StandingMixin, SynchronousTestCase):
+    def make(self):
+        self.path = getattr(self, "path", None) or self.mktemp() + ".sqlite"
+        file = SQLiteFile(self.path)
+        file.open()
+        self.addCleanup(file.close)
+        return file
+
+
+class JsonLinesStandingTests(StandingMixin, SynchronousTestCase):
+    def make(self):
+        self.path = getattr(self, "path", None) or self.mktemp() + ".jsonl"
+        file = JsonLinesFile(self.path)
+        file.open()
+        self.addCleanup(file.close)
+        return file

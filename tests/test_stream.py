@@ -479,7 +479,7 @@ class SamplerTests(StreamTestCase):
         self.clock = Clock()
         self.clock.advance(1796153605.123)
         self.pins = simulated_pins(clock=self.clock)
-        self.reader = InputReader(self.pins, [DEFAULT_INPUT], inline_runner, self.clock)
+        self.reader = InputReader(self.pins, [DEFAULT_INPUT], inline_runner, self.clock, wall=self.clock.seconds)
         self.reader.setup()
         self.path = os.path.join(self.mktemp() + ".sqlite")
 
@@ -660,7 +660,7 @@ class SamplerDebounceTests(SynchronousTestCase):
 
         clock = Clock()
         pins = simulated_pins(clock=clock, edges=False)
-        reader = InputReader(pins, [replace(DEFAULT_INPUT, debounce=0.25)], inline_runner, clock)
+        reader = InputReader(pins, [replace(DEFAULT_INPUT, debounce=0.25)], inline_runner, clock, wall=clock.seconds)
         reader.setup()
         path = os.path.join(self.mktemp() + ".sqlite")
         journal = JournalService(clock, Journal(path, current_boot="b"), outbox=True, runner=inline_runner)

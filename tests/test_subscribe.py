@@ -66,7 +66,7 @@ class Subscriber:
             self.store = StoreService(self.clock, store_file_for(path), runner=self.runner)
             self.store.startService()
         options.setdefault("heartbeat", 10.0)
-        self.factory = SubscribeFactory(self.clock, store=self.store, **options)
+        self.factory = SubscribeFactory(self.clock, store=self.store, **options, wall=self.clock.seconds)
 
     def connect(self):
         protocol = self.factory.buildProtocol(None)

@@ -102,7 +102,7 @@ class WebTestCase(SynchronousTestCase):
         self.web = WebService(
             self.clock, WebSettings((), self.limits), ListenSettings(), {"role": "serve", "device": "pi"},
             self.feed, self.metrics, lambda: {"journal": {"last": journal.last}},
-            Controls(SimulatedInputs(self.reader)),
+            Controls(SimulatedInputs(self.reader)), wall=self.clock.seconds
         )  # fmt: skip
         self.web.startService()
         self.addCleanup(self.web.stopService)

@@ -85,7 +85,7 @@ class BusyTests(SynchronousTestCase):
         waiting = [history("2026-01-01T00:00:00Z", 10) for _ in range(MAX_RUNNING + MAX_WAITING)]
         self.assertEqual(len(started), MAX_RUNNING)
         self.failureResultOf(history("2026-01-01T00:00:00Z", 10), HistoryBusy)
-        resource = ReadingsResource(ReceivedFeed(history=history), clock=_Clock())
+        resource = ReadingsResource(ReceivedFeed(history=history), wall=lambda: START)
         request = Request(b"/api/readings", window="60")
         request.render(resource)
         self.assertEqual(request.responseCode, 503)
@@ -95,8 +95,3 @@ class BusyTests(SynchronousTestCase):
         self.assertEqual(len(started), MAX_RUNNING + 1)
         self.assertEqual(self.successResultOf(waiting[0]), [])
         self.assertNoResult(history("2026-01-01T00:00:00Z", 10))
-
-
-class _Clock:
-    def seconds(self) -> float:
-        return START

@@ -12,7 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from rpisensor import wire
 from rpisensor.wire import v2
 from rpisensor.entries import Gap, Reading
-from rpisensor.wire.v2 import Ack, FrameError, Heartbeat, Hello, Subscribe, Welcome
+from rpisensor.wire.v2 import Ack, FrameError, Heartbeat, Hello, Match, Probe, Refused, Subscribe, Welcome
 
 STREAM = "8f3a1c2e9b7d4a60"
 READING = Reading(stream=STREAM, seq=42, ts="2026-12-01T19:33:25.123Z", synced=True, sensor="button", value=1, text="Button pressed")
@@ -20,6 +20,8 @@ READING = Reading(stream=STREAM, seq=42, ts="2026-12-01T19:33:25.123Z", synced=T
 ids = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,20}", fullmatch=True)
 seqs = st.integers(0, v2.MAX_SEQ)
 texts = st.text(max_size=60)
+digests = st.from_regex(r"[0-9a-f]{16}", fullmatch=True)
+owners = st.from_regex(r"[0-9a-f]{32}", fullmatch=True)
 stamps = st.floats(0, 4_000_000_000).map(v2.format_timestamp)
 readings = st.builds(
     Reading,
@@ -31,17 +33,24 @@ readings = st.builds(
     value=st.one_of(st.integers(-(2**53), 2**53), st.floats(allow_nan=False, allow_infinity=False)),
     text=texts,
     unit=st.one_of(st.none(), st.text(max_size=16)),
+    digest=st.one_of(st.just(""), digests),
     snapshot=st.booleans(),
 )
 frames = st.one_of(
     readings,
-    st.builds(lambda s, a, b, r: Gap(stream=s, first=min(a, b), last=max(a, b), reason=r), ids, seqs, seqs, st.text(max_size=50)),
+    st.builds(lambda s, a, b, r, d: Gap(stream=s, first=min(a, b), last=max(a, b), reason=r, digest=d), ids, seqs,
+              seqs, st.text(max_size=50), st.one_of(st.just(""), digests)),  # fmt: skip
     st.builds(Ack, seqs),
-    st.builds(Subscribe, st.one_of(st.none(), seqs)),
+    st.builds(Subscribe, st.one_of(st.none(), seqs), st.one_of(st.none(), digests)),
+    st.builds(Probe, seqs),
+    st.builds(Match, seqs, st.one_of(st.none(), digests)),
+    st.builds(Refused, st.text(max_size=100)),
     st.just(Heartbeat()),
-    st.builds(Hello, st.just("report"), ids, ids, st.one_of(st.none(), st.floats(0.1, 3600))),
+    st.builds(Hello, st.just("report"), ids, ids, st.one_of(st.none(), st.floats(0.1, 3600)), st.one_of(st.none(), seqs),
+              owner=st.one_of(st.none(), owners), incarnation=st.one_of(st.none(), st.from_regex(r"[0-9a-f]{8}", fullmatch=True))),
     st.builds(Hello, st.just("subscribe")),
-    st.builds(Welcome, st.one_of(st.none(), seqs), st.one_of(st.none(), ids), st.one_of(st.none(), ids)),
+    st.builds(Welcome, st.one_of(st.none(), seqs), st.one_of(st.none(), ids), st.one_of(st.none(), ids),
+              digest=st.one_of(st.none(), digests), owner=st.one_of(st.none(), owners)),
 )
 
 
@@ -93,7 +102,11 @@ class CanonicalReadingTests(SynchronousTestCase):
 
     def test_plain_reading_takes_the_fast_path(self) -> None:
         """The readings a reporter sends (plain text, no escapes) are matched by the fast path."""
-        for reading in (READING, Reading(stream=STREAM, seq=7, ts=READING.ts, synced=False, sensor="t_1", value=-2.5e-3, text="21.5 C", unit="C", snapshot=True)):
+        measured = Reading(stream=STREAM, seq=7, ts=READING.ts, synced=False, sensor="t_1", value=-2.5e-3, text="21.5 C",
+                           unit="C", snapshot=True)  # fmt: skip
+        chained = Reading(stream=STREAM, seq=8, ts=READING.ts, sensor="door", value=0, text="Door closed",
+                          digest="0123456789abcdef")  # fmt: skip
+        for reading in (READING, measured, chained):
             with self.subTest(reading=reading):
                 self.assertEqual(v2._canonical_reading(v2.encode(reading)), reading)
 

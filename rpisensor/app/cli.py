@@ -2,7 +2,8 @@
 The C{rpisensor} command, for scripts and debugging on the PC:
 C{rpisensor query ENDPOINT MESSAGE...} (exit status: 0 when every reply came
 and none is an C{error:} reply; 1 when one is, or the query failed; 2 for a
-usage error), and C{rpisensor console ENDPOINT}, interactive.
+usage error), C{rpisensor console ENDPOINT}, interactive, and C{rpisensor
+audit STORE} (see L{rpisensor.store.audit}).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from twisted.python import usage
 
 from rpisensor.roles.console import ConsoleOptions
 from rpisensor.roles.query import QueryOptions
+from rpisensor.store.audit import AuditOptions
 
 
 class Options(usage.Options):
@@ -20,6 +22,7 @@ class Options(usage.Options):
     subCommands = [
         ["query", None, QueryOptions, "Send messages to a server, print the replies."],
         ["console", None, ConsoleOptions, "Type commands, see replies and pushed changes as they come."],
+        ["audit", None, AuditOptions, "Check a store: per stream its seqs, holes and duplicates."],
     ]
 
 
@@ -33,6 +36,10 @@ def main(argv: list[str] | None = None) -> None:
         command = f"rpisensor {options.subCommand}" if options.subCommand else "rpisensor"
         print(f"{command}: {e}\n'{command} --help' says more.", file=sys.stderr)
         raise SystemExit(2)
+    if options.subCommand == "audit":
+        from rpisensor.store.audit import run_audit
+
+        raise SystemExit(run_audit(options.subOptions))
     from twisted.internet.defer import Deferred
     from twisted.internet.task import react
 
@@ -41,4 +48,14 @@ def main(argv: list[str] | None = None) -> None:
     else:
         from rpisensor.roles.query import run_query as run
 
-    react(lambda reactor: Deferred.fromCoroutine(run(reactor, options.subOptions)))
+    from rpisensor.app.clock import schedule_on_monotonic
+
+    def start(reactor):
+        schedule_on_monotonic(reactor)  # timeouts and reconnects: a wall clock step moves none
+        return Deferred.fromCoroutine(run(reactor, options.subOptions))
+
+    react(start)
+
+
+if __name__ == "__main__":
+    main()

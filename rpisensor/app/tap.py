@@ -128,10 +128,17 @@ class Options(usage.Options):
 
 
 def makeService(options: Options) -> IService:
-    """The service of the chosen role, which exits 0 on SIGTERM/SIGINT under twistd."""
+    """
+    The service of the chosen role, which exits 0 on SIGTERM/SIGINT under
+    twistd; the reactor schedules on a monotonic clock from now on (see
+    L{rpisensor.app.clock}).
+    """
     from twisted.internet import reactor
 
+    from rpisensor.app.clock import schedule_on_monotonic
     from rpisensor.app.signals import ExitCleanlyOnSignals
+
+    schedule_on_monotonic(reactor)  # a step of the wall clock moves no timer
     from rpisensor.roles._options import ListenOptions
 
     role = options.subOptions

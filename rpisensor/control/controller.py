@@ -19,6 +19,7 @@ one) is on the pin.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -87,9 +88,12 @@ class OutputController:
         runner: Runner,
         clock: IReactorTime,
         max_ttl: float = 60.0,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.backend = backend
+        #: Deadman timers are scheduled on C{clock}; the times output changes are told with are wall time.
         self.clock = clock
+        self.wall = wall
         self.max_ttl = max_ttl
         self._runner = runner
         self._outputs = {spec.name: _Output(spec, spec.safe_level, None) for spec in outputs}
@@ -341,7 +345,7 @@ class OutputController:
             out.written = level
             self._answer(out, generation, None)
             if changed:
-                when = self.clock.seconds()
+                when = self.wall()
                 for listener in list(self._listeners):
                     try:
                         listener(out.spec, level, when)
@@ -395,7 +399,7 @@ class OutputController:
             if changed:
                 for listener in list(self._listeners):
                     try:
-                        listener(out.spec, safe, self.clock.seconds())
+                        listener(out.spec, safe, self.wall())
                     except Exception:
                         self._logger.failure("A listener of output changes failed")
         self._log.flush()

@@ -65,7 +65,7 @@ class SimulatedGPIO:
         real header, so a wrong pin fails here as it would on a Pi.
     @param latency: seconds each read takes.
     @param fail_every: if non-zero, every C{fail_every}-th read fails.
-    @param clock: timestamps for L{history}; defaults to the reactor.
+    @param clock: the clock of the timestamps (L{history}, edge events); by default the wall clock.
 
     @ivar history: the latest L{HISTORY_LENGTH} level changes, oldest first
         (bounded, so a long-running demo pattern does not grow it for ever).
@@ -93,9 +93,9 @@ class SimulatedGPIO:
         self.numbering = numbering
         self.latency = latency
         self.fail_every = fail_every
-        if clock is None:
-            from twisted.internet import reactor as clock
-        self._clock = clock
+        # Timestamps are wall time, as the kernel stamps edge events (the reactor may schedule
+        # on a monotonic clock: see rpisensor.app.clock).
+        self._now = clock.seconds if clock is not None else time.time
         self._lock = threading.Lock()
         self._levels: dict[int, bool] = {}
         self._inputs: set[int] = set()
@@ -187,7 +187,7 @@ class SimulatedGPIO:
         with self._lock:
             changed = self._levels.get(channel) != high
             self._levels[channel] = high
-            change = LevelChange(self._clock.seconds(), channel, high)
+            change = LevelChange(self._now(), channel, high)
             self.history.append(change)
             watch = self._watch if channel in self._inputs else None
         if watch is not None and changed:

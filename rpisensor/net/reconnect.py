@@ -8,12 +8,12 @@ while attempts fail.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 
 from twisted.application.internet import ClientService
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.endpoints import clientFromString
+from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint, clientFromString
 from twisted.internet.error import ConnectingCancelledError, ConnectionDone
 from twisted.internet.interfaces import IHandshakeListener, IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
@@ -28,6 +28,7 @@ from rpisensor.net.wording import NamedLogger, plain_reason
 
 __all__ = [
     "DEFAULT_DEAD_PEER_TIMEOUT",
+    "EndpointList",
     "HandshakeFailed",
     "ReadyEndpoint",
     "ReconnectingService",
@@ -224,6 +225,63 @@ class ReadyEndpoint:
         return self.description
 
 
+@implementer(IStreamClientEndpoint)
+class EndpointList:
+    """
+    Several servers for one client (collectors that share a database): each
+    connection attempt tries them in turn, starting with the one that worked
+    last, until one connects; the attempt fails only if all of them fail.
+
+    @ivar dead_peer: how each connection is watched (the same for all).
+    """
+
+    def __init__(self, endpoints: Sequence[ReadyEndpoint]) -> None:
+        self.endpoints = tuple(endpoints)
+        self.description = " or ".join(e.description for e in self.endpoints)
+        self.dead_peer = self.endpoints[0].dead_peer
+        self.schedule = self.endpoints[0].schedule
+        #: The endpoint that connected last: the next attempt starts there.
+        self.current = 0
+
+    def connect(self, factory) -> Deferred:
+        return Deferred.fromCoroutine(self._connect(factory))
+
+    async def _connect(self, factory):
+        count = len(self.endpoints)
+        failure = None
+        for step in range(count):
+            index = (self.current + step) % count
+            try:
+                protocol = await self.endpoints[index].connect(factory)
+            except CancelledError:
+                raise
+            except Exception:
+                failure = Failure()
+                continue
+            self.current = index
+            return protocol
+        failure.raiseException()
+
+    def __repr__(self) -> str:
+        return self.description
+
+
+def client_endpoint(reactor, description: str) -> IStreamClientEndpoint:
+    """
+    The client endpoint for C{description}; a C{tcp:} one is a
+    L{HostnameEndpoint}, so that a name with several addresses (IPv4 and
+    IPv6, or several collectors behind one DNS name) is tried address by
+    address, as C{tls:} endpoints already are, instead of the first alone.
+    """
+    endpoint = clientFromString(reactor, description)
+    if isinstance(endpoint, (TCP4ClientEndpoint, TCP6ClientEndpoint)):
+        # Twisted has no endpoint string for a HostnameEndpoint: the tcp: one's parsed fields are taken.
+        return HostnameEndpoint(
+            reactor, endpoint._host, endpoint._port, timeout=endpoint._timeout, bindAddress=endpoint._bindAddress
+        )
+    return endpoint
+
+
 def _without_retry_lines(event: dict) -> None:
     """
     Pass C{ClientService}'s log events on, except its C{Scheduling retry 1 to
@@ -251,7 +309,7 @@ class ReconnectingService(ClientService):
 
 def reconnecting_client(
     reactor,
-    endpoint: str | IStreamClientEndpoint,
+    endpoint: str | Sequence[str] | IStreamClientEndpoint,
     factory,
     max_delay: float = 60.0,
     jitter: Callable[[], float] = random.random,
@@ -266,7 +324,8 @@ def reconnecting_client(
     C{max_delay} seconds plus jitter. See L{RetrySchedule}.
 
     @param endpoint: a client endpoint string (C{tcp:host=...:port=...},
-        C{tls:...}, C{unix:path=...}), or an endpoint object.
+        C{tls:...}, C{unix:path=...}), or an endpoint object; or several
+        strings, tried in turn (see L{EndpointList}).
     @param dead_peer_timeout: seconds without an answer from the server after
         which the link counts as dead and is replaced (see
         L{rpisensor.net.deadpeer}); C{0} turns the watch off.
@@ -276,9 +335,13 @@ def reconnecting_client(
         C{DeadPeerDetection(dead_peer_timeout)}: any object with that
         class's C{watch} method (say, an application heartbeat).
     """
+    if not isinstance(endpoint, str) and isinstance(endpoint, Sequence):
+        if len(endpoint) > 1:
+            return _reconnecting_to_any(reactor, endpoint, factory, max_delay, jitter, dead_peer_timeout, dead_peer)
+        [endpoint] = endpoint
     if isinstance(endpoint, str):
         description = description or endpoint
-        endpoint = clientFromString(reactor, endpoint)
+        endpoint = client_endpoint(reactor, endpoint)
     elif isinstance(endpoint, ReadyEndpoint):
         description = description or endpoint.description
         endpoint = endpoint._endpoint
@@ -288,3 +351,17 @@ def reconnecting_client(
         dead_peer = DeadPeerDetection(dead_peer_timeout)
     ready = ReadyEndpoint(endpoint, description, reactor, schedule=schedule, dead_peer=dead_peer)
     return ReconnectingService(ready, factory, retryPolicy=schedule, clock=reactor)
+
+
+def _reconnecting_to_any(
+    reactor, descriptions: Sequence[str], factory, max_delay, jitter, dead_peer_timeout, dead_peer
+) -> ReconnectingService:
+    """L{reconnecting_client} to whichever of several servers answers (see L{EndpointList})."""
+    schedule = RetrySchedule(reactor, " or ".join(descriptions), max_delay=max_delay, jitter=jitter)
+    if dead_peer is None and dead_peer_timeout > 0:
+        dead_peer = DeadPeerDetection(dead_peer_timeout)
+    endpoints = EndpointList([
+        ReadyEndpoint(client_endpoint(reactor, d), d, reactor, schedule=schedule, dead_peer=dead_peer)
+        for d in descriptions
+    ])  # fmt: skip
+    return ReconnectingService(endpoints, factory, retryPolicy=schedule, clock=reactor)

@@ -8,7 +8,8 @@ the GPIO channels.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from functools import partial
 
 from twisted.application.service import Service
@@ -172,6 +173,7 @@ def open_reader(
     read_timeout: float = 10.0,
     backend_choice: BackendChoice | None = None,
     sensors: Sequence[MeasurementSpec] = (),
+    wall: Callable[[], float] = time.time,
 ) -> tuple[InputReader, ReadPoolService]:
     """
     An L{InputReader} for C{inputs} with its channels set up now, and the
@@ -190,7 +192,7 @@ def open_reader(
     service = ReadPoolService(reactor, threads=threads, backend_choice=backend_choice, sensor_threads=len(sensors))
     reader = InputReader(
         backend, inputs, service.runner, reactor, max_age, read_timeout, service.lend_thread,
-        sensors=sensors, sensor_runner=service.sensor_runner,
+        sensors=sensors, sensor_runner=service.sensor_runner, wall=wall,
     )  # fmt: skip
     reader.setup()
     service.attach(reader)

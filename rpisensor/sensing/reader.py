@@ -18,6 +18,7 @@ own (their own threads: a 750 ms conversion never delays a button's read).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from functools import partial
 
@@ -30,39 +31,38 @@ from rpisensor.hw.interfaces import GPIOError, IGPIOBackend, SensorReadError
 from rpisensor.lograte import RateLimitedLog
 from rpisensor.sensing.inputs import InputSpec
 from rpisensor.sensing.measure import MeasurementSpec
-from rpisensor.sensing.sample import Level, Measurement, Sample, UnknownInput
+from rpisensor.sensing.sample import InputLevel, Measurement, Sample, UnknownInput
 
 #: Runs a blocking callable elsewhere: C{runner(f, *args)} fires with f's result.
 Runner = Callable[..., Deferred]
 
 
 def timed_read(
-    backend: IGPIOBackend, pin: int, clock: IReactorTime, began: Callable[[float], object]
+    backend: IGPIOBackend, pin: int, wall: Callable[[], float], began: Callable[[float], object]
 ) -> tuple[bool, float]:
     """
     Read C{pin}; runs in a worker thread. Calls C{began} with the time the
     read begins, then returns the level and the time the backend returned it.
 
-    Both times come from C{clock.seconds()}: for a reactor that is wall time
-    (C{time.time}, safe to call from any thread), so a reading's time compares
-    with the reactor's own.
+    Both times are wall time (C{wall}, C{time.time}: safe from any thread), as
+    a reading's timestamp is, and as the kernel stamps edge events.
     """
-    began(clock.seconds())
+    began(wall())
     high = backend.read(pin)
-    return high, clock.seconds()
+    return high, wall()
 
 
 def timed_measure(
-    spec: MeasurementSpec, clock: IReactorTime, began: Callable[[float], object]
+    spec: MeasurementSpec, wall: Callable[[], float], began: Callable[[float], object]
 ) -> tuple[float, float]:
     """
     Measure once; runs in a worker thread. As L{timed_read}, with the value
     rounded to 6 decimals: that drops a scale's float noise (1013.2499999999999
     hPa) and none of any sensor's precision.
     """
-    began(clock.seconds())
+    began(wall())
     value = round(spec.measure(), 6)
-    return value, clock.seconds()
+    return value, wall()
 
 
 class ReadTimeout(SensorReadError):
@@ -131,6 +131,7 @@ class InputReader:
         on_stuck: Callable[[int], object] | None = None,
         sensors: Sequence[MeasurementSpec] = (),
         sensor_runner: Runner | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         if not inputs:
             raise ValueError("at least one input is needed")
@@ -150,8 +151,10 @@ class InputReader:
         self.read_timeout = read_timeout
         self._on_stuck = on_stuck
         self._runner = runner
-        #: The clock for timeouts and the readings' times.
+        #: The clock timeouts are scheduled on, and the wall clock of the readings' times
+        #: (the ages and durations compared with them are measured on it too).
         self.clock = clock
+        self.wall = wall
         self._from_thread = clock.callFromThread if IReactorFromThreads.providedBy(clock) else _call_now
         # A failing or hung sensor is logged once per failure kind (then once
         # more when it reads again), not once per request or read.
@@ -197,19 +200,19 @@ class InputReader:
 
     def read(self, name: str) -> Deferred[Sample]:
         """
-        A Deferred that fires with a fresh L{Level} of input C{name} (a
+        A Deferred that fires with a fresh L{InputLevel} of input C{name} (a
         L{Measurement} for a sensor), or fails with the backend's or the
         sensor's error or L{ReadTimeout}.
 
         @raise UnknownInput: no input has that name.
         """
-        d: Deferred[Level] = Deferred()
+        d: Deferred[InputLevel] = Deferred()
         self.when_read(name, partial(_settle, d))
         return d
 
     def when_read(self, name: str, callback: Callable[[Sample | Failure], object]) -> None:
         """
-        As L{read}, but call C{callback} with the L{Level} or a L{Failure}
+        As L{read}, but call C{callback} with the L{InputLevel} or a L{Failure}
         (at once, if the answer is already known): the server's hot path,
         without a Deferred per request.
 
@@ -220,11 +223,11 @@ class InputReader:
             raise UnknownInput(name, self.names)
         if self.max_age > 0:
             latest = self._latest.get(name)
-            if latest is not None and self.clock.seconds() - latest.time <= self.max_age:
+            if latest is not None and self.wall() - latest.time <= self.max_age:
                 callback(latest)
                 return
         if name in self.stuck:
-            since = self.clock.seconds() - self.stuck[name]
+            since = self.wall() - self.stuck[name]
             callback(Failure(ReadTimeout(
                 f"{_what(spec)} {name} is not answering: a read has been running for {since:.0f} s"
             )))  # fmt: skip
@@ -239,9 +242,9 @@ class InputReader:
         self.jobs_in_flight += 1
         began = partial(self._from_thread, self._began, read)
         if sensor:
-            job = self._sensor_runner(timed_measure, spec, self.clock, began)
+            job = self._sensor_runner(timed_measure, spec, self.wall, began)
         else:
-            job = self._runner(timed_read, self.backend, spec.pin, self.clock, began)
+            job = self._runner(timed_read, self.backend, spec.pin, self.wall, began)
         job.addBoth(self._finished, read)
 
     def waiting(self, name: str) -> int:
@@ -275,7 +278,7 @@ class InputReader:
             return
         read.began = began
         # The worker took the time; the reactor may hear of it a little later.
-        elapsed = min(max(self.clock.seconds() - began, 0.0), read.timeout)
+        elapsed = min(max(self.wall() - began, 0.0), read.timeout)
         read.timer = self.clock.callLater(read.timeout - elapsed, self._timed_out, read)
 
     def _timed_out(self, read: _Read) -> None:
@@ -312,13 +315,13 @@ class InputReader:
             read.timer.cancel()
             read.timer = None
         if self.on_read is not None and read.began is not None:
-            self.on_read(max(0.0, self.clock.seconds() - read.began), isinstance(result, Failure))
+            self.on_read(max(0.0, self.wall() - read.began), isinstance(result, Failure))
         if isinstance(result, Failure):
             outcome: Sample | Failure = result
             self._read_failed(read.spec, result)
         else:
             got, when = result
-            kind = Measurement if isinstance(read.spec, MeasurementSpec) else Level
+            kind = Measurement if isinstance(read.spec, MeasurementSpec) else InputLevel
             outcome = self._latest[name] = kind(read.spec, got, when)
             if self._failing.pop(name, None) is not None and not read.stuck:
                 self._sensor_log.info(
@@ -333,7 +336,7 @@ class InputReader:
                 f"The stuck read of {_what(read.spec)} {{name}} returned after {{seconds:.1f}} s.",
                 key=f"returned: {name}",
                 name=name,
-                seconds=self.clock.seconds() - read.began,
+                seconds=self.wall() - read.began,
             )
         else:
             del self._pending[name]

@@ -1,5 +1,5 @@
 """
-What a read gives, a L{Sample}: the L{Level} of one named input, or the
+What a read gives, a L{Sample}: the L{InputLevel} of one named input, or the
 L{Measurement} of one sensor, and when it was read. Both are "a named sensor
 with a kind, a value and a unit" (C{name}, C{kind}, C{value}, C{unit},
 C{text}), so the stream, C{serve} and C{report} treat buttons and
@@ -30,7 +30,7 @@ class UnknownInput(KeyError):
 
 
 @dataclass(frozen=True)
-class Level:
+class InputLevel:
     """
     The level of one input, and when the backend returned it: the reader's
     clock seconds as the worker thread saw them, not when the result reached
@@ -60,7 +60,7 @@ class Level:
 
 @dataclass(frozen=True)
 class Measurement:
-    """One value of a measurement sensor, in its unit, and when it was read (as L{Level})."""
+    """One value of a measurement sensor, in its unit, and when it was read (as L{InputLevel})."""
 
     sensor: MeasurementSpec
     value: float
@@ -85,4 +85,4 @@ class Measurement:
 
 
 #: Anything a read gives.
-Sample = Level | Measurement
+Sample = InputLevel | Measurement

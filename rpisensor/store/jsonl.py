@@ -2,7 +2,9 @@
 The JSON Lines store: one JSON object a line, appended. A v1 message is
 C{{"time", "peer", "message"}}, as always; a v2 stream's entries carry a
 C{kind} first: C{{"kind": "reading", "device", "stream", "seq", ...}} and
-C{{"kind": "gap", "device", "stream", "from", "to", "reason", ...}}.
+C{{"kind": "gap", "device", "stream", "from", "to", "reason", ...}}; who
+owns a stream is one C{{"kind": "stream", "device", "stream", "owner",
+"claimed"}} line, written when the stream is first claimed.
 
 Blocking: used only from the store's writer thread (see L{rpisensor.store.writer}).
 """
@@ -16,7 +18,7 @@ from pathlib import Path
 
 from twisted.logger import Logger
 
-from rpisensor.store.record import HighWaters, Record, StoredRecord
+from rpisensor.store.record import HighWaters, Record, Span, Standing, StoredRecord
 from rpisensor.entries import Gap, Reading
 
 
@@ -25,7 +27,7 @@ def reading_object(r: Reading) -> dict:
     return {
         "kind": "reading", "device": r.device, "stream": r.stream, "seq": r.seq, "ts": r.ts,
         "synced": r.synced, "sensor": r.sensor, "value": r.value, "unit": r.unit, "text": r.text,
-        "peer": r.peer, "received": r.received, "identity": r.identity,
+        "peer": r.peer, "received": r.received, "identity": r.identity, "digest": r.digest or None,
     }  # fmt: skip
 
 
@@ -34,6 +36,7 @@ def gap_object(g: Gap) -> dict:
     return {
         "kind": "gap", "device": g.device, "stream": g.stream, "from": g.first, "to": g.last,
         "reason": g.reason, "peer": g.peer, "received": g.received, "identity": g.identity,
+        "digest": g.digest or None,
     }  # fmt: skip
 
 
@@ -66,6 +69,9 @@ class JsonLinesFile:
         self._fd: int | None = None
         self._size = 0
         self.high_waters: HighWaters = {}
+        #: The digest of each stream's last entry, and each stream's owner.
+        self._digests: dict[tuple[str, str], str | None] = {}
+        self._owners: dict[tuple[str, str], str] = {}
         self.torn = 0
         self.unreadable = 0
 
@@ -112,6 +118,9 @@ class JsonLinesFile:
             obj = json.loads(line)
             kind = obj["kind"]
             key = (obj["device"], obj["stream"])
+            if kind == "stream":
+                self._owners.setdefault(key, obj["owner"])
+                return
             last = obj["seq"] if kind == "reading" else obj["to"] if kind == "gap" else None
         except (ValueError, KeyError, TypeError):
             self.unreadable += 1
@@ -119,6 +128,7 @@ class JsonLinesFile:
         if isinstance(last, int) and isinstance(key[0], str) and isinstance(key[1], str):
             if last > self.high_waters.get(key, 0):
                 self.high_waters[key] = last
+                self._digests[key] = obj.get("digest")
         else:
             self.unreadable += 1
 
@@ -130,6 +140,7 @@ class JsonLinesFile:
         """
         lines = []
         marks: HighWaters = {}
+        digests: dict[tuple[str, str], str | None] = {}
         high_waters = self.high_waters
         for record in records:
             if not isinstance(record, Record):
@@ -138,6 +149,7 @@ class JsonLinesFile:
                 if last <= marks.get(key, high_waters.get(key, 0)):
                     continue  # already in the file (as an SQLite store's unique key would say)
                 marks[key] = last
+                digests[key] = record.digest or None
             lines.append(json.dumps(record_object(record), ensure_ascii=False) + "\n")
         if not lines:
             return
@@ -149,6 +161,7 @@ class JsonLinesFile:
             raise
         self._size += len(data)
         high_waters.update(marks)
+        self._digests.update(digests)
 
     def _append(self, data: bytes) -> None:
         # Straight to the file descriptor, not through Python's buffer: a
@@ -163,6 +176,53 @@ class JsonLinesFile:
             os.ftruncate(self._fd, self._size)
         except OSError:
             pass  # the disk refuses even that: the next open cuts off the incomplete line
+
+    def position(self, device: str, stream: str) -> int:
+        """The highest seq of C{(device, stream)} in the file (0: none)."""
+        return self.high_waters.get((device, stream), 0)
+
+    def standing(self, device: str, stream: str) -> Standing:
+        """Where C{(device, stream)} stands in the file now (see L{Standing}), from memory."""
+        key = (device, stream)
+        return Standing(self.high_waters.get(key, 0), self._digests.get(key), self._owners.get(key))
+
+    def entry(self, device: str, stream: str, seq: int) -> Span | None:
+        """
+        The entry of C{(device, stream)} covering C{seq}: C{(first, last,
+        digest)}, or C{None}. A JSON Lines file has no index: this reads it
+        from the start (asked only when a sender's copy of a stream went
+        apart from the store's; an SQLite store answers at once).
+        """
+        found = None
+        with open(self.path, "rb") as file:
+            for line in file:
+                if b'"kind"' not in line or stream.encode() not in line:
+                    continue
+                try:
+                    obj = json.loads(line)
+                    if obj.get("device") != device or obj.get("stream") != stream:
+                        continue
+                    span = (obj["seq"], obj["seq"]) if obj["kind"] == "reading" else (obj["from"], obj["to"])
+                except (ValueError, KeyError, TypeError):
+                    continue
+                if span[0] <= seq <= span[1]:
+                    found = (span[0], span[1], obj.get("digest"))  # (the last one written wins)
+        return found
+
+    def claim(self, device: str, stream: str, owner: str, when: str) -> str:
+        """Record C{owner} as C{(device, stream)}'s, unless it has one; return the one it has now."""
+        key = (device, stream)
+        if key not in self._owners:
+            line = {"kind": "stream", "device": device, "stream": stream, "owner": owner, "claimed": when}
+            data = (json.dumps(line) + "\n").encode()
+            try:
+                self._append(data)
+            except BaseException:
+                self._cut_back()
+                raise
+            self._size += len(data)
+            self._owners[key] = owner
+        return self._owners[key]
 
     def close(self) -> None:
         fd, self._fd = self._fd, None

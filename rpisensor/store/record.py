@@ -27,3 +27,21 @@ StoredRecord = Record | Reading | Gap
 HighWaters = dict[tuple[str, str], int]
 
 
+@dataclass(frozen=True)
+class Standing:
+    """
+    Where one stream stands in a store: every entry up to C{stored} is in it;
+    C{digest} is the chain's digest through C{stored} (C{None} where unknown:
+    nothing stored, or entries of an older version); C{owner} is who may send
+    it (see L{rpisensor.stream.receiver}), C{None} until someone claimed it.
+    """
+
+    stored: int = 0
+    digest: str | None = None
+    owner: str | None = None
+
+
+#: An entry as a store answers for a probe: its first and last seq, and its digest.
+Span = tuple[int, int, "str | None"]
+
+

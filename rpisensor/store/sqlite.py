@@ -22,14 +22,14 @@ from collections.abc import Sequence
 from itertools import groupby
 from pathlib import Path
 
-from rpisensor.store.record import HighWaters, Record, StoredRecord
+from rpisensor.store.record import HighWaters, Record, Span, Standing, StoredRecord
 from rpisensor.entries import Gap, Reading
 
 #: The columns a v2 reading adds to C{readings}, with their types.
 STREAM_COLUMNS = (
     ("device", "TEXT"), ("stream", "TEXT"), ("seq", "INTEGER"), ("ts", "TEXT"),
     ("synced", "INTEGER"), ("sensor", "TEXT"), ("value", "NUMERIC"), ("unit", "TEXT"),
-    ("text", "TEXT"), ("received", "TEXT"), ("identity", "TEXT"),
+    ("text", "TEXT"), ("received", "TEXT"), ("identity", "TEXT"), ("digest", "TEXT"),
 )  # fmt: skip
 
 _V1_TABLE = (
@@ -44,18 +44,34 @@ _INDEXES = (
     "CREATE TABLE IF NOT EXISTS gaps ("
     " id INTEGER PRIMARY KEY AUTOINCREMENT,"
     " device TEXT NOT NULL, stream TEXT NOT NULL, from_seq INTEGER NOT NULL, to_seq INTEGER NOT NULL,"
-    " reason TEXT NOT NULL, peer TEXT NOT NULL, received TEXT NOT NULL, identity TEXT)",
+    " reason TEXT NOT NULL, peer TEXT NOT NULL, received TEXT NOT NULL, identity TEXT, digest TEXT)",
     "CREATE UNIQUE INDEX IF NOT EXISTS gaps_stream ON gaps (device, stream, from_seq)",
+    # Who may send each stream: the first sender that claimed it.
+    "CREATE TABLE IF NOT EXISTS streams ("
+    " device TEXT NOT NULL, stream TEXT NOT NULL, owner TEXT NOT NULL, claimed TEXT NOT NULL,"
+    " PRIMARY KEY (device, stream)) WITHOUT ROWID",
 )
 
 _INSERT_MESSAGE = "INSERT INTO readings (time, peer, message) VALUES (?, ?, ?)"
 _INSERT_READING = (
     "INSERT OR IGNORE INTO readings (time, peer, message, device, stream, seq, ts, synced, sensor,"
-    " value, unit, text, received, identity) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " value, unit, text, received, identity, digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _INSERT_GAP = (
-    "INSERT OR IGNORE INTO gaps (device, stream, from_seq, to_seq, reason, peer, received, identity)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT OR IGNORE INTO gaps (device, stream, from_seq, to_seq, reason, peer, received, identity, digest)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+#: The entry of a stream ending at or covering seq N (both lookups ranges of a unique index).
+_ENTRY = (
+    "SELECT seq, seq, digest FROM readings WHERE device = ? AND stream = ? AND seq = ?",
+    "SELECT from_seq, to_seq, digest FROM gaps WHERE device = ? AND stream = ? AND from_seq <= ?"
+    " ORDER BY from_seq DESC LIMIT 1",
+)
+_OWNER = "SELECT owner FROM streams WHERE device = ? AND stream = ?"
+_CLAIM = "INSERT OR IGNORE INTO streams (device, stream, owner, claimed) VALUES (?, ?, ?, ?)"
+_POSITION = (
+    "SELECT MAX(seq) FROM readings WHERE device = ? AND stream = ?",
+    "SELECT MAX(to_seq) FROM gaps WHERE device = ? AND stream = ?",
 )
 _HIGH_WATERS = (
     "SELECT device, stream, MAX(seq) FROM readings WHERE seq IS NOT NULL GROUP BY device, stream",
@@ -70,12 +86,12 @@ def _message_row(r: Record) -> tuple:
 def _reading_row(r: Reading) -> tuple:
     return (
         r.received, r.peer, r.text, r.device, r.stream, r.seq, r.ts, int(r.synced), r.sensor,
-        r.value, r.unit, r.text, r.received, r.identity,
+        r.value, r.unit, r.text, r.received, r.identity, r.digest or None,
     )  # fmt: skip
 
 
 def _gap_row(g: Gap) -> tuple:
-    return (g.device, g.stream, g.first, g.last, g.reason, g.peer, g.received, g.identity)
+    return (g.device, g.stream, g.first, g.last, g.reason, g.peer, g.received, g.identity, g.digest or None)
 
 
 _BY_KIND = {
@@ -121,10 +137,12 @@ class SQLiteFile:
             db.execute(_V1_TABLE)
             have = {row[1] for row in db.execute("PRAGMA table_info(readings)")}
             for name, kind in STREAM_COLUMNS:
-                if name not in have:  # a store written by a version before the event streams
+                if name not in have:  # a store written by a version before the event streams (or digests)
                     db.execute(f"ALTER TABLE readings ADD COLUMN {name} {kind}")
             for statement in _INDEXES:
                 db.execute(statement)
+            if "digest" not in {row[1] for row in db.execute("PRAGMA table_info(gaps)")}:
+                db.execute("ALTER TABLE gaps ADD COLUMN digest TEXT")
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -149,6 +167,40 @@ class SQLiteFile:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
+
+    def position(self, device: str, stream: str) -> int:
+        """The highest seq of C{(device, stream)} in the file (0: none)."""
+        found = (self._db.execute(query, (device, stream)).fetchone()[0] for query in _POSITION)
+        return max((last for last in found if last is not None), default=0)
+
+    def standing(self, device: str, stream: str) -> Standing:
+        """Where C{(device, stream)} stands in the file now (see L{Standing})."""
+        stored = self.position(device, stream)
+        at = self.entry(device, stream, stored) if stored else None
+        owner = self._db.execute(_OWNER, (device, stream)).fetchone()
+        return Standing(stored, at[2] if at is not None and at[1] == stored else None, owner and owner[0])
+
+    def entry(self, device: str, stream: str, seq: int) -> Span | None:
+        """The entry of C{(device, stream)} covering C{seq}: C{(first, last, digest)}, or C{None}."""
+        for query in _ENTRY:
+            row = self._db.execute(query, (device, stream, seq)).fetchone()
+            if row is not None and row[0] <= seq <= row[1]:
+                return row[0], row[1], row[2]
+        return None
+
+    def claim(self, device: str, stream: str, owner: str, when: str) -> str:
+        """Record C{owner} as C{(device, stream)}'s, unless it has one; return the one it has now."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute(_CLAIM, (device, stream, owner, when))
+            found = db.execute(_OWNER, (device, stream)).fetchone()[0]
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        return found
 
     def close(self) -> None:
         db, self._db = self._db, None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from functools import partial
 
 from twisted.application.service import Service
@@ -19,7 +20,8 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from rpisensor.store.files import JsonLinesFile, SQLiteFile
-from rpisensor.store.record import HighWaters, Record, StoredRecord
+from rpisensor.store.record import HighWaters, Record, Span, Standing, StoredRecord
+from rpisensor.wire.v2 import format_timestamp
 
 #: Seconds a stop waits for the writer thread to write what is queued and
 #: close the file; past that (a hung disk) the process ends without it.
@@ -119,6 +121,9 @@ class StoreService(Service):
     """
 
     _log = Logger()
+    #: Whether other processes write to the same store (a database server):
+    #: then where a stream stands must be asked (L{position}), not remembered.
+    shared = False
 
     def __init__(
         self,
@@ -160,6 +165,31 @@ class StoreService(Service):
     def high_waters(self) -> HighWaters:
         """The highest seq stored of each stream when the file was opened (see L{HighWaters})."""
         return dict(self.file.high_waters)
+
+    def position(self, device: str, stream: str) -> Deferred[int]:
+        """
+        Where C{(device, stream)} stands in the store now: the highest seq
+        stored (0: none), asked after the writes queued before it. A receiver
+        asks at each hello, since another collector sharing the store may have
+        stored more of the stream than this one remembers.
+        """
+        return self._run(self.file.position, device, stream)
+
+    def standing(self, device: str, stream: str) -> Deferred[Standing]:
+        """
+        Where C{(device, stream)} stands in the store now (L{Standing}: every
+        entry up to which is stored, the digest through it, its owner), asked
+        after the writes queued before it. A receiver asks at each hello.
+        """
+        return self._run(self.file.standing, device, stream)
+
+    def entry(self, device: str, stream: str, seq: int) -> Deferred[Span | None]:
+        """The stored entry of C{(device, stream)} covering C{seq}: C{(first, last, digest)}, or C{None}."""
+        return self._run(self.file.entry, device, stream, seq)
+
+    def claim(self, device: str, stream: str, owner: str) -> Deferred[str]:
+        """Record C{owner} as C{(device, stream)}'s unless it has one; fires with the one it has now."""
+        return self._run(self.file.claim, device, stream, owner, format_timestamp(time.time()))
 
     @property
     def waiting(self) -> int:

@@ -9,6 +9,7 @@ to C{on_gap} (the web page's health), which is not waited for.
 from __future__ import annotations
 
 from collections import deque
+import time
 from collections.abc import Callable
 
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
@@ -128,17 +129,18 @@ class Delivery:
 class Stamp:
     """
     C{stamp() -> str}: when a record was received, as the store keeps it
-    (ISO 8601 UTC with milliseconds); the same text for every record of one
-    millisecond, so a replay of thousands formats it once per millisecond.
+    (ISO 8601 UTC with milliseconds, from the C{wall} clock); the same text for
+    every record of one millisecond, so a replay of thousands formats it once
+    per millisecond.
     """
 
-    def __init__(self, clock) -> None:
-        self._clock = clock
+    def __init__(self, wall: Callable[[], float] = time.time) -> None:
+        self._wall = wall
         self._ms: int | None = None
         self._text = ""
 
     def __call__(self) -> str:
-        seconds = self._clock.seconds()
+        seconds = self._wall()
         ms = int(seconds * 1000)
         if ms != self._ms:
             self._ms, self._text = ms, format_timestamp(seconds)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from twisted.logger import Logger
 
-from rpisensor.sensing.sample import Level
+from rpisensor.sensing.sample import InputLevel
 from rpisensor.stream.identity import ClockState
 from rpisensor.stream.outbox import JournalService
 from rpisensor.stream.sampler import record, to_entry
@@ -25,7 +25,7 @@ class ChangeFollower:
     On L{start} it first learns the journal's last value of each input, so a
     restart records only what changed meanwhile, never a repeat.
 
-    @param on_reading: also called with each L{Level} recorded (C{report}'s
+    @param on_reading: also called with each L{InputLevel} recorded (C{report}'s
         plain-text sending).
     """
 
@@ -36,7 +36,7 @@ class ChangeFollower:
         state: InputState,
         journal: JournalService,
         clock_state: ClockState,
-        on_reading: Callable[[Level], object] | None = None,
+        on_reading: Callable[[InputLevel], object] | None = None,
     ) -> None:
         self.state = state
         self.journal = journal
@@ -71,7 +71,7 @@ class ChangeFollower:
                 self._record(known)
         self.state.add_listener(self._record)
 
-    def _record(self, reading: Level) -> None:
+    def _record(self, reading: InputLevel) -> None:
         if self._on_reading is not None:
             self._on_reading(reading)
         entry = to_entry(reading, self._clock_state.synced())

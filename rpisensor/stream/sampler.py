@@ -14,7 +14,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from rpisensor.sensing.reader import InputReader
-from rpisensor.sensing.sample import Sample, Level
+from rpisensor.sensing.sample import Sample, InputLevel
 from rpisensor.stream.identity import ClockState
 from rpisensor.entries import Reading
 from rpisensor.stream.outbox import JournalService
@@ -55,7 +55,7 @@ class Sampler:
     @param changes_only: record a reading only when an input's value differs
         from the last one recorded (the journal's, across restarts); else
         every sample.
-    @param on_sample: also called with each L{Level} (recorded or not), for
+    @param on_sample: also called with each L{InputLevel} (recorded or not), for
         the v1 senders that push plain text.
     @param names: the inputs to read, by default all of C{reader}'s; C{serve}
         leaves out those whose level a backend reports by itself (edge events,
@@ -72,7 +72,7 @@ class Sampler:
         interval: float,
         changes_only: bool,
         clock_state: ClockState | None = None,
-        on_sample: Callable[[Level], object] | None = None,
+        on_sample: Callable[[InputLevel], object] | None = None,
         names: Sequence[str] | None = None,
     ) -> None:
         self.reader = reader
@@ -130,7 +130,7 @@ class Sampler:
         self._sampling = None
         return result
 
-    def _read(self, reading: Level, synced: bool) -> None:
+    def _read(self, reading: InputLevel, synced: bool) -> None:
         if self._on_sample is not None:
             self._on_sample(reading)
         if self.journal is None:
@@ -145,7 +145,7 @@ class Sampler:
                 return
         record(self.journal, self._recorded, entry)
 
-    def _settled(self, reading: Level, value) -> bool:
+    def _settled(self, reading: InputLevel, value) -> bool:
         """
         Whether a new level has held for the input's debounce, across samples:
         the kernel's "stable for the period" rule, for inputs that are polled.

@@ -14,6 +14,7 @@ that must be read stay with the sampler and the read pool.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 
 from twisted.application.service import Service
@@ -22,7 +23,7 @@ from twisted.logger import Logger
 from rpisensor.hw.interfaces import IEdgeSource, LevelChange
 from rpisensor.lograte import RateLimitedLog
 from rpisensor.sensing.inputs import InputSpec
-from rpisensor.sensing.sample import Level
+from rpisensor.sensing.sample import InputLevel
 
 
 class InputState(Service):
@@ -35,13 +36,16 @@ class InputState(Service):
 
     _log = Logger()
 
-    def __init__(self, reactor, backend, inputs: Iterable[InputSpec]) -> None:
+    def __init__(
+        self, reactor, backend, inputs: Iterable[InputSpec], wall: Callable[[], float] = time.time
+    ) -> None:
         self._reactor = reactor
+        self._wall = wall
         self._backend = backend
         self._inputs = {spec.pin: spec for spec in inputs}
         self.tracked: set[str] = {spec.name for spec in self._inputs.values()}
-        self._latest: dict[str, Level] = {}
-        self._listeners: list[Callable[[Level], object]] = []
+        self._latest: dict[str, InputLevel] = {}
+        self._listeners: list[Callable[[InputLevel], object]] = []
         self._lost_log = RateLimitedLog(reactor, self._log)
         #: Changes the driver said it missed (its event buffer overflowed), per input.
         self.lost: dict[str, int] = {}
@@ -51,14 +55,14 @@ class InputState(Service):
         """The state of C{reader}'s inputs, if its backend reports their changes; else C{None}."""
         backend = reader.backend
         if IEdgeSource.providedBy(backend) and getattr(backend, "tracks_levels", True):
-            return cls(reactor, backend, reader.inputs.values())
+            return cls(reactor, backend, reader.inputs.values(), reader.wall)
         return None
 
     def startService(self) -> None:
         super().startService()
-        now = self._reactor.seconds()
+        now = self._wall()
         for spec in self._inputs.values():
-            self._latest[spec.name] = Level(spec, self._backend.level(spec.pin), now)
+            self._latest[spec.name] = InputLevel(spec, self._backend.level(spec.pin), now)
         self._backend.watch(self._reactor, self._changed)
         self._log.info(
             "Following the changes of {names} as the GPIO driver reports them: no reads needed.",
@@ -69,15 +73,15 @@ class InputState(Service):
         super().stopService()
         self._backend.unwatch()
 
-    def known(self, name: str) -> Level | None:
+    def known(self, name: str) -> InputLevel | None:
         """Input C{name}'s level now, if it is tracked and has been reported."""
         return self._latest.get(name)
 
-    def add_listener(self, listener: Callable[[Level], object]) -> None:
-        """Call C{listener} with a L{Level} at each change of a tracked input."""
+    def add_listener(self, listener: Callable[[InputLevel], object]) -> None:
+        """Call C{listener} with a L{InputLevel} at each change of a tracked input."""
         self._listeners.append(listener)
 
-    def remove_listener(self, listener: Callable[[Level], object]) -> None:
+    def remove_listener(self, listener: Callable[[InputLevel], object]) -> None:
         if listener in self._listeners:
             self._listeners.remove(listener)
 
@@ -104,7 +108,7 @@ class InputState(Service):
         previous = self._latest.get(spec.name)
         if previous is not None and previous.high == change.high:
             return  # a repeat of the level we know
-        reading = self._latest[spec.name] = Level(spec, change.high, change.when)
+        reading = self._latest[spec.name] = InputLevel(spec, change.high, change.when)
         for listener in list(self._listeners):
             try:
                 listener(reading)

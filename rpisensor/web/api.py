@@ -70,12 +70,12 @@ class _JSONResource(Resource):
 class StateResource(_JSONResource):
     """C{GET /api/state}."""
 
-    def __init__(self, info: dict, feed: Feed, clock, controls: Controls, health: Callable[[], dict],
+    def __init__(self, info: dict, feed: Feed, wall: Callable[[], float], controls: Controls, health: Callable[[], dict],
                  stale_after: float) -> None:  # fmt: skip
         super().__init__()
         self.info = info
         self.feed = feed
-        self.clock = clock
+        self.wall = wall
         self.controls = controls
         self.health = health
         self.stale_after = stale_after
@@ -95,7 +95,7 @@ class StateResource(_JSONResource):
             tiles.append({**event, "kind": kind, "stale_after": self.stale_after if kind == "measurement" else None})
         return {
             **self.info,
-            "now": iso_time(self.clock.seconds()),
+            "now": iso_time(self.wall()),
             "stream": self.feed.stream,
             "last": last,
             "tiles": tiles,
@@ -107,10 +107,10 @@ class StateResource(_JSONResource):
 class ReadingsResource(_JSONResource):
     """C{GET /api/readings}."""
 
-    def __init__(self, feed: Feed, clock) -> None:
+    def __init__(self, feed: Feed, wall: Callable[[], float]) -> None:
         super().__init__()
         self.feed = feed
-        self.clock = clock
+        self.wall = wall
 
     def render_GET(self, request):
         try:
@@ -130,6 +130,6 @@ class ReadingsResource(_JSONResource):
             d = self.feed.after(after, limit).addCallback(lambda page: {"readings": page.events, "last": last})
             return self._answer(request, d)
         if since is None:
-            since = self.clock.seconds() - (window if window is not None else DEFAULT_WINDOW)
+            since = self.wall() - (window if window is not None else DEFAULT_WINDOW)
         d = self.feed.since(since, limit)
         return self._answer(request, d.addCallback(lambda result: {"readings": result[0], "last": result[1]}))

@@ -7,6 +7,7 @@ event streams.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -65,6 +66,7 @@ class WebService(MultiService):
         health: Callable[[], dict],
         controls: Controls | None = None,
         gaps=None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         super().__init__()
         self.feed = feed
@@ -79,7 +81,7 @@ class WebService(MultiService):
         self.hosts = AllowedHosts(settings.hosts)
         self._reactor = reactor
         self.root = build_root(
-            info, feed, reactor, self.hub, metrics, self.controls, health, settings.stale_after, self.hosts
+            info, feed, wall, self.hub, metrics, self.controls, health, settings.stale_after, self.hosts
         )
         self.site = WebSite(self.root, reactor, listen.policy, listen.limits)
         self.listeners = [

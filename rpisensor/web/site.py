@@ -275,7 +275,7 @@ class WebSite(server.Site):
 def build_root(
     info: dict,
     feed: Feed,
-    clock,
+    wall: Callable[[], float],
     hub: EventHub,
     metrics: Metrics,
     controls: Controls,
@@ -287,15 +287,15 @@ def build_root(
     The resource tree: C{/}, C{/static/...}, C{/api/...}, C{/events}, C{/metrics}, each for
     requests that name one of C{hosts} (by default this machine's names and addresses).
     """
-    root = _Root(hosts if hosts is not None else AllowedHosts(), RateLimitedLog(clock, _log))
+    root = _Root(hosts if hosts is not None else AllowedHosts(), RateLimitedLog(hub.clock, _log))
     root.putChild(b"", _File(_asset("index.html"), "text/html; charset=utf-8"))
     static = _Node()
     for name, kind in ASSETS.items():
         static.putChild(name.encode(), _File(_asset(name), kind))
     root.putChild(b"static", static)
     api = _Node()
-    api.putChild(b"state", StateResource(info, feed, clock, controls, health, stale_after))
-    api.putChild(b"readings", ReadingsResource(feed, clock))
+    api.putChild(b"state", StateResource(info, feed, wall, controls, health, stale_after))
+    api.putChild(b"readings", ReadingsResource(feed, wall))
     api.putChild(b"sim", SimulateResource(controls))
     api.putChild(b"outputs", OutputsResource(controls))
     root.putChild(b"api", api)

@@ -31,6 +31,10 @@ _SENSOR = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
 #: Half of a UTF-16 pair: JSON's escapes can spell one (C{"\\ud800"}), but it is no
 #: character, so UTF-8 cannot carry it and no store can hold it.
 _SURROGATE = re.compile("[\ud800-\udfff]")
+#: A stream's hash chain digest (L{rpisensor.stream.chain}), an owner's secret, an incarnation.
+_DIGEST = re.compile(r"[0-9a-f]{16}\Z")
+_OWNER = re.compile(r"[0-9a-f]{16,64}\Z")
+_INCARNATION = re.compile(r"[0-9a-f]{1,16}\Z")
 
 
 class FrameError(MessageError):
@@ -48,8 +52,14 @@ class Hello:
     device: str | None = None
     stream: str | None = None
     heartbeat: float | None = None
-    #: report: the last seq the sender holds now, so the receiver can say what a replay brings.
+    #: report: the last seq the sender holds now, so the receiver can say what a replay brings
+    #: (and refuse a gap beyond it).
     last: int | None = None
+    #: report: the stream's owner secret (made with the outbox): the stream belongs to the
+    #: first sender that claimed it, and a stranger naming it is refused.
+    owner: str | None = None
+    #: report: this open of the sender's journal (each restart is a new one).
+    incarnation: str | None = None
 
 
 @dataclass(frozen=True)
@@ -62,6 +72,36 @@ class Welcome:
     first: int | None = None
     last: int | None = None
     heartbeat: float | None = None
+    #: collect: the digest of the chain through C{acked}, for the sender to compare with its own.
+    digest: str | None = None
+    #: serve: its stream's owner secret and incarnation, as a reporter's hello has them.
+    owner: str | None = None
+    incarnation: str | None = None
+
+
+@dataclass(frozen=True)
+class Refused:
+    """
+    A v2 server will not take this hello (not this client's stream, not this
+    server's role): the client backs off and says why; it is no sign of a v1 peer.
+    """
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Probe:
+    """The sender asks: what is your digest of the entry that ends at C{seq}?"""
+
+    seq: int
+
+
+@dataclass(frozen=True)
+class Match:
+    """The receiver's answer to a L{Probe}: its digest there, or C{None} if it holds no entry ending there."""
+
+    seq: int
+    digest: str | None = None
 
 
 @dataclass(frozen=True)
@@ -76,6 +116,8 @@ class Subscribe:
     """Send entries after C{after} (of the welcome's stream), or a snapshot and then live."""
 
     after: int | None = None
+    #: The subscriber's digest of the chain through C{after}, for the server to compare.
+    digest: str | None = None
 
 
 @dataclass(frozen=True)
@@ -85,12 +127,12 @@ class Heartbeat:
 
 #: A reading and a gap are the entries themselves (L{rpisensor.entries}): one type from the
 #: sampler to the store. On the wire a reading carries C{stream, seq, ts, synced, sensor,
-#: value, text} (and C{unit}, C{snapshot}, C{d}: its digest, where they apply); a gap
+#: value, text} (and C{unit}, C{d}: its digest, C{snapshot}, where they apply); a gap
 #: C{stream, from, to, reason} (and C{d}).
-Frame = Hello | Welcome | Reading | Gap | Ack | Subscribe | Heartbeat
+Frame = Hello | Welcome | Refused | Reading | Gap | Ack | Probe | Match | Subscribe | Heartbeat
 
 #: Verbs of v2 frames: a v1 peer never sends a message starting with one of these.
-VERBS = ("hello", "welcome", "reading", "gap", "ack", "subscribe", "heartbeat")
+VERBS = ("hello", "welcome", "refused", "reading", "gap", "ack", "probe", "match", "subscribe", "heartbeat")
 
 
 # -- encoding -------------------------------------------------------------------
@@ -111,29 +153,41 @@ def encode(frame: Frame) -> str:
         }  # fmt: skip
         if frame.unit is not None:
             body["unit"] = frame.unit
+        if frame.digest:
+            body["d"] = frame.digest
         if frame.snapshot:
             body["snapshot"] = True
         return "reading " + _compact(body)
     if isinstance(frame, Gap):
         body = {"stream": frame.stream, "from": frame.first, "to": frame.last, "reason": frame.reason}
+        if frame.digest:
+            body["d"] = frame.digest
         return "gap " + _compact(body)
     if isinstance(frame, Ack):
         return "ack " + _compact({"seq": frame.seq})
     if isinstance(frame, Subscribe):
-        return "subscribe " + _compact({} if frame.after is None else {"after": frame.after})
+        return "subscribe " + _compact(_present({"after": frame.after, "d": frame.digest}))
+    if isinstance(frame, Probe):
+        return "probe " + _compact({"seq": frame.seq})
+    if isinstance(frame, Match):
+        return "match " + _compact(_present({"seq": frame.seq, "d": frame.digest}))
+    if isinstance(frame, Refused):
+        return "refused " + _compact({"reason": frame.reason})
     if isinstance(frame, Hello):
-        body = {"v": VERSION, "role": frame.role}
-        for name in ("device", "stream", "heartbeat", "last"):
-            if getattr(frame, name) is not None:
-                body[name] = getattr(frame, name)
+        fields = ("device", "stream", "heartbeat", "last", "owner", "incarnation")
+        body = {"v": VERSION, "role": frame.role, **_present({name: getattr(frame, name) for name in fields})}
         return "hello " + _compact(body)
     if isinstance(frame, Welcome):
-        body = {"v": VERSION}
-        for name in ("acked", "device", "stream", "first", "last", "heartbeat"):
-            if getattr(frame, name) is not None:
-                body[name] = getattr(frame, name)
+        fields = ("acked", "device", "stream", "first", "last", "heartbeat")
+        body = {"v": VERSION, **_present({name: getattr(frame, name) for name in fields})}
+        body.update(_present({"d": frame.digest, "owner": frame.owner, "incarnation": frame.incarnation}))
         return "welcome " + _compact(body)
     raise TypeError(f"not a v2 frame: {frame!r}")
+
+
+def _present(fields: dict) -> dict:
+    """C{fields} without those that are C{None}."""
+    return {name: value for name, value in fields.items() if value is not None}
 
 
 # -- parsing ----------------------------------------------------------------------
@@ -255,6 +309,17 @@ class _Fields:
             raise self._fail(name, "a number of seconds from 0.1 to 3600")
         return float(value)
 
+    def pattern(self, name: str, pattern: re.Pattern, what: str) -> str | None:
+        value = self._get(name, False)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not pattern.match(value):
+            raise self._fail(name, what)
+        return value
+
+    def digest(self) -> str | None:
+        return self.pattern("d", _DIGEST, "16 lowercase hex digits (a digest)")
+
     def flag(self, name: str, required: bool = True) -> bool:
         value = self._get(name, required)
         if value is None:
@@ -294,6 +359,8 @@ def _hello(f: _Fields) -> Hello:
     return Hello(
         role, f.ident("device", required), f.ident("stream", required), f.seconds("heartbeat"),
         f.seq("last", False),
+        owner=f.pattern("owner", _OWNER, "16 to 64 lowercase hex digits (the stream's owner secret)"),
+        incarnation=f.pattern("incarnation", _INCARNATION, "1 to 16 lowercase hex digits"),
     )  # fmt: skip
 
 
@@ -306,7 +373,22 @@ def _welcome(f: _Fields) -> Welcome:
         first=f.seq("first", False),
         last=f.seq("last", False),
         heartbeat=f.seconds("heartbeat"),
+        digest=f.digest(),
+        owner=f.pattern("owner", _OWNER, "16 to 64 lowercase hex digits (the stream's owner secret)"),
+        incarnation=f.pattern("incarnation", _INCARNATION, "1 to 16 lowercase hex digits"),
     )
+
+
+def _refused(f: _Fields) -> Refused:
+    return Refused(f.text("reason", limit=300))
+
+
+def _probe(f: _Fields) -> Probe:
+    return Probe(f.seq("seq"))
+
+
+def _match(f: _Fields) -> Match:
+    return Match(f.seq("seq"), f.digest())
 
 
 def _reading(f: _Fields) -> Reading:
@@ -331,6 +413,7 @@ def _reading(f: _Fields) -> Reading:
         stream=stream, seq=seq, ts=ts, synced=synced, sensor=sensor, value=value,
         text=f.text("text"),
         unit=f.text("unit", False, limit=16),
+        digest=f.digest() or "",
         snapshot=f.flag("snapshot", False),
     )  # fmt: skip
 
@@ -345,7 +428,8 @@ _CANONICAL_READING = re.compile(
     r'reading \{"stream":"([A-Za-z0-9][A-Za-z0-9._:-]{0,63})","seq":(0|[1-9][0-9]{0,18}),'
     r'"ts":"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2})\.[0-9]{3}Z","synced":(true|false),'
     r'"sensor":"([A-Za-z_][A-Za-z0-9_]{0,63})","value":(-?(?:0|[1-9][0-9]{0,17})(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?),'
-    r'"text":"' + _TEXT % 1024 + '"(?:,"unit":"' + _TEXT % 16 + r'")?(,"snapshot":true)?\}\Z'
+    r'"text":"' + _TEXT % 1024 + '"(?:,"unit":"' + _TEXT % 16 + r'")?(?:,"d":"([0-9a-f]{16})")?'
+    r'(,"snapshot":true)?\}\Z'
 )
 
 
@@ -364,7 +448,7 @@ def _canonical_reading(text: str) -> Reading | None:
     match = _CANONICAL_READING.match(text)
     if match is None:
         return None
-    stream, seq, second, synced, sensor, value, body, unit, snapshot = match.groups()
+    stream, seq, second, synced, sensor, value, body, unit, digest, snapshot = match.groups()
     seq = int(seq)
     if seq > MAX_SEQ or not _valid_second(second):
         return None
@@ -378,7 +462,7 @@ def _canonical_reading(text: str) -> Reading | None:
     ts = second + text[end : end + 5]  # and its ".123Z"
     return Reading(
         stream=stream, seq=seq, ts=ts, synced=synced == "true", sensor=sensor, value=value, text=body, unit=unit,
-        snapshot=snapshot is not None,
+        digest=digest or "", snapshot=snapshot is not None,
     )
 
 
@@ -386,7 +470,9 @@ def _gap(f: _Fields) -> Gap:
     first, last = f.seq("from"), f.seq("to")
     if first > last:
         raise FrameError(f"gap: 'from' ({first}) is after 'to' ({last})")
-    return Gap(stream=f.ident("stream"), first=first, last=last, reason=f.text("reason", limit=200))
+    return Gap(
+        stream=f.ident("stream"), first=first, last=last, reason=f.text("reason", limit=200), digest=f.digest() or ""
+    )
 
 
 def _ack(f: _Fields) -> Ack:
@@ -394,7 +480,7 @@ def _ack(f: _Fields) -> Ack:
 
 
 def _subscribe(f: _Fields) -> Subscribe:
-    return Subscribe(f.seq("after", False))
+    return Subscribe(f.seq("after", False), f.digest())
 
 
 _PARSERS = {
@@ -404,10 +490,13 @@ _PARSERS = {
     "gap": _gap,
     "ack": _ack,
     "subscribe": _subscribe,
+    "refused": _refused,
+    "probe": _probe,
+    "match": _match,
 }
 
 
 __all__ = [
-    "Ack", "Frame", "FrameError", "Gap", "Heartbeat", "Hello", "MAX_SEQ", "Reading", "Subscribe",
-    "VERBS", "VERSION", "Welcome", "encode", "format_timestamp", "is_v2", "parse", "parse_timestamp",
+    "Ack", "Frame", "FrameError", "Gap", "Heartbeat", "Hello", "MAX_SEQ", "Match", "Probe", "Reading", "Refused",
+    "Subscribe", "VERBS", "VERSION", "Welcome", "encode", "format_timestamp", "is_v2", "parse", "parse_timestamp",
 ]  # fmt: skip

@@ -17,11 +17,22 @@ MIN_DEAD_PEER_TIMEOUT = 2.0
 class ConnectOptions(FoldedOptions):
     """Options of the client roles: poll and report."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self["connect"] = []
+
+    def opt_connect(self, description: str) -> None:
+        """
+        The server, as a Twisted client endpoint or HOST:PORT (required). Give it
+        more than once for several servers (collectors sharing a database): each
+        attempt tries them in turn, from the one that worked last; a name with
+        several addresses is tried address by address. Examples: --connect
+        tcp:host=192.168.0.17:port=22000  --connect 192.168.0.17:22000  --connect
+        tls:host=myhome.example.org:port=22443  --connect unix:path=/run/rpisensor.sock
+        """
+        self["connect"].append(description)
+
     optParameters = [
-        ["connect", None, None,
-         "The server, as a Twisted client endpoint or HOST:PORT (required). "
-         "Examples: --connect tcp:host=192.168.0.17:port=22000  --connect 192.168.0.17:22000  "
-         "--connect tls:host=myhome.example.org:port=22443  --connect unix:path=/run/rpisensor.sock"],
         ["max-delay", None, "60",
          "Longest wait, in seconds, between reconnection attempts; waits grow from 2 s "
          "to this while attempts fail (after a link that worked drops, the first retry is "
@@ -40,7 +51,8 @@ class ConnectOptions(FoldedOptions):
         super().postOptions()
         if not self["connect"]:
             raise usage.UsageError("--connect is required, e.g. --connect tcp:host=192.168.0.17:port=22000")
-        self["connect"] = check_client_endpoint("connect", self["connect"])
+        #: The servers, checked, in the order given.
+        self["connect"] = tuple(check_client_endpoint("connect", d) for d in self["connect"])
         self["max-delay"] = non_negative_float("max-delay", self["max-delay"])
         if self["max-delay"] < 1:
             raise usage.UsageError(f"--max-delay must be at least 1 second, got {self['max-delay']}")

@@ -5,7 +5,8 @@ a v2 reporter's stream is stored exactly once and acknowledged once durable.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+import time
+from collections.abc import Callable
 
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -17,7 +18,7 @@ from rpisensor.net.limits import ListenSettings
 from rpisensor.net.listening import ListenerService
 from rpisensor.net.tls import certificate_name
 from rpisensor.roles.collect.session import HelloRefused, ReportSession, check_hello
-from rpisensor.store import Record, StoreService, store_file_for
+from rpisensor.store import Record, StoreService, store_service
 from rpisensor.stream.delivery import Delivery, OnGap, OnReading, Stamp
 from rpisensor.stream.receiver import StreamRegistry
 from rpisensor.entries import Reading, Entry
@@ -25,12 +26,6 @@ from rpisensor.lograte import RateLimitedLog
 from rpisensor.wire import v2
 
 _log = Logger(namespace="rpisensor.roles.collect")
-
-
-def utc_now_iso(clock) -> str:
-    """The clock's time as UTC ISO 8601 with milliseconds, e.g. 2026-11-25T13:05:00.123Z."""
-    moment = datetime.fromtimestamp(clock.seconds(), tz=timezone.utc)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class CollectorProtocol(ServerConnection):
@@ -86,7 +81,7 @@ class CollectorProtocol(ServerConnection):
             if text.split(" ", 1)[0] == "hello":
                 self._hello(text)
                 return
-        record = Record(utc_now_iso(self.factory.clock), self.peer, text)
+        record = Record(self.factory.stamp(), self.peer, text)
         if self.factory.store is None:
             self._log_message(record)
             return
@@ -119,7 +114,33 @@ class CollectorProtocol(ServerConnection):
                 # reading, and a TLS close waits to read the peer's close_notify or its end.)
                 self.transport.loseConnection()
             return
+        store = self.factory.store
+        if store is None or not store.shared:
+            self.session = ReportSession(self, hello, identity)
+            return
+        # Other collectors write to this store too: the stream may have moved on
+        # since this one last saw it. Messages after the hello wait for the answer.
+        self.pause(Pause.PENDING)
+        store.position(hello.device, hello.stream).addCallbacks(
+            self._resume_at, self._position_unknown, (hello, identity), None, (hello,)
+        )
+
+    def _resume_at(self, stored: int, hello: v2.Hello, identity: str | None) -> None:
+        if self.gone:
+            return
+        resume_at(self.factory.registry, hello.device, hello.stream, stored)
         self.session = ReportSession(self, hello, identity)
+        self.resume(Pause.PENDING)
+
+    def _position_unknown(self, failure: Failure, hello: v2.Hello) -> None:
+        self.peer_log.error(
+            "Cannot tell where stream {stream} of {device} stands in the store ({error}); closed the "
+            "connection of {peer}, which tries again later. Check that the database is up.",
+            key="stream positions unknown", stream=hello.stream, device=hello.device,
+            error=failure.getErrorMessage(), peer=self.peer,
+        )  # fmt: skip
+        if not self.gone:
+            self.transport.loseConnection()
 
     def _stored(self, _, record: Record) -> None:
         self._log_message(record)
@@ -171,6 +192,19 @@ READING_LINES = 20
 READING_WINDOW = 60.0
 
 
+def resume_at(registry: StreamRegistry, device: str, stream: str, stored: int) -> None:
+    """
+    The store holds C{(device, stream)} up to C{stored} (another collector
+    may have stored it): a session starting now resumes from there, or from
+    further on if this collector has stored more since it asked.
+    """
+    registry.begin(device, stream, stored)
+    state = registry.get(device, stream)
+    if stored > state.stored:
+        state.stored = stored
+        state.accepted = max(state.accepted, stored)
+
+
 class CollectorFactory(AdmittingFactory):
     """
     Builds L{CollectorProtocol}s that store into C{store} (or only log, if C{None}).
@@ -193,11 +227,12 @@ class CollectorFactory(AdmittingFactory):
         on_reading: OnReading | None = None,
         max_stream_pending: int = MAX_STREAM_PENDING,
         on_gap: OnGap | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(settings.limits, settings.policy, clock)
         self.store = store
         self.max_stream_pending = max_stream_pending
-        self.stamp = Stamp(clock)
+        self.stamp = Stamp(wall)
         self._registry: StreamRegistry | None = None
         self.stream_log = RateLimitedLog(clock, _log)
         self._reading_log = RateLimitedLog(clock, _log, burst=READING_LINES, window=READING_WINDOW)
@@ -267,10 +302,14 @@ def build_collect_service(
     on_reading: OnReading | None = None,
     max_stream_pending: int = MAX_STREAM_PENDING,
     on_gap: OnGap | None = None,
+    timescale: bool = False,
 ) -> CollectService:
     """
     The whole collector: the store's writer (when C{store_path} is given) and
     one listener per endpoint in C{settings}.
+
+    @param store_path: a store file, or a C{postgresql://} URL (with
+        C{timescale}: readings in a TimescaleDB hypertable).
 
     @param on_reading: for programs embedding the collector: called with each
         v2 reading once it is stored (see L{CollectorFactory}); C{on_gap}, with each gap.
@@ -286,7 +325,7 @@ def build_collect_service(
     if store_path is None:
         _log.info("No --store given: messages are only logged. Add --store readings.jsonl to keep them.")
     else:
-        store = StoreService(reactor, store_file_for(store_path))
+        store = store_service(reactor, store_path, timescale)
     factory = CollectorFactory(store, reactor, settings, on_reading, max_stream_pending, on_gap)
     top = CollectService(factory)
     if store is not None:
@@ -311,6 +350,7 @@ def make_service(options, reactor) -> CollectService:
     top = build_collect_service(
         reactor, options["store"], listen, feed.on_reading if feed is not None else None,
         max_stream_pending=options["max-stream-pending"], on_gap=gaps.on_gap if gaps is not None else None,
+        timescale=options["timescale"],
     )  # fmt: skip
     if feed is not None:
         from rpisensor.web.roles import receiver_web

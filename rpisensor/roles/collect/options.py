@@ -13,14 +13,16 @@ from rpisensor.roles._options.web import WebOptions
 MAX_STREAM_PENDING = 10_000
 
 
-def check_store(option: str, value: str | None) -> None:
-    """A C{--store} value must name a format the store knows (by its suffix)."""
+def check_store(option: str, value: str | None, timescale: bool = False) -> None:
+    """A C{--store} value must name a format the store knows (by its suffix), or a PostgreSQL URL."""
     if value is None:
+        if timescale:
+            raise usage.UsageError("--timescale is for a PostgreSQL store: add --store postgresql://...")
         return
     from rpisensor.store import store_file_for
 
     try:
-        store_file_for(value)
+        store_file_for(value, timescale)
     except ValueError as e:
         raise usage.UsageError(f"--{option}: {e}") from None
 
@@ -38,7 +40,9 @@ class CollectOptions(ListenOptions, WebOptions):
     )
     optParameters = [
         ["store", None, None,
-         "File to append messages to: .jsonl (JSON Lines) or .sqlite/.db (SQLite). Without "
+         "File to append messages to: .jsonl (JSON Lines) or .sqlite/.db (SQLite); or a "
+         "PostgreSQL database, postgresql://USER@HOST/DB, which several collectors can share (the "
+         "password from ~/.pgpass, PGPASSFILE or ?passfile=PATH, never in the URL). Without "
          "it messages are only logged. Example: --store readings.sqlite"],
         ["max-stream-pending", None, str(MAX_STREAM_PENDING),
          "Readings of one v2 reporter on their way to the disk at most; beyond that the "
@@ -46,7 +50,13 @@ class CollectOptions(ListenOptions, WebOptions):
          "normally keeps it far below). Example: --max-stream-pending 50000"],
     ]  # fmt: skip
 
+    optFlags = [
+        ["timescale", None,
+         "With a PostgreSQL --store: make the readings table a TimescaleDB hypertable on the "
+         "Pi's timestamp (the extension must be installed in the server)."],
+    ]  # fmt: skip
+
     def postOptions(self) -> None:
         super().postOptions()
-        check_store("store", self["store"])
+        check_store("store", self["store"], self["timescale"])
         self["max-stream-pending"] = count("max-stream-pending", self["max-stream-pending"], 1)

@@ -20,7 +20,7 @@ from rpisensor.net.request import RequestProtocol
 from rpisensor.net.wording import NamedLogger
 from rpisensor.roles.poll.options import DEFAULT_HELLO_TIMEOUT
 from rpisensor.app.stopping import StopInOrder
-from rpisensor.store import StoreService, store_file_for
+from rpisensor.store import StoreService, store_service
 from rpisensor.stream.heartbeat import interval_for
 from rpisensor.entries import Gap, Reading
 
@@ -183,7 +183,7 @@ def build_poll_service(
         return reconnecting_client(reactor, connect, factory, max_delay, dead_peer_timeout=dead_peer_timeout)
     from rpisensor.roles.poll.subscribing import SubscribeFactory
 
-    store = StoreService(reactor, store_file_for(store_path)) if store_path is not None else None
+    store = store_service(reactor, store_path) if store_path is not None else None
     heartbeat = interval_for(dead_peer_timeout) if dead_peer_timeout > 0 else None
     factory = SubscribeFactory(
         reactor, command, interval, timeout, on_reply, store, heartbeat, hello_timeout, on_reading, on_gap

@@ -10,6 +10,9 @@ C{--subscribe}.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -253,6 +256,7 @@ class SubscribeFactory(PollFactory):
         hello_timeout: float = 3.0,
         on_reading: OnReading | None = None,
         on_gap: OnGap | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(clock, command, interval, timeout, on_reply)
         self.store = store
@@ -262,7 +266,7 @@ class SubscribeFactory(PollFactory):
         self._registry: StreamRegistry | None = None
         self._delivery = Delivery(store, on_reading, on_gap)
         self.stream_log = RateLimitedLog(clock, _log)
-        self.stamp = Stamp(clock)
+        self.stamp = Stamp(wall)
         self._reading_log = RateLimitedLog(clock, _log, burst=READING_LINES, window=READING_WINDOW)
 
     @property

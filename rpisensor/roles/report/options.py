@@ -93,7 +93,7 @@ class ReportOptions(GPIOOptions, ConnectOptions, OutboxOptions):
         #: A client certificate's CN that cannot be a device id (the start-up says so).
         self.unusable_cn: str | None = None
         if self["device"] is None:
-            cn = certificate_cn(self["connect"])
+            cn = next(filter(None, map(certificate_cn, self["connect"])), None)
             if cn is not None and _DEVICE.match(cn):
                 self["device"] = cn
             else:

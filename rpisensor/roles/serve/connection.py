@@ -18,7 +18,7 @@ from zope.interface import implementer
 
 from rpisensor import wire
 from rpisensor.net.connection import Pause, ServerConnection
-from rpisensor.sensing.sample import Level
+from rpisensor.sensing.sample import InputLevel
 
 if TYPE_CHECKING:
     from rpisensor.roles.serve.subscription import Subscription
@@ -203,7 +203,7 @@ class SensorServerProtocol(ServerConnection):
             self.subscription.pause()
         return self.subscription
 
-    def _reading_ready(self, slot: list[bytes | None], outcome: Level | Failure) -> None:
+    def _reading_ready(self, slot: list[bytes | None], outcome: InputLevel | Failure) -> None:
         if isinstance(outcome, Failure):
             # The reader logs a failing or hung sensor once; the client is told in its reply.
             slot[0] = wire.frame(f"error: reading failed: {outcome.getErrorMessage()}")

@@ -188,7 +188,7 @@ class OutputsService(Service):
             # The levels at start-up, and every change from now on, wait until the
             # journal says what it last recorded: a command that comes first is
             # then recorded after the start-up level, not instead of it.
-            now = self.controller.clock.seconds()
+            now = self.controller.wall()
             self._waiting = [(spec, self.controller.level(spec.name), now, True) for spec in self.controller.specs]
             self.controller.add_listener(self._changed)
             self.journal.latest_per_sensor().addCallbacks(self._follow, self._follow_failed)

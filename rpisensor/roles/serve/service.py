@@ -25,7 +25,7 @@ from rpisensor.roles.serve.control import DEFAULT_CONTROL_RATE, OutputsService
 from rpisensor.roles.serve.control import refusal as control_refusal
 from rpisensor.roles.serve.connection import SensorServerProtocol
 from rpisensor.sensing.reader import InputReader
-from rpisensor.sensing.sample import Sample, Level
+from rpisensor.sensing.sample import Sample, InputLevel
 from rpisensor.stream.state import InputState
 
 if TYPE_CHECKING:
@@ -85,7 +85,7 @@ class SensorServerFactory(AdmittingFactory):
 
     def frame_for(self, reading: Sample) -> bytes:
         """A reading's text as one message on the wire, NUL included (an input's, encoded once)."""
-        if isinstance(reading, Level):
+        if isinstance(reading, InputLevel):
             return self._frames[reading.input.name, reading.high]
         return wire.frame(reading.text)
 

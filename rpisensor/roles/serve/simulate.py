@@ -33,7 +33,7 @@ def _sim(connection, args: list[str]) -> None:
         # the pin's edge comes through the reactor a turn later. (With a debounce
         # the change counts only once it held, as on a real pin.)
         high = active != spec.active_low
-        state.learn(LevelChange(reader.clock.seconds(), spec.pin, high))
+        state.learn(LevelChange(reader.wall(), spec.pin, high))
     connection.reply(spec.active_text if active else spec.inactive_text)
 
 
