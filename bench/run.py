@@ -52,6 +52,7 @@ PEER_SCRIPTS = {
     "threaded": "threaded_server.py",
     "asyncio": "asyncio_server.py",
     "tw-naive": "twisted_naive_server.py",
+    "tw-inline": "twisted_inline_server.py",  # bench/cost.py's reference, not in run.py's table
 }
 
 

@@ -14,9 +14,9 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from rpisensor import wire
-from rpisensor.net.backoff import PROMPT_DELAY, PROMPT_JITTER, STORY_BURST
+from rpisensor.net.backoff import JITTER, PROMPT_DELAY, STORY_BURST
 from rpisensor.net.deadpeer import DeadPeerDetection
-from rpisensor.net.reconnect import reconnecting_client, retry_policy
+from rpisensor.net.reconnect import reconnecting_client, retry_delay
 from rpisensor.net.request import PEER_LINE_BURST, RequestProtocol
 
 
@@ -55,15 +55,15 @@ def gaps(times):
 
 
 class BackoffTests(SynchronousTestCase):
-    def test_policy_grows_and_is_capped(self):
-        """Waits double from attempt to attempt and stop growing at max_delay."""
-        policy = retry_policy(initial_delay=1.0, max_delay=10.0, jitter=lambda: 0.0)
-        self.assertEqual([policy(n) for n in range(1, 7)], [2.0, 4.0, 8.0, 10.0, 10.0, 10.0])
+    def test_quick_first_then_doubling_to_the_cap(self):
+        """0.2, 0.5, 1, 2, then doubling, capped at max_delay: a LAN reboot is picked up at once."""
+        delays = [retry_delay(n, max_delay=10.0, jitter=lambda: 0.0) for n in range(8)]
+        self.assertEqual(delays, [0.2, 0.5, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0])
 
-    def test_jitter_is_added(self):
-        """Jitter is added on top of the capped delay, so clients spread out."""
-        policy = retry_policy(max_delay=10.0, jitter=lambda: 0.25)
-        self.assertEqual(policy(10), 10.25)
+    def test_jitter_stretches_each_wait_by_up_to_a_quarter(self):
+        """Jitter makes a wait up to a quarter longer, so clients spread out."""
+        self.assertEqual(retry_delay(7, max_delay=10.0, jitter=lambda: 1.0), 10.0 * (1 + JITTER))
+        self.assertEqual(retry_delay(1, jitter=lambda: 0.5), 0.5 * (1 + JITTER / 2))
 
     def test_client_never_gives_up_and_never_hammers(self):
         """A refused client keeps retrying, with growing waits capped at max_delay."""
@@ -74,7 +74,7 @@ class BackoffTests(SynchronousTestCase):
         service.startService()
         for _ in range(200):
             clock.advance(0.5)
-        self.assertEqual(gaps(endpoint.attempts)[:5], [2.0, 4.0, 8.0, 10.0, 10.0])
+        self.assertEqual(gaps(endpoint.attempts)[:7], [0.5, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0])
         self.assertTrue(all(gap <= 10.0 for gap in gaps(endpoint.attempts)))
         self.assertGreaterEqual(len(endpoint.attempts), 8)
 
@@ -92,7 +92,7 @@ class BackoffTests(SynchronousTestCase):
         self.successResultOf(service.whenConnected())
         clock.advance(5.0)
         endpoint.protocol.connectionLost(Failure(ConnectionLost()))
-        wait = PROMPT_DELAY + 0.5 * PROMPT_JITTER
+        wait = PROMPT_DELAY * (1 + 0.5 * JITTER)
         self.assertLess(wait, 1.0)
         clock.advance(wait - 0.01)
         self.assertEqual(len(endpoint.attempts), 1)
@@ -101,7 +101,7 @@ class BackoffTests(SynchronousTestCase):
         service.stopService()
 
     def test_backoff_resumes_when_the_prompt_retry_fails(self):
-        """After the prompt retry fails, waits grow again from 2 s; a good link resets them."""
+        """After the prompt retry fails, waits grow again from 0.5 s; a good link resets them."""
         clock = Clock()
         endpoint = FakeEndpoint(clock)
         endpoint.refuse = False
@@ -113,7 +113,7 @@ class BackoffTests(SynchronousTestCase):
         endpoint.protocol.connectionLost(Failure(ConnectionLost()))
         endpoint.run_attempts(5)
         self.assertEqual(endpoint.attempts[1], 5.0 + PROMPT_DELAY)
-        self.assertEqual(gaps(endpoint.attempts[1:]), [2.0, 4.0, 8.0, 10.0])
+        self.assertEqual(gaps(endpoint.attempts[1:]), [0.5, 1.0, 2.0, 4.0])
         endpoint.refuse = False
         endpoint.run_attempts(1)
         clock.advance(5.0)
@@ -132,7 +132,7 @@ class BackoffTests(SynchronousTestCase):
                                       max_delay=10.0, jitter=lambda: 0.0)  # fmt: skip
         service.startService()
         endpoint.run_attempts(10)
-        self.assertEqual(gaps(endpoint.attempts)[:5], [2.0, 4.0, 8.0, 10.0, 10.0])
+        self.assertEqual(gaps(endpoint.attempts)[:7], [0.5, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0])
         service.stopService()
 
     def test_refusal_backs_off(self):
@@ -152,7 +152,7 @@ class BackoffTests(SynchronousTestCase):
             endpoint.protocol.dataReceived(b"error: refused: 192.0.2.7 is not allowed\0")
             endpoint.protocol.connectionLost(Failure(ConnectionDone()))
             endpoint.run_attempts(1)
-        self.assertEqual(gaps(endpoint.attempts), [1.0 + 2.0, 1.0 + 4.0, 1.0 + 8.0])
+        self.assertEqual(gaps(endpoint.attempts), [1.0 + 0.5, 1.0 + 1.0, 1.0 + 2.0])
         said = [e for e in events if "the server said" in e.get("log_format", "")]
         self.assertEqual(len(said), 3)  # once per refusal
         self.assertEqual(said[0]["said"], "error: refused: 192.0.2.7 is not allowed")
@@ -173,8 +173,8 @@ class BackoffTests(SynchronousTestCase):
         clock.advance(10.0)
         texts = [formatEvent(e) for e in events]
         self.assertEqual([t for t in texts if "Scheduling" in t], [])
-        self.assertIn("Reconnecting to tcp:host=192.0.2.1:port=22000 in 2.6 s (attempt 1)", texts)
-        self.assertIn("Reconnecting to tcp:host=192.0.2.1:port=22000 in 4.6 s (attempt 2)", texts)
+        self.assertIn("Reconnecting to tcp:host=192.0.2.1:port=22000 in 0.6 s (attempt 1)", texts)  # 0.5 s + jitter
+        self.assertIn("Reconnecting to tcp:host=192.0.2.1:port=22000 in 1.2 s (attempt 2)", texts)
         refused = [t for t in texts if t.startswith("Connection to")]
         self.assertEqual(refused[0], "Connection to tcp:host=192.0.2.1:port=22000 failed: connection "
                          "refused. Check the address, and that the server is running and reachable.")  # fmt: skip
@@ -406,3 +406,24 @@ class CancelTests(SynchronousTestCase):
         self.assertNoResult(attempt)
         clock.advance(1)
         self.failureResultOf(attempt, TimeoutError)
+
+
+class OwnCloseTests(SynchronousTestCase):
+    def test_a_stop_says_this_side_closed(self):
+        """
+        Stopping the client (SIGTERM) logs that this side closed the connection,
+        not that the other end did, nor an error line the server sent earlier.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        clock = Clock()
+        endpoint = FakeEndpoint(clock)
+        endpoint.refuse = False
+        service = reconnecting_client(clock, endpoint, Factory.forProtocol(RequestProtocol), jitter=lambda: 0.0)
+        service.startService()
+        protocol = endpoint.protocol
+        protocol.dataReceived(b"error: unknown command 'x'; send 'help' for the list\0")
+        service.stopService()
+        protocol.connectionLost(Failure(ConnectionDone()))
+        lines = [formatEvent(e) for e in events if "Disconnected from" in e.get("log_format", "")]
+        self.assertEqual(len(lines), 1, lines)
+        self.assertIn("this client closed the connection (it is stopping)", lines[0])

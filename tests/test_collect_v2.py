@@ -24,7 +24,7 @@ from rpisensor.net.limits import ListenSettings
 from rpisensor.roles.collect.collector import READING_LINES, CollectorFactory
 from rpisensor.store import StoreService, store_file_for
 from rpisensor.entries import Gap, Reading
-from rpisensor.testing import FakeRunner, stored_messages, stored_stream
+from rpisensor.testing import FakeRunner, inline_runner, stored_messages, stored_stream
 from rpisensor.wire import v2
 from tests.certs import make_ca, make_leaf
 
@@ -47,6 +47,18 @@ def frames(*texts: str) -> bytes:
     return b"".join(text.encode() + b"\0" for text in texts)
 
 
+class WritesByHand(FakeRunner):
+    """
+    The writer thread for these tests: writes (and the close behind them) wait for the
+    test; what a hello asks of the store (where the stream stands, its owner) is answered at once.
+    """
+
+    def __call__(self, f, *args):
+        if getattr(f, "__name__", "") in ("write", "close"):
+            return super().__call__(f, *args)
+        return inline_runner(f, *args)
+
+
 class Collector:
     """A collector on a real store file, with time and the writer thread in the test's hands."""
 
@@ -55,7 +67,7 @@ class Collector:
         self.clock = clock or Clock()
         if clock is None:
             self.clock.advance(1764075600.25)  # 2025-11-25T13:00:00.250Z
-        self.runner = FakeRunner()
+        self.runner = WritesByHand()
         self.store = StoreService(self.clock, store_file_for(path), runner=self.runner)
         self.store.startService()
         self.factory = CollectorFactory(self.store, self.clock, ListenSettings(), **factory_options, wall=self.clock.seconds)
@@ -173,12 +185,13 @@ class HandshakeTests(CollectV2TestCase):
         self.assertEqual(stored_messages(c.path), ["Button pressed"])
 
     def test_subscriber_hello(self):
-        """A subscriber's hello is refused with a line that says where to subscribe."""
+        """A subscriber's hello is refused (a refused frame) with a reason that says where to subscribe."""
         c = self.collector()
         protocol, transport = c.connect()
         protocol.dataReceived(frames(v2.encode(v2.Hello("subscribe"))))
         [line] = sent(transport)
-        self.assertTrue(line.startswith("error: this is a collector: it takes reporters"), line)
+        self.assertTrue(v2.parse(line).reason.startswith("this is a collector: it takes reporters"), line)
+        self.assertTrue(transport.disconnecting)
         self.assertIsNone(protocol.session)
 
 
@@ -344,7 +357,7 @@ class MalformedFrameTests(CollectV2TestCase):
         self.assertEqual(sent(transport), [
             "error: gap: 'from' (5) is after 'to' (2)",
             f"error: unknown frame 'Button'; v2 frames are: {', '.join(v2.VERBS)}",
-            "error: a reporter sends reading, gap and heartbeat frames here, not ack",
+            "error: a sender sends reading, gap, last, probe and heartbeat frames here, not ack",
             'ack {"seq":2}',
         ])  # fmt: skip
         self.assertFalse(transport.disconnecting)
@@ -640,7 +653,8 @@ class IdentityTests(CollectV2TestCase):
         c, protocol, transport = self.connect("pi-hall")
         protocol.dataReceived(frames(hello(), reading(1)))
         c.write()
-        self.assertEqual(sent(transport), ["error: device 'pi-kitchen' does not match your certificate (CN=pi-hall)"])
+        refusal = v2.Refused("device 'pi-kitchen' does not match your certificate (CN=pi-hall)")
+        self.assertEqual(sent(transport), [v2.encode(refusal)])
         self.assertTrue(transport.disconnecting)
         self.assertEqual(stored_messages(c.path), [])
 

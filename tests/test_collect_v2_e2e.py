@@ -226,7 +226,8 @@ class IdentityTests(_Mixin, SynchronousTestCase):
         while block := impostor.recv(4096):
             received += block
         impostor.close()
-        self.assertEqual(received, b"error: device 'pi-hall' does not match your certificate (CN=pi-kitchen)\0")
+        refusal = v2.Refused("device 'pi-hall' does not match your certificate (CN=pi-kitchen)")
+        self.assertEqual(received, frame(v2.encode(refusal)))
         collector.stop_cleanly()
         self.assertEqual([(r.seq, r.identity) for r in stored_stream(store)], [(1, "pi-kitchen"), (2, "pi-kitchen")])
 

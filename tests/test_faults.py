@@ -22,7 +22,7 @@ from rpisensor.roles.collect.collector import build_collect_service
 from rpisensor.sensing.inputs import DEFAULT_INPUT
 from rpisensor.roles.poll.poller import build_poll_service
 from rpisensor.sensing.pool import open_reader
-from rpisensor.roles.report.reporter import build_report_service
+from rpisensor.roles.report.service import ReportSettings, build_report_service
 from rpisensor.testing import (
     listening_port,
     simulated_pins,
@@ -196,8 +196,9 @@ async def test_report_through_cutting_proxy_stores_only_whole_messages(reactor, 
     proxy = CuttingProxy(reactor, collect_port, random.Random(1764075600), 5, 60)
     reader, reader_service = open_reader(reactor, simulated_pins(clock=reactor), [DEFAULT_INPUT])
     report = build_report_service(
-        reactor, reader, reader_service, proxy.endpoint, interval=0.05, max_delay=0.2, protocol="1"
-    )
+        reactor, reader, reader_service,
+        ReportSettings((proxy.endpoint,), interval=0.05, max_retry_delay=0.2, protocol="1"),
+    )  # fmt: skip
     report.startService()
     try:
         await wait_until(lambda: len(proxy.cuts) >= 5, reactor)

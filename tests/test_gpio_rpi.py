@@ -10,6 +10,7 @@ import copy
 import importlib.abc
 import importlib.util
 import os
+import queue
 import re
 import shutil
 import signal
@@ -18,6 +19,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from contextlib import closing
 from pathlib import Path
@@ -521,9 +523,9 @@ class EmulatedPiServerTests(EmulatedPiServer):
 
     def test_polled_changes_reach_the_journal_and_a_subscriber(self) -> None:
         """
-        RPi.GPIO has no edges rpisensor relies on: every --poll-interval the input is read,
-        and each change of BCM 8's level is one journal entry, streamed to a v2 subscriber
-        once, in order; go answers the same level.
+        RPi.GPIO has no edges rpisensor relies on: every --poll-interval a thread of its own
+        reads the input, and each change of BCM 8's level is one journal entry, streamed to a
+        v2 subscriber once, in order; go answers the same level.
         """
         journal = self.directory / "journal.sqlite"
         self.pi.set_levels(high={8})  # the button released (pull-up, active low)
@@ -542,12 +544,106 @@ class EmulatedPiServerTests(EmulatedPiServer):
         self.assertEqual(self.stop_server(), 0, self.log_text())
         rest = subscriber.read_to_end()
         self.assertEqual([verb for verb, _ in rest if verb == "reading"], [], rest)
-        self.assertIn("each input is read every 0.02 s (--poll-interval)", self.log_text())
+        self.assertIn("Polling button every 0.02 s (--poll-interval) in one thread", self.log_text())
         received = [(e["seq"], e["sensor"], e["value"], e["text"]) for e in subscriber.entries]
         with closing(sqlite3.connect(journal)) as db:
             rows = db.execute("SELECT seq, sensor, value, text FROM entries ORDER BY seq").fetchall()
         self.assertEqual(received, rows)
         self.assertEqual([value for _, _, value, _ in rows], [0, 1, 0, 1, 0, 1, 0])
+
+
+#: Polls the button (BOARD 24) with the real library, each pass when the test says "next".
+POLL_IN_STEP = """
+import sys, threading
+from rpisensor.hw.polling import PolledEdges
+from rpisensor.hw.rpi import RPiGPIO
+from rpisensor.sensing.inputs import InputSpec
+
+stopped = threading.Event()
+
+def wait(delay):
+    print("waiting", flush=True)
+    if sys.stdin.readline().strip() == "stop":
+        stopped.set()
+        return True
+    return False
+
+class Reactor:
+    def seconds(self):
+        return 0.0
+
+    def callFromThread(self, f, *args):
+        f(*args)
+
+backend = RPiGPIO("board")
+backend.setup_input(24, "up")
+edges = PolledEdges(backend, [InputSpec("button", 24)], 0.001, wait=wait)
+edges.watch(Reactor(), lambda change: print("change", int(change.high), flush=True))
+stopped.wait()
+edges.unwatch()
+backend.cleanup()
+"""
+
+
+class EmulatedPiPollingTests(EmulatedPiServer):
+    """The polling thread and the pipelined path with the real RPi.GPIO on an emulated Pi 3."""
+
+    def test_polling_thread_sees_a_pulse_of_one_pass(self) -> None:
+        """
+        A pulse on BCM 8 that lasts from one pass to the next is seen, press then release, by
+        the polling thread reading the real library (passes run in step with the test, so no
+        timing decides it; bench/cost.py P2 times 2 ms pulses at --poll-interval 0.001).
+        """
+        self.pi.set_levels(high={8})
+        poller = subprocess.Popen(
+            self.pi.command([sys.executable, "-c", POLL_IN_STEP]), stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=self.directory,
+        )  # fmt: skip
+        self.addCleanup(lambda: poller.poll() is None and (poller.kill(), poller.wait()))
+        said: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=lambda: [said.put(line.strip()) for line in poller.stdout], daemon=True).start()
+        lines = []
+
+        def expect(*wanted: str) -> None:
+            for want in wanted:
+                try:
+                    lines.append(said.get(timeout=PATIENCE))
+                except queue.Empty:
+                    lines.append(f"(nothing; exit {poller.poll()})")
+                self.assertEqual(lines[-1], want, lines)
+
+        expect("waiting")
+        self.pi.set_levels(high=set())  # pressed
+        poller.stdin.write("next\n")
+        poller.stdin.flush()
+        expect("change 0", "waiting")
+        self.pi.set_levels(high={8})  # released again, one pass later
+        poller.stdin.write("next\n")
+        poller.stdin.flush()
+        expect("change 1", "waiting")
+        poller.stdin.write("stop\n")
+        poller.stdin.flush()
+        self.assertEqual(poller.wait(timeout=PATIENCE), 0, lines)
+
+    def test_pipelined_burst_answered_whole_and_in_order(self) -> None:
+        """
+        10,000 go, with a ping after every tenth, sent in one write to serve --gpio rpi: every one
+        is answered, in the order sent (each ping's pong after the ten go before it, although a
+        pong is known at once and a go waits for its read).
+        """
+        self.pi.set_levels(high={8})
+        port = self.start_server("--journal", "none")
+        with socket.create_connection(("127.0.0.1", port), timeout=PATIENCE) as client:
+            client.sendall((b"go\0" * 10 + b"ping\0") * 1000)
+            data, count = bytearray(), 0
+            while count < 11_000:
+                block = client.recv(1 << 16)
+                self.assertTrue(block, f"closed after {count} replies")
+                count += block.count(b"\0")
+                data += block
+        replies = bytes(data).split(b"\0")[:-1]
+        self.assertEqual(replies, ([b"Button released"] * 10 + [b"pong"]) * 1000)
+        self.assertEqual(self.stop_server(), 0, self.log_text())
 
 
 class EmulationPrerequisiteTests(SynchronousTestCase):

@@ -1,7 +1,7 @@
 """
 C{poll --subscribe --store} over real loopback TCP against a small v2
 server made of the stream's own parts (a L{JournalService} over a temp file
-and a L{Publication} per connection), with pytest-twisted: it stores every
+and a L{StreamLink} with a L{Sender} per connection), with pytest-twisted: it stores every
 entry exactly once across a dropped link and a restart of the subscriber,
 resuming where its store ends.
 
@@ -21,8 +21,9 @@ from rpisensor.net.framing import NullTerminatedProtocol
 from rpisensor.roles.poll.poller import PollService, build_poll_service
 from rpisensor.stream.journal import Journal
 from rpisensor.stream.outbox import JournalService
-from rpisensor.stream.publisher import Publication
 from rpisensor.entries import Reading
+from rpisensor.stream.link import StreamLink
+from rpisensor.stream.sender import SERVE, Position, Sender
 from rpisensor.testing import stored_stream, wait_until
 from rpisensor.wire import v2
 
@@ -30,36 +31,45 @@ DEVICE = "pi-kitchen"
 
 
 class FakeServe(NullTerminatedProtocol):
-    """The publishing side of a v2 serve, and nothing else: hello, subscribe, ack, heartbeat."""
+    """The publishing side of a v2 serve, and nothing else: hello, subscribe, then the link."""
 
-    publication: Publication | None = None
+    link: StreamLink | None = None
 
     def connectionMade(self) -> None:
         self.factory.connections.append(self)
 
     def messageReceived(self, text: str) -> None:
+        if self.link is not None and self.link.side is not None:
+            if text.startswith("ack "):
+                self.factory.acked = max(self.factory.acked, v2.parse(text).seq)
+            self.link.message(text)
+            return
         frame = v2.parse(text)
+        journal = self.factory.journal
         if isinstance(frame, v2.Hello):
-            self.publication = Publication(self.factory.journal, self.sendMessage, DEVICE, window=4)
-            self.sendMessage(v2.encode(self.publication.welcome(frame.heartbeat)))
+            self.link = StreamLink(self.sendMessage, self.factory.clock, None, None, print, print)
+            self.sendMessage(v2.encode(v2.Welcome(
+                device=DEVICE, stream=journal.journal.stream, first=journal.journal.first,
+                last=journal.journal.last, owner=journal.journal.secret,
+            )))  # fmt: skip
         elif isinstance(frame, v2.Subscribe):
             self.factory.subscribed.append(frame.after)
-            self.publication.subscribe(frame.after)
-        elif isinstance(frame, v2.Ack):
-            self.factory.acked = max(self.factory.acked, frame.seq)
-            self.publication.ack(frame.seq)
+            sender = Sender(journal, self.link.send, SERVE, lambda reason: self.transport.loseConnection(), 4)
+            self.link.attach(sender)
+            sender.start(Position(frame.after, frame.digest))
 
     def connectionLost(self, reason) -> None:
-        if self.publication is not None:
-            self.publication.stop()
+        if self.link is not None:
+            self.link.stop()
         self.factory.connections.remove(self)
 
 
 class FakeServeFactory(Factory):
     protocol = FakeServe
 
-    def __init__(self, journal: JournalService) -> None:
+    def __init__(self, journal: JournalService, clock) -> None:
         self.journal = journal
+        self.clock = clock
         self.connections: list[FakeServe] = []
         self.subscribed: list[int | None] = []
         self.acked = 0
@@ -78,7 +88,7 @@ async def test_subscribe_stores_exactly_once_across_drops_and_restarts(reactor, 
     """Every entry is stored once, in order, across a dropped link and a restarted subscriber."""
     journal = JournalService(reactor, Journal(tmp_path / "journal.sqlite", current_boot="b"), outbox=False)
     journal.startService()
-    server_factory = FakeServeFactory(journal)
+    server_factory = FakeServeFactory(journal, reactor)
     port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(server_factory)
     endpoint = f"tcp:host=127.0.0.1:port={port.getHost().port}"
     store = str(tmp_path / "readings.sqlite")

@@ -242,3 +242,53 @@ class PropertyTests(SynchronousTestCase):
         self.assertEqual([body for body, _ in protocol.invalid], invalid)
         self.assertEqual(len(protocol.too_long), too_long)
         self.assertEqual(transport.disconnecting, bool(too_long))
+
+    @settings(max_examples=300, deadline=None)
+    @given(pieces=pieces, cuts=st.lists(st.integers(0, 4000), max_size=25),
+           hold_every=st.integers(1, 5), resumes=st.lists(st.booleans(), max_size=25))  # fmt: skip
+    def test_held_back_as_the_model_says(self, pieces, cuts, hold_every, resumes):
+        """
+        Holding messages back after every few (pauseMessages, as a connection with too much work
+        does) and resuming at any point, new bytes arriving meanwhile, changes nothing of what is
+        delivered, or of its order: the same as the model, once everything held is let through.
+        """
+        stream = b"".join(pieces)
+        factory = Factory()
+        factory.maxMessageBytes = LIMIT
+        protocol = Holder(hold_every)
+        protocol.factory = factory
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        points = sorted({c % (len(stream) + 1) for c in cuts} | {0, len(stream)})
+        for n, (start, end) in enumerate(zip(points, points[1:])):
+            protocol.dataReceived(stream[start:end])
+            if n < len(resumes) and resumes[n]:
+                protocol.resumeMessages()
+        while protocol.holds_messages:
+            protocol.resumeMessages()
+        messages, invalid, too_long = framing_model(stream, LIMIT)
+        self.assertEqual(protocol.messages, messages)
+        self.assertEqual([body for body, _ in protocol.invalid], invalid)
+        self.assertEqual(len(protocol.too_long), too_long)
+
+
+class Holder(Recorder):
+    """Holds messages back (pauseMessages) after every C{hold_every}-th it is handed."""
+
+    def __init__(self, hold_every: int) -> None:
+        super().__init__()
+        self.hold_every = hold_every
+        self.handed = 0
+
+    def _handed(self) -> None:
+        self.handed += 1
+        if self.handed % self.hold_every == 0:
+            self.pauseMessages()
+
+    def messageReceived(self, text):
+        super().messageReceived(text)
+        self._handed()
+
+    def invalidMessageReceived(self, body, error):
+        super().invalidMessageReceived(body, error)
+        self._handed()

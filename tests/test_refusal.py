@@ -17,7 +17,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import globalLogPublisher
 
 from rpisensor.roles.poll.poller import build_poll_service
-from rpisensor.roles.report.reporter import build_report_service
+from rpisensor.roles.report.service import ReportSettings, build_report_service
 from rpisensor.sensing.inputs import DEFAULT_INPUT
 from rpisensor.sensing.pool import open_reader
 from rpisensor.testing import simulated_pins, wait_until
@@ -65,7 +65,8 @@ async def refused_client(reactor, build) -> tuple[list[dict], RefusingServer]:
 def assertBackedOff(events: list[dict], server: RefusingServer) -> None:
     retries = [e for e in events if str(e.get("log_format", "")).startswith("Reconnecting to")]
     assert [e["attempt"] for e in retries][:3] == [1, 2, 3]
-    assert all(e["delay"] >= 1.0 for e in retries), retries  # backoff (max_delay 1), not a prompt retry
+    # backed off: 0.5 s, then 1 s (max_delay 1), each up to a quarter longer; never the prompt 0.2 s
+    assert all(e["delay"] >= 0.5 for e in retries) and retries[1]["delay"] >= 1.0, retries
     said = [e for e in events if "the server said" in str(e.get("log_format", ""))]
     assert said and all(e["said"] == REFUSAL for e in said)
     assert len(said) == server.connections  # one line per refusal, no more
@@ -87,7 +88,7 @@ async def test_report_refused_backs_off(reactor):
 
     def build(reactor, endpoint):
         reader, reads = open_reader(reactor, simulated_pins(clock=reactor), [DEFAULT_INPUT])
-        return build_report_service(reactor, reader, reads, endpoint, max_delay=1.0)
+        return build_report_service(reactor, reader, reads, ReportSettings((endpoint,), max_retry_delay=1.0))
 
     events, server = await refused_client(reactor, build)
     assertBackedOff(events, server)

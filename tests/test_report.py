@@ -10,7 +10,10 @@ from twisted.trial.unittest import SynchronousTestCase
 from rpisensor.net.request import PEER_LINE_BURST
 from rpisensor.sensing.inputs import DEFAULT_INPUT
 from rpisensor.sensing.reader import InputReader
-from rpisensor.roles.report.reporter import ReportFactory, Reporter
+from rpisensor.roles.report.connection import ReportFactory
+from rpisensor.roles.report.outbox import OutboxService
+from rpisensor.roles.report.reporter import Reporter, StreamSettings
+from rpisensor.stream.journal import Journal
 from rpisensor.testing import inline_runner, simulated_pins
 from tests.support import DOOR
 
@@ -21,7 +24,9 @@ class ReporterHarness:
         self.backend = simulated_pins(clock=self.clock)
         reader = InputReader(self.backend, list(inputs), inline_runner, self.clock, wall=self.clock.seconds)
         reader.setup()
-        self.reporter = Reporter(reader, self.clock, **options)
+        self.outbox = OutboxService(self.clock, Journal(None), runner=inline_runner)
+        self.outbox.startService()
+        self.reporter = Reporter(reader, self.clock, self.outbox, StreamSettings("pi-test", "1"), **options)
         self.factory = ReportFactory(self.reporter)
 
     def tick(self, seconds):
@@ -262,7 +267,9 @@ class CachedReadingTests(SynchronousTestCase):
         backend = simulated_pins(clock=clock)
         reader = InputReader(backend, [DEFAULT_INPUT], inline_runner, clock, max_age=100.0, wall=clock.seconds)
         reader.setup()
-        reporter = Reporter(reader, clock, interval=1.0)
+        outbox = OutboxService(clock, Journal(None), runner=inline_runner)
+        outbox.startService()
+        reporter = Reporter(reader, clock, outbox, StreamSettings("pi-test", "1"), interval=1.0)
         reporter.start()
         clock.advance(0)
         protocol = ReportFactory(reporter).buildProtocol(None)
@@ -279,6 +286,6 @@ class ImportTests(SynchronousTestCase):
     def test_package_exports_the_builder(self):
         """The README's C{rpisensor.roles.report.build_report_service} is the reporter's builder."""
         import rpisensor.roles.report
-        from rpisensor.roles.report import reporter
+        from rpisensor.roles.report import service
 
-        self.assertIs(rpisensor.roles.report.build_report_service, reporter.build_report_service)
+        self.assertIs(rpisensor.roles.report.build_report_service, service.build_report_service)

@@ -15,7 +15,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import globalLogPublisher
 
 from rpisensor.roles.query import query
-from rpisensor.roles.report.reporter import build_report_service
+from rpisensor.roles.report.service import OutboxSettings, ReportSettings, build_report_service
 from rpisensor.sensing.inputs import DEFAULT_INPUT
 from rpisensor.sensing.pool import open_reader
 from rpisensor.testing import simulated_pins, wait_until
@@ -25,11 +25,11 @@ from tests.v2_collector import FakeCollectorFactory
 def reporter_service(reactor, tmp_path, port: int, **options):
     reader, reads = open_reader(reactor, simulated_pins(clock=reactor), [DEFAULT_INPUT])
     taken, acks = [], []
-    service = build_report_service(
-        reactor, reader, reads, f"tcp:host=127.0.0.1:port={port}", interval=0.05, max_delay=1.0,
-        outbox=str(tmp_path / "outbox.sqlite"), device="pi-loopback", on_reading=taken.append,
-        on_ack=acks.append, **options,
+    settings = ReportSettings(
+        (f"tcp:host=127.0.0.1:port={port}",), interval=0.05, max_retry_delay=1.0,
+        outbox=OutboxSettings(str(tmp_path / "outbox.sqlite")), device="pi-loopback", **options,
     )  # fmt: skip
+    service = build_report_service(reactor, reader, reads, settings, on_reading=taken.append, on_ack=acks.append)
     service.acks = acks
     return service, taken
 
@@ -113,7 +113,8 @@ async def test_protocol_2_backs_off_from_a_v1_server(reactor, tmp_path):
         await port.stopListening()
     retries = [e for e in events if str(e.get("log_format", "")).startswith("Reconnecting to")]
     assert [e["attempt"] for e in retries][:3] == [1, 2, 3]
-    assert all(e["delay"] >= 1.0 for e in retries), retries  # backoff, not a prompt retry
+    # backed off: 0.5 s, then 1 s (max_delay 1), each up to a quarter longer; never the prompt 0.2 s
+    assert all(e["delay"] >= 0.5 for e in retries) and retries[1]["delay"] >= 1.0, retries
     left = [e for e in events if "With --protocol 2 no plain text is sent" in str(e.get("log_format", ""))]
     assert left
     assert not [e for e in events if "the server said" in str(e.get("log_format", ""))]

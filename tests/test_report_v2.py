@@ -20,8 +20,10 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from rpisensor.roles.report.connection import PLAIN_TEXT as NOT_V2
+from rpisensor.roles.report.connection import ReportFactory
 from rpisensor.roles.report.outbox import OutboxService
-from rpisensor.roles.report.reporter import NOT_V2, ReportFactory, Reporter, StreamSettings
+from rpisensor.roles.report.reporter import Reporter, StreamSettings
 from rpisensor.sensing.inputs import DEFAULT_INPUT
 from rpisensor.sensing.reader import InputReader
 from rpisensor.stream.journal import Journal
@@ -160,6 +162,7 @@ class V2Harness:
         self.stream = StreamSettings(DEVICE, protocol, 3.0, heartbeat, window)
         self.interval = interval
         self.on_change = on_change
+        self.hooks = {name: reporter_options.pop(name) for name in ("on_reading", "on_ack") if name in reporter_options}
         self.reporter_options = reporter_options
         #: Every reading committed to the outbox, across restarts: what the reporter took.
         self.committed: list[v2.Reading] = []
@@ -171,10 +174,11 @@ class V2Harness:
         self.outbox.startService()
         self.test.addCleanup(self._close_outbox, self.outbox)
         self.reporter = Reporter(
-            self.reader, self.clock, self.interval, self.on_change, 60.0, self.outbox, self.stream,
+            self.reader, self.clock, self.outbox, self.stream, self.interval, self.on_change, 60.0,
             Synced(), **self.reporter_options,
         )  # fmt: skip
         self.reporter.add_listeners(on_reading=self.committed.append)
+        self.reporter.add_listeners(**self.hooks)
         self.factory = ReportFactory(self.reporter)
 
     @staticmethod
@@ -217,10 +221,12 @@ class HandshakeTests(SynchronousTestCase):
         h.tick()
         link = h.connect()
         [hello] = frames(link.reporter_transport)
+        journal = h.outbox.journal
         self.assertEqual(
             v2.parse(hello),
-            v2.Hello("report", DEVICE, h.outbox.journal.stream, 10.0, last=2),
-        )
+            v2.Hello("report", DEVICE, journal.stream, 10.0, last=2, owner=journal.secret,
+                     incarnation=journal.incarnation),
+        )  # fmt: skip
         link.reporter_transport.write(hello.encode() + b"\0")  # (frames() took it: give it back)
         link.pump()
         self.assertEqual(link.reporter.mode, "2")
@@ -282,17 +288,26 @@ class HandshakeTests(SynchronousTestCase):
         self.assertTrue(link.reporter_transport.disconnecting)
         self.assertEqual(frames(link.reporter_transport), [])
 
-    def test_collector_ahead_is_left(self) -> None:
-        """A collector with more of the stream than the outbox (an old outbox copy) is left, with a log line."""
+    def test_collector_ahead_makes_a_new_stream(self) -> None:
+        """
+        A collector with more of the stream than the outbox (an older copy of the
+        outbox): the outbox goes on as a new stream carrying what the collector
+        does not hold, says so loudly, and reconnects to send it.
+        """
         events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         h = V2Harness(self)
         h.start()
+        old = h.outbox.journal.stream
         link = h.connect()
         frames(link.reporter_transport)
         link.reporter.dataReceived(b'welcome {"v":2,"acked":50}\0')
+        [probe] = frames(link.reporter_transport)
+        self.assertEqual(v2.parse(probe), v2.Probe(1))  # does the collector hold entry 1 as this outbox does?
+        link.reporter.dataReceived(b'match {"seq":1}\0')  # no
         self.assertTrue(link.reporter_transport.disconnecting)
-        self.assertEqual(frames(link.reporter_transport), [])
-        self.assertTrue(any("restored from an old copy" in formatEvent(e) for e in events))
+        self.assertNotEqual(h.outbox.journal.stream, old)
+        self.assertEqual((h.outbox.journal.first, h.outbox.journal.last), (1, 1))
+        self.assertTrue(any("went its own way" in formatEvent(e) for e in events))
 
     def test_messages_before_the_answer_are_logged_not_taken(self) -> None:
         """A line that is neither welcome nor error: (v1 chatter) does not end the wait."""
@@ -365,17 +380,21 @@ class FallbackTests(SynchronousTestCase):
         self.assertEqual(protocol.parting_error, "error: refused: 192.168.0.10 is not in the allowed networks")
         self.assertEqual(self.told(), [])
 
-    def test_plain_text_lets_the_outbox_go(self) -> None:
-        """What a v1 peer was handed is let go from the outbox (it cannot ack), so the outbox does not fill."""
+    def test_plain_text_lets_nothing_go(self) -> None:
+        """
+        Plain text acknowledges nothing: what a v1 peer was handed stays in the
+        outbox (bounded by --outbox-max) until a collector stores it. (It used to
+        let the whole outbox go at the fallback, backlog included.)
+        """
         h = V2Harness(self)
         h.start()
         protocol, transport = self.connect_to_v1(h)
         protocol.dataReceived(ERROR_REPLY)
         for _ in range(5):
             h.tick()
-        self.assertEqual(h.outbox.acked, h.outbox.journal.last)
         self.assertEqual(h.outbox.journal.last, 6)
-        self.assertIsNone(h.reporter.last_ack)  # nothing was acknowledged by the peer
+        self.assertEqual(h.outbox.acked, 0)
+        self.assertIsNone(h.reporter.last_ack)
 
     def test_protocol_1_never_says_hello(self) -> None:
         """--protocol 1: plain text from the first byte; the tutorial's server sees nothing new."""
@@ -569,7 +588,7 @@ class AckTests(SynchronousTestCase):
         link.pump()
         link.reporter.dataReceived(b'ack {"seq":"x"}\0')
         self.assertFalse(link.reporter_transport.disconnecting)
-        self.assertTrue(any("cannot read" in formatEvent(e) and "'seq'" in formatEvent(e) for e in events))
+        self.assertTrue(any("cannot use" in formatEvent(e) and "'seq'" in formatEvent(e) for e in events))
         h.tick()
         link.pump()
         self.assertEqual(h.collector.store.seqs(), [1, 2])
@@ -776,7 +795,7 @@ class StatusLineTests(SynchronousTestCase):
         h.outbox.stopService()
         h.outbox = OutboxService(h.clock, Journal(None, max_entries=4), runner=inline_runner)
         h.outbox.startService()
-        h.reporter = Reporter(h.reader, h.clock, 1.0, False, 60.0, h.outbox, h.stream, Synced())
+        h.reporter = Reporter(h.reader, h.clock, h.outbox, h.stream, 1.0, False, 60.0, Synced())
         h.start()
         for _ in range(9):
             h.tick()
@@ -787,14 +806,14 @@ class StatusLineTests(SynchronousTestCase):
         )
 
     def test_negotiating_and_plain(self) -> None:
-        """While the hello waits: negotiating; after a fallback: protocol=1, and the outbox let go."""
+        """While the hello waits: negotiating; after a fallback: protocol=1, and the outbox keeps its readings."""
         h = V2Harness(self)
         h.start()
         protocol = h.factory.buildProtocol(None)
         protocol.makeConnection(StringTransport())
         self.assertIn(" connected=yes protocol=negotiating outbox=1 ", self.status(h))
         protocol.dataReceived(ERROR_REPLY)
-        self.assertIn(" connected=yes protocol=1 outbox=0 oldest_unacked=none last_ack=none ", self.status(h))
+        self.assertIn(" connected=yes protocol=1 outbox=1 oldest_unacked=1 ", self.status(h))
 
 
 class StatusListenerTests(SynchronousTestCase):
@@ -900,7 +919,7 @@ class EdgeFollowingTests(SynchronousTestCase):
         self.addCleanup(outbox.stopService)
         settings = StreamSettings(DEVICE, "auto", 3.0, 10.0, 1000)
         # A sampling interval far longer than the test: only edges can record anything.
-        reporter = Reporter(reader, clock, 3600.0, True, 60.0, outbox, settings, Synced(), state=state)
+        reporter = Reporter(reader, clock, outbox, settings, 3600.0, True, 60.0, Synced(), state=state)
         committed: list[v2.Reading] = []
         reporter.add_listeners(on_reading=committed.append)
         reporter.start()

@@ -257,9 +257,10 @@ class HelloTests(SynchronousTestCase):
         harness = Harness(self)
         client = harness.connect()
         client.send(hello(5))
+        journal = harness.journal.journal
         self.assertEqual(client.texts(), [
             f'welcome {{"v":2,"device":"pi-test","stream":"{harness.stream}","first":1,"last":2,'
-            '"heartbeat":5}'
+            f'"heartbeat":5,"owner":"{journal.secret}","incarnation":"{journal.incarnation}"}}'
         ])  # fmt: skip
 
     def test_default_heartbeat(self) -> None:
@@ -275,7 +276,6 @@ class HelloTests(SynchronousTestCase):
         harness = Harness(self)
         client = harness.connect()
         client.send(
-            'hello {"v":2,"role":"report","device":"pi","stream":"abc"}',
             "hello {not json",
             'hello {"v":1,"role":"subscribe"}',
             "hello",
@@ -283,7 +283,6 @@ class HelloTests(SynchronousTestCase):
             "ping",
         )
         self.assertEqual(client.texts(), [
-            "error: hello: serve takes role 'subscribe' (a reporter sends to collect)",
             "error: hello: the text after it is not JSON (Expecting property name enclosed in double quotes)",
             "error: hello: this peer speaks version 2, not 1",
             "error: hello needs a JSON object after it",
@@ -291,6 +290,20 @@ class HelloTests(SynchronousTestCase):
             "pong",
         ])  # fmt: skip
         self.assertFalse(client.transport.disconnecting)
+
+    def test_a_reporters_hello_is_refused(self) -> None:
+        """
+        A reporter pointed at serve (both default to port 22000) is refused with
+        a refused frame saying where to go, and closed: it backs off instead of
+        taking serve for a plain-text server and sending it text every 2 s.
+        """
+        harness = Harness(self)
+        client = harness.connect()
+        client.send('hello {"v":2,"role":"report","device":"pi","stream":"abc"}')
+        [refused] = client.frames()
+        self.assertIsInstance(refused, v2.Refused)
+        self.assertIn("a reporter sends to a collector (twistd rpisensor collect)", refused.reason)
+        self.assertTrue(client.transport.disconnecting)
 
     def test_second_hello(self) -> None:
         """A second hello is an error; the first still stands."""
@@ -365,14 +378,22 @@ class SubscribeTests(SynchronousTestCase):
         self.assertEqual([f.seq for f in frames[1:]], [6, 7, 8])
 
     def test_ahead_of_the_stream(self) -> None:
-        """A resume after the end of the stream gets one error, then the connection closes."""
+        """
+        A subscriber holding more of the stream than the journal (the journal is
+        an older copy): the server asks where the two still agree (probe), goes
+        on as a new stream, and closes the connection saying so; the subscriber
+        reconnects and finds the new stream.
+        """
         harness = Harness(self)
+        old = harness.stream
         client = harness.connect()
         client.send(hello(), 'subscribe {"after":99}')
-        self.assertEqual(client.texts()[1:], [
-            f"error: nothing after 99 in stream {harness.stream}: it ends at 2"
-        ])  # fmt: skip
+        self.assertEqual(client.texts()[1:], ['probe {"seq":1}'])
+        client.send('match {"seq":1}')  # it holds no entry 1 of this journal's
+        [closing] = client.texts()
+        self.assertTrue(closing.startswith(f"error: this Pi's stream {old} goes on as stream"), closing)
         self.assertTrue(client.transport.disconnecting)
+        self.assertNotEqual(harness.journal.journal.stream, old)
 
     def test_bad_subscribe(self) -> None:
         """A malformed subscribe gets one error; the connection is not subscribed and stays usable."""
@@ -421,7 +442,7 @@ class WindowTests(SynchronousTestCase):
         client.send('subscribe {"after":0}')
         client.readings()
         client.send('ack {"seq":9}')
-        self.assertEqual(client.texts(), ["error: ack 9 is beyond the last reading sent (2)"])
+        self.assertEqual(client.texts(), ["error: ack 9 is beyond the last entry sent (2)"])
         harness.press()
         self.assertEqual(client.readings(), [])  # still waiting for an ack: the window holds
         client.send('ack {"seq":2}')
@@ -538,7 +559,7 @@ class SlowSubscriberTests(SynchronousTestCase):
         client.send('subscribe {"after":2}')
         client.protocol.pauseProducing()
         harness.toggle(40)
-        sender = client.protocol.subscription.publication.sender
+        sender = client.protocol.subscription.sender
         self.assertLessEqual(len(sender._cache), 6)
         self.assertEqual(sender.in_flight, 0)
 
@@ -698,7 +719,7 @@ class OptionsTests(SynchronousTestCase):
     def test_bad_values(self) -> None:
         """Bad values are usage errors naming the option."""
         for args, text in [
-            (("--poll-interval", "0"), "--poll-interval must be at least 0.01 seconds"),
+            (("--poll-interval", "0"), "--poll-interval must be at least 0.001 seconds"),
             (("--poll-interval", "x"), "--poll-interval must be a number of seconds"),
             (("--max-subscribers", "-1"), "--max-subscribers must be at least 0"),
             (("--max-subscriber-lag", "0"), "--max-subscriber-lag must be more than 0 seconds"),

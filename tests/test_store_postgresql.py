@@ -390,7 +390,7 @@ async def test_a_reporter_fails_over_between_collectors_sharing_a_database(react
     the reporter goes on with B, which resumes from the database: every reading the
     reporter took is stored once, and what it was told is acknowledged is what is there.
     """
-    from rpisensor.roles.report.reporter import build_report_service
+    from rpisensor.roles.report.service import OutboxSettings, ReportSettings, build_report_service
     from rpisensor.sensing.inputs import DEFAULT_INPUT
     from rpisensor.sensing.pool import open_reader
     from rpisensor.testing import simulated_pins
@@ -399,10 +399,11 @@ async def test_a_reporter_fails_over_between_collectors_sharing_a_database(react
     endpoints = (f"tcp:host=127.0.0.1:port={await port_of(a)}", f"tcp:host=127.0.0.1:port={await port_of(b)}")
     reader, reads = open_reader(reactor, simulated_pins(clock=reactor), [DEFAULT_INPUT])
     acks: list[int] = []
-    report = build_report_service(
-        reactor, reader, reads, endpoints, interval=0.02, max_delay=1.0, outbox=str(tmp_path / "outbox.sqlite"),
-        device=DEVICE, on_ack=acks.append, protocol="2",
+    settings = ReportSettings(
+        endpoints, interval=0.02, max_retry_delay=1.0, outbox=OutboxSettings(str(tmp_path / "outbox.sqlite")),
+        device=DEVICE, protocol="2",
     )  # fmt: skip
+    report = build_report_service(reactor, reader, reads, settings, on_ack=acks.append)
     report.startService()
     stream = report.outbox.journal.stream
     try:

@@ -15,11 +15,12 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from rpisensor.stream.journal import Journal
-from rpisensor.stream.outbox import JournalService
-from rpisensor.stream.receiver import StreamReceiver, StreamRegistry
 from rpisensor.entries import Gap, Reading
-from rpisensor.stream.sender import ReceiverAhead, StreamSender
+from rpisensor.stream.journal import Journal
+from rpisensor.stream.link import StreamLink
+from rpisensor.stream.outbox import JournalService
+from rpisensor.stream.receiver import Receiver, StreamRegistry, owner_tag
+from rpisensor.stream.sender import REPORT, SERVE, Position, Sender
 from rpisensor.testing import inline_runner
 from rpisensor.wire import v2
 
@@ -31,17 +32,17 @@ def reading(value: int) -> Reading:
 
 
 class MemoryStore:
-    """A store that keeps records in a list; each one durable at once, or when the test says."""
+    """A store that keeps records in a list; each batch durable at once, or failing when the test says."""
 
     def __init__(self) -> None:
         self.records: list = []
         self.fail_next = False
 
-    def __call__(self, record):
+    def __call__(self, records):
         if self.fail_next:
             self.fail_next = False
             return fail(OSError(28, "No space left on device"))
-        self.records.append(record)
+        self.records.extend(records)
         return succeed(None)
 
     def readings(self) -> list[int]:
@@ -88,43 +89,54 @@ class Pair:
         self.clock.advance(0)
 
     def connect(self) -> None:
-        """A new connection: hello, welcome, then the sender replays."""
+        """A new connection: hello (the stream opened for its owner), welcome, then the sender replays."""
         journal = self.outbox.journal
-        hello = v2.Hello("report", "pi", journal.stream, last=journal.last)
-        self.receiver = StreamReceiver(
-            self.registry, hello, self.store, self.to_reporter.append, self._close, self.clock,
-            lambda: TS, "192.168.0.17:40000",
+        opened = Deferred.fromCoroutine(self.registry.open("pi", journal.stream, owner_tag(journal.secret)))
+        state = opened.result
+        self.receiver_link = StreamLink(self.to_reporter.append, self.clock, None, None, self._problem, self._problem)
+        self.receiver = Receiver(
+            self.registry, state, self.store, self.receiver_link.send, self._close, self.clock, lambda: TS,
+            "192.168.0.17:40000", journal.last,
         )  # fmt: skip
-        welcome = self.receiver.welcome()
-        self.sender = StreamSender(self.outbox, self.to_collector.append, welcome.acked, self.window)
+        self.receiver_link.attach(self.receiver)
+        self.sender_link = StreamLink(self.to_collector.append, self.clock, None, None, self._problem, self._problem)
+        self.sender = Sender(self.outbox, self.sender_link.send, REPORT, self._ended, self.window, journal.last)
+        self.sender_link.attach(self.sender)
+        self.sender.start(Position(state.stored, state.digest))
+
+    def _problem(self, what: str) -> None:
+        raise AssertionError(f"a frame the other side cannot use: {what}")
 
     def _close(self, reason: str) -> None:
+        self.closed_with.append(reason)
+        self.cut()
+
+    def _ended(self, reason: str) -> None:
         self.closed_with.append(reason)
         self.cut()
 
     def cut(self) -> None:
         """The link drops: frames in flight are lost both ways."""
         if self.sender is not None:
-            self.sender.stop()
+            self.sender_link.stop()
         if self.receiver is not None:
-            self.receiver.connection_lost()
+            self.receiver_link.stop()
         self.sender = self.receiver = None
         self.to_collector.clear()
         self.to_reporter.clear()
 
     def deliver(self, frames: int | None = None) -> None:
-        """Deliver up to C{frames} frames to the collector, and every ack back."""
+        """Deliver up to C{frames} frames to the collector, and every ack (and match) back."""
         while self.to_collector and (frames is None or frames > 0):
             text = self.to_collector.pop(0)
-            self.receiver.receive(v2.parse(text))
+            self.receiver_link.message(text)
             if frames is not None:
                 frames -= 1
             if self.receiver is None:
                 return
         self.clock.advance(0)
         while self.to_reporter and self.sender is not None:
-            frame = v2.parse(self.to_reporter.pop(0))
-            self.sender.ack(frame.seq)
+            self.sender_link.message(self.to_reporter.pop(0))
 
     def settle(self) -> None:
         for _ in range(1000):
@@ -195,7 +207,7 @@ class DeliveryTests(StreamTestCase):
         pair.take(*range(6))
         pair.connect()
         pair.deliver(frames=4)  # 1..4 stored; their ack is lost with the cut below
-        pair.receiver.receive(v2.parse(pair.to_collector.pop(0)))  # 5 stored, no ack sent yet
+        pair.receiver_link.message(pair.to_collector.pop(0))  # 5 stored, no ack sent yet
         pair.cut()
         pair.connect()
         pair.settle()
@@ -267,7 +279,7 @@ class ReceiverTests(StreamTestCase):
         pair.connect()
         text = pair.to_collector[0]
         pair.settle()
-        pair.receiver.receive(v2.parse(text))
+        pair.receiver_link.message(text)
         pair.clock.advance(0)
         self.assertEqual(pair.store.readings(), [1, 2])
         self.assertEqual(pair.to_reporter, [v2.encode(v2.Ack(2))])
@@ -289,6 +301,7 @@ class ReceiverTests(StreamTestCase):
         pair = self.pair()
         pair.connect()
         old = pair.receiver
+        old.state.session = old  # (as the registry left it)
         pair.connect()
         self.assertTrue(old.closed)
         self.assertIn("error: a newer connection for this stream took over", pair.closed_with)
@@ -301,9 +314,24 @@ class ReceiverTests(StreamTestCase):
         self.assertIn("on the connection of stream", pair.closed_with[0])
 
     def test_receiver_ahead(self) -> None:
-        """A collector with more of the stream than the journal (an old copy restored) is refused."""
+        """
+        A collector with more of the stream than the journal (this journal is an
+        older copy): the journal goes on as a new stream carrying its entries,
+        and the next connection stores them there.
+        """
         pair = self.pair()
-        self.assertRaises(ReceiverAhead, StreamSender, pair.outbox, lambda text: None, 5)
+        pair.take(1, 0)
+        old = pair.outbox.journal.stream
+        state = pair.registry.begin("pi", old, 5)
+        state.digest = "0123456789abcdef"
+        pair.connect()
+        pair.settle()
+        self.assertTrue(pair.closed_with and "goes on as stream" in pair.closed_with[0])
+        self.assertNotEqual(pair.outbox.journal.stream, old)
+        pair.connect()
+        pair.settle()
+        new = [r for r in pair.store.records if r.stream == pair.outbox.journal.stream]
+        self.assertEqual([(r.seq, r.text) for r in new], [(1, "value 1"), (2, "value 0")])
 
 
 class BatchStore:
@@ -326,12 +354,11 @@ class BatchStore:
 class BatchTests(StreamTestCase):
     """A receiver with a C{store_batch}: what comes between hold and flush is stored as one batch."""
 
-    def receiver(self, store: BatchStore, closed: list, sent: list, stream: str = "s1") -> StreamReceiver:
-        hello = v2.Hello("report", "pi", stream, last=0)
-        return StreamReceiver(
-            StreamRegistry(), hello, None, sent.append, closed.append, self.clock, lambda: TS,
-            "192.168.0.17:40000", store_batch=store,
-        )  # fmt: skip
+    def receiver(self, store: BatchStore, closed: list, sent: list, stream: str = "s1",
+                 registry: StreamRegistry | None = None, peer: str = "192.168.0.17:40000") -> Receiver:
+        registry = registry if registry is not None else StreamRegistry()
+        state = Deferred.fromCoroutine(registry.open("pi", stream, None)).result
+        return Receiver(registry, state, store, sent.append, closed.append, self.clock, lambda: TS, peer)
 
     def setUp(self) -> None:
         self.clock = Clock()
@@ -395,14 +422,11 @@ class BatchTests(StreamTestCase):
     def test_newer_connection_takes_over_what_was_held(self) -> None:
         """A newer connection for the stream: the entries the old one held are stored; the new one acks them."""
         registry = StreamRegistry()
-        hello = v2.Hello("report", "pi", "s1", last=0)
         old_sent, new_sent = [], []
-        old = StreamReceiver(registry, hello, None, old_sent.append, self.closed.append, self.clock, lambda: TS,
-                             "a", store_batch=self.store)  # fmt: skip
+        old = self.receiver(self.store, self.closed, old_sent, registry=registry, peer="a")
         old.hold()
         old.receive(self.entry(1))
-        new = StreamReceiver(registry, hello, None, new_sent.append, self.closed.append, self.clock, lambda: TS,
-                             "b", store_batch=self.store)  # fmt: skip
+        new = self.receiver(self.store, self.closed, new_sent, registry=registry, peer="b")
         self.assertEqual(self.store.seqs(), [[1]])
         self.assertIn("error: a newer connection for this stream took over", self.closed)
         new.receive(self.entry(1))  # a duplicate of what is being stored
@@ -440,9 +464,11 @@ class ExactlyOnceProperty(StreamTestCase):
                     pair.start_reporter()
                 elif kind == "restart collector":
                     pair.cut()
-                    high = max([r.seq for r in pair.store.records if isinstance(r, Reading)] +
-                               [r.last for r in pair.store.records if isinstance(r, Gap)] + [0])
-                    pair.registry = StreamRegistry({("pi", pair.outbox.journal.stream): high})
+                    records = [r for r in pair.store.records if r.stream == pair.outbox.journal.stream]
+                    pair.registry = StreamRegistry()
+                    if records:
+                        state = pair.registry.begin("pi", records[-1].stream, records[-1].last)
+                        state.digest = records[-1].digest
                 elif kind == "store fails":
                     pair.store.fail_next = True
                 elif kind == "power cut":
@@ -534,7 +560,9 @@ class SamplerTests(StreamTestCase):
         self.assertEqual(len(self.entries(again)), 1)
 
 
-class PublicationTests(StreamTestCase):
+class ServeSenderTests(StreamTestCase):
+    """serve's sender: a subscriber resumes from its seq; what the journal forgot is a gap."""
+
     def journal(self, **options) -> JournalService:
         path = os.path.join(self.mktemp() + ".sqlite")
         service = JournalService(Clock(), Journal(path, current_boot="b", **options), outbox=False,
@@ -548,69 +576,64 @@ class PublicationTests(StreamTestCase):
             journal.append(Reading(ts=TS, synced=True, sensor=sensor, value=value, text=f"{sensor} {value}"))
         journal._reactor.advance(0)
 
-    def test_fresh_subscription_gets_snapshot_then_live(self) -> None:
-        """A live view gets each input's latest reading, marked snapshot, then new entries."""
-        from rpisensor.stream.publisher import Publication
-
-        journal = self.journal()
-        self.append(journal, 1, 0)
-        self.append(journal, 1, sensor="door")
-        sent = []
-        publication = Publication(journal, sent.append, "pi")
-        self.assertEqual(publication.welcome(), v2.Welcome(device="pi", stream=journal.journal.stream, first=1, last=3))
-        publication.subscribe(None)
-        self.append(journal, 1)
-        frames = [v2.parse(text) for text in sent]
-        self.assertEqual([(f.seq, f.snapshot) for f in frames], [(2, True), (3, True), (4, False)])
+    def sender(self, journal, sent: list, ended: list | None = None, window: int = 1000) -> Sender:
+        ended = ended if ended is not None else []
+        return Sender(journal, sent.append, SERVE, ended.append, window)
 
     def test_resume(self) -> None:
         """A resume gets the entries after its seq, then live ones."""
-        from rpisensor.stream.publisher import Publication
-
         journal = self.journal()
         self.append(journal, 1, 0, 1)
         sent = []
-        publication = Publication(journal, sent.append, "pi")
-        publication.subscribe(1)
+        self.sender(journal, sent).start(Position(1))
         self.append(journal, 0)
         self.assertEqual([v2.parse(text).seq for text in sent], [2, 3, 4])
 
     def test_resume_behind_the_journal(self) -> None:
         """A resume from before what the journal keeps starts with a gap saying so."""
-        from rpisensor.stream.publisher import Publication
-
         journal = self.journal(max_entries=3)
         self.append(journal, 1, 0, 1, 0, 1)
         sent = []
-        Publication(journal, sent.append, "pi").subscribe(0)
+        self.sender(journal, sent).start(Position(0))
         frames = [v2.parse(text) for text in sent]
         self.assertEqual((frames[0].first, frames[0].last), (1, 2))
         self.assertIn("no longer holds", frames[0].reason)
         self.assertEqual([f.seq for f in frames[1:]], [3, 4, 5])
 
-    def test_ahead(self) -> None:
-        """A resume after the end of the stream is refused."""
-        from rpisensor.stream.publisher import AheadOfStream, Publication
-
+    def test_a_subscriber_ahead_makes_a_new_stream_once(self) -> None:
+        """
+        A subscriber holding more of the stream than the journal (the journal is
+        an older copy): the journal goes on as a new stream; but only once per
+        start, not on every subscriber's say-so.
+        """
         journal = self.journal()
         self.append(journal, 1)
-        self.assertRaises(AheadOfStream, Publication(journal, [].append, "pi").subscribe, 5)
+        old = journal.journal.stream
+        ended: list[str] = []
+        sent: list[str] = []
+        sender = self.sender(journal, sent, ended)
+        sender.start(Position(5, "0123456789abcdef"))
+        self.assertEqual(sent, [v2.encode(v2.Probe(1))])  # does the subscriber hold entry 1 as this journal?
+        sender.matched(v2.Match(1))  # no
+        self.assertNotEqual(journal.journal.stream, old)
+        self.assertIn("goes on as stream", ended[0])
+        again: list[str] = []
+        self.sender(journal, [], again).start(Position(5, "0123456789abcdef"))
+        self.assertIn("already went on as a new stream once", again[0])
 
     def test_slow_subscriber_behind_trimmed_entries(self) -> None:
         """
         A subscriber that fell behind what the journal keeps gets what it still has in
         memory, then a gap for what is gone, then the rest: never a silent hole.
         """
-        from rpisensor.stream.publisher import Publication
-
         journal = self.journal(max_entries=2)
         self.append(journal, 1)
         sent = []
-        publication = Publication(journal, sent.append, "pi", window=1)
-        publication.subscribe(0)
+        sender = self.sender(journal, sent, window=1)
+        sender.start(Position(0))
         self.append(journal, 0, 1, 0, 1, 0)  # 2 and 3 wait in memory; 4 goes; 5, 6 are kept
         for seq in range(1, 7):
-            publication.ack(seq)
+            sender.ack(seq)
         frames = [v2.parse(text) for text in sent]
         self.assertEqual([f.seq if isinstance(f, Reading) else None for f in frames], [1, 2, 3, None, 5, 6])
         self.assertEqual((frames[3].first, frames[3].last), (4, 4))
@@ -679,3 +702,21 @@ class SamplerDebounceTests(SynchronousTestCase):
             clock.advance(0.1)
         values = [e.value for e in journal.journal.after(0, 100)]
         self.assertEqual(values, [0, 1])  # released at start, then the held press, once
+
+
+class RegistryBoundTests(SynchronousTestCase):
+    def test_hellos_for_ever_new_streams_do_not_grow_the_registry(self) -> None:
+        """
+        A receiver that hears hellos for 20,000 streams (a peer making them up)
+        keeps at most C{max_idle} idle ones, plus those a connection has: the
+        store remembers the rest. (It used to keep every one: +18 MB.)
+        """
+        registry = StreamRegistry(max_idle=100)
+        live = Deferred.fromCoroutine(registry.open("pi", "live", None)).result
+        registry.take(live, object())
+        for n in range(20_000):
+            Deferred.fromCoroutine(registry.open("pi", f"s{n}", None))
+        self.assertLessEqual(len(registry), 101)
+        self.assertIs(registry.get("pi", "live"), live)
+        self.assertIsNotNone(registry.get("pi", "s19999"))
+        self.assertIsNone(registry.get("pi", "s0"))

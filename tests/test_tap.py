@@ -157,3 +157,22 @@ class PluginTests(SynchronousTestCase):
         )
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
         self.assertEqual(out.stdout.strip(), "[]")
+
+    def test_parsing_options_loads_no_reactor_and_no_test_helpers(self):
+        """
+        Checking every endpoint form while the options are parsed (tls: too, which asks for a
+        name resolver) neither installs the reactor nor loads Twisted's test doubles (trial).
+        """
+        import subprocess
+        import sys
+
+        code = (
+            "import sys, warnings; warnings.simplefilter('error'); "
+            "from rpisensor.app.tap import Options; "
+            "Options().parseOptions(['serve', '--gpio', 'sim', '--listen', 'tcp:0', '--listen', 'unix:s.sock']); "
+            "Options().parseOptions(['report', '--gpio', 'sim', '--connect', 'tls:host=pc.local:port=22001']); "
+            "print(sorted(m for m in sys.modules if m in "
+            "('twisted.internet.reactor', 'twisted.internet.testing', 'twisted.trial.unittest')))"
+        )
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        self.assertEqual((out.returncode, out.stdout.strip()), (0, "[]"), out.stderr)

@@ -78,11 +78,13 @@ class Request(DummyRequest):
 
 
 class _Reader:
-    """What the web side needs of an input reader: its inputs and backend."""
+    """What the web side needs of an input reader: its inputs, sensors, their errors and backend."""
 
-    def __init__(self, backend) -> None:
+    def __init__(self, backend, sensors=()) -> None:
         self.backend = backend
         self.inputs = {DEFAULT_INPUT.name: DEFAULT_INPUT}
+        self.sensors = {spec.name: spec for spec in sensors}
+        self.errors: dict[str, str] = {}
 
 
 class WebTestCase(SynchronousTestCase):
@@ -202,10 +204,18 @@ class APITests(WebTestCase):
     def test_the_page_and_its_assets_come_from_the_package(self):
         page = self.get(b"/").body()
         self.assertIn(b'<script src="/static/app.js"', page)
+        self.assertIn(b'<script src="/static/uplot/uPlot.iife.min.js"', page)
         script = self.get(b"/static/app.js")
         self.assertIn(b"EventSource", script.body())
-        for path in (b"/", b"/static/app.js", b"/static/style.css"):
+        for path in (b"/", b"/static/app.js", b"/static/style.css", b"/static/uplot/uPlot.min.css"):
             self.assertNotIn(b"http", self.get(path).body(), f"{path}: nothing from the Internet")
+        # The plots' library: its one address is in its banner, and its licence is served beside it.
+        library = self.get(b"/static/uplot/uPlot.iife.min.js")
+        self.assertEqual(library.responseHeaders.getRawHeaders(b"content-type"), [b"text/javascript; charset=utf-8"])
+        self.assertTrue(library.body().startswith(b"/*! https://github.com/leeoniya/uPlot (v1.6.32) */"))
+        self.assertEqual(library.body().count(b"http"), 1)
+        self.assertIn(b"The MIT License", self.get(b"/static/uplot/LICENSE").body())
+        self.assertEqual(self.get(b"/static/uplot/missing.js").responseCode, 404)
 
 
 class SimulateTests(WebTestCase):
@@ -449,8 +459,9 @@ class ReceivedFeedTests(SynchronousTestCase):
         page = self.successResultOf(feed.after(3, 1))
         self.assertEqual(([e["id"] for e in page.events], page.through, page.more), ([4], 4, True))
         self.assertEqual(self.successResultOf(feed.after(5, 10)).events, [])
-        events, last = self.successResultOf(feed.since(START + 4, 10))
-        self.assertEqual(([e["id"] for e in events], last), ([4, 5], 5))
+        window = self.successResultOf(feed.since(START + 4, 10))
+        self.assertEqual(([e["id"] for e in window.events], window.last), ([4, 5], 5))
+        self.assertEqual([e["id"] for e in window.before], [3])  # the state the window starts in
 
     def test_the_tiles_are_bounded_the_oldest_updated_go(self):
         """A reporter naming 10,000 sensors leaves --web-max-tiles tiles, the most recently updated."""
@@ -475,12 +486,13 @@ class ReceivedFeedTests(SynchronousTestCase):
 
 class MetricsTests(WebTestCase):
     def test_a_stream_sender_counts_readings_once_per_batch(self):
-        from rpisensor.stream.sender import StreamSender
+        from rpisensor.stream.sender import SERVE, Position, Sender
 
         self.record(6)
         self.journal.journal.drop_oldest_over(5, "power cut")  # entries 1 and 2: a gap, not counted
         frames, counts = [], []
-        sender = StreamSender(self.journal, frames.append, 0, window=3, on_sent=counts.append)
+        sender = Sender(self.journal, frames.append, SERVE, print, window=3, on_sent=counts.append)
+        sender.start(Position(0))
         self.addCleanup(sender.stop)
         self.assertEqual((len(frames), counts), (2, [1]))  # the gap (1-2) and 3: the window is full
         sender.ack(3)  # 4 from the cache, then 5 and 6 once read from the journal: two more batches

@@ -12,7 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from rpisensor import wire
 from rpisensor.wire import v2
 from rpisensor.entries import Gap, Reading
-from rpisensor.wire.v2 import Ack, FrameError, Heartbeat, Hello, Match, Probe, Refused, Subscribe, Welcome
+from rpisensor.wire.v2 import Ack, FrameError, Heartbeat, Hello, Last, Match, Probe, Refused, Subscribe, Welcome
 
 STREAM = "8f3a1c2e9b7d4a60"
 READING = Reading(stream=STREAM, seq=42, ts="2026-12-01T19:33:25.123Z", synced=True, sensor="button", value=1, text="Button pressed")
@@ -43,7 +43,8 @@ frames = st.one_of(
     st.builds(Ack, seqs),
     st.builds(Subscribe, st.one_of(st.none(), seqs), st.one_of(st.none(), digests)),
     st.builds(Probe, seqs),
-    st.builds(Match, seqs, st.one_of(st.none(), digests)),
+    st.builds(Last, seqs),
+    st.builds(Match, seqs, st.one_of(st.none(), seqs), st.one_of(st.none(), digests)),
     st.builds(Refused, st.text(max_size=100)),
     st.just(Heartbeat()),
     st.builds(Hello, st.just("report"), ids, ids, st.one_of(st.none(), st.floats(0.1, 3600)), st.one_of(st.none(), seqs),

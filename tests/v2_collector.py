@@ -1,6 +1,6 @@
 """
 A small v2 collector for the reporter's tests, built from the real receiving
-side (L{StreamReceiver}, L{StreamRegistry}) and an in-memory store: it
+side (L{StreamRegistry}, L{Receiver}, L{StreamLink}) and an in-memory store: it
 answers C{hello} with C{welcome}, stores readings and gaps in order, acks
 what is stored, and beats its heart. It stands in for C{collect} until its
 v2 side exists; the store is a list the test reads.
@@ -12,8 +12,8 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.protocol import Factory
 
 from rpisensor.net.framing import NullTerminatedProtocol
-from rpisensor.stream.heartbeat import Heartbeat
-from rpisensor.stream.receiver import StreamReceiver, StreamRegistry
+from rpisensor.stream.link import StreamLink
+from rpisensor.stream.receiver import Receiver, Refusal, StreamRegistry, owner_tag
 from rpisensor.entries import Gap, Reading
 from rpisensor.wire import v2
 
@@ -22,27 +22,27 @@ RECEIVED = "2026-12-01T19:33:26.000Z"
 
 class MemoryStore:
     """
-    Records in a list, each durable at once; or, with C{slow}, only when the
-    test calls L{finish} (a slow disk).
+    Records in a list, each batch durable at once; or, with C{slow}, only
+    when the test calls L{finish} (a slow disk).
     """
 
     def __init__(self) -> None:
         self.records: list = []
         self.slow = False
-        self.waiting: list[tuple[object, Deferred]] = []
+        self.waiting: list[tuple[list, Deferred]] = []
 
-    def __call__(self, record) -> Deferred:
+    def __call__(self, records: list) -> Deferred:
         if self.slow:
             d: Deferred = Deferred()
-            self.waiting.append((record, d))
+            self.waiting.append((records, d))
             return d
-        self.records.append(record)
+        self.records.extend(records)
         return succeed(None)
 
     def finish(self) -> None:
         waiting, self.waiting = self.waiting, []
-        for record, d in waiting:
-            self.records.append(record)
+        for records, d in waiting:
+            self.records.extend(records)
             d.callback(None)
 
     def readings(self) -> list[Reading]:
@@ -58,61 +58,70 @@ class MemoryStore:
 class FakeCollector(NullTerminatedProtocol):
     """One reporter's connection to the fake collector."""
 
-    receiver: StreamReceiver | None = None
-    heartbeat: Heartbeat | None = None
+    link: StreamLink | None = None
+
+    @property
+    def receiver(self) -> Receiver | None:
+        return None if self.link is None else self.link.side
 
     def connectionMade(self) -> None:
         self.factory.connections.append(self)
         self.frames: list[str] = []
+        self.hello: v2.Hello | None = None
 
     def dataReceived(self, data: bytes) -> None:
-        if self.heartbeat is not None and data:
-            self.heartbeat.heard()
+        if self.link is not None and data:
+            self.link.heard()
         super().dataReceived(data)
 
     def messageReceived(self, text: str) -> None:
         self.frames.append(text)
         self.factory.frames.append(text)
-        if self.receiver is None:
+        if self.link is not None:
+            self.link.message(text)
+        elif self.hello is None:
             self._hello(text)
-            return
-        frame = v2.parse(text)
-        if isinstance(frame, (v2.Reading, v2.Gap)):
-            self.receiver.receive(frame)
 
     def _hello(self, text: str) -> None:
         if not text.startswith("hello "):
             self.factory.plain.append(text)  # a v1 reporter's text
             return
-        hello = v2.parse(text)
+        hello = self.hello = v2.parse(text)
+        opening = self.factory.registry.open(hello.device, hello.stream, owner_tag(hello.owner))
+        Deferred.fromCoroutine(opening).addCallbacks(self._opened, self._refused)
+
+    def _opened(self, state) -> None:
+        factory, hello = self.factory, self.hello
+        interval = hello.heartbeat if factory.heartbeats else None
+        self.link = StreamLink(self.send, factory.clock, interval, lambda _: self.transport.abortConnection(),
+                               lambda what: self.send(f"error: {what}"), lambda text: None)  # fmt: skip
         peer = f"{self.transport.getPeer()}"
-        self.receiver = StreamReceiver(
-            self.factory.registry, hello, self.factory.store, self.send, self.close, self.factory.clock,
-            lambda: RECEIVED, peer,
+        receiver = Receiver(
+            factory.registry, state, factory.store, self.link.send, self.close, factory.clock, lambda: RECEIVED, peer,
+            hello.last,
         )  # fmt: skip
-        welcome = self.receiver.welcome()
-        self.send(v2.encode(v2.Welcome(acked=welcome.acked, heartbeat=hello.heartbeat)))
-        if hello.heartbeat is not None and self.factory.heartbeats:
-            self.heartbeat = Heartbeat(
-                self.factory.clock, hello.heartbeat, self.send, lambda _: self.transport.abortConnection()
-            )
+        self.link.attach(receiver)
+        self.send(v2.encode(v2.Welcome(acked=state.stored, heartbeat=hello.heartbeat, digest=state.digest)))
+
+    def _refused(self, failure) -> None:
+        failure.trap(Refusal)
+        self.send(v2.encode(v2.Refused(failure.getErrorMessage())))
+        self.transport.loseConnection()
 
     def send(self, text: str) -> None:
         if self.transport.disconnecting:
             return
         self.sendMessage(text)
-        if self.heartbeat is not None:
-            self.heartbeat.sent()
+        if self.link is not None and self.link.heartbeat is not None:
+            self.link.heartbeat.sent()
 
     def close(self, reason: str) -> None:
         self.send(reason)
         self.transport.loseConnection()
 
     def connectionLost(self, reason) -> None:
-        if self.heartbeat is not None:
-            self.heartbeat.stop()
-        if self.receiver is not None:
-            self.receiver.connection_lost()
+        if self.link is not None:
+            self.link.stop()
         if self in self.factory.connections:
             self.factory.connections.remove(self)
         super().connectionLost(reason)
@@ -139,10 +148,10 @@ class FakeCollectorFactory(Factory):
         self.plain: list[str] = []
 
     def restart(self) -> None:
-        """A collector restarted: its registry rebuilt from the store's high-water marks."""
-        high: dict[tuple[str, str], int] = {}
+        """A collector restarted: its registry rebuilt from what its store holds."""
+        self.registry = StreamRegistry()
         for record in self.store.records:
-            key = (record.device, record.stream)
-            last = record.seq if isinstance(record, Reading) else record.last
-            high[key] = max(high.get(key, 0), last)
-        self.registry = StreamRegistry(high)
+            state = self.registry.begin(record.device, record.stream, 0)
+            if record.last > state.stored:
+                state.stored = state.accepted = record.last
+                state.digest = record.digest or None

@@ -43,7 +43,7 @@ ROLES = (
          "On the Pi: answer clients' 'go' with the inputs' state (the default)."),
     Role("poll", PollOptions, "rpisensor.roles.poll.poller:make_service",
          "On the PC: send 'go' to a server every 2 s, log the replies."),
-    Role("report", ReportOptions, "rpisensor.roles.report.reporter:make_service",
+    Role("report", ReportOptions, "rpisensor.roles.report.service:make_service",
          "On the Pi: push the inputs' state to a server."),
     Role("collect", CollectOptions, "rpisensor.roles.collect.collector:make_service",
          "On the PC: accept reporters, log and store what they send."),

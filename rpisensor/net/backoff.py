@@ -1,6 +1,8 @@
 """
 When a reconnecting client tries again: promptly after losing a connection
-that worked, exponentially later while attempts fail.
+that worked, then quickly (a Pi rebooted on a LAN is back within seconds),
+then ever later while attempts fail, up to a cap (a server gone for hours on
+the Internet is not hammered).
 
 Twisted's C{ClientService} asks its retry policy for a delay with the count
 of failed attempts since the last connection, so the first retry after a
@@ -15,33 +17,37 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
-from twisted.application.internet import backoffPolicy
-from rpisensor.net.wording import NamedLogger
-
 from rpisensor.lograte import RateLimitedLog
+from rpisensor.net.wording import NamedLogger
 
 #: A connection that lived this many seconds counts as having worked.
 HEALTHY_AFTER = 0.5
-#: Seconds before the first retry after losing a connection that worked,
-#: plus up to PROMPT_JITTER more, so that many clients do not all come back at once.
-PROMPT_DELAY = 0.1
-PROMPT_JITTER = 0.3
+#: Seconds before each retry while attempts fail in a row, the first after losing a
+#: connection that worked; then twice the last, up to the cap (--max-delay).
+STEPS = (0.2, 0.5, 1.0, 2.0)
+#: Each wait is made longer by up to this share of it, at random, so that many
+#: clients that lost one server do not all come back at once.
+JITTER = 0.25
+#: The wait right after losing a connection that worked, without its jitter.
+PROMPT_DELAY = STEPS[0]
 #: Lines of one kind about reconnecting, per minute (a flapping link can cause many).
 STORY_BURST = 10
+#: Waits at least this long are always logged: there are few of them.
+ALWAYS_TOLD = 5.0
 
 
-def retry_policy(
-    initial_delay: float = 1.0,
-    max_delay: float = 60.0,
-    factor: float = 2.0,
-    jitter: Callable[[], float] = random.random,
-) -> Callable[[int], float]:
+def retry_delay(failures: int, max_delay: float = 60.0, jitter: Callable[[], float] = random.random) -> float:
     """
-    Twisted's exponential backoff: C{initial_delay * factor ** attempt} seconds,
-    at most C{max_delay}, plus up to one second of C{jitter} so that many
-    clients do not all come back at once.
+    Seconds to wait before the next attempt after C{failures} failed ones in a
+    row (0: right after a connection that worked): 0.2, 0.5, 1, 2, 4, 8 ... up
+    to C{max_delay}, each plus up to L{JITTER} of itself at random.
     """
-    return backoffPolicy(initial_delay, max_delay, factor, jitter)
+    if failures < len(STEPS):
+        delay = STEPS[failures]
+    else:
+        delay = STEPS[-1] * 2.0 ** (failures - len(STEPS) + 1)
+    delay = min(delay, max_delay)
+    return delay * (1.0 + JITTER * jitter())
 
 
 class RetrySchedule:
@@ -50,11 +56,11 @@ class RetrySchedule:
     attempt count; the count it keeps itself is used instead).
 
      - After a connection that lived at least L{HEALTHY_AFTER} seconds and
-       was not refused: the next attempt comes after L{PROMPT_DELAY} plus up
-       to L{PROMPT_JITTER} seconds.
+       was not refused: the next attempt comes after L{PROMPT_DELAY} seconds
+       (plus jitter).
      - After each failed attempt, each connection closed sooner than that,
        and each refusal (the server said C{error: ...} and closed): the wait
-       grows as L{retry_policy}'s, up to C{max_delay}.
+       grows as L{retry_delay}'s, up to C{max_delay}.
 
     Each wait is logged as C{Reconnecting to WHERE in 2.1 s (attempt 3)},
     where the attempt counts the tries since the last connection that worked.
@@ -72,7 +78,7 @@ class RetrySchedule:
     ) -> None:
         self._clock = clock
         self.where = where
-        self._backoff = retry_policy(max_delay=max_delay, jitter=jitter)
+        self.max_delay = max_delay
         self._jitter = jitter
         self.healthy_after = healthy_after
         #: Attempts that failed since the last connection that worked.
@@ -105,14 +111,13 @@ class RetrySchedule:
 
     def delay(self) -> float:
         """Seconds to wait before the next attempt."""
-        if self.failures == 0:
-            return PROMPT_DELAY + PROMPT_JITTER * self._jitter()
-        return self._backoff(self.failures)
+        return retry_delay(self.failures, self.max_delay, self._jitter)
 
     def __call__(self, _attempt: int) -> float:
         self.attempt += 1
         delay = self.delay()
-        self._story.info(
+        story = self._log if delay >= ALWAYS_TOLD else self._story
+        story.info(
             "Reconnecting to {where} in {delay:.1f} s (attempt {attempt})",
             where=self.where,
             delay=delay,

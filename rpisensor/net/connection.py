@@ -111,7 +111,7 @@ class ServerConnection(NullTerminatedProtocol):
 
     def dataReceived(self, data: bytes) -> None:
         if data:  # (b"" is a replay of held messages, not the peer speaking)
-            if self.closing:
+            if self.paused and self.closing:  # (an enum's "and" costs: asked only when paused at all)
                 return  # bytes after we decided to close are not read
             now = self.last_heard = self.factory.clock.seconds()
             if self._first_line_pending and self._cross_protocol(data):
@@ -164,7 +164,7 @@ class ServerConnection(NullTerminatedProtocol):
 
     def resume(self, reason: Pause) -> None:
         """C{reason} no longer holds; read again if no other reason does."""
-        if not self.paused & reason:
+        if not (self.paused and self.paused & reason):
             return
         self.paused &= ~reason
         if self.gone:
@@ -197,7 +197,7 @@ class ServerConnection(NullTerminatedProtocol):
 
     def workDone(self) -> None:
         """Subclasses call this when work in flight finished; closes if closing."""
-        if self.closing and not self.busy and not (self._held and self._buffer):
+        if self.closing and not self.busy and not self.holds_messages:
             self.transport.loseConnection()
 
     # Half-close (IHalfCloseableProtocol): only plain TCP and Unix sockets call these.

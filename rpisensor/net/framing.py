@@ -4,6 +4,8 @@ The one framing base class for every role: NUL-terminated UTF-8 messages.
 
 from __future__ import annotations
 
+from collections import deque
+
 from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
 
@@ -38,6 +40,9 @@ class NullTerminatedProtocol(LineOnlyReceiver):
     MAX_LENGTH = wire.DEFAULT_MAX_MESSAGE_BYTES
     _log = Logger()
     _held = False
+    #: Whole messages received and not yet delivered (held back), oldest first:
+    #: text when their segment was ASCII, else bytes; C{None} when there are none.
+    _held_messages: deque[str | bytes] | None = None
     #: Where the lines a peer can trigger go (see the class docstring).
     peer_log: RateLimitedLog
 
@@ -61,12 +66,22 @@ class NullTerminatedProtocol(LineOnlyReceiver):
         hands up bytes. Most traffic is ASCII (C{go}, the replies): then the
         whole segment is decoded once, rather than once per message, which
         makes this faster per message than decoding behind the base class.
+
+        Messages held back (L{pauseMessages}) stay split, in L{_held_messages}: a
+        burst of many messages paused after every few is split once, not
+        once per resumption.
         """
         if self.transport.disconnecting:
             return  # closing (a message was too long): what follows is not read
-        buffer = self._buffer + data if self._buffer else data
+        if data:
+            self._buffer = self._buffer + data if self._buffer else data
         if self._held:
-            self._buffer = buffer
+            return
+        if self._held_messages is not None:
+            if not self._deliver_held():
+                return
+        buffer = self._buffer
+        if not buffer:
             return
         ascii = buffer.isascii()
         parts = buffer.decode("ascii").split("\0") if ascii else buffer.split(b"\0")
@@ -83,16 +98,39 @@ class NullTerminatedProtocol(LineOnlyReceiver):
                 return self.messageTooLong(len(part))
             deliver(part)
             if self._held:
-                undelivered = list(remaining)
-                if ascii:
-                    undelivered = [p.encode("ascii") for p in undelivered]
-                self._buffer = b"".join(p + b"\0" for p in undelivered) + (
-                    rest.encode("ascii") if ascii else rest
-                )
+                self._held_messages = deque(remaining)
+                self._buffer = (rest.encode("ascii") if ascii else rest) + self._buffer
                 return
-        self._buffer = rest.encode("ascii") if ascii else rest
-        if len(rest) > limit:
-            self.messageTooLong(len(rest))
+        self._buffer = (rest.encode("ascii") if ascii else rest) + self._buffer
+        if len(self._buffer) > limit:
+            self.messageTooLong(len(self._buffer))
+
+    def _deliver_held(self) -> bool:
+        """Deliver the held messages, oldest first; C{False} if held again before the last."""
+        waiting = self._held_messages
+        limit = self.MAX_LENGTH
+        transport = self.transport
+        while waiting:
+            if transport.disconnecting:
+                return False
+            part = waiting.popleft()
+            if len(part) > limit:
+                self._held_messages = None
+                self.messageTooLong(len(part))
+                return False
+            if isinstance(part, str):
+                self.messageReceived(part)
+            else:
+                self.lineReceived(part)
+            if self._held:
+                return False
+        self._held_messages = None
+        return True
+
+    @property
+    def holds_messages(self) -> bool:
+        """Whether messages already received wait for L{resumeMessages}."""
+        return self._held and bool(self._buffer or self._held_messages)
 
     def pauseMessages(self) -> None:
         """Deliver no more messages until L{resumeMessages}; keep them buffered."""
@@ -102,12 +140,13 @@ class NullTerminatedProtocol(LineOnlyReceiver):
         """Deliver the buffered messages, and new ones as they come."""
         if self._held:
             self._held = False
-            if self._buffer and not self.transport.disconnecting:
+            if (self._buffer or self._held_messages) and not self.transport.disconnecting:
                 self.dataReceived(b"")
 
     def connectionLost(self, reason) -> None:
         """Drop what was held or half received: nothing more is delivered for a peer that left."""
         self._buffer = b""
+        self._held_messages = None
         self._held = False
         super().connectionLost(reason)
 

@@ -22,7 +22,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from rpisensor.lograte import RateLimitedLog
-from rpisensor.net.backoff import STORY_BURST, RetrySchedule, retry_policy
+from rpisensor.net.backoff import STORY_BURST, RetrySchedule, retry_delay
 from rpisensor.net.deadpeer import DeadPeerDetection, DeadPeerWatch
 from rpisensor.net.wording import NamedLogger, plain_reason
 
@@ -33,7 +33,7 @@ __all__ = [
     "ReadyEndpoint",
     "ReconnectingService",
     "reconnecting_client",
-    "retry_policy",
+    "retry_delay",
 ]
 
 #: Seconds without an answer before a client's link counts as dead.
@@ -305,6 +305,20 @@ class ReconnectingService(ClientService):
     def __init__(self, endpoint: ReadyEndpoint, factory, retryPolicy=None, clock=None) -> None:
         super().__init__(endpoint, factory, retryPolicy=retryPolicy, clock=clock)
         self.endpoint = endpoint
+
+    def stopService(self):
+        """Stop; the connection this closes knows it was closed from this side (its log says so)."""
+        current = self.whenConnected()
+        if current.called:  # (connected: it fired at once with the protocol)
+            current.addCallback(_closed_by_us)
+        else:
+            current.addErrback(lambda _: None)
+            current.cancel()
+        return super().stopService()
+
+
+def _closed_by_us(protocol) -> None:
+    protocol.closed_by_us = True
 
 
 def reconnecting_client(

@@ -45,6 +45,8 @@ class ClientConnection(NullTerminatedProtocol):
 
     #: The last message from the server, if it starts with C{error:}.
     parting_error: str | None = None
+    #: This side closed the connection (the program is stopping): the log says so.
+    closed_by_us = False
 
     def makeConnection(self, transport) -> None:
         self.clock = getattr(self.factory, "clock", None)
@@ -75,7 +77,10 @@ class ClientConnection(NullTerminatedProtocol):
 
     def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
         where = peer_text(self.transport)
-        if self.parting_error is not None:
+        if self.closed_by_us:
+            self.peer_log.info("Disconnected from {where}: this client closed the connection (it is stopping)",
+                               where=where)  # fmt: skip
+        elif self.parting_error is not None:
             self.peer_log.warn(
                 "Disconnected from {where}: the server said {said!r} and closed the connection",
                 where=where,

@@ -160,6 +160,9 @@ class InputReader:
         # more when it reads again), not once per request or read.
         self._sensor_log = RateLimitedLog(clock, self._log)
         self._failing: dict[str, str] = {}
+        #: Input or sensor name -> why its last read failed (or why it is not answering),
+        #: until a read succeeds: what the web page shows on its tile.
+        self.errors: dict[str, str] = {}
         #: Input name -> its read that is queued or running and not yet answered.
         self._pending: dict[str, _Read] = {}
         self._latest: dict[str, Sample] = {}
@@ -287,6 +290,7 @@ class InputReader:
         name = read.spec.name
         self.stuck[name] = read.began
         del self._pending[name]
+        self.errors[name] = f"not answering: a read has taken more than {read.timeout:g} s"
         if self._failing.get(name) != "hung":
             self._failing[name] = "hung"
             self._sensor_log.warn(
@@ -323,6 +327,7 @@ class InputReader:
             got, when = result
             kind = Measurement if isinstance(read.spec, MeasurementSpec) else InputLevel
             outcome = self._latest[name] = kind(read.spec, got, when)
+            self.errors.pop(name, None)
             if self._failing.pop(name, None) is not None and not read.stuck:
                 self._sensor_log.info(
                     f"{_what(read.spec).capitalize()} {{name}} reads again.", key=f"reads again: {name}", name=name
@@ -345,14 +350,15 @@ class InputReader:
 
     def _read_failed(self, spec: InputSpec | MeasurementSpec, failure: Failure) -> None:
         name = spec.name
+        error = failure.getErrorMessage()
+        if not failure.check(GPIOError):  # not a sensor's error: name the exception
+            error = f"{failure.type.__name__}: {error}"
+        self.errors[name] = error
         # Logged once until it reads again (and rate-limited across such
         # rounds): a sensor failing every read cannot fill the log.
         if self._failing.get(name) == "failed":
             return
         self._failing[name] = "failed"
-        error = failure.getErrorMessage()
-        if not failure.check(GPIOError):  # not a sensor's error: name the exception
-            error = f"{failure.type.__name__}: {error}"
         self._sensor_log.warn(
             f"Reading {_what(spec)} {{name}} failed: {{error}}. Requests for it get an error until a read "
             "succeeds; check the sensor and its wiring.",

@@ -41,7 +41,7 @@ import os
 import secrets
 import sqlite3
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from rpisensor.entries import Entry, Gap, Reading
@@ -242,7 +242,9 @@ class Journal:
         if not readings:
             return []
         start = self.last + 1
-        entries = self._chain([replace(r, stream=self.stream, seq=start + i) for i, r in enumerate(readings)])
+        for i, reading in enumerate(readings):  # (their place in the stream: see rpisensor.entries)
+            reading.stream, reading.seq = self.stream, start + i
+        entries = self._chain(readings)
         with _transaction(self._db):
             self._db.executemany(_INSERT, map(_row, entries))
         self._advance(entries)
@@ -263,12 +265,11 @@ class Journal:
         return gap
 
     def _chain(self, entries: Iterable[Entry]) -> list[Entry]:
-        """C{entries} (the next ones, in order) with their digests."""
-        chained = []
+        """C{entries} (the next ones, in order), each given its digest."""
+        chained = list(entries)
         head = self._head
-        for entry in entries:
-            head = link(head, self.incarnation, entry)
-            chained.append(replace(entry, digest=head))
+        for entry in chained:
+            head = entry.digest = link(head, self.incarnation, entry)
         return chained
 
     def _advance(self, committed: list[Entry]) -> None:
@@ -458,6 +459,22 @@ class Journal:
             return None
         return row[2] or None
 
+    def covering(self, seq: int) -> tuple[int, int, str | None] | None:
+        """
+        The entry that covers C{seq}: C{(first, last, digest)}; the last one
+        trimmed stands for everything up to it (C{(0, its seq, its digest)});
+        C{None} beyond the journal's end or where it cannot tell.
+        """
+        if seq <= self._base[0]:
+            return (0, self._base[0], self._base[1] or None) if seq == self._base[0] and seq else None
+        row = self._db.execute(
+            "SELECT seq, last, digest FROM entries WHERE seq <= ? ORDER BY seq DESC LIMIT 1", (seq,)
+        ).fetchone()
+        if row is None:
+            return None
+        last = row[1] if row[1] is not None else row[0]
+        return (row[0], last, row[2] or None) if seq <= last else None
+
     def readings_since(self, ts: str, limit: int) -> list[Reading]:
         """
         The newest C{limit} readings taken at or after C{ts} (the entries' ISO
@@ -468,10 +485,16 @@ class Journal:
         ).fetchall()
         return [self._from_row(row) for row in reversed(rows)]
 
-    def latest_per_sensor(self) -> dict[str, Reading]:
-        """The newest reading of each sensor: a subscriber's snapshot."""
+    def latest_per_sensor(self, before: str | None = None) -> dict[str, Reading]:
+        """
+        The newest reading of each sensor: a subscriber's snapshot; with C{before} (an
+        entry's ISO time), of those taken before it (the state a plot's window starts in).
+        """
+        taken = "" if before is None else " AND ts < ?"
         rows = self._db.execute(
-            _SELECT + "WHERE seq IN (SELECT MAX(seq) FROM entries WHERE last IS NULL GROUP BY sensor) ORDER BY seq"
+            _SELECT + f"WHERE seq IN (SELECT MAX(seq) FROM entries WHERE last IS NULL{taken} GROUP BY sensor)"
+            " ORDER BY seq",
+            () if before is None else (before,),
         ).fetchall()
         return {entry.sensor: entry for entry in map(self._from_row, rows)}
 

@@ -64,6 +64,10 @@ class ReadingLost(Exception):
     """A reading waited in memory for a disk that refused it, and was dropped (see L{JournalService})."""
 
 
+class ForkRefused(RuntimeError):
+    """The journal will not go on as a new stream again (see L{JournalService.forks_left})."""
+
+
 class JournalClosed(RuntimeError):
     """A reading came after the journal was closed (the program is stopping)."""
 
@@ -130,6 +134,11 @@ class JournalService(Service):
         self._lost: tuple[int, str, str] | None = None
         self.failing = False
         self._listeners: list[Callable[[list[Entry]], object]] = []
+        self._fork_listeners: list[Callable[[Forked], object]] = []
+        #: How many more times the journal may go on as a new stream: an outbox
+        #: (one receiver, which proves the copy) always; serve's journal once per
+        #: start (a subscriber's say-so, trusted once).
+        self.forks_left: int | None = None if outbox else 1
         self._ticks: LoopingCall | None = None
         self._since_trim = 0.0
         self.acked = 0
@@ -229,6 +238,14 @@ class JournalService(Service):
     def remove_listener(self, listener) -> None:
         if listener in self._listeners:
             self._listeners.remove(listener)
+
+    def add_fork_listener(self, listener: Callable[[Forked], object]) -> None:
+        """Call C{listener} with the L{Forked} when the journal goes on as a new stream."""
+        self._fork_listeners.append(listener)
+
+    def remove_fork_listener(self, listener) -> None:
+        if listener in self._fork_listeners:
+            self._fork_listeners.remove(listener)
 
     def append(self, reading: Reading) -> Deferred:
         """
@@ -347,17 +364,42 @@ class JournalService(Service):
         """Fires with the chain's digest through the entry ending at C{seq}, or C{None} (see L{Journal.digest_at})."""
         return self._run(self.journal.digest_at, seq)
 
-    def fork(self, after: int) -> Deferred:
-        """Fires with the L{Forked} once the journal went on as a new stream (see L{Journal.fork})."""
-        return self._run(self._fork_in_thread, after)
+    def covering(self, seq: int) -> Deferred:
+        """Fires with the entry covering C{seq}, C{(first, last, digest)}, or C{None} (see L{Journal.covering})."""
+        return self._run(self.journal.covering, seq)
 
-    def _fork_in_thread(self, after: int) -> Forked:
-        forked = self.journal.fork(after)
-        self.acked = 0
+    def fork(self, after: int) -> Deferred:
+        """
+        Fires with the L{Forked} once the journal went on as a new stream (see
+        L{Journal.fork}); every fork listener (each connection's sender) is told first.
+        """
+        refusal = self.fork_refused()
+        if refusal is not None:
+            return fail(ForkRefused(refusal))
+        if self.forks_left is not None:
+            self.forks_left -= 1
+        self.acked = 0  # (from now on: a tick queued behind the fork must not ack the new stream)
+        return self._run(self.journal.fork, after).addCallback(self._forked)
+
+    def fork_refused(self) -> str | None:
+        """Why the journal will not go on as a new stream now, or C{None} when it may."""
+        if self.forks_left is not None and self.forks_left <= 0:
+            return (
+                f"this {self.name} already went on as a new stream once since it started; it does not "
+                "again on a receiver's say-so (restart it if its journal really was restored again)"
+            )
+        return None
+
+    def _forked(self, forked: Forked) -> Forked:
+        for listener in list(self._fork_listeners):
+            try:
+                listener(forked)
+            except Exception:
+                self._log.failure("A fork listener failed")
         return forked
 
-    def latest_per_sensor(self) -> Deferred:
-        return self._run(self.journal.latest_per_sensor)
+    def latest_per_sensor(self, before: str | None = None) -> Deferred:
+        return self._run(self.journal.latest_per_sensor, before)
 
     def readings_since(self, ts: str, limit: int) -> Deferred:
         """Fires with C{(the newest limit readings taken since ts, the last seq)}, read together."""

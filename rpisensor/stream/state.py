@@ -64,10 +64,16 @@ class InputState(Service):
         for spec in self._inputs.values():
             self._latest[spec.name] = InputLevel(spec, self._backend.level(spec.pin), now)
         self._backend.watch(self._reactor, self._changed)
-        self._log.info(
-            "Following the changes of {names} as the GPIO driver reports them: no reads needed.",
-            names=", ".join(sorted(self.tracked)),
-        )
+        names = ", ".join(sorted(self.tracked))
+        if getattr(self._backend, "tracks_levels", True):
+            self._log.info("Following the changes of {names} as the GPIO driver reports them: no reads needed.",
+                           names=names)  # fmt: skip
+        else:
+            self._log.info(
+                "Following the changes of {names}: read every {interval:g} s (--poll-interval) in one pass by a "
+                "thread of their own, which wakes the rest only on a change.",
+                names=names, interval=getattr(self._backend, "interval", 0.0),
+            )  # fmt: skip
 
     def stopService(self) -> None:
         super().stopService()

@@ -1,11 +1,14 @@
 """
 The JSON API beside the page:
 
-  - C{GET /api/state}: the latest reading of each sensor (the tiles), the
-    last event id, link and outbox health, and what this client may change.
+  - C{GET /api/state}: the latest reading of each sensor (the tiles), what
+    the role declares of them (C{serve}), the last event id, link and outbox
+    health, and what this client may change.
   - C{GET /api/readings?after=ID[&limit=N]}: the readings after an event id;
     C{?since=ISO_TIME} or C{?window=SECONDS}: those taken since then (the
-    plots' history); C{limit} (at most L{MAX_LIMIT}) keeps the newest.
+    plots' history), from when they are complete, and the newest reading of
+    each sensor before that (the state each plot starts in); C{limit} (at
+    most L{MAX_LIMIT}) keeps the newest.
 """
 
 from __future__ import annotations
@@ -89,12 +92,17 @@ class StateResource(_JSONResource):
 
     def _body(self, current, request) -> dict:
         latest, last = current
+        # A role that knows its sensors (serve) says what each is; otherwise the readings tell.
+        declared = {s["sensor"]: s for s in self.info.get("sensors", ())}
         tiles = []
         for event in latest:
-            kind = kind_of(event)
-            tiles.append({**event, "kind": kind, "stale_after": self.stale_after if kind == "measurement" else None})
+            known = declared.get(event["sensor"]) if event["device"] == self.info.get("device") else None
+            kind = known["kind"] if known else kind_of(event)
+            stale_after = known.get("stale_after", self.stale_after) if known else self.stale_after
+            tiles.append({**event, "kind": kind, "stale_after": stale_after if kind == "measurement" else None})
         return {
             **self.info,
+            "stale_after": self.stale_after,
             "now": iso_time(self.wall()),
             "stream": self.feed.stream,
             "last": last,
@@ -132,4 +140,6 @@ class ReadingsResource(_JSONResource):
         if since is None:
             since = self.wall() - (window if window is not None else DEFAULT_WINDOW)
         d = self.feed.since(since, limit)
-        return self._answer(request, d.addCallback(lambda result: {"readings": result[0], "last": result[1]}))
+        return self._answer(request, d.addCallback(lambda window: {
+            "readings": window.events, "before": window.before, "from": window.start, "last": window.last,
+        }))  # fmt: skip

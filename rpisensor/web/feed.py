@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
+from rpisensor.web.history import StoredWindow
 from rpisensor.wire import v2
 
 #: One reading as the page and the JSON API show it.
@@ -42,6 +43,34 @@ class Page:
     events: list[Event]
     through: int
     more: bool
+
+
+@dataclass(frozen=True)
+class Window:
+    """
+    What L{Feed.since} read: C{events}, the newest C{limit} taken since the
+    window's start, oldest first; C{start}, the time from which they are
+    complete (the window's start, or later when the limit left older ones
+    out); C{before}, the newest event of each sensor taken before C{start} (the
+    state each plot starts in, though it did not change in the window); and
+    C{last}, the id of the last event there was when they were read (the page
+    follows live from it).
+    """
+
+    events: list[Event]
+    before: list[Event]
+    start: str
+    last: int
+
+
+def newest_of_each(events) -> list[Event]:
+    """The newest event (by the time it was taken) of each device's sensor, oldest first."""
+    newest: dict[tuple[str, str], Event] = {}
+    for event in events:
+        key = event["device"], event["sensor"]
+        if key not in newest or newest[key]["ts"] < event["ts"]:
+            newest[key] = event
+    return sorted(newest.values(), key=lambda e: e["ts"])
 
 
 def event_of(device: str, reading, seq: int) -> Event:
@@ -136,12 +165,8 @@ class Feed:
         """Fires with a L{Page}: the events after id C{seq}, in order, from at most C{limit} entries."""
         raise NotImplementedError
 
-    def since(self, start: float, limit: int) -> Deferred[tuple[list[Event], int]]:
-        """
-        Fires with C{(events, last)}: the newest C{limit} events taken at or
-        after C{start} (epoch seconds), oldest first, and the id of the last
-        event there was when they were read (the page follows live from it).
-        """
+    def since(self, start: float, limit: int) -> Deferred[Window]:
+        """Fires with the L{Window} of events taken at or after C{start} (epoch seconds)."""
         raise NotImplementedError
 
     def current(self) -> Deferred[tuple[list[Event], int]]:
@@ -198,9 +223,17 @@ class JournalFeed(Feed):
     def _events(self, entries) -> list[Event]:
         return [event_of(self.device, e, e.seq) for e in entries if isinstance(e, v2.Reading)]
 
-    def since(self, start: float, limit: int) -> Deferred[tuple[list[Event], int]]:
-        d = self.journal.readings_since(iso_time(start), limit)
-        return d.addCallback(lambda result: (self._events(result[0]), result[1]))
+    def since(self, start: float, limit: int) -> Deferred[Window]:
+        begin = iso_time(start)
+
+        def read_before(result) -> Deferred[Window]:
+            readings, last = result
+            events = self._events(readings)
+            complete = events[0]["ts"] if len(readings) >= limit else begin
+            d = self.journal.latest_per_sensor(before=complete)
+            return d.addCallback(lambda before: Window(events, self._events(before.values()), complete, last))
+
+        return self.journal.readings_since(begin, limit).addCallback(read_before)
 
 
 class ReceivedFeed(Feed):
@@ -210,8 +243,8 @@ class ReceivedFeed(Feed):
     for browsers that reconnect.
 
     @param history: reads a time range from the store,
-        C{history(start_iso, limit) -> Deferred[list of Reading]}, or
-        C{None} (no store: the buffer is all there is).
+        C{history(start_iso, limit) -> Deferred[StoredWindow]}, or C{None}
+        (no store: the buffer is all there is).
     """
 
     def __init__(self, keep: int = 10_000, history=None, max_tiles: int = MAX_TILES) -> None:
@@ -238,22 +271,33 @@ class ReceivedFeed(Feed):
         events = [self._buffer[i] for i in range(start, min(len(self._buffer), start + limit))]
         return succeed(Page(events, events[-1]["id"], start + limit < len(self._buffer)))
 
-    def since(self, start: float, limit: int) -> Deferred[tuple[list[Event], int]]:
+    def since(self, start: float, limit: int) -> Deferred[Window]:
         last = self.last
         begin = iso_time(start)
-        buffered = [e for e in self._buffer if e["ts"] >= begin][-limit:]
         if self._history is None:
-            return succeed((buffered, last))
-        return self._history(begin, limit).addCallback(self._merge, buffered, limit, last)
+            return succeed(self._window(None, begin, limit, last))
+        return self._history(begin, limit).addCallback(self._window, begin, limit, last)
 
-    @staticmethod
-    def _merge(stored, buffered: list[Event], limit: int, last: int) -> tuple[list[Event], int]:
+    def _window(self, stored: StoredWindow | None, begin: str, limit: int, last: int) -> Window:
         """
         The store's readings (which have no page id: id 0) before those in
-        the buffer, which the store holds too: one of each reading.
+        the buffer, which the store holds too: one of each reading. The state
+        before the window: the newest of the store's, the buffer's and the
+        latest of each sensor.
         """
-        seen = {(e["device"], e["sensor"], e["ts"]) for e in buffered}
-        older = [
-            event_of(r.device, r, 0) for r in stored if (r.device, r.sensor, r.ts) not in seen
-        ]
-        return (older + buffered)[-limit:], last
+        buffered = [e for e in self._buffer if e["ts"] >= begin]
+        older: list[Event] = []
+        # Those of the buffer first: where the store has the same reading, it has no page id.
+        before: list[Event] = [*self.latest.values(), *self._buffer]
+        start = begin
+        if stored is not None:
+            seen = {(e["device"], e["sensor"], e["ts"]) for e in buffered}
+            older = [event_of(r.device, r, 0) for r in stored.readings if (r.device, r.sensor, r.ts) not in seen]
+            before += [event_of(r.device, r, 0) for r in stored.before]
+            start = stored.start
+        events = older + buffered
+        if len(events) > limit:
+            cut, events = events[:-limit], events[-limit:]
+            start = max(start, min(e["ts"] for e in events))
+            before += cut
+        return Window(events, newest_of_each(e for e in before if e["ts"] < start), start, last)

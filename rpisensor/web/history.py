@@ -1,7 +1,8 @@
 """
 The history on the receiving roles, read back from the store (C{--store})
 in a thread, with a connection of its own, so the writer is never held up:
-the readings of a time range (the plots) and each stream's gaps (the health).
+the readings of a time range and the state before it (the plots), and each
+stream's gaps (the health).
 
 Bounded, since any page may ask: at most L{MAX_RUNNING} reads of a time
 range run at once and L{MAX_WAITING} wait (more get L{HistoryBusy}, a 503),
@@ -14,6 +15,7 @@ import json
 import sqlite3
 from collections import deque
 from pathlib import Path
+from dataclasses import dataclass
 from types import SimpleNamespace
 
 from twisted.internet.defer import DeferredSemaphore, fail
@@ -26,6 +28,11 @@ from rpisensor.web.gaps import LATEST, History, gap_of
 _SQLITE_SINCE = (
     "SELECT device, sensor, ts, value, text, unit FROM readings"
     " WHERE seq IS NOT NULL AND time >= ? AND ts >= ? ORDER BY id DESC LIMIT ?"
+)
+# The newest reading of each sensor taken before a time: SQLite gives a MAX()'s row's other columns.
+_SQLITE_BEFORE = (
+    "SELECT device, sensor, MAX(ts), value, text, unit FROM readings"
+    " WHERE seq IS NOT NULL AND ts < ? GROUP BY device, sensor"
 )
 
 
@@ -50,44 +57,81 @@ class HistoryBusy(Exception):
     """Too many reads of the history run and wait already: try again later."""
 
 
+@dataclass(frozen=True)
+class StoredWindow:
+    """
+    A time window as the store holds it: C{readings}, the newest C{limit}
+    taken since its start, oldest first (as stored); C{start}, from when they
+    are complete (later than asked when the limit left older ones out); and
+    C{before}, the newest reading of each sensor taken before C{start}.
+    """
+
+    readings: list[SimpleNamespace]
+    before: list[SimpleNamespace]
+    start: str
+
+
 def _reading(device, sensor, ts, value, text, unit) -> SimpleNamespace:
     return SimpleNamespace(device=device, sensor=sensor, ts=ts, value=value, text=text, unit=unit)
 
 
-def sqlite_since(path: Path, begin: str, limit: int) -> list[SimpleNamespace]:
-    """The newest C{limit} readings taken since C{begin}, oldest first. Blocking."""
+def sqlite_window(path: Path, begin: str, limit: int) -> StoredWindow:
+    """The readings taken since C{begin} and the state before them. Blocking."""
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         rows = db.execute(_SQLITE_SINCE, (begin, begin, limit)).fetchall()
+        start = min(row[2] for row in rows) if len(rows) >= limit else begin
+        before = db.execute(_SQLITE_BEFORE, (start,)).fetchall()
     finally:
         db.close()
-    return [_reading(*row) for row in reversed(rows)]
+    return StoredWindow([_reading(*row) for row in reversed(rows)], [_reading(*row) for row in before], start)
 
 
-def jsonl_since(path: Path, begin: str, limit: int, max_scan: int = MAX_SCAN) -> list[SimpleNamespace]:
+def jsonl_window(path: Path, begin: str, limit: int, max_scan: int = MAX_SCAN) -> StoredWindow:
     """
-    As L{sqlite_since}, for a JSON Lines store. Blocking. The file is read
-    from its end, as the SQLite query reads its index: records are appended
-    as they arrive and a reading arrives after it is taken, so the read stops
-    at the first record received before C{begin}, or once it has C{limit}
-    readings, or after C{max_scan} bytes.
+    As L{sqlite_window}, for a JSON Lines store. Blocking. The file is read
+    from its end, at most its last C{max_scan} bytes: the window is the
+    newest C{limit} readings taken and received since C{begin} (as the
+    SQLite query reads its index; the store is in the order they arrived),
+    and the state before it the newest reading of each sensor taken before
+    the window's start among those bytes.
     """
-    kept: list[SimpleNamespace] = []
+    kept: list[SimpleNamespace] = []  # newest first
+    start: str | None = None  # known once the window holds `limit` readings, else C{begin}
+    undecided: list[SimpleNamespace] = []  # taken since C{begin} but outside the window, met before C{start} was known
+    before: dict[tuple[str, str], SimpleNamespace] = {}
+
+    def older(reading: SimpleNamespace) -> None:
+        key = reading.device, reading.sensor
+        if key not in before or before[key].ts < reading.ts:
+            before[key] = reading
+
     for line in _lines_from_the_end(path, max_scan):
+        if b'"reading"' not in line:
+            continue
         try:
             obj = json.loads(line)
-            received = obj.get("received", obj.get("time"))
-            if isinstance(received, str) and received < begin:
-                break
-            if obj.get("kind") == "reading" and obj["ts"] >= begin:
-                kept.append(_reading(obj["device"], obj["sensor"], obj["ts"], obj["value"],
-                                     obj["text"], obj.get("unit")))  # fmt: skip
+            if obj.get("kind") != "reading":
+                continue
+            reading = _reading(obj["device"], obj["sensor"], obj["ts"], obj["value"], obj["text"],
+                               obj.get("unit"))  # fmt: skip
+            received = obj.get("received")
         except (ValueError, KeyError, TypeError, AttributeError):
             continue  # a torn last line, or one edited by hand
-        if len(kept) >= limit:
-            break
+        if start is None and reading.ts >= begin and (not isinstance(received, str) or received >= begin):
+            kept.append(reading)
+            if len(kept) >= limit:
+                start = min(r.ts for r in kept)
+                for other in undecided:
+                    if other.ts < start:
+                        older(other)
+                undecided = []
+        elif reading.ts < (begin if start is None else start):
+            older(reading)
+        elif start is None:
+            undecided.append(reading)  # (a reading the Pi timed after it arrived: its clock was ahead)
     kept.reverse()
-    return kept
+    return StoredWindow(kept, list(before.values()), start if start is not None else begin)
 
 
 def _lines_from_the_end(path: Path, max_scan: int):
@@ -142,29 +186,29 @@ def jsonl_gaps(path: Path, keep: int = LATEST) -> History:
 
 
 def _readers(path: str | None):
-    """The store file at C{path} and its C{(readings since, gaps)} readers, or C{None}."""
+    """The store file at C{path} and its C{(window, gaps)} readers, or C{None}."""
     if path is None:
         return None
     file = store_file_for(path)
     if isinstance(file, SQLiteFile):
-        return file, sqlite_since, sqlite_gaps
+        return file, sqlite_window, sqlite_gaps
     if isinstance(file, JsonLinesFile):
-        return file, jsonl_since, jsonl_gaps
+        return file, jsonl_window, jsonl_gaps
     return None
 
 
 def store_history(path: str | None, runner=deferToThread):
     """
-    C{history(begin, limit) -> Deferred} for the store at C{path}, or C{None}
-    without one; past L{MAX_RUNNING} reads at once and L{MAX_WAITING} waiting,
-    it fails with L{HistoryBusy}.
+    C{history(begin, limit) -> Deferred[StoredWindow]} for the store at
+    C{path}, or C{None} without one; past L{MAX_RUNNING} reads at once and
+    L{MAX_WAITING} waiting, it fails with L{HistoryBusy}.
 
     @param runner: runs a blocking call, C{runner(f, *args) -> Deferred}.
     """
     readers = _readers(path)
     if readers is None:
         return None
-    file, since, _ = readers
+    file, window, _ = readers
     running = DeferredSemaphore(MAX_RUNNING)
 
     def history(begin: str, limit: int):
@@ -172,7 +216,7 @@ def store_history(path: str | None, runner=deferToThread):
             return fail(HistoryBusy(
                 f"{MAX_RUNNING} reads of the history run and {MAX_WAITING} wait already; try again in a moment"
             ))  # fmt: skip
-        return running.run(runner, since, file.path, begin, limit)
+        return running.run(runner, window, file.path, begin, limit)
 
     return history
 

@@ -2,8 +2,9 @@
 The web side of each role: what its page follows, its health and metrics.
 
   - C{serve}: the journal (L{JournalFeed}); health is the journal's bounds
-    and gaps, the subscribers, connections and pages; the simulated inputs'
-    buttons.
+    and gaps, the subscribers, connections and pages, and the inputs and
+    sensors whose reads fail; the simulated inputs' buttons; a tile for each
+    input, sensor and output it declares.
   - C{collect}, C{poll --subscribe}: what is stored (L{ReceivedFeed}), with
     history from the store; health is each device's stream: connected or
     not, from where, the last reading acknowledged (stored) and its gaps.
@@ -18,6 +19,31 @@ from rpisensor.web.gaps import JournalGaps, ReceivedGaps, no_gaps
 from rpisensor.web.history import store_gaps, store_history
 from rpisensor.web.metrics import Metrics
 from rpisensor.web.service import WebService, WebSettings
+
+
+#: The longest error text a tile shows, in characters.
+MAX_ERROR = 300
+
+
+def declared_sensors(reader, outputs, stale_after: float) -> list[dict]:
+    """
+    C{serve}'s inputs, sensors and outputs as the page draws them, each with a tile from the
+    start (a sensor that never read shows its error): C{sensor}, C{kind} (C{digital},
+    C{measurement}, C{output}), and C{levels} (the texts of 0 and 1) or C{unit} and
+    C{stale_after} (seconds: at least two of its intervals).
+    """
+    sensors = [
+        {"sensor": spec.name, "kind": "digital", "levels": [spec.inactive_text, spec.active_text]}
+        for spec in reader.inputs.values()
+    ]
+    sensors += [
+        {"sensor": spec.name, "kind": "measurement", "unit": spec.unit or None,
+         "stale_after": max(stale_after, 2 * spec.interval)}
+        for spec in reader.sensors.values()
+    ]  # fmt: skip
+    if outputs is not None:
+        sensors += [{"sensor": name, "kind": "output", "levels": ["off", "on"]} for name in outputs.names]
+    return sensors
 
 
 def serve_web(reactor, settings: WebSettings, listen: ListenSettings, top, reader, publishing,
@@ -44,6 +70,7 @@ def serve_web(reactor, settings: WebSettings, listen: ListenSettings, top, reade
             "subscribers": len(publishing.subscriptions),
             "connections": len(top.factory.connections),
             "pages": len(web.hub.clients) if web is not None else 0,
+            "errors": {name: error[:MAX_ERROR] for name, error in sorted(reader.errors.items())},
         }
 
     simulated = SimulatedInputs(reader) if reader.backend.name == "sim" else None
@@ -51,7 +78,8 @@ def serve_web(reactor, settings: WebSettings, listen: ListenSettings, top, reade
         from rpisensor.web.outputs import ControllerSwitches
 
         outputs = ControllerSwitches(top.factory.controller, top.factory.grants, top.factory.gate)
-    info = {"role": "serve", "device": publishing.device}
+    sensors = declared_sensors(reader, outputs, settings.stale_after)
+    info = {"role": "serve", "device": publishing.device, "sensors": sensors}
     web = WebService(reactor, settings, listen, info, feed, metrics, health, Controls(simulated, outputs), gaps)
     return web
 

@@ -36,13 +36,17 @@ MAX_BODY = 4096
 ASSETS = {
     "app.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
+    # The plots' library, uPlot (MIT: its licence is served beside it).
+    "uplot/uPlot.iife.min.js": "text/javascript; charset=utf-8",
+    "uplot/uPlot.min.css": "text/css; charset=utf-8",
+    "uplot/LICENSE": "text/plain; charset=utf-8",
 }
 
 _log = Logger(namespace="rpisensor.web.site")
 
 
 def _asset(name: str) -> bytes:
-    return files("rpisensor.web").joinpath("static", name).read_bytes()
+    return files("rpisensor.web").joinpath("static", *name.split("/")).read_bytes()
 
 
 class _File(Resource):
@@ -291,7 +295,13 @@ def build_root(
     root.putChild(b"", _File(_asset("index.html"), "text/html; charset=utf-8"))
     static = _Node()
     for name, kind in ASSETS.items():
-        static.putChild(name.encode(), _File(_asset(name), kind))
+        *folders, leaf = name.split("/")
+        directory = static
+        for folder in map(str.encode, folders):
+            if folder not in directory.children:
+                directory.putChild(folder, _Node())
+            directory = directory.children[folder]
+        directory.putChild(leaf.encode(), _File(_asset(name), kind))
     root.putChild(b"static", static)
     api = _Node()
     api.putChild(b"state", StateResource(info, feed, wall, controls, health, stale_after))

@@ -90,17 +90,33 @@ class Refused:
 
 
 @dataclass(frozen=True)
+class Last:
+    """
+    The sender holds entries up to C{seq} now: it raises the C{last} its hello
+    announced, before a gap that reaches beyond it (entries dropped since the
+    hello: an outbox that overflowed, a disk that was full).
+    """
+
+    seq: int
+
+
+@dataclass(frozen=True)
 class Probe:
-    """The sender asks: what is your digest of the entry that ends at C{seq}?"""
+    """The sender asks: which entry of yours covers C{seq}, and what is the chain's digest through it?"""
 
     seq: int
 
 
 @dataclass(frozen=True)
 class Match:
-    """The receiver's answer to a L{Probe}: its digest there, or C{None} if it holds no entry ending there."""
+    """
+    The receiver's answer to a L{Probe}: the entry covering C{seq} ends at
+    C{last}, and C{digest} is the chain through it; both C{None} when it
+    holds no entry there (or cannot tell).
+    """
 
     seq: int
+    last: int | None = None
     digest: str | None = None
 
 
@@ -129,10 +145,10 @@ class Heartbeat:
 #: sampler to the store. On the wire a reading carries C{stream, seq, ts, synced, sensor,
 #: value, text} (and C{unit}, C{d}: its digest, C{snapshot}, where they apply); a gap
 #: C{stream, from, to, reason} (and C{d}).
-Frame = Hello | Welcome | Refused | Reading | Gap | Ack | Probe | Match | Subscribe | Heartbeat
+Frame = Hello | Welcome | Refused | Reading | Gap | Last | Ack | Probe | Match | Subscribe | Heartbeat
 
 #: Verbs of v2 frames: a v1 peer never sends a message starting with one of these.
-VERBS = ("hello", "welcome", "refused", "reading", "gap", "ack", "probe", "match", "subscribe", "heartbeat")
+VERBS = ("hello", "welcome", "refused", "reading", "gap", "last", "ack", "probe", "match", "subscribe", "heartbeat")
 
 
 # -- encoding -------------------------------------------------------------------
@@ -169,8 +185,10 @@ def encode(frame: Frame) -> str:
         return "subscribe " + _compact(_present({"after": frame.after, "d": frame.digest}))
     if isinstance(frame, Probe):
         return "probe " + _compact({"seq": frame.seq})
+    if isinstance(frame, Last):
+        return "last " + _compact({"seq": frame.seq})
     if isinstance(frame, Match):
-        return "match " + _compact(_present({"seq": frame.seq, "d": frame.digest}))
+        return "match " + _compact(_present({"seq": frame.seq, "to": frame.last, "d": frame.digest}))
     if isinstance(frame, Refused):
         return "refused " + _compact({"reason": frame.reason})
     if isinstance(frame, Hello):
@@ -383,12 +401,16 @@ def _refused(f: _Fields) -> Refused:
     return Refused(f.text("reason", limit=300))
 
 
+def _last(f: _Fields) -> Last:
+    return Last(f.seq("seq"))
+
+
 def _probe(f: _Fields) -> Probe:
     return Probe(f.seq("seq"))
 
 
 def _match(f: _Fields) -> Match:
-    return Match(f.seq("seq"), f.digest())
+    return Match(f.seq("seq"), f.seq("to", False), f.digest())
 
 
 def _reading(f: _Fields) -> Reading:
@@ -492,11 +514,12 @@ _PARSERS = {
     "subscribe": _subscribe,
     "refused": _refused,
     "probe": _probe,
+    "last": _last,
     "match": _match,
 }
 
 
 __all__ = [
-    "Ack", "Frame", "FrameError", "Gap", "Heartbeat", "Hello", "MAX_SEQ", "Match", "Probe", "Reading", "Refused",
+    "Ack", "Frame", "FrameError", "Gap", "Heartbeat", "Hello", "Last", "MAX_SEQ", "Match", "Probe", "Reading", "Refused",
     "Subscribe", "VERBS", "VERSION", "Welcome", "encode", "format_timestamp", "is_v2", "parse", "parse_timestamp",
 ]  # fmt: skip

@@ -34,9 +34,10 @@ class ConnectOptions(FoldedOptions):
 
     optParameters = [
         ["max-delay", None, "60",
-         "Longest wait, in seconds, between reconnection attempts; waits grow from 2 s "
-         "to this while attempts fail (after a link that worked drops, the first retry is "
-         "at once). Example: --max-delay 30"],
+         "Longest wait, in seconds, between reconnection attempts: while attempts fail "
+         "the waits are 0.2, 0.5, 1, 2, 4, 8 ... s up to this, each up to a quarter longer "
+         "at random (after a link that worked drops, the first retry comes after 0.2 s). "
+         "Example: --max-delay 30"],
         ["interval", None, "2", "Seconds between messages, as the tutorial's 2 s. Example: --interval 1"],
         ["dead-peer-timeout", None, "30",
          "Seconds without an answer from the server, at the TCP level, before the link "
@@ -47,9 +48,13 @@ class ConnectOptions(FoldedOptions):
          "Example: --dead-peer-timeout 60"],
     ]  # fmt: skip
 
+    def connect_required(self) -> bool:
+        """Whether C{--connect} must be given (C{report --mqtt} sends elsewhere)."""
+        return True
+
     def postOptions(self) -> None:
         super().postOptions()
-        if not self["connect"]:
+        if not self["connect"] and self.connect_required():
             raise usage.UsageError("--connect is required, e.g. --connect tcp:host=192.168.0.17:port=22000")
         #: The servers, checked, in the order given.
         self["connect"] = tuple(check_client_endpoint("connect", d) for d in self["connect"])

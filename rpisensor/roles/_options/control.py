@@ -1,6 +1,7 @@
 """
-The options of C{serve}'s outputs: what may be driven, by whom, how fast,
-and for how long on one command.
+The options of the outputs: what may be driven, how fast, and for how long
+on one command (L{OutputOptions}: C{serve}, and C{report} for MQTT); and, for
+C{serve}'s clients, by whom (L{ControlOptions}).
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from rpisensor.roles._options.base import FoldedOptions, non_negative_float
 DEFAULT_MAX_TTL = 60.0
 
 
-class ControlOptions(FoldedOptions):
-    """Options of serve's outputs; used with GPIOOptions (numbering, inputs) and ListenOptions (client-ca)."""
+class OutputOptions(FoldedOptions):
+    """The declared outputs and their limits; used with GPIOOptions (numbering, inputs, sensors)."""
 
     optParameters = [
         ["max-ttl", None, f"{DEFAULT_MAX_TTL:g}",
@@ -29,8 +30,6 @@ class ControlOptions(FoldedOptions):
         super().__init__()
         self._output_texts: list[str] = []
         self["outputs"] = []
-        self["control-allow"] = []
-        self["control-cert"] = []
 
     def opt_output(self, value: str) -> None:
         """
@@ -43,6 +42,47 @@ class ControlOptions(FoldedOptions):
         --output led=12  --output motor=16,ttl=0.5
         """
         self._output_texts.append(value)
+
+    def postOptions(self) -> None:
+        super().postOptions()
+        from rpisensor.control.outputs import parse_output
+
+        self["max-ttl"] = non_negative_float("max-ttl", self["max-ttl"])
+        if self["max-ttl"] <= 0:
+            raise usage.UsageError("--max-ttl must be more than 0 seconds")
+        self["control-rate"] = non_negative_float("control-rate", self["control-rate"])
+        if self["control-rate"] <= 0:
+            raise usage.UsageError("--control-rate must be more than 0 commands a second")
+        outputs = []
+        for text in self._output_texts:
+            try:
+                outputs.append(parse_output(text, self["numbering"], self["max-ttl"]))
+            except ValueError as e:
+                raise usage.UsageError(f"--output {text}: {e}") from None
+        self["outputs"] = outputs
+        taken = {spec.name: f"input {spec.name!r}" for spec in self["inputs"]}
+        taken.update({spec.name: f"sensor {spec.name!r}" for spec in self.get("sensors", ())})
+        pins = {spec.pin: f"input {spec.name!r}" for spec in self["inputs"]}
+        for spec in outputs:
+            if spec.name in taken:
+                raise usage.UsageError(f"--output: the name {spec.name!r} is already {taken[spec.name]}")
+            if spec.pin in pins:
+                raise usage.UsageError(
+                    f"--output {spec.name}: {self['numbering'].upper()} pin {spec.pin} is already "
+                    f"{pins[spec.pin]}; give each output its own pin (the default input, the "
+                    "tutorial's button, is BOARD 24: move it with --input)"
+                )
+            taken[spec.name] = f"output {spec.name!r}"
+            pins[spec.pin] = f"output {spec.name!r}"
+
+
+class ControlOptions(OutputOptions):
+    """Options of serve's outputs; used with GPIOOptions (numbering, inputs) and ListenOptions (client-ca)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["control-allow"] = []
+        self["control-cert"] = []
 
     def opt_control_allow(self, network: str) -> None:
         """
@@ -68,39 +108,10 @@ class ControlOptions(FoldedOptions):
 
     def postOptions(self) -> None:
         super().postOptions()
-        from rpisensor.control.outputs import parse_output
-
-        self["max-ttl"] = non_negative_float("max-ttl", self["max-ttl"])
-        if self["max-ttl"] <= 0:
-            raise usage.UsageError("--max-ttl must be more than 0 seconds")
-        self["control-rate"] = non_negative_float("control-rate", self["control-rate"])
-        if self["control-rate"] <= 0:
-            raise usage.UsageError("--control-rate must be more than 0 commands a second")
         if self["control-cert"] and self["client-ca"] is None:
             raise usage.UsageError(
                 "--control-cert needs --client-ca: only a certificate the server checked can grant control"
             )
-        outputs = []
-        for text in self._output_texts:
-            try:
-                outputs.append(parse_output(text, self["numbering"], self["max-ttl"]))
-            except ValueError as e:
-                raise usage.UsageError(f"--output {text}: {e}") from None
-        self["outputs"] = outputs
-        taken = {spec.name: f"input {spec.name!r}" for spec in self["inputs"]}
-        taken.update({spec.name: f"sensor {spec.name!r}" for spec in self.get("sensors", ())})
-        pins = {spec.pin: f"input {spec.name!r}" for spec in self["inputs"]}
-        for spec in outputs:
-            if spec.name in taken:
-                raise usage.UsageError(f"--output: the name {spec.name!r} is already {taken[spec.name]}")
-            if spec.pin in pins:
-                raise usage.UsageError(
-                    f"--output {spec.name}: {self['numbering'].upper()} pin {spec.pin} is already "
-                    f"{pins[spec.pin]}; give each output its own pin (the default input, the "
-                    "tutorial's button, is BOARD 24: move it with --input)"
-                )
-            taken[spec.name] = f"output {spec.name!r}"
-            pins[spec.pin] = f"output {spec.name!r}"
 
     def control_grants(self):
         """Who may drive the outputs, as the options say."""

@@ -17,10 +17,10 @@ from rpisensor.net.connection import Pause, ServerConnection
 from rpisensor.net.limits import ListenSettings
 from rpisensor.net.listening import ListenerService
 from rpisensor.net.tls import certificate_name
-from rpisensor.roles.collect.session import HelloRefused, ReportSession, check_hello
+from rpisensor.roles.collect.session import ReportSession, check_hello
 from rpisensor.store import Record, StoreService, store_service
 from rpisensor.stream.delivery import Delivery, OnGap, OnReading, Stamp
-from rpisensor.stream.receiver import StreamRegistry
+from rpisensor.stream.receiver import Refusal, StreamRegistry
 from rpisensor.entries import Reading, Entry
 from rpisensor.lograte import RateLimitedLog
 from rpisensor.wire import v2
@@ -91,7 +91,7 @@ class CollectorProtocol(ServerConnection):
         stored.addBoth(self.entry_done)
 
     def _hello(self, text: str) -> None:
-        """A v2 reporter: check its hello, then welcome it; or say why not, in one line."""
+        """A v2 reporter: check its hello, then open its stream (welcome) or say why not (refused)."""
         identity = certificate_name(self.transport) if self.client_certificate_required else None
         try:
             hello = check_hello(text, identity, self.client_certificate_required)
@@ -104,43 +104,14 @@ class CollectorProtocol(ServerConnection):
             )  # fmt: skip
             self.sendMessage(f"error: {e}")
             return
-        except HelloRefused as e:
+        except Refusal as e:
             self.peer_log.warn(
                 "Refused the stream of {peer}: {error}", key="refused streams", peer=self.peer, error=str(e)
             )
-            self.sendMessage(f"error: {e}")
-            if self.client_certificate_required:
-                # A device claiming another's stream gets nothing more. (Not closeAfterWork: it stops
-                # reading, and a TLS close waits to read the peer's close_notify or its end.)
-                self.transport.loseConnection()
-            return
-        store = self.factory.store
-        if store is None or not store.shared:
-            self.session = ReportSession(self, hello, identity)
-            return
-        # Other collectors write to this store too: the stream may have moved on
-        # since this one last saw it. Messages after the hello wait for the answer.
-        self.pause(Pause.PENDING)
-        store.position(hello.device, hello.stream).addCallbacks(
-            self._resume_at, self._position_unknown, (hello, identity), None, (hello,)
-        )
-
-    def _resume_at(self, stored: int, hello: v2.Hello, identity: str | None) -> None:
-        if self.gone:
-            return
-        resume_at(self.factory.registry, hello.device, hello.stream, stored)
-        self.session = ReportSession(self, hello, identity)
-        self.resume(Pause.PENDING)
-
-    def _position_unknown(self, failure: Failure, hello: v2.Hello) -> None:
-        self.peer_log.error(
-            "Cannot tell where stream {stream} of {device} stands in the store ({error}); closed the "
-            "connection of {peer}, which tries again later. Check that the database is up.",
-            key="stream positions unknown", stream=hello.stream, device=hello.device,
-            error=failure.getErrorMessage(), peer=self.peer,
-        )  # fmt: skip
-        if not self.gone:
+            self.sendMessage(v2.encode(v2.Refused(str(e))))
             self.transport.loseConnection()
+            return
+        self.session = ReportSession(self, hello, identity)
 
     def _stored(self, _, record: Record) -> None:
         self._log_message(record)
@@ -192,19 +163,6 @@ READING_LINES = 20
 READING_WINDOW = 60.0
 
 
-def resume_at(registry: StreamRegistry, device: str, stream: str, stored: int) -> None:
-    """
-    The store holds C{(device, stream)} up to C{stored} (another collector
-    may have stored it): a session starting now resumes from there, or from
-    further on if this collector has stored more since it asked.
-    """
-    registry.begin(device, stream, stored)
-    state = registry.get(device, stream)
-    if stored > state.stored:
-        state.stored = stored
-        state.accepted = max(state.accepted, stored)
-
-
 class CollectorFactory(AdmittingFactory):
     """
     Builds L{CollectorProtocol}s that store into C{store} (or only log, if C{None}).
@@ -241,9 +199,9 @@ class CollectorFactory(AdmittingFactory):
 
     @property
     def registry(self) -> StreamRegistry:
-        """The streams' high-water marks, from the store once it is open (before the first reporter)."""
+        """The streams this collector knows (where each stands is asked from the store at each hello)."""
         if self._registry is None:
-            self._registry = StreamRegistry(self.store.high_waters() if self.store is not None else {})
+            self._registry = StreamRegistry(self.store)
         return self._registry
 
     def show_all(self, records: list[Entry]) -> None:

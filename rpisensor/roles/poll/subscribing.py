@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
@@ -21,10 +22,9 @@ from rpisensor.lograte import RateLimitedLog
 from rpisensor.roles.poll.poller import PollFactory, PollProtocol
 from rpisensor.store import Record, StoreService
 from rpisensor.stream.delivery import Delivery, OnGap, OnReading, Stamp
-from rpisensor.stream.heartbeat import Heartbeat
-from rpisensor.stream.receiver import StreamRegistry
-from rpisensor.entries import Reading, Entry
-from rpisensor.stream.subscriber import StreamBehind, Subscription
+from rpisensor.entries import Entry, Reading
+from rpisensor.stream.link import StreamLink
+from rpisensor.stream.receiver import Receiver, Refusal, StreamRegistry, StreamState, owner_tag
 from rpisensor.wire import v2
 
 _log = Logger(namespace="rpisensor.poll")
@@ -55,8 +55,8 @@ class SubscribeProtocol(PollProtocol):
     """
 
     mode = "hello"
-    subscription: Subscription | None = None
-    heartbeat: Heartbeat | None = None
+    welcome: v2.Welcome | None = None
+    link: StreamLink | None = None
     _hello_timer = None
     #: Why this client closed the connection itself and wants to wait before the next try.
     _gave_up: str | None = None
@@ -95,8 +95,17 @@ class SubscribeProtocol(PollProtocol):
             super().messageFromServer(text)
         elif self.mode == "v2":
             self._stream_message(text)
+        elif self.mode == "opening":
+            return  # (nothing comes before our subscribe)
         elif text.split(" ", 1)[0] == "welcome":
             self._welcomed(text)
+        elif text.split(" ", 1)[0] == "refused":
+            self._cancel_hello_timer()
+            try:
+                reason = v2.parse(text).reason
+            except v2.FrameError:
+                reason = text[8:200]
+            self._give_up(f"it refused to stream: {reason}")
         elif text.startswith("error:"):
             self._use_v1(f"it said {text!r}")
         else:
@@ -111,58 +120,94 @@ class SubscribeProtocol(PollProtocol):
         except v2.FrameError as e:
             self._use_v1(f"its welcome cannot be used: {e}")
             return
+        self.mode = "opening"
+        self.welcome = welcome
         factory = self.factory
-        try:
-            subscription = Subscription(
-                factory.registry, welcome, factory.store is not None, factory.delivery, self._send,
-                self._close, factory.clock, factory.stamp, self.peer, factory.snapshot, factory.stream_log,
-            )  # fmt: skip
-        except StreamBehind as e:
-            self._give_up(str(e))
+        opening = factory.registry.open(welcome.device, welcome.stream, owner_tag(welcome.owner))
+        Deferred.fromCoroutine(opening).addCallbacks(self._opened, self._not_opened)
+
+    def _opened(self, state: StreamState) -> None:
+        if self.transport.disconnecting or self.mode != "opening":
             return
+        factory, welcome = self.factory, self.welcome
+        known = state.stored > 0 or state.digest is not None
+        after = state.stored if known or factory.store is not None else None
         self.mode = "v2"
-        self.subscription = subscription
         interval = welcome.heartbeat or factory.heartbeat
-        if interval:
-            self.heartbeat = Heartbeat(factory.clock, interval, self._send, self._dead)
-        self._send(subscription.subscribe_frame())
+        self.link = StreamLink(self._send, factory.clock, interval, self._dead if interval else None,
+                               self._problem, self._error)  # fmt: skip
+        if after is not None:
+            self.link.attach(self._receiver(state))
+        self._send(v2.encode(v2.Subscribe(after, state.digest if after is not None else None)))
+
+    def _not_opened(self, failure: Failure) -> None:
+        if self.transport.disconnecting:
+            return
+        if failure.check(Refusal):
+            self._give_up(f"{failure.getErrorMessage()} (the server's welcome named another owner)")
+        else:
+            self._give_up(f"cannot tell where its stream stands in the store ({failure.getErrorMessage()})")
+
+    def _receiver(self, state: StreamState) -> Receiver:
+        factory, welcome = self.factory, self.welcome
+        store = factory.store
+        return Receiver(
+            factory.registry, state, factory.delivery, self._send, self._close, factory.clock, factory.stamp,
+            self.peer, None, None, factory.stream_log,
+            entry_at=None if store is None else lambda seq: store.entry(welcome.device, welcome.stream, seq),
+        )  # fmt: skip
 
     # -- the stream ----------------------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
-        if data and self.heartbeat is not None:
-            self.heartbeat.heard()
+        if data and self.link is not None:
+            self.link.heard()
         super().dataReceived(data)
 
     def _send(self, text: str) -> None:
         if self.transport.disconnecting:
             return
         self.sendMessage(text)
-        if self.heartbeat is not None:
-            self.heartbeat.sent()
+        if self.link is not None and self.link.heartbeat is not None:
+            self.link.heartbeat.sent()
 
     def _stream_message(self, text: str) -> None:
-        if text.startswith("error:"):
-            self.peer_log.warn(
-                "{peer} said {text!r} about the stream.", key="stream errors", peer=self.peer, text=text
-            )
-            return
-        try:
-            frame = v2.parse(text)
-        except v2.FrameError as e:
-            # Not answered with an error line: the server could take it for a command and answer.
-            self.peer_log.warn(
-                "{peer} sent a frame this client cannot use ({error}); ignored.",
-                key="malformed v2 frames", peer=self.peer, error=str(e),
-            )  # fmt: skip
-            return
-        if isinstance(frame, (v2.Reading, v2.Gap)):
-            self.subscription.receive(frame)
-        elif not isinstance(frame, v2.Heartbeat):
-            self.peer_log.warn(
-                "{peer} sent a {verb} frame, which a subscriber does not expect; ignored.",
-                key="unexpected v2 frames", peer=self.peer, verb=text.split(" ", 1)[0],
-            )  # fmt: skip
+        if text.startswith(("reading ", "reading{")):
+            try:
+                frame = v2.parse(text)
+            except v2.FrameError as e:
+                self._problem(str(e))
+                return
+            if frame.snapshot:
+                if frame.stream == self.welcome.stream:
+                    self.factory.snapshot(replace(frame, device=self.welcome.device, peer=self.peer,
+                                                  received=self.factory.stamp(), snapshot=True))  # fmt: skip
+                return
+            if self.link.side is None:
+                # A live view: the stream starts for us at its first entry after the snapshot.
+                state = self.factory.registry.begin(self.welcome.device, self.welcome.stream, frame.first - 1)
+                self.link.attach(self._receiver(state))
+        elif text.startswith("gap ") and self.link.side is None:
+            try:
+                frame = v2.parse(text)
+            except v2.FrameError as e:
+                self._problem(str(e))
+                return
+            state = self.factory.registry.begin(self.welcome.device, self.welcome.stream, frame.first - 1)
+            self.link.attach(self._receiver(state))
+        self.link.message(text)
+
+    def _problem(self, what: str) -> None:
+        # Not answered with an error line: the server could take it for a command and answer.
+        self.peer_log.warn(
+            "{peer} sent a frame this client cannot use ({error}); ignored.",
+            key="malformed v2 frames", peer=self.peer, error=what,
+        )  # fmt: skip
+
+    def _error(self, text: str) -> None:
+        self.peer_log.warn(
+            "{peer} said {text!r} about the stream.", key="stream errors", peer=self.peer, text=text[:300]
+        )
 
     def _close(self, reason: str) -> None:
         """The receiver ends the connection (out of order, a failed store): reconnect and resume."""
@@ -188,7 +233,6 @@ class SubscribeProtocol(PollProtocol):
         self.transport.loseConnection()
 
     def _dead(self, seconds: float) -> None:
-        self.heartbeat = None
         self.peer_log.warn(
             "Nothing from {peer} for {seconds:g} s (3 heartbeats): the link looks dead; reconnecting.",
             key="dead servers", peer=self.peer, seconds=seconds,
@@ -212,11 +256,8 @@ class SubscribeProtocol(PollProtocol):
 
     def connectionLost(self, reason: Failure) -> None:
         self._cancel_hello_timer()
-        if self.heartbeat is not None:
-            self.heartbeat.stop()
-            self.heartbeat = None
-        if self.subscription is not None:
-            self.subscription.connection_lost()
+        if self.link is not None:
+            self.link.stop()
         if self._gave_up is not None:
             self.parting_error = None  # (said above; the base would say the server said it)
         super().connectionLost(reason)
@@ -271,22 +312,21 @@ class SubscribeFactory(PollFactory):
 
     @property
     def registry(self) -> StreamRegistry:
-        """The streams' high-water marks: from the store once it is open (before the first connection)."""
+        """The streams this client knows (where each stands is asked from the store at each welcome)."""
         if self._registry is None:
-            self._registry = StreamRegistry(self.store.high_waters() if self.store is not None else {})
+            self._registry = StreamRegistry(self.store)
         return self._registry
 
-    def delivery(self, record: Entry) -> Deferred:
-        return self._delivery(record).addCallback(self._shown, record)
+    def delivery(self, records: list[Entry]) -> Deferred:
+        return self._delivery.many(records).addCallback(self._shown, records)
 
-    def _shown(self, result, record: Entry):
-        if isinstance(record, Reading):
-            if self.store is None:  # the log is the view: every reading
-                _log.info("{line}", line=describe(record), reading=record)
-            else:
-                self._reading_log.info(
-                    "Stored {line}", key=f"readings of {record.device} {record.stream}", line=describe(record)
-                )
+    def _shown(self, result, records: list[Entry]):
+        for record in records:
+            if isinstance(record, Reading):
+                if self.store is None:  # the log is the view: every reading
+                    _log.info("{line}", line=describe(record), reading=record)
+                else:
+                    self._reading_log.info("Stored {line}", key="stored readings", line=describe(record))
         return result
 
     def snapshot(self, record: Reading) -> None:

@@ -11,8 +11,16 @@ def __getattr__(name: str):
     C{from rpisensor.roles.report import build_report_service}, loaded on first
     use: the options (which C{--help} imports) must not pull in the network stack.
     """
-    if name in ("build_report_service", "Reporter", "ReportFactory", "ReportProtocol", "StreamSettings"):
+    if name in ("build_report_service", "ReportSettings", "OutboxSettings"):
+        from rpisensor.roles.report import service
+
+        return getattr(service, name)
+    if name in ("Reporter", "StreamSettings"):
         from rpisensor.roles.report import reporter
 
         return getattr(reporter, name)
+    if name in ("ReportFactory", "ReportProtocol"):
+        from rpisensor.roles.report import connection
+
+        return getattr(connection, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,6 +12,7 @@ from twisted.python import usage
 from rpisensor.roles._options import ConnectOptions, GPIOOptions, non_negative_float
 from rpisensor.roles._options.base import check_endpoint
 from rpisensor.roles._options.journal import journal_options, state_directory
+from rpisensor.mqtt.options import MQTTOptions
 
 #: How report speaks: negotiate, plain text only (v1), or streams only (v2).
 PROTOCOLS = ("auto", "1", "2")
@@ -34,17 +35,19 @@ OutboxOptions = journal_options(
 )
 
 
-class ReportOptions(GPIOOptions, ConnectOptions, OutboxOptions):
+class ReportOptions(MQTTOptions, GPIOOptions, ConnectOptions, OutboxOptions):
     """C{report}: push the inputs' state to a server."""
 
-    synopsis = "--connect ENDPOINT [options]"
+    synopsis = "--connect ENDPOINT | --mqtt URL [options]"
     longdesc = (
         "Read the inputs every 2 s and send them to a collector, each reading numbered "
         "and kept in the outbox until the collector has stored it (rpisensor protocol v2: "
         "every reading arrives exactly once, also after link drops and restarts). A server "
         "that does not speak v2, such as the tutorial's DataServer3, gets the plain text "
-        "('Button pressed' / 'Button released') as from DataClient3. Example: "
-        "twistd -n rpisensor report --connect tcp:host=myhome.example.org:port=22000"
+        "('Button pressed' / 'Button released') as from DataClient3. With --mqtt instead of "
+        "--connect, every reading goes to an MQTT broker and the Pi appears in Home Assistant. "
+        "Examples: twistd -n rpisensor report --connect tcp:host=myhome.example.org:port=22000  "
+        "twistd -n rpisensor report --mqtt mqtt://homeassistant.local"
     )
     optFlags = [
         ["on-change", None, "Record and send only changes (plain text: plus every input's state each --heartbeat seconds)."],
@@ -61,11 +64,19 @@ class ReportOptions(GPIOOptions, ConnectOptions, OutboxOptions):
         ["hello-timeout", None, f"{DEFAULT_HELLO_TIMEOUT:g}",
          "Seconds to wait for the server's answer to 'hello' before using plain text. "
          "Example: --hello-timeout 10"],
+        ["outbox-keep", None, "0",
+         "How long the outbox keeps a reading after the collector acknowledged it, as seconds "
+         "or with a unit (30m, 12h, 2d): a collector restored from a backup that old is then "
+         "refilled from the Pi instead of recording a gap. 0: let go once acknowledged. "
+         "Example: --outbox-keep 1d"],
         ["status-listen", None, f"unix:{DEFAULT_STATUS_SOCKET}",
          "Where to answer 'rpisensor query ENDPOINT status' (outbox, acknowledgements, link), "
          "as a server endpoint; a relative unix: path is in the state directory, as the "
          "outbox; 'none': no status listener. Example: --status-listen tcp:22001:interface=127.0.0.1"],
     ]  # fmt: skip
+
+    def connect_required(self) -> bool:
+        return not self["mqtt"]
 
     def postOptions(self) -> None:
         super().postOptions()
@@ -74,6 +85,7 @@ class ReportOptions(GPIOOptions, ConnectOptions, OutboxOptions):
             raise usage.UsageError("--heartbeat must be more than 0 seconds")
         if self["protocol"] not in PROTOCOLS:
             raise usage.UsageError(f"--protocol must be auto, 1 or 2, got {self['protocol']!r}")
+        self["outbox-keep"] = parse_duration("outbox-keep", self["outbox-keep"])
         self["hello-timeout"] = non_negative_float("hello-timeout", self["hello-timeout"])
         if self["hello-timeout"] <= 0:
             raise usage.UsageError("--hello-timeout must be more than 0 seconds")
@@ -106,6 +118,18 @@ class ReportOptions(GPIOOptions, ConnectOptions, OutboxOptions):
         from rpisensor.stream.identity import default_device_id
 
         return default_device_id()
+
+
+_DURATION = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(s|m|h|d)?\s*\Z", re.IGNORECASE)
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(option: str, text: str) -> float:
+    """C{"90"} (seconds), C{"30m"}, C{"12h"} or C{"2d"}: seconds."""
+    match = _DURATION.match(text)
+    if match is None:
+        raise usage.UsageError(f"--{option} must be seconds or a duration such as 30m, 12h or 2d, got {text!r}")
+    return float(match.group(1)) * _SECONDS[(match.group(2) or "s").lower()]
 
 
 def status_endpoint(description: str) -> str | None:

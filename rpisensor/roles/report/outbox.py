@@ -9,6 +9,8 @@ from __future__ import annotations
 import fcntl
 import os
 import sqlite3
+import time
+from collections.abc import Callable
 
 from rpisensor.stream.journal import Journal, JournalError
 from rpisensor.stream.outbox import JournalService
@@ -37,8 +39,11 @@ class OutboxService(JournalService):
     power cut), so a stale one can never keep a reporter from starting.
     """
 
-    def __init__(self, reactor, journal: Journal, runner=None, max_bytes: int | None = None) -> None:
-        super().__init__(reactor, journal, outbox=True, runner=runner, max_bytes=max_bytes)
+    def __init__(
+        self, reactor, journal: Journal, runner=None, max_bytes: int | None = None, keep: float = 0.0,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(reactor, journal, outbox=True, runner=runner, max_bytes=max_bytes, keep=keep, wall=wall)
         self._lock_fd: int | None = None
 
     def startService(self) -> None:

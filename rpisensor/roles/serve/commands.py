@@ -160,7 +160,13 @@ def _hello(connection: SensorServerProtocol, args: list[str]) -> None:
         return
     publishing = connection.factory.publishing
     if hello.role != "subscribe":
-        connection.reply("error: hello: serve takes role 'subscribe' (a reporter sends to collect)")
+        # A v2 refusal, not an error line: a reporter pointed here backs off and says why,
+        # instead of taking serve for a plain-text server and sending it text.
+        connection.reply(v2.encode(v2.Refused(
+            "this is serve, the Pi's sensor server: it takes subscribers (hello role 'subscribe'); "
+            "a reporter sends to a collector (twistd rpisensor collect), on another port"
+        )))  # fmt: skip
+        connection.closeAfterWork()
     elif connection.subscription is not None:
         connection.reply("error: hello: already answered; send subscribe")
     elif not publishing.has_room():
@@ -178,7 +184,7 @@ def _subscribe(connection: SensorServerProtocol, args: list[str]) -> None:
         connection.reply(publishing.busy_reply())
         return
     subscription = connection.subscription or connection.start_subscription(None, announced=False)
-    subscription.subscribe(subscribe.after)
+    subscription.subscribe(subscribe.after, subscribe.digest)
 
 
 def _heartbeat(connection: SensorServerProtocol, args: list[str]) -> None:

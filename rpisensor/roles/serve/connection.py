@@ -18,6 +18,7 @@ from zope.interface import implementer
 
 from rpisensor import wire
 from rpisensor.net.connection import Pause, ServerConnection
+from rpisensor.net.direct import direct_socket, write_now
 from rpisensor.sensing.sample import InputLevel
 
 if TYPE_CHECKING:
@@ -50,8 +51,16 @@ class SensorServerProtocol(ServerConnection):
 
     Reading from the client pauses while its unsent replies fill the socket
     buffer (a client that never reads) or while C{max_pending} commands wait
-    for their replies, so one client cannot make the server buffer without
-    bound.
+    for their replies (until half of them are answered), so one client cannot
+    make the server buffer without bound.
+
+    The replies known while one segment of the client's bytes is handled
+    (C{go} on an edge-tracked input, C{ping}, errors) leave together when it
+    has been handled, in one C{send} straight to the socket when Twisted
+    holds nothing unsent for the connection (see L{rpisensor.net.direct}):
+    no second turn of the reactor per reply. Replies that come later (a
+    read, a Deferred, the stream) go through the transport's buffer, which
+    gathers what one turn of the reactor writes.
 
     @ivar granted: the permissions of this client (see L{Permission}).
     """
@@ -66,11 +75,16 @@ class SensorServerProtocol(ServerConnection):
     subscription: Subscription | None = None
     #: The rate limit of its control commands (C{--control-rate}), made at its first one.
     control_bucket = None
+    #: The socket replies may be sent on directly (L{direct_socket}), or C{None}.
+    _socket = None
+    #: While a segment is handled: the replies it got at once, sent together after it.
+    _gathered: list[bytes] | None = None
 
     def connectionMade(self) -> None:
         super().connectionMade()
         self.granted = self.factory.permissions_for(self.transport)
         self.transport.registerProducer(self, True)
+        self._socket = direct_socket(self.transport)
 
     def handshakeCompleted(self) -> None:
         super().handshakeCompleted()
@@ -106,7 +120,33 @@ class SensorServerProtocol(ServerConnection):
     def dataReceived(self, data: bytes) -> None:
         if data and self.subscription is not None:
             self.subscription.heard()
-        super().dataReceived(data)
+        if self._gathered is not None:
+            # Called again from within this segment (a reply let held messages through,
+            # resumeMessages): their replies join this segment's batch.
+            super().dataReceived(data)
+            return
+        self._gathered = gathered = []
+        try:
+            super().dataReceived(data)
+        finally:
+            self._gathered = None
+            if gathered:
+                write_now(self.transport, self._socket, b"".join(gathered))
+
+    def _write(self, data: bytes) -> None:
+        """Send reply bytes after those before them: with the segment's batch, or through the transport."""
+        gathered = self._gathered
+        if gathered is not None:
+            gathered.append(data)
+        else:
+            self.transport.write(data)
+
+    def workDone(self) -> None:
+        gathered = self._gathered
+        if gathered and self.closing:  # what the segment has answered leaves before the close
+            write_now(self.transport, self._socket, b"".join(gathered))
+            gathered.clear()
+        super().workDone()
 
     def messageReceived(self, text: str) -> None:
         subscription = self.subscription
@@ -149,7 +189,7 @@ class SensorServerProtocol(ServerConnection):
             if len(self._replies) >= self.factory.limits.max_pending:
                 self.pause(Pause.PENDING)
         elif not self.transport.disconnecting:
-            self.transport.write(wire.frame(text))
+            self._write(wire.frame(text))
             if self.subscription is not None:
                 self.subscription.wrote()
 
@@ -177,7 +217,7 @@ class SensorServerProtocol(ServerConnection):
             self._replies.append([data])
             self._send_ready_replies()
         elif not self.transport.disconnecting:
-            self.transport.write(data)
+            self._write(data)
 
     def reply_when(self, answer: Deferred[str]) -> None:
         """Queue a reply that C{answer} gives (an C{error:} reply if it fails)."""
@@ -219,10 +259,10 @@ class SensorServerProtocol(ServerConnection):
         while replies and replies[0][0] is not None:
             ready.append(replies.popleft()[0])
         if not self.transport.disconnecting:
-            self.transport.writeSequence(ready)
+            self._write(b"".join(ready))
             if self.subscription is not None:
                 self.subscription.wrote()
-        if len(replies) < self.factory.limits.max_pending:
+        if len(replies) <= self.factory.limits.max_pending // 2:
             self.resume(Pause.PENDING)
         if not replies:
             self.workDone()

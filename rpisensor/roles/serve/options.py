@@ -12,8 +12,8 @@ from rpisensor.roles._options.control import ControlOptions
 from rpisensor.roles._options.journal import journal_options
 from rpisensor.roles._options.web import WebOptions
 
-#: The shortest --poll-interval: a read of every input a hundred times a second.
-MIN_POLL_INTERVAL = 0.01
+#: The shortest --poll-interval: a read of every input a thousand times a second.
+MIN_POLL_INTERVAL = 0.001
 
 JournalOptions = journal_options(
     "journal", "rpisensor-journal.sqlite", "holding the inputs' changes for subscribers"
@@ -37,10 +37,11 @@ class ServeOptions(ControlOptions, GPIOOptions, ListenOptions, JournalOptions, W
 
     optParameters = [
         ["poll-interval", None, "0.1",
-         "Seconds between two reads of every input, to record each change in the journal "
-         "for subscribers: a change is seen within this time (a press shorter than it may be "
-         "missed), at the cost of one read per input per interval through the read pool "
-         f"(--read-threads). At least {MIN_POLL_INTERVAL:g}. Example: --poll-interval 0.02"],
+         "Seconds between two reads of every input that reports no changes by itself, to record "
+         "each change in the journal for subscribers: a change is seen within this time (a press "
+         "shorter than it may be missed). RPi.GPIO's inputs are read in one pass by a thread of "
+         "their own, which wakes the server only on a change; other such inputs through the read "
+         f"pool (--read-threads). At least {MIN_POLL_INTERVAL:g}. Example: --poll-interval 0.01"],
         ["max-subscribers", None, "50",
          "Subscriptions at once (0: none; they count toward --max-connections too); more are refused "
          "with 'error: busy' and may use go. Each may hold up to twice --window readings in "

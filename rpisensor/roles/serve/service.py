@@ -134,6 +134,7 @@ def build_server_service(
     controller: OutputController | None = None,
     grants: ControlGrants | None = None,
     control_rate: float = DEFAULT_CONTROL_RATE,
+    exact_levels: bool = True,
 ) -> ServerService:
     """
     Assemble C{serve} from an opened reader and its pool service.
@@ -146,11 +147,15 @@ def build_server_service(
     @param controller: the outputs, set up already (L{open_outputs}); they
         get their safe levels and their pins return to input when the
         service stops, after the connections and before the journal and the pool.
+    @param exact_levels: whether the publishing side's L{InputState} knows
+        the levels as they are (edge events), so that C{go} and C{read}
+        answer from it; not for polled levels, which may be an interval old:
+        then C{go} reads the pin.
     """
     state = publishing.state if publishing is not None else InputState.for_reader(reader, reactor)
     factory = SensorServerFactory(
-        reader, settings, publishing=publishing, state=state, controller=controller, grants=grants,
-        control_rate=control_rate,
+        reader, settings, publishing=publishing, state=state if exact_levels else None,
+        controller=controller, grants=grants, control_rate=control_rate,
     )  # fmt: skip
     top = ServerService(factory)
     reader_service.setServiceParent(top)
@@ -184,21 +189,42 @@ def make_service(options, reactor) -> ServerService:
         extra.append(PatternService(reactor, reader.backend, reader.inputs, options["sim-patterns"]))
     journal = options.journal_settings()
     settings = options.publish_settings(journal.device or default_device_id())
+    edges = InputState.for_reader(reader, reactor)
+    state = edges if edges is not None else polled_state(reactor, reader, settings.poll_interval)
     publishing = open_publishing(
-        reactor, reader, journal.path, settings, journal.max_entries, journal.max_bytes, journal.sync,
-        InputState.for_reader(reader, reactor),
+        reactor, reader, journal.path, settings, journal.max_entries, journal.max_bytes, journal.sync, state,
     )  # fmt: skip
     controller = open_outputs(reactor, reader, pool, options["outputs"], options["max-ttl"])
     listen = options.listen_settings()
     top = build_server_service(
         reactor, reader, pool, listen, extra, publishing, controller,
-        options.control_grants(), options["control-rate"],
+        options.control_grants(), options["control-rate"], exact_levels=edges is not None,
     )  # fmt: skip
     if options["web"]:
         from rpisensor.web.roles import serve_web
 
         serve_web(reactor, options.web_settings(), listen, top, reader, publishing).setServiceParent(top)
     return top
+
+
+def polled_state(reactor, reader: InputReader, interval: float) -> InputState | None:
+    """
+    The inputs' levels from a polling thread (L{PolledEdges}) if the backend's
+    reads are cheap register reads (RPi.GPIO); else C{None}, and the sampler
+    polls them through the read pool. The first pass reads every input now:
+    call it at start-up, before the reactor runs. Stops the program with one
+    line saying why if an input cannot be read.
+    """
+    from rpisensor.hw import GPIOError
+    from rpisensor.hw.polling import PolledEdges, polls_cheaply
+
+    if not polls_cheaply(reader.backend):
+        return None
+    try:
+        edges = PolledEdges(reader.backend, reader.inputs.values(), interval, wall=reader.wall)
+    except GPIOError as e:
+        raise SystemExit(f"rpisensor: cannot read the inputs: {e}") from None
+    return InputState(reactor, edges, reader.inputs.values(), reader.wall)
 
 
 def open_outputs(reactor, reader: InputReader, pool, outputs, max_ttl: float) -> OutputController | None:

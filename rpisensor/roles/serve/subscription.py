@@ -1,22 +1,25 @@
 """
-One connection's v2 session with C{serve}: the C{hello} it may start with,
-then, after C{subscribe}, the stream of the journal (L{Publication}: a
-snapshot or a replay, then each change as it is committed), windowed by the
-subscriber's C{ack}s, with heartbeats both ways.
+One connection's stream with C{serve}: the C{hello} it may start with (answered
+with a welcome naming the stream, its owner and its bounds), then, after
+C{subscribe}, a L{StreamLink} with a L{Sender} over the journal: a replay from
+where the subscriber stands (checked against the journal), or a snapshot and
+then live changes; windowed by the subscriber's C{ack}s, with heartbeats both ways.
 
 A subscriber that stops reading (its connection's buffer full: the transport
-pauses us) pauses its publication, so what it holds in memory stays bounded
-by the window and the sender's cache; one that stays so for C{max_lag}
-seconds is dropped, and resumes from its last acknowledged reading when it
-reconnects, without loss: everything comes from the journal.
+pauses us) pauses its sender, so what it holds in memory stays bounded by the
+window and the sender's cache; one that stays so for C{max_lag} seconds is
+dropped, and resumes from its last acknowledged reading when it reconnects,
+without loss: everything comes from the journal.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from rpisensor.stream.heartbeat import MISSES, Heartbeat
-from rpisensor.stream.publisher import AheadOfStream, Publication
+from rpisensor.stream.heartbeat import MISSES
+from rpisensor.stream.link import StreamLink
+from rpisensor.stream.sender import SERVE, Position, Sender
 from rpisensor.wire import v2
 
 if TYPE_CHECKING:
@@ -26,8 +29,8 @@ if TYPE_CHECKING:
 #: Seconds between heartbeats when the client did not say (its hello has none, or it sent none).
 DEFAULT_HEARTBEAT = 10.0
 
-#: The reply to anything but an ack or a heartbeat once a connection is subscribed.
-ONLY_V2 = 'error: this connection is subscribed: send only ack {"seq":N} or heartbeat'
+#: The reply to anything but an ack, a match or a heartbeat once a connection is subscribed.
+ONLY_V2 = 'error: this connection is subscribed: send only ack {"seq":N}, match or heartbeat'
 
 
 def canonical(text: str) -> str:
@@ -40,7 +43,7 @@ def canonical(text: str) -> str:
 
 class Subscription:
     """
-    The v2 side of one connection: created by C{hello} (C{announced}: the
+    The stream of one connection: created by C{hello} (C{announced}: the
     client said it heartbeats, so its silence for L{MISSES} intervals means
     it is gone) or by a bare C{subscribe} (a person with nc: we heartbeat,
     and only C{--idle-timeout} ends a silent one).
@@ -58,78 +61,100 @@ class Subscription:
         self.interval = interval if interval is not None else DEFAULT_HEARTBEAT
         self.announced = announced
         self.clock = connection.factory.clock
-        self.publication = Publication(
-            publishing.journal, connection.reply, publishing.device, publishing.settings.window,
-            on_sent=publishing.on_sent,
-        )
-        #: True once C{subscribe} was accepted: the connection then takes only acks and heartbeats.
+        self.link = self._link()
+        self.sender: Sender | None = None
+        #: True once C{subscribe} was accepted: the connection then takes only stream frames.
         self.subscribed = False
         self.after: int | None = None
         self.paused = False
         self._stall = None
-        self._heartbeat: Heartbeat | None = self._beat()
 
-    def _beat(self) -> Heartbeat:
+    def _link(self) -> StreamLink:
         on_dead = self._dead if self.announced else None
-        return Heartbeat(self.clock, self.interval, self.connection.reply, on_dead)
+        return StreamLink(self.connection.reply, self.clock, self.interval, on_dead, self._problem, self._error)
 
     def welcome(self) -> str:
         interval = self.interval
         shown = int(interval) if interval.is_integer() else interval  # 10, as the client wrote it, not 10.0
-        return v2.encode(self.publication.welcome(shown))
+        journal = self.publishing.journal.journal
+        return v2.encode(v2.Welcome(
+            device=self.publishing.device, stream=journal.stream, first=journal.first, last=journal.last,
+            heartbeat=shown, owner=journal.secret, incarnation=journal.incarnation,
+        ))  # fmt: skip
 
     # -- subscribing ------------------------------------------------------------------
 
-    def subscribe(self, after: int | None) -> None:
+    def subscribe(self, after: int | None, digest: str | None = None) -> None:
         """
-        Accept C{subscribe} and start streaming. The frames go out as replies
-        do: after the replies to earlier commands (a C{go} still being read).
+        Accept C{subscribe} and start streaming: from C{after} (checked against
+        the journal with its C{digest}), or a snapshot of every input's latest
+        reading and then live ones. The frames go out as replies do: after the
+        replies to earlier commands (a C{go} still being read).
         """
         self.subscribed = True
         self.after = after
-        self.publishing.subscriptions.add(self)
-        try:
-            self.publication.subscribe(self.after)
-        except AheadOfStream as e:
-            self.connection.reply(f"error: {e}")
-            self.connection.closeAfterWork()
+        publishing = self.publishing
+        publishing.subscriptions.add(self)
+        # (No announced last: a subscriber chose this server, so no stranger can push a gap
+        # through this stream; and a subscriber left behind gets the gap of what was trimmed.)
+        self.sender = Sender(
+            publishing.journal, self.link.send, SERVE, self._ended, publishing.settings.window,
+            paused=self.paused, on_sent=publishing.on_sent,
+        )  # fmt: skip
+        self.link.attach(self.sender)
+        if after is None:
+            publishing.journal.snapshot().addCallbacks(self._snapshot, self._snapshot_failed)
+        else:
+            self.sender.start(Position(after, digest))
+
+    def _snapshot(self, snapshot) -> None:
+        if self.sender is None or self.sender.stopped:
+            return
+        last, latest = snapshot
+        for reading in sorted(latest.values(), key=lambda r: r.seq):
+            self.link.send(v2.encode(replace(reading, snapshot=True)))
+        if latest and self.publishing.on_sent is not None:
+            self.publishing.on_sent(len(latest))
+        self.sender.start(Position(last))
+
+    def _snapshot_failed(self, failure) -> None:
+        self._ended(f"the journal could not be read ({failure.getErrorMessage()})")
+
+    def _ended(self, reason: str) -> None:
+        """The sender cannot go on here (the journal became a new stream, or must announce a gap)."""
+        self.connection.peer_log.info(
+            "Closing the stream to {peer}: {reason}.", key="subscriptions ended", peer=self.connection.peer,
+            reason=reason,
+        )  # fmt: skip
+        self.connection.reply(f"error: {reason}")
+        self.connection.closeAfterWork()
 
     # -- what the subscriber sends ------------------------------------------------------
 
     def heard(self) -> None:
-        if self._heartbeat is not None:
-            self._heartbeat.heard()
+        self.link.heard()
 
     def wrote(self) -> None:
-        if self._heartbeat is not None:
-            self._heartbeat.sent()
+        if self.link.heartbeat is not None:
+            self.link.heartbeat.sent()
 
     def receive(self, text: str) -> None:
-        """A message on a subscribed connection: an ack, a heartbeat, or an error reply."""
+        """A message on a subscribed connection: an ack, a match, a heartbeat, or an error reply."""
         frame_text = canonical(text)
         if not frame_text:
             return
-        verb = frame_text.split(" ", 1)[0]
-        if verb not in ("ack", "heartbeat"):
+        if frame_text.split(" ", 1)[0] not in ("ack", "match", "heartbeat", "error:"):
             self.connection.reply(ONLY_V2)
             return
-        try:
-            frame = v2.parse(frame_text)
-        except v2.FrameError as e:
-            self.connection.reply(f"error: {e}")
-            return
-        if isinstance(frame, v2.Ack):
-            self.ack(frame.seq)
+        self.link.message(frame_text)
 
-    def ack(self, seq: int) -> None:
-        sender = self.publication.sender
-        if sender is None:
-            return  # nothing sent yet: the snapshot is still being read
-        sent = sender.next - 1
-        if seq > sent:
-            self.connection.reply(f"error: ack {seq} is beyond the last reading sent ({sent})")
-            return
-        sender.ack(seq)
+    def _problem(self, what: str) -> None:
+        self.connection.reply(f"error: {what}")
+
+    def _error(self, text: str) -> None:
+        self.connection.peer_log.info(
+            "Subscriber {peer} said {text!r}.", key="subscriber errors", peer=self.connection.peer, text=text[:200]
+        )
 
     # -- flow control -------------------------------------------------------------------
 
@@ -142,8 +167,8 @@ class Subscription:
         if self.paused:
             return
         self.paused = True
-        self.publication.pause()
-        self._stop_heartbeat()
+        self.link.pause()
+        self.link.quiet()
         self._stall = self.clock.callLater(self.publishing.settings.max_lag, self._stalled)
 
     def resume(self) -> None:
@@ -153,8 +178,8 @@ class Subscription:
         if self._stall is not None and self._stall.active():
             self._stall.cancel()
         self._stall = None
-        self._heartbeat = self._beat()
-        self.publication.resume()
+        self.link.beat()
+        self.link.resume()
 
     def _stalled(self) -> None:
         self._stall = None
@@ -170,7 +195,6 @@ class Subscription:
         self.connection.transport.abortConnection()
 
     def _dead(self, seconds: float) -> None:
-        self._heartbeat = None
         self.connection.peer_log.info(
             "Dropped subscriber {peer}: nothing heard from it for {seconds:g} s ({misses} "
             "heartbeats of {interval:g} s, the interval it asked for). It resumes from its last "
@@ -183,28 +207,21 @@ class Subscription:
         )
         self.connection.transport.abortConnection()
 
-    def _stop_heartbeat(self) -> None:
-        if self._heartbeat is not None:
-            self._heartbeat.stop()
-            self._heartbeat = None
-
     def stop(self) -> None:
         """The connection is gone."""
-        self._stop_heartbeat()
         if self._stall is not None and self._stall.active():
             self._stall.cancel()
         self._stall = None
-        self.publication.stop()
+        self.link.stop()
         self.publishing.subscriptions.discard(self)
 
     # -- status ---------------------------------------------------------------------------
 
     def _in_flight(self) -> int:
-        sender = self.publication.sender
-        return 0 if sender is None else sender.in_flight
+        return 0 if self.sender is None else self.sender.in_flight
 
     def status(self) -> dict:
-        sender = self.publication.sender
-        acked = sender.acked if sender is not None else (self.after or 0)
+        sender = self.sender
+        acked = sender.acked if sender is not None and sender.started else (self.after or 0)
         return {"peer": self.connection.peer, "acked": acked, "in_flight": self._in_flight(),
                 "paused": self.paused}  # fmt: skip

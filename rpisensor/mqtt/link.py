@@ -1,0 +1,369 @@
+"""
+The Pi's link to its MQTT broker, kept up for as long as the service runs.
+
+Each connection, in order:
+
+  1. CONNECT with a clean start and a last will (C{offline}, retained, on the
+     availability topic); on CONNACK, the broker's receive maximum and
+     maximum packet size set how much may be in flight and how large.
+  2. The birth (C{online}, retained), every entity's latest state, and the
+     stream from the last entry the broker acknowledged.
+  3. Subscriptions: Home Assistant's status; the outputs' command topics
+     (with C{--mqtt-control}); this Pi's retained discovery configs, read
+     back until the broker echoes a marker the Pi publishes after
+     subscribing, so that all of them have arrived.
+  4. Discovery: from what the broker held to what the Pi has now (see
+     L{rpisensor.mqtt.discovery}); again whenever Home Assistant publishes
+     C{online} on its status topic (after a random delay of up to a second,
+     as Home Assistant asks, so that many devices do not answer at once).
+
+A connection that fails or drops is tried again after the wait
+L{RetrySchedule} gives (promptly after a link that worked, growing while
+attempts fail, up to C{--max-delay}); every line about it is rate-limited.
+On stop, C{offline} is published and the connection closed cleanly.
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+from collections.abc import Callable
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from rpisensor.lograte import RateLimitedLog
+from rpisensor.mqtt.client import BrokerLimits, Handler, PahoConnection
+from rpisensor.mqtt.control import MQTTControl
+from rpisensor.mqtt.discovery import Discovery
+from rpisensor.mqtt.outgoing import Outgoing
+from rpisensor.mqtt.publisher import StatePublisher, StreamPublisher
+from rpisensor.mqtt.settings import MQTTSettings
+from rpisensor.net.backoff import RetrySchedule
+from rpisensor.stream.outbox import JournalService
+
+ONLINE, OFFLINE = b"online", b"offline"
+#: Slots of the broker's receive maximum kept for retained messages (states, configs): the
+#: stream has the rest, so a state never waits behind a catch-up. One: states coalesce per
+#: topic while they wait, and the stream keeps as much of a small receive maximum as it can.
+RETAINED_SLOTS = 1
+#: Seconds to wait for the marker that says the retained configs have all arrived.
+SYNC_TIMEOUT = 5.0
+#: The longest random wait before announcing again when Home Assistant comes online.
+ANNOUNCE_JITTER = 1.0
+#: Seconds a clean stop waits for the broker to take C{offline}.
+STOP_TIMEOUT = 5.0
+
+
+class _Events(Handler):
+    """One connection's events, passed on while it is the link's current one."""
+
+    def __init__(self, link: MQTTLink) -> None:
+        self._link = link
+        self.connection: PahoConnection | None = None
+
+    def _current(self) -> bool:
+        return self.connection is not None and self.connection is self._link.connection
+
+    def published(self, mid, refused):
+        if self._current():
+            self._link._published(mid, refused)
+
+    def message(self, topic, payload, retained):
+        if self._current():
+            self._link._message(topic, payload, retained)
+
+    def subscribed(self, mid):
+        if self._current():
+            self._link._subscribed(mid)
+
+    def lost(self, reason):
+        if self._current():
+            self._link._lost(reason)
+
+
+class MQTTLink(Service):
+    """
+    Publishes C{outbox} and the entities' states to the broker of
+    C{settings}, announces them to Home Assistant (C{discovery}), and takes
+    switch commands (C{control}).
+
+    @param kinds: each entity's kind by name, for its state (see L{StatePublisher}).
+    @param connection_factory: makes one connection; tests give their own.
+    """
+
+    _logger = Logger(namespace="rpisensor.mqtt")
+
+    def __init__(
+        self,
+        reactor,
+        settings: MQTTSettings,
+        outbox: JournalService,
+        discovery: Discovery,
+        control: MQTTControl | None = None,
+        connection_factory: Callable[..., PahoConnection] | None = None,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self._reactor = reactor
+        self.settings = settings
+        self.outbox = outbox
+        self.topics = discovery.topics
+        self.discovery = discovery
+        self.control = control
+        self._jitter = jitter
+        self._factory = connection_factory or self._paho_connection
+        self.log = RateLimitedLog(reactor, self._logger)
+        self.outgoing = Outgoing(self.log)
+        self.stream = StreamPublisher(outbox, settings.device, self.topics.stream, on_refused=self._refused)
+        kinds = {entity.name: entity.kind for entity in discovery.entities}
+        self.states = StatePublisher(outbox, self.outgoing, self.topics.state, kinds)
+        self.schedule = RetrySchedule(reactor, settings.broker.url, settings.max_delay)
+        self.connection: PahoConnection | None = None
+        self.limits: BrokerLimits | None = None
+        self._retry = None
+        self._announce_call = None
+        self._sync_call = None
+        self._subscription: int | None = None
+        self._sync_token: bytes | None = None
+        self._retained: dict[str, bytes] = {}
+        self._stopped: Deferred | None = None
+        #: The broker refused an entry: the link is ended on purpose, and counts as a failed attempt.
+        self._refusal = False
+
+    def _paho_connection(self, handler: Handler) -> PahoConnection:
+        settings = self.settings
+        return PahoConnection(
+            self._reactor, settings.broker, settings.client_id, handler,
+            (self.topics.availability, OFFLINE), settings.keepalive, self._reactor.getThreadPool(),
+            settings.connect_timeout,
+        )  # fmt: skip
+
+    @property
+    def connected(self) -> bool:
+        return self.connection is not None and self.connection.state == "connected"
+
+    # -- life ------------------------------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        self.outbox.latest_per_sensor().addCallbacks(self.states.seed, lambda _: None)
+        self._connect()
+
+    def stopService(self) -> Deferred:
+        super().stopService()
+        return Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        for call in (self._retry, self._announce_call, self._sync_call):
+            if call is not None and call.active():
+                call.cancel()
+        connection = self.connection
+        if connection is not None and connection.state == "connected":
+            self.outgoing.put(self.topics.availability, OFFLINE)
+            idle = self.outgoing.when_idle()
+            idle.addTimeout(STOP_TIMEOUT, self._reactor)
+            try:
+                await idle
+            except Exception:
+                pass
+            self._stopped = Deferred()
+            self._stopped.addTimeout(STOP_TIMEOUT, self._reactor)
+            connection.disconnect()
+            try:
+                await self._stopped
+            except Exception:
+                connection.abort()
+        elif connection is not None:
+            connection.abort()
+        self._down()
+        self.stream.stop()
+        self.states.stop()
+        if self.control is not None:
+            self.control.flush()
+        self.log.flush()
+
+    # -- connecting -------------------------------------------------------------------------
+
+    def _connect(self) -> None:
+        self._retry = None
+        if not self.running:
+            return
+        events = _Events(self)
+        connection = self.connection = events.connection = self._factory(events)
+        self.log.info("Connecting to the MQTT broker {url}", key="connecting", url=self.settings.broker.url)
+        connection.connect().addCallbacks(
+            self._connected, self._failed, (connection,), None, (connection,)
+        )
+
+    def _failed(self, failure, connection: PahoConnection) -> None:
+        if connection is not self.connection:
+            return
+        self.connection = None
+        self.log.warn(
+            "Could not connect to the MQTT broker {url}: {why}. Readings wait in the outbox.",
+            key="connect failed", url=self.settings.broker.url, why=failure.getErrorMessage(),
+        )  # fmt: skip
+        self.schedule.attempt_failed()
+        self._again()
+
+    def _again(self) -> None:
+        if self.running and self._retry is None:
+            self._retry = self._reactor.callLater(self.schedule(0), self._connect)
+
+    def _connected(self, limits: BrokerLimits, connection: PahoConnection) -> None:
+        if connection is not self.connection:
+            return
+        if not self.running:
+            connection.disconnect()
+            return
+        self.limits = limits
+        self.schedule.connected()
+        slots = RETAINED_SLOTS
+        window = max(1, min(self.settings.window, limits.receive_maximum - slots))
+        if limits.receive_maximum <= slots:
+            self.log.error(
+                "The MQTT broker takes only {receive} message(s) in flight (its receive maximum); "
+                "this Pi needs {needed} (the stream and the states). Raise the broker's "
+                "max_inflight_messages; it may close the link meanwhile.",
+                key="receive maximum", receive=limits.receive_maximum, needed=slots + 1,
+            )  # fmt: skip
+        self.log.info(
+            "Connected to the MQTT broker {url} (receive maximum {receive}, maximum packet size "
+            "{packet}): {count} readings to publish from the outbox, {window} at a time, on {topic}.",
+            key="connected", url=self.settings.broker.url, receive=limits.receive_maximum,
+            packet=limits.maximum_packet_size or "none", count=self.stream.waiting, window=window,
+            topic=self.topics.stream,
+        )  # fmt: skip
+        self.outgoing.attach(connection, slots, limits.maximum_packet_size)
+        self.outgoing.put(self.topics.availability, ONLINE)
+        self.states.attach()
+        self.stream.attach(connection, window, limits.maximum_packet_size)
+        if self.control is not None:
+            self.control.connected(f"{self.settings.broker.url}, {self.topics.commands}")
+        topics = [self.topics.ha_status]
+        if self.control is not None:
+            topics.append(self.topics.commands)
+        self._retained = {}
+        self._sync_token = None
+        if self.discovery.mode != "none":
+            self._sync_token = secrets.token_hex(8).encode()
+            topics += [*self.discovery.readback, self.topics.sync]
+        self._subscription = connection.subscribe(topics)
+
+    def _subscribed(self, mid: int) -> None:
+        if mid != self._subscription or self._sync_token is None:
+            return
+        # Retained configs come with the subscription; the marker comes after them.
+        self.connection.publish(self.topics.sync, self._sync_token, qos=0)
+        self._sync_call = self._reactor.callLater(SYNC_TIMEOUT, self._synced, False)
+
+    def _synced(self, echoed: bool) -> None:
+        if self._sync_call is not None and self._sync_call.active():
+            self._sync_call.cancel()
+        self._sync_call = None
+        if self._sync_token is None:
+            return
+        self._sync_token = None
+        if not echoed:
+            self.log.warn(
+                "The broker did not echo this Pi's marker on {topic} within {seconds:g} s (may this "
+                "client publish and subscribe there?): announcing to Home Assistant without checking "
+                "what it has, so entities removed since the last run stay.",
+                key="no sync", topic=self.topics.sync, seconds=SYNC_TIMEOUT,
+            )  # fmt: skip
+        steps, gone_states = self.discovery.plan(self._retained)
+        for topic, payload in steps:
+            self.outgoing.put(topic, payload, coalesce=False)
+        for topic in gone_states:
+            self.outgoing.put(topic, b"")
+        if self.connection is not None:
+            self.connection.unsubscribe([*self.discovery.readback, self.topics.sync])
+        self._retained = {}
+
+    # -- what the broker sends ----------------------------------------------------------------
+
+    def _message(self, topic: str, payload: bytes, retained: bool) -> None:
+        topics = self.topics
+        if topic == topics.sync:
+            if self._sync_token is not None and payload == self._sync_token:
+                self._synced(True)
+            return
+        if topic == topics.ha_status:
+            if payload.strip() == ONLINE:
+                self._announce_soon()
+            return
+        name = topics.commanded(topic)
+        if name is not None and self.control is not None:
+            if retained:
+                self.log.warn(
+                    "Ignored a retained command on {topic}: only a command sent now is carried out "
+                    "(clear it: mosquitto_pub -r -n -t {topic}).",
+                    key="retained command", topic=topic,
+                )  # fmt: skip
+                return
+            self.control.command(name, payload)
+            return
+        if self._sync_token is not None and self._is_config(topic):
+            self._retained[topic] = payload
+
+    def _is_config(self, topic: str) -> bool:
+        if topic == self.topics.device_config:
+            return True
+        parts = topic.split("/")
+        head = self.topics.ha_prefix.split("/")
+        return (
+            len(parts) == len(head) + 4 and parts[: len(head)] == head
+            and parts[len(head) + 1] == self.topics.node and parts[-1] == "config"
+        )  # fmt: skip
+
+    def _announce_soon(self) -> None:
+        if self.discovery.mode == "none" or (self._announce_call is not None and self._announce_call.active()):
+            return
+        self._announce_call = self._reactor.callLater(ANNOUNCE_JITTER * self._jitter(), self._announce)
+
+    def _announce(self) -> None:
+        self._announce_call = None
+        if not self.connected:
+            return
+        self.log.info("Home Assistant came online: announcing this Pi again.", key="announce")
+        for topic, payload in self.discovery.announcement():
+            self.outgoing.put(topic, payload, coalesce=False)
+
+    def _published(self, mid: int, refused: str | None) -> None:
+        if not self.stream.acknowledged(mid, refused):
+            self.outgoing.acknowledged(mid, refused)
+
+    def _refused(self, reason: str) -> None:
+        connection = self.connection
+        if connection is not None:
+            self._refusal = True
+            connection.abort()
+
+    # -- losing it ------------------------------------------------------------------------------
+
+    def _lost(self, reason: str) -> None:
+        refused, self._refusal = self._refusal, False
+        self._down()
+        if self._stopped is not None:
+            stopped, self._stopped = self._stopped, None
+            stopped.callback(None)
+            return
+        self.log.warn(
+            "Disconnected from the MQTT broker {url}: {reason}. Readings wait in the outbox.",
+            key="lost", url=self.settings.broker.url, reason=reason,
+        )  # fmt: skip
+        self.schedule.lost(refused=refused)
+        self._again()
+
+    def _down(self) -> None:
+        self.connection = None
+        if self._sync_call is not None and self._sync_call.active():
+            self._sync_call.cancel()
+        self._sync_call = None
+        self._sync_token = None
+        self.stream.detach()
+        self.states.detach()
+        self.outgoing.detach()
+        if self.control is not None:
+            self.control.lost()
