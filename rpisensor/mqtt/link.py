@@ -90,6 +90,8 @@ class MQTTLink(Service):
     switch commands (C{control}).
 
     @param kinds: each entity's kind by name, for its state (see L{StatePublisher}).
+    @param on_delivered: called with each seq up to which the broker has
+        taken the stream (after the outbox let it go).
     @param connection_factory: makes one connection; tests give their own.
     """
 
@@ -104,6 +106,7 @@ class MQTTLink(Service):
         control: MQTTControl | None = None,
         connection_factory: Callable[..., PahoConnection] | None = None,
         jitter: Callable[[], float] = random.random,
+        on_delivered: Callable[[int], object] | None = None,
     ) -> None:
         self._reactor = reactor
         self.settings = settings
@@ -115,7 +118,10 @@ class MQTTLink(Service):
         self._factory = connection_factory or self._paho_connection
         self.log = RateLimitedLog(reactor, self._logger)
         self.outgoing = Outgoing(self.log)
-        self.stream = StreamPublisher(outbox, settings.device, self.topics.stream, on_refused=self._refused)
+        self._on_delivered = on_delivered
+        self.stream = StreamPublisher(
+            outbox, settings.device, self.topics.stream, on_delivered=self._delivered, on_refused=self._refused
+        )
         kinds = {entity.name: entity.kind for entity in discovery.entities}
         self.states = StatePublisher(outbox, self.outgoing, self.topics.state, kinds)
         self.schedule = RetrySchedule(reactor, settings.broker.url, settings.max_delay)
@@ -142,6 +148,15 @@ class MQTTLink(Service):
     @property
     def connected(self) -> bool:
         return self.connection is not None and self.connection.state == "connected"
+
+    def way_out(self) -> tuple[bool, str]:
+        """For C{report}'s status line: C{(connected, "mqtt")}."""
+        return self.connected, "mqtt"
+
+    def _delivered(self, seq: int) -> None:
+        self.outbox.acknowledge(seq)
+        if self._on_delivered is not None:
+            self._on_delivered(seq)
 
     # -- life ------------------------------------------------------------------------------
 
