@@ -20,10 +20,13 @@ from rpisensor.net.peers import is_loopback
 from rpisensor.control.controller import OutputController
 from rpisensor.control.gate import ControlGate
 from rpisensor.net.access import ControlGrants
-from rpisensor.roles.serve.commands import Command, CommandRegistry, Permission, default_commands
-from rpisensor.roles.serve.control import DEFAULT_CONTROL_RATE, OutputsService
+from rpisensor.roles.serve.commands import READ_COMMANDS, STREAM_COMMANDS
+from rpisensor.roles.serve.control import CONTROL_COMMANDS, DEFAULT_CONTROL_RATE, OUTPUTS_COMMAND, OutputsService
 from rpisensor.roles.serve.control import refusal as control_refusal
 from rpisensor.roles.serve.connection import SensorServerProtocol
+from rpisensor.roles.serve.pins import PINS_COMMAND
+from rpisensor.roles.serve.registry import Command, CommandRegistry, Permission
+from rpisensor.roles.serve.simulate import SIMULATE_COMMANDS
 from rpisensor.sensing.reader import InputReader
 from rpisensor.sensing.sample import Sample, InputLevel
 from rpisensor.stream.state import InputState
@@ -32,6 +35,17 @@ if TYPE_CHECKING:
     from rpisensor.roles.serve.publishing import PublishingService
 
 _log = Logger(namespace="rpisensor.roles.serve")
+
+
+def default_commands(outputs: bool = False) -> CommandRegistry:
+    """
+    A registry with every command C{serve} knows; the control commands only
+    when it has C{outputs} (without, they are unknown commands).
+    """
+    commands = [*READ_COMMANDS, PINS_COMMAND, *STREAM_COMMANDS, *SIMULATE_COMMANDS]
+    if outputs:
+        commands += [OUTPUTS_COMMAND, *CONTROL_COMMANDS]
+    return CommandRegistry(commands)
 
 
 class SensorServerFactory(AdmittingFactory):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from rpisensor.hw.interfaces import LevelChange
 from rpisensor.hw.patterns import drive
-from rpisensor.roles.serve.commands import Command, Permission
+from rpisensor.roles.serve.registry import Command, Permission
 from rpisensor.sensing.sample import UnknownInput
 
 ACTIONS = ("press", "release", "toggle")
