@@ -12,7 +12,7 @@ from twisted.application.service import IService, Service
 from twisted.logger import Logger
 
 from rpisensor import wire
-from rpisensor.app.stopping import DrainService, StopInOrder
+from rpisensor.stopping import DrainService, StopInOrder
 from rpisensor.net.admission import AdmittingFactory
 from rpisensor.net.limits import ListenSettings
 from rpisensor.net.listening import ListenerService
@@ -192,7 +192,7 @@ def make_service(options, reactor) -> ServerService:
     """C{serve} as its options say."""
     from rpisensor.roles._inputs import open_inputs
     from rpisensor.roles.serve.publishing import open_publishing
-    from rpisensor.hw.patterns import PatternService
+    from rpisensor.sensing.patterns import PatternService
     from rpisensor.stream.identity import default_device_id
 
     reader, pool = open_inputs(options, reactor)
@@ -230,7 +230,7 @@ def polled_state(reactor, reader: InputReader, interval: float) -> InputState | 
     line saying why if an input cannot be read.
     """
     from rpisensor.hw import GPIOError
-    from rpisensor.hw.polling import PolledEdges, polls_cheaply
+    from rpisensor.sensing.polling import PolledEdges, polls_cheaply
 
     if not polls_cheaply(reader.backend):
         return None
