@@ -1,6 +1,7 @@
 """
-The README's code examples, run exactly as written (only the address is
-changed to a free loopback port), so the README stays true.
+The code examples of the README and of the documentation in docs/, run
+exactly as written (only the address is changed to a free loopback port), so
+that what they say stays true.
 """
 
 import re
@@ -13,15 +14,20 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from tests.processes import DEADLINE, Twistd, connect_tcp, free_port, request
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
 
 
-def example(marker: str) -> str:
-    """The fenced code block that follows C{<!-- marker -->} in the README."""
-    text = README.read_text(encoding="utf-8")
+def example(marker: str, page: str) -> str:
+    """
+    The fenced code block that follows C{<!-- marker -->} on a page.
+
+    @param page: the page's path in the repository, e.g. C{docs/howto/embedding.md}.
+    """
+    text = (ROOT / page).read_text(encoding="utf-8")
     match = re.search(rf"<!-- {marker} -->\s*```\w*\n(.*?)```", text, re.DOTALL)
     if match is None:
-        raise AssertionError(f"README has no example marked {marker}")
+        raise AssertionError(f"{page} has no example marked {marker}")
     return match.group(1)
 
 
@@ -63,9 +69,9 @@ def wait_for(condition, describe):
 
 class EmbeddingExampleTests(SynchronousTestCase):
     def test_server_example(self):
-        """The README's embedded server answers a tutorial-style 'go' in its own reactor."""
+        """The embedding guide's server answers a tutorial-style 'go' in its own reactor."""
         port = free_port()
-        code = example("embedding-server-example")
+        code = example("embedding-server-example", "docs/howto/embedding.md")
         self.assertIn("22000", code)
         running = ExampleProcess(self, code.replace("22000", str(port)))
 
@@ -83,11 +89,11 @@ class EmbeddingExampleTests(SynchronousTestCase):
         self.assertEqual(self.reply, b"Button released\0")
 
     def test_client_example(self):
-        """The README's reconnecting client example prints the server's replies."""
+        """The embedding guide's reconnecting client prints the server's replies."""
         server = Twistd("rpisensor", "serve", "--gpio", "sim", "--listen", "tcp:0:interface=127.0.0.1")
         self.addCleanup(server.close)
         port = server.wait_port()
-        code = example("embedding-client-example")
+        code = example("embedding-client-example", "docs/howto/embedding.md")
         self.assertIn("tcp:host=192.168.0.17:port=22000", code)
         running = ExampleProcess(
             self, code.replace("tcp:host=192.168.0.17:port=22000", f"tcp:host=127.0.0.1:port={port}")
@@ -95,10 +101,10 @@ class EmbeddingExampleTests(SynchronousTestCase):
         wait_for(lambda: running.text().count("Button released") >= 2, running.text)
 
     def test_testing_example(self):
-        """The README's pytest example passes when run with pytest, as a user would."""
+        """The testing guide's pytest example passes when run with pytest, as a user would."""
         directory = Path(self.mktemp()).resolve()
         directory.mkdir()
-        (directory / "test_example.py").write_text(example("testing-example"), encoding="utf-8")
+        (directory / "test_example.py").write_text(example("testing-example", "docs/howto/testing.md"), encoding="utf-8")
         result = subprocess.run(
             [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(directory),
              str(directory)],
@@ -120,7 +126,7 @@ class QuickStartTests(SynchronousTestCase):
 
 class TLSRecipeTests(SynchronousTestCase):
     def test_recipe_and_commands(self):
-        """The README's certificate recipe works, and its serve and query commands talk over mutual TLS."""
+        """The security guide's certificate recipe works, and its serve and query commands talk over mutual TLS."""
         import shlex
         import shutil
 
@@ -128,10 +134,10 @@ class TLSRecipeTests(SynchronousTestCase):
             raise SkipTest("the openssl command is not installed")
         directory = Path(self.mktemp()).resolve()
         directory.mkdir()
-        recipe = example("tls-recipe").replace("HOST=raspberrypi.local", "HOST=localhost")
+        recipe = example("tls-recipe", "docs/howto/security.md").replace("HOST=raspberrypi.local", "HOST=localhost")
         made = subprocess.run(["bash", "-e", "-c", recipe], cwd=directory, capture_output=True, text=True)
         self.assertEqual(made.returncode, 0, made.stderr)
-        serve, query, _poll = example("tls-commands").strip().splitlines()
+        serve, query, _poll = example("tls-commands", "docs/howto/security.md").strip().splitlines()
         serve_args = shlex.split(serve.replace("ssl:22443:", "ssl:0:interface=127.0.0.1:"))
         self.assertEqual(serve_args[:3], ["twistd", "-n", "rpisensor"])
         server = Twistd(*serve_args[2:], cwd=directory)
