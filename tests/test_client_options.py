@@ -10,7 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from rpisensor.app.tap import Options
 from rpisensor.roles.poll.options import PollOptions
-from rpisensor.roles.poll.poller import make_service
+from rpisensor.roles.poll.service import make_service
 
 
 def parse(*args: str) -> Options:

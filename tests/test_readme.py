@@ -6,6 +6,7 @@ that what they say stays true.
 
 import re
 import subprocess
+from contextlib import closing
 import sys
 import textwrap
 from pathlib import Path
@@ -99,6 +100,25 @@ class EmbeddingExampleTests(SynchronousTestCase):
             self, code.replace("tcp:host=192.168.0.17:port=22000", f"tcp:host=127.0.0.1:port={port}")
         )
         wait_for(lambda: running.text().count("Button released") >= 2, running.text)
+
+    def test_stream_example(self):
+        """
+        The embedding guide's reporter and collector in one program: readings stored,
+        then acknowledged, in order, and the store holds what was printed.
+        """
+        import sqlite3
+
+        port = free_port()
+        code = example("embedding-stream-example", "docs/howto/embedding.md")
+        self.assertEqual(code.count("22001"), 2)
+        running = ExampleProcess(self, code.replace("22001", str(port)))
+        wait_for(lambda: "the Pi's outbox: stored up to #3" in running.text(), running.text)
+        lines = running.text().splitlines()
+        self.assertEqual(lines[:2], ["stored pi-kitchen #1: button Button released", "the Pi's outbox: stored up to #1"])
+        store = running.output.parent / "readings.sqlite"
+        with closing(sqlite3.connect(store)) as db:
+            seqs = [seq for (seq,) in db.execute("SELECT seq FROM readings WHERE device = 'pi-kitchen' ORDER BY seq")]
+        self.assertEqual(seqs[:3], [1, 2, 3])
 
     def test_testing_example(self):
         """The testing guide's pytest example passes when run with pytest, as a user would."""

@@ -41,7 +41,7 @@ class Role:
 ROLES = (
     Role("serve", ServeOptions, "rpisensor.roles.serve.service:make_service",
          "On the Pi: answer clients' 'go' with the inputs' state (the default)."),
-    Role("poll", PollOptions, "rpisensor.roles.poll.poller:make_service",
+    Role("poll", PollOptions, "rpisensor.roles.poll.service:make_service",
          "On the PC: send 'go' to a server every 2 s, log the replies."),
     Role("report", ReportOptions, "rpisensor.roles.report.service:make_service",
          "On the Pi: push the inputs' state to a server."),

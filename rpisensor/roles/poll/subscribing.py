@@ -1,7 +1,8 @@
 """
 C{poll --subscribe}: ask the server for its stream instead of polling it.
 The client speaks first with C{hello}; a v2 C{serve} answers C{welcome} and
-then pushes each reading as it happens (L{rpisensor.stream.subscriber}). A
+then pushes each reading as it happens; the connection's L{StreamLink}
+with a L{Receiver} over the store takes it from there. A
 server that answers C{error: ...} (an older C{serve}: unknown command) or
 nothing within C{--hello-timeout} (the tutorial's DataServer1/2, which
 ignore what they do not know) is polled with C{go}, as without
