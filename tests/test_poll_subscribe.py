@@ -54,7 +54,7 @@ class FakeServe(NullTerminatedProtocol):
             )))  # fmt: skip
         elif isinstance(frame, v2.Subscribe):
             self.factory.subscribed.append(frame.after)
-            sender = Sender(journal, self.link.send, SERVE, lambda reason: self.transport.loseConnection(), 4)
+            sender = Sender(journal, self.link.send_all, SERVE, lambda reason: self.transport.loseConnection(), 4)
             self.link.attach(sender)
             sender.start(Position(frame.after, frame.digest))
 

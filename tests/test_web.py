@@ -379,7 +379,7 @@ class MetricsTests(WebTestCase):
         self.record(6)
         self.journal.journal.drop_oldest_over(5, "power cut")  # entries 1 and 2: a gap, not counted
         frames, counts = [], []
-        sender = Sender(self.journal, frames.append, SERVE, print, window=3, on_sent=counts.append)
+        sender = Sender(self.journal, frames.extend, SERVE, print, window=3, on_sent=counts.append)
         sender.start(Position(0))
         self.addCleanup(sender.stop)
         self.assertEqual((len(frames), counts), (2, [1]))  # the gap (1-2) and 3: the window is full

@@ -165,6 +165,10 @@ class SensorServerProtocol(ServerConnection):
             if self.subscription is not None:
                 self.subscription.wrote()
 
+    def reply_all(self, texts: list[str]) -> None:
+        """Send several messages known now (a stream's batch) in one write, after any pending reply."""
+        self._reply_bytes(b"".join([wire.frame(text) for text in texts]))
+
     def reply_with_reading(self, name: str) -> None:
         """
         Queue a reply that is input C{name}'s reading: at once when the GPIO

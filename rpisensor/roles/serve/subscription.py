@@ -71,7 +71,9 @@ class Subscription:
 
     def _link(self) -> StreamLink:
         on_dead = self._dead if self.announced else None
-        return StreamLink(self.connection.reply, self.clock, self.interval, on_dead, self._problem, self._error)
+        connection = self.connection
+        return StreamLink(connection.reply, self.clock, self.interval, on_dead, self._problem, self._error,
+                          send_all=connection.reply_all)  # fmt: skip
 
     def welcome(self) -> str:
         interval = self.interval
@@ -98,7 +100,7 @@ class Subscription:
         # (No announced last: a subscriber chose this server, so no stranger can push a gap
         # through this stream; and a subscriber left behind gets the gap of what was trimmed.)
         self.sender = Sender(
-            publishing.journal, self.link.send, SERVE, self._ended, publishing.settings.window,
+            publishing.journal, self.link.send_all, SERVE, self._ended, publishing.settings.window,
             paused=self.paused, on_sent=publishing.on_sent,
         )  # fmt: skip
         self.link.attach(self.sender)
