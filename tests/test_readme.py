@@ -174,3 +174,64 @@ class TLSRecipeTests(SynchronousTestCase):
                                  capture_output=True, text=True, timeout=DEADLINE)  # fmt: skip
         self.assertEqual(refused.returncode, 1, refused.stdout)
         self.assertIn("TLS", refused.stderr)
+
+
+GPIOZERO_GUIDE = "docs/howto/gpiozero.md"
+
+
+class GpiozeroExampleTests(SynchronousTestCase):
+    def test_the_guides_program_against_the_guides_serve(self):
+        """The gpiozero guide's serve command (simulated pins, a loopback port) and its program, run as it says."""
+        import os
+        import shlex
+
+        port = free_port()
+        serve = shlex.split(example("gpiozero-serve", GPIOZERO_GUIDE).strip())
+        assert serve[:3] == ["twistd", "-n", "rpisensor"], serve
+        # Here the PC is this machine: it gets the grant the guide gives its network.
+        twistd = Twistd(*serve[2:], "--gpio", "sim", "--journal", "none", "--control-allow", "127.0.0.0/8",
+                        "--listen", f"tcp:{port}:interface=127.0.0.1")  # fmt: skip
+        self.addCleanup(twistd.close)
+        twistd.wait_port()
+        run = shlex.split(example("gpiozero-run", GPIOZERO_GUIDE).strip())
+        variables = dict(word.split("=", 1) for word in run if "=" in word and not word.startswith("-"))
+        self.assertEqual(variables, {"GPIOZERO_PIN_FACTORY": "rpisensor", "RPISENSOR_HOST": "raspberrypi.local"})
+        directory = Path(self.mktemp()).resolve()
+        directory.mkdir()
+        (directory / "button_led.py").write_text(example("gpiozero-example", GPIOZERO_GUIDE), encoding="utf-8")
+        program = subprocess.Popen(
+            [sys.executable, "button_led.py"], cwd=directory, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, env={**os.environ, **variables, "RPISENSOR_HOST": "127.0.0.1",
+                                            "RPISENSOR_PORT": str(port)},
+        )  # fmt: skip
+        self.addCleanup(lambda: (program.poll() is None and program.kill(), program.wait()))
+
+        def ask(command: bytes) -> bytes:
+            with connect_tcp(port) as sock:
+                return request(sock, command)
+
+        # The program makes its LED (set led off), then its button, then sets the callbacks: press
+        # until the LED follows (a press before the callbacks are set is not seen, as on a real Pi).
+        wait_for(lambda: "set led off" in twistd.log(), twistd.log)
+        for _ in range(20):
+            ask(b"sim button press")
+            if _within(lambda: ask(b"outputs") == b"led=on\0", 2.0):
+                break
+            ask(b"sim button release")
+        else:
+            raise AssertionError(f"the LED never followed the button:\n{twistd.log()}")
+        ask(b"sim button release")
+        wait_for(lambda: ask(b"outputs") == b"led=off\0", twistd.log)
+        self.assertIsNone(program.poll())
+
+
+def _within(condition, seconds: float) -> bool:
+    """Whether C{condition} comes true within C{seconds} (a retry's step, not a test's verdict)."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True

@@ -194,7 +194,7 @@ class StoreStartTests(SynchronousTestCase):
         error = self.assertRaises(StoreOpenError, store.startService)
         message = str(error)
         self.assertTrue(message.startswith(f"rpisensor: cannot open the store {path}: "), message)
-        self.assertIn("No such file or directory", message)
+        self.assertIn(f"its directory {path.absolute().parent} does not exist", message)
         self.assertNotIn("\n", message)
         self.assertFalse(store.running)
 

@@ -198,6 +198,19 @@ class APITests(WebTestCase):
         for path in (b"/nope", b"/api/nope", b"/static/missing.js", b"/static/"):
             self.assertEqual(self.get(path).responseCode, 404, path)
 
+    def test_an_unknown_api_path_answers_json(self):
+        """Every API answer is JSON, a 404 too."""
+        for path in (b"/api/nope", b"/api/nope/deeper", b"/api/", b"/api"):
+            answer = self.get(path)
+            self.assertEqual(answer.responseCode, 404, path)
+            self.assertEqual(answer.responseHeaders.getRawHeaders(b"content-type"), [b"application/json; charset=utf-8"])
+            self.assertIn("no such API", json.loads(answer.body())["error"])
+
+    def test_a_favicon(self):
+        answer = self.get(b"/favicon.ico")
+        self.assertEqual(answer.responseHeaders.getRawHeaders(b"content-type"), [b"image/x-icon"])
+        self.assertEqual(answer.body()[:4], b"\x00\x00\x01\x00")  # an ICO file
+
     def test_the_page_and_its_assets_come_from_the_package(self):
         page = self.get(b"/").body()
         self.assertIn(b'<script src="/static/app.js"', page)

@@ -12,7 +12,7 @@ import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.python import usage
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from rpisensor.app.tap import Options
 from tests.certs import escape, write_pki
@@ -31,19 +31,37 @@ def get(port: int, path: str):
         return json.load(answer)
 
 
+def _has_ipv6_loopback() -> bool:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+def loopback(port: int) -> list[str]:
+    """What --web PORT listens on: 127.0.0.1, and ::1 where the machine has it."""
+    return [f"tcp:{port}:interface=127.0.0.1"] + ([rf"tcp6:{port}:interface=\:\:1"] if _has_ipv6_loopback() else [])
+
+
 class OptionTests(SynchronousTestCase):
     def test_a_bare_port_or_tcp_listens_on_loopback(self):
-        options = parse("--web", "8080", "--web", "tcp:8081", "--web", "tcp:8082:interface=0.0.0.0")
+        """Both loopbacks, IPv4's and IPv6's: a browser may reach localhost over either."""
+        options = parse("--web", "8080", "--web", "tcp:8081", "--web", "tcp:8082:interface=0.0.0.0",
+                        "--web", "tcp:0")  # fmt: skip
         self.assertEqual(
             options.subOptions["web"],
-            ["tcp:8080:interface=127.0.0.1", "tcp:8081:interface=127.0.0.1", "tcp:8082:interface=0.0.0.0"],
+            [*loopback(8080), *loopback(8081), "tcp:8082:interface=0.0.0.0", "tcp:0:interface=127.0.0.1"],
         )
         self.assertEqual(options.subCommand, "serve")
 
     def test_every_role_but_report_takes_it(self):
-        self.assertEqual(parse("collect", "--web", "8080").subOptions["web"], ["tcp:8080:interface=127.0.0.1"])
+        self.assertEqual(parse("collect", "--web", "8080").subOptions["web"], loopback(8080))
         poll = parse("poll", "--connect", "pi:22000", "--subscribe", "--web", "8080")
-        self.assertEqual(poll.subOptions["web"], ["tcp:8080:interface=127.0.0.1"])
+        self.assertEqual(poll.subOptions["web"], loopback(8080))
         with self.assertRaises(usage.UsageError):
             parse("report", "--connect", "pi:22000", "--web", "8080")
 
@@ -67,6 +85,19 @@ class OptionTests(SynchronousTestCase):
             parse("--listen", f"ssl:0:privateKey={escape(pki.server_key)}:certKey={escape(pki.server_cert)}",
                   "--client-ca", pki.ca_cert, "--web", "8080")  # fmt: skip
         self.assertIn("--client-ca needs every --web to be ssl:", str(caught.exception))
+
+    def test_a_bare_port_answers_on_both_loopbacks(self):
+        if not _has_ipv6_loopback():
+            raise SkipTest("this machine has no IPv6 loopback (::1)")
+        port = free_port()
+        serve = Twistd("rpisensor", "serve", "--gpio", "sim", "--journal", "none", "--listen",
+                       "tcp:0:interface=127.0.0.1", "--web", str(port))  # fmt: skip
+        self.addCleanup(serve.close)
+        serve.wait_listening(rf"tcp6:{port}:interface=\:\:1")
+        for host in ("127.0.0.1", "[::1]"):
+            with urllib.request.urlopen(f"http://{host}:{port}/api/state", timeout=10) as answer:
+                self.assertEqual(json.load(answer)["role"], "serve", host)
+        serve.stop_cleanly()
 
 
 def post(port: int, path: str, **headers):

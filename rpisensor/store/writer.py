@@ -20,6 +20,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from rpisensor.store.files import JsonLinesFile, SQLiteFile
+from rpisensor.store.opening import open_error
 from rpisensor.store.record import HighWaters, Span, Standing, StoredRecord
 from rpisensor.wire.v2 import format_timestamp
 
@@ -107,7 +108,9 @@ class StoreService(Service):
         try:
             self.file.open()
         except (OSError, sqlite3.Error) as e:
-            raise StoreOpenError(f"rpisensor: cannot open the store {self.file.path}: {e}") from None
+            raise StoreOpenError(
+                f"rpisensor: cannot open the store {self.file.path}: {open_error(self.file.path, e)}"
+            ) from None
         self._log.info("Appending messages to {path}", path=str(self.file.path))
         super().startService()
         if self.pool is not None:

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rpisensor.entries import Entry, Gap, Reading
+from rpisensor.store.opening import open_error
 from rpisensor.stream.chain import link
 
 #: Entries committed without an fsync, at most; reaching it forces one.
@@ -164,7 +165,7 @@ class Journal:
         try:
             return self._open()
         except sqlite3.DatabaseError as e:
-            raise JournalError(f"cannot use the journal {self.path}: {e}") from None
+            raise JournalError(f"cannot use the journal {self.path}: {open_error(self.path, e)}") from None
 
     def _open(self) -> Opened:
         target = ":memory:" if self.path is None else str(self.path)

@@ -77,7 +77,8 @@ class WebService(MultiService):
         idle = listen.limits.idle_timeout or 60.0
         self.site = WebSite(self.root, reactor, listen.policy, listen.limits.max_connections, idle)
         self.listeners = [
-            ListenerService(reactor, endpoint, self.site, listen.client_ca) for endpoint in settings.endpoints
+            ListenerService(reactor, endpoint, self.site, listen.client_ca, option="--web")
+            for endpoint in settings.endpoints
         ]
         for listener in self.listeners:
             listener.setServiceParent(self)

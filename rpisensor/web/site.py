@@ -22,6 +22,7 @@ from rpisensor.web.controls import Controls, OutputsResource, SimulateResource
 from rpisensor.web.events import EventHub, EventsResource
 from rpisensor.web.feed import Feed
 from rpisensor.web.metrics import Metrics, MetricsResource
+from rpisensor.web.query import error_response
 
 #: The largest request body accepted, in bytes: a change is a short POST.
 MAX_BODY = 4096
@@ -64,6 +65,29 @@ class _Node(Resource):
 
     def getChild(self, path, request):
         return notFound("No such page", "The page is /, the API /api/state and /api/readings.")
+
+
+class _NoSuchAPI(Resource):
+    """Any path under C{/api/} that is not one: a JSON 404, as every API answer is JSON."""
+
+    isLeaf = True
+
+    def render(self, request):
+        path = request.uri.split(b"?", 1)[0].decode("utf-8", "replace")[:200]
+        return error_response(
+            request, 404, f"no such API: {path}; the API is /api/state, /api/readings, /api/sim/NAME and "
+            "/api/outputs/NAME"
+        )  # fmt: skip
+
+
+class _API(Resource):
+    """C{/api/}: its resources; any other name is L{_NoSuchAPI}."""
+
+    def getChild(self, path, request):
+        return _NoSuchAPI()
+
+    def render(self, request):
+        return _NoSuchAPI().render(request)
 
 
 class LimitedRequest(server.Request):
@@ -187,7 +211,9 @@ def build_root(
             directory = directory.children[folder]
         directory.putChild(leaf.encode(), _File(_asset(name), kind))
     root.putChild(b"static", static)
-    api = _Node()
+    # Browsers ask for /favicon.ico whatever the page says; it is served from the package too.
+    root.putChild(b"favicon.ico", _File(_asset("favicon.ico"), "image/x-icon"))
+    api = _API()
     api.putChild(b"state", StateResource(info, feed, wall, controls, health, stale_after))
     api.putChild(b"readings", ReadingsResource(feed, wall))
     api.putChild(b"sim", SimulateResource(controls))

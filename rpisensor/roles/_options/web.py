@@ -13,6 +13,8 @@ from rpisensor.roles._options.base import FoldedOptions, check_endpoint, count, 
 
 #: tcp:, tcp6: and ssl: listen on every address unless told: the page listens on loopback instead.
 _INTERFACED = ("tcp", "ssl")
+#: An endpoint string's separator (a colon not escaped by a backslash).
+_UNESCAPED_COLON = re.compile(r"(?<!\\):")
 
 
 def web_endpoint(description: str) -> str:
@@ -28,13 +30,39 @@ def web_endpoint(description: str) -> str:
         text = f"tcp:{text}"
     text = with_lower_case_type(text)
     kind = endpoint_type(text)
-    arguments = re.split(r"(?<!\\):", text)[1:]
+    arguments = _UNESCAPED_COLON.split(text)[1:]
     named = {part.split("=", 1)[0] for part in arguments if "=" in part}
     if kind in _INTERFACED and "interface" not in named:
         text += ":interface=127.0.0.1"
     elif kind == "tcp6" and "interface" not in named:
         text += r":interface=\:\:1"
     return text
+
+
+def loopback_v6_twin(description: str) -> str | None:
+    """
+    For C{--web 8080} (or C{tcp:8080} without C{interface=}), which means
+    this machine only: the same port on IPv6's loopback, C{::1}, so that a
+    browser that reaches C{localhost} over IPv6 finds the page too. C{None}
+    for any other endpoint, for port 0 (each listener would get another
+    port), and where this machine has no IPv6 loopback.
+    """
+    import socket
+
+    text = description.strip()
+    parts = [text] if text.isdigit() else _UNESCAPED_COLON.split(text)[1:]
+    if not text.isdigit() and _UNESCAPED_COLON.split(text)[0].lower() != "tcp":
+        return None
+    if not parts or not parts[0].isdigit() or int(parts[0]) == 0:
+        return None
+    if any(part.split("=", 1)[0] == "interface" for part in parts[1:] if "=" in part):
+        return None
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return None
+    return web_endpoint("tcp6:" + ":".join(parts))
 
 
 class WebOptions(FoldedOptions):
@@ -62,11 +90,14 @@ class WebOptions(FoldedOptions):
     def opt_web(self, description: str) -> None:
         """
         Serve the web page, its JSON API and /metrics there (repeatable), as a Twisted server
-        endpoint; a bare port or tcp: without interface= listens on loopback only.
-        Examples: --web 8080  --web tcp:8080:interface=0.0.0.0
+        endpoint; a bare port or tcp: without interface= listens on loopback only (127.0.0.1
+        and ::1). Examples: --web 8080  --web tcp:8080:interface=0.0.0.0
         --web ssl:8443:privateKey=key.pem:certKey=cert.pem
         """
         self["web"].append(web_endpoint(description))
+        twin = loopback_v6_twin(description)
+        if twin is not None:
+            self["web"].append(twin)
 
     def postOptions(self) -> None:
         super().postOptions()

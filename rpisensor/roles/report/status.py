@@ -213,4 +213,4 @@ class StatusListenerService(ListenerService):
 
 def status_service(reactor, description: str, reporter: Reporter) -> StatusListenerService:
     """The status listener on C{description} for C{reporter}."""
-    return StatusListenerService(reactor, description, StatusFactory(reporter))
+    return StatusListenerService(reactor, description, StatusFactory(reporter), option="--status-listen")

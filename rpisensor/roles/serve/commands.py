@@ -223,9 +223,10 @@ def default_commands(outputs: bool = False) -> CommandRegistry:
     A registry with every command C{serve} knows; the control commands only
     when it has C{outputs} (without, they are unknown commands).
     """
+    from rpisensor.roles.serve.pins import PINS_COMMAND
     from rpisensor.roles.serve.simulate import SIMULATE_COMMANDS
 
-    commands = [*READ_COMMANDS, *STREAM_COMMANDS, *SIMULATE_COMMANDS]
+    commands = [*READ_COMMANDS, PINS_COMMAND, *STREAM_COMMANDS, *SIMULATE_COMMANDS]
     if outputs:
         from rpisensor.roles.serve.control import CONTROL_COMMANDS, OUTPUTS_COMMAND
 
