@@ -630,7 +630,7 @@ class StatusTests(SynchronousTestCase):
         subscriber = harness.connect(peer="192.168.1.30")
         subscriber.send(hello(), 'subscribe {"after":5}')
         subscriber.send('ack {"seq":6}')
-        asker = harness.connect(peer="192.168.1.40")
+        asker = harness.connect(peer="127.0.0.1")  # on the Pi itself: it sees who subscribes
         asker.send("status")
         [line] = asker.texts()
         verb, _, body = line.partition(" ")
@@ -644,6 +644,18 @@ class StatusTests(SynchronousTestCase):
                 {"peer": subscriber.protocol.peer, "acked": 6, "in_flight": 1, "paused": False},
             ],
         })  # fmt: skip
+
+    def test_status_hides_the_subscribers_addresses_from_other_clients(self) -> None:
+        """A client that may only read sees each subscription's progress, not who it is."""
+        harness = Harness(self)
+        subscriber = harness.connect(peer="192.168.1.30")
+        subscriber.send(hello(), "subscribe {}")
+        asker = harness.connect(peer="192.168.1.40")
+        asker.send("status")
+        [line] = asker.texts()
+        body = json.loads(line.partition(" ")[2])
+        self.assertEqual([sorted(s) for s in body["subscriptions"]], [["acked", "in_flight", "paused"]])
+        self.assertNotIn("192.168.1.30", line)
 
 
 class EdgeSeamTests(SynchronousTestCase):

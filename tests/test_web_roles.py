@@ -78,6 +78,31 @@ class OptionTests(SynchronousTestCase):
             parse("--web", "8080", "--web-max-clients", "0")
         with self.assertRaises(usage.UsageError):
             parse("--web", "8080", "--web-heartbeat", "0")
+        for option in ("--web-max-clients-per-host", "--web-max-lag"):
+            with self.assertRaises(usage.UsageError, msg=option):
+                parse("--web", "8080", option, "0")
+
+    def test_the_tiles_limit(self):
+        """--web-max-tiles (1000) bounds the page's tiles; the web service gives it to the feed."""
+        self.assertEqual(parse("--web", "8080").subOptions.web_settings().max_tiles, 1000)
+        self.assertEqual(parse("--web", "8080", "--web-max-tiles", "5").subOptions.web_settings().max_tiles, 5)
+        with self.assertRaises(usage.UsageError):
+            parse("--web", "8080", "--web-max-tiles", "0")
+
+    def test_web_host_names(self):
+        """--web-host adds names the page answers to (repeatable); a port or a URL is a usage error."""
+        options = parse("--web", "8080", "--web-host", "Sensors.Example.org.", "--web-host", "pi.lan")
+        self.assertEqual(options.subOptions.web_settings().hosts, ("sensors.example.org", "pi.lan"))
+        for bad in ("pi.lan:8080", "http://pi.lan/", ""):
+            with self.assertRaises(usage.UsageError, msg=bad):
+                parse("--web", "8080", "--web-host", bad)
+
+    def test_the_event_streams_limits(self):
+        """--web-max-clients-per-host and --web-max-lag reach the event streams; 10 and 30 s by default."""
+        limits = parse("--web", "8080").subOptions.web_settings().events
+        self.assertEqual((limits.max_clients_per_host, limits.max_lag), (10, 30.0))
+        limits = parse("--web", "8080", "--web-max-clients-per-host", "3", "--web-max-lag", "5").subOptions.web_settings().events
+        self.assertEqual((limits.max_clients_per_host, limits.max_lag), (3, 5.0))
 
     def test_with_client_certificates_the_page_needs_tls_too(self):
         pki = write_pki(self.mktemp())

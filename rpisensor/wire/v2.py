@@ -28,6 +28,9 @@ _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}\Z")
 MAX_SEQ = 2**63 - 1
 #: Sensor names as inputs have them (Python identifiers), bounded.
 _SENSOR = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
+#: Half of a UTF-16 pair: JSON's escapes can spell one (C{"\\ud800"}), but it is no
+#: character, so UTF-8 cannot carry it and no store can hold it.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 #: A stream's hash chain digest (L{rpisensor.stream.chain}), an owner's secret, an incarnation.
 _DIGEST = re.compile(r"[0-9a-f]{16}\Z")
 _OWNER = re.compile(r"[0-9a-f]{16,64}\Z")
@@ -345,6 +348,13 @@ class _Fields:
             return None
         if not isinstance(value, str) or len(value) > limit:
             raise self._fail(name, f"text of at most {limit} characters")
+        if not value.isascii():
+            surrogate = _SURROGATE.search(value)
+            if surrogate is not None:
+                raise FrameError(
+                    f"{self.verb}: {name!r} holds \\u{ord(surrogate.group()):04x}, half of a UTF-16 pair, which is "
+                    "not a character and cannot be stored; send the character itself (or both halves)"
+                )
         return value
 
     def seconds(self, name: str) -> float | None:
@@ -473,7 +483,7 @@ def _reading(f: _Fields) -> Reading:
 # Each group is as strict as the field checks of L{_reading}, or stricter;
 # whatever does not match takes the general path, so the result (or the
 # error) is always the same.
-_TEXT = r'([^"\\\x00-\x1f]{0,%d})'
+_TEXT = r'([^"\\\x00-\x1f\ud800-\udfff]{0,%d})'
 _CANONICAL_READING = re.compile(
     r'reading \{"stream":"([A-Za-z0-9][A-Za-z0-9._:-]{0,63})","seq":(0|[1-9][0-9]{0,18}),'
     r'"ts":"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2})\.[0-9]{3}Z","synced":(true|false),'

@@ -72,6 +72,12 @@ class WebOptions(FoldedOptions):
         ["web-max-clients", None, "100",
          "Web pages following the live readings at once; more get 503 and retry. "
          "Example: --web-max-clients 300"],
+        ["web-max-clients-per-host", None, "10",
+         "Web pages following the live readings at once from one address (loopback too); more "
+         "get 429 and retry. Example: --web-max-clients-per-host 30"],
+        ["web-max-lag", None, "30",
+         "Seconds a web page may leave what is sent to it unread (its socket's buffer full) "
+         "before it is dropped; it reconnects and resumes without loss. Example: --web-max-lag 60"],
         ["web-max-buffer", None, str(256 * 1024),
          "Bytes held for one web page that does not read what is sent (beyond its socket's "
          "buffer) before it is dropped; it reconnects and resumes without loss. "
@@ -79,6 +85,9 @@ class WebOptions(FoldedOptions):
         ["web-heartbeat", None, "15",
          "Seconds between keep-alive comments on a quiet event stream, for proxies that close "
          "silent connections. Example: --web-heartbeat 30"],
+        ["web-max-tiles", None, "1000",
+         "Sensors the page shows at most, the most recently updated (on collect, reporters "
+         "name their devices and sensors). Example: --web-max-tiles 200"],
         ["web-stale", None, "60",
          "Seconds after which a measurement's tile shows its reading as old. Example: --web-stale 300"],
     ]  # fmt: skip
@@ -86,6 +95,19 @@ class WebOptions(FoldedOptions):
     def __init__(self) -> None:
         super().__init__()
         self["web"] = []
+        self["web-host"] = []
+
+    def opt_web_host(self, name: str) -> None:
+        """
+        A name the page answers to (repeatable), besides this machine's addresses, localhost
+        and its own host name: a DNS name of yours, or a proxy's. Requests naming another
+        host get 403 (a page of another site whose name leads here: DNS rebinding).
+        Example: --web-host sensors.example.org
+        """
+        name = name.strip().lower().rstrip(".")
+        if not name or any(c in name for c in " /:@[]"):
+            raise usage.UsageError(f"--web-host takes a host name without a port, got {name!r}")
+        self["web-host"].append(name)
 
     def opt_web(self, description: str) -> None:
         """
@@ -104,11 +126,16 @@ class WebOptions(FoldedOptions):
         for description in self["web"]:
             check_endpoint("web", description, "serverFromString")
         self["web-max-clients"] = count("web-max-clients", self["web-max-clients"], 1)
+        self["web-max-clients-per-host"] = count("web-max-clients-per-host", self["web-max-clients-per-host"], 1)
         self["web-max-buffer"] = count("web-max-buffer", self["web-max-buffer"], 1024)
+        self["web-max-lag"] = non_negative_float("web-max-lag", self["web-max-lag"])
+        if self["web-max-lag"] <= 0:
+            raise usage.UsageError("--web-max-lag must be more than 0 seconds")
         self["web-heartbeat"] = non_negative_float("web-heartbeat", self["web-heartbeat"])
         if self["web-heartbeat"] <= 0:
             raise usage.UsageError("--web-heartbeat must be more than 0 seconds")
         self["web-stale"] = non_negative_float("web-stale", self["web-stale"])
+        self["web-max-tiles"] = count("web-max-tiles", self["web-max-tiles"], 1)
         if self.get("client-ca") is not None:
             from rpisensor.net.tls import endpoint_type
 
@@ -126,7 +153,9 @@ class WebOptions(FoldedOptions):
 
         limits = EventLimits(
             max_clients=self["web-max-clients"],
+            max_clients_per_host=self["web-max-clients-per-host"],
             max_buffered=self["web-max-buffer"],
+            max_lag=self["web-max-lag"],
             heartbeat=self["web-heartbeat"],
         )
-        return WebSettings(tuple(self["web"]), limits, self["web-stale"])
+        return WebSettings(tuple(self["web"]), limits, self["web-stale"], self["web-max-tiles"], tuple(self["web-host"]))

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from rpisensor.net.peers import is_loopback
 from rpisensor.sensing.sample import UnknownInput
 from rpisensor.wire import v2
 
@@ -201,7 +202,15 @@ def _status(connection: SensorServerProtocol, args: list[str]) -> None:
     if publishing is None:
         connection.reply(NO_JOURNAL)
     else:
-        connection.reply_when(publishing.status())
+        connection.reply_when(publishing.status(peers=may_see_peers(connection)))
+
+
+def may_see_peers(connection: SensorServerProtocol) -> bool:
+    """
+    Whether C{status} shows this client the subscribers' addresses: only a client on
+    this machine or one with the control grant (any client may read; not all may know who else does).
+    """
+    return Permission.CONTROL in connection.granted or is_loopback(connection.transport)
 
 
 STREAM_COMMANDS = (

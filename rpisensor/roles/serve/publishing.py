@@ -172,14 +172,19 @@ class PublishingService(Service):
 
     # -- status -------------------------------------------------------------------------
 
-    def status(self) -> Deferred[str]:
-        """Fires with the C{status} reply: one line, the journal, its gaps and the subscribers."""
-        return self.journal.gaps().addCallback(self._status_line)
+    def status(self, peers: bool = True) -> Deferred[str]:
+        """
+        Fires with the C{status} reply: one line, the journal, its gaps and the subscribers
+        (with C{peers}, each one's address).
+        """
+        return self.journal.gaps().addCallback(self._status_line, peers)
 
-    def _status_line(self, gaps) -> str:
+    def _status_line(self, gaps, peers: bool = True) -> str:
         journal = self.journal.journal
         missing = missing_entries(journal, gaps)
         subscriptions = sorted((s.status() for s in self.subscriptions), key=lambda s: s["peer"])
+        if not peers:
+            subscriptions = [{k: v for k, v in s.items() if k != "peer"} for s in subscriptions]
         body = {
             "device": self.device,
             "stream": journal.stream,

@@ -18,9 +18,10 @@ from rpisensor.net.limits import ListenSettings
 from rpisensor.net.listening import ListenerService
 from rpisensor.net.peers import is_loopback
 from rpisensor.control.controller import OutputController
+from rpisensor.control.gate import ControlGate
 from rpisensor.net.access import ControlGrants
 from rpisensor.roles.serve.commands import Command, CommandRegistry, Permission, default_commands
-from rpisensor.roles.serve.control import DEFAULT_CONTROL_RATE, OutputsService, make_control_log
+from rpisensor.roles.serve.control import DEFAULT_CONTROL_RATE, OutputsService
 from rpisensor.roles.serve.control import refusal as control_refusal
 from rpisensor.roles.serve.connection import SensorServerProtocol
 from rpisensor.sensing.reader import InputReader
@@ -68,8 +69,9 @@ class SensorServerFactory(AdmittingFactory):
         self.state = state
         self.controller = controller
         self.grants = grants if grants is not None else ControlGrants()
-        self.control_rate = control_rate
-        self.control_log = make_control_log(reader.clock)
+        #: The rate limit and the log of every control command, the page's switches' too.
+        self.gate = ControlGate(reader.clock, control_rate)
+        self.control_log = self.gate.log
         self.commands = commands if commands is not None else default_commands(controller is not None)
         # The wire form of every reply a reading can give, encoded once: the hot path sends these.
         self._frames = {
