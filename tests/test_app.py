@@ -20,7 +20,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from rpisensor import __version__
 from rpisensor.app.signals import ExitCleanlyOnSignals, stop_quietly_while_starting
 from rpisensor.app.tap import Options
-from rpisensor.hw.patterns import Pattern, PatternService, parse_pattern
+from rpisensor.sensing.patterns import Pattern, PatternService, parse_pattern
 from rpisensor.sensing.inputs import DEFAULT_INPUT
 from rpisensor.testing import simulated_pins
 from tests.processes import Twistd, connect_tcp, request, run_twistd, wait_until

@@ -19,9 +19,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from rpisensor.store.files import JsonLinesFile, SQLiteFile
+from rpisensor.store.jsonl import JsonLinesFile
 from rpisensor.store.opening import open_error
 from rpisensor.store.record import HighWaters, Record, Span, Standing, StoredRecord
+from rpisensor.store.sqlite import SQLiteFile
 from rpisensor.wire.v2 import format_timestamp
 
 #: Seconds a stop waits for the writer thread to write what is queued and

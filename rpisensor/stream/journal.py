@@ -560,3 +560,16 @@ class _transaction:
 
 def _set(db: sqlite3.Connection, key: str, value: str) -> None:
     db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+
+def missing_entries(journal: Journal, gaps) -> list[dict]:
+    """
+    What a subscriber starting from the beginning will never get, oldest
+    first: the entries before C{journal}'s first, then its gap entries
+    (C{gaps}, from L{Journal.gaps}), each C{{"from", "to", "reason"}}.
+    """
+    missing = []
+    if journal.first > 1:
+        missing.append({"from": 1, "to": journal.first - 1, "reason": "trimmed"})
+    missing.extend({"from": g.first, "to": g.last, "reason": g.reason} for g in gaps)
+    return missing

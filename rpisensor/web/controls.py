@@ -29,7 +29,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import Attribute, Interface
 
-from rpisensor.hw.patterns import drive
+from rpisensor.sensing.patterns import drive
 from rpisensor.net.peers import ip_of
 from rpisensor.web.hosts import host_name
 from rpisensor.web.query import BadQuery, Query, error_response, json_response

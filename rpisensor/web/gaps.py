@@ -23,8 +23,8 @@ from collections.abc import Callable
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
-from rpisensor.roles.serve.publishing import missing_entries
 from rpisensor.entries import Gap
+from rpisensor.stream.journal import missing_entries
 
 #: The latest gaps of each stream the page shows (the count covers them all).
 LATEST = 5

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from twisted.application.internet import ClientService
 from twisted.internet.defer import Deferred
 
-from rpisensor.app.stopping import StopInOrder
+from rpisensor.stopping import StopInOrder
 from rpisensor.entries import Gap, Reading
 from rpisensor.net.reconnect import DEFAULT_DEAD_PEER_TIMEOUT, reconnecting_client
 from rpisensor.roles.poll.options import DEFAULT_HELLO_TIMEOUT

@@ -238,15 +238,6 @@ class SensorServerProtocol(ServerConnection):
         slot[0] = data
         self._send_ready_replies()
 
-    def start_subscription(self, heartbeat: float | None, announced: bool) -> Subscription:
-        """This connection's v2 session (see L{Subscription}), after hello or subscribe."""
-        from rpisensor.roles.serve.subscription import Subscription
-
-        self.subscription = Subscription(self, self.factory.publishing, heartbeat, announced)
-        if self.paused & Pause.WRITES:
-            self.subscription.pause()
-        return self.subscription
-
     def _reading_ready(self, slot: list[bytes | None], outcome: InputLevel | Failure) -> None:
         if isinstance(outcome, Failure):
             # The reader logs a failing or hung sensor once; the client is told in its reply.

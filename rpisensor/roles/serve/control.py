@@ -15,7 +15,7 @@ from twisted.logger import Logger
 
 from rpisensor.control.controller import ControlError, OutputController
 from rpisensor.control.outputs import Level, OutputSpec, describe_outputs
-from rpisensor.roles.serve.commands import Command, Permission
+from rpisensor.roles.serve.registry import Command, Permission
 from rpisensor.stream.identity import ClockState
 from rpisensor.entries import Reading
 from rpisensor.stream.outbox import JournalService

@@ -12,7 +12,7 @@ from functools import cache
 from pathlib import Path
 
 from rpisensor.hw.pins import to_bcm
-from rpisensor.roles.serve.commands import Command, Permission
+from rpisensor.roles.serve.registry import Command, Permission
 from rpisensor.wire import layout
 
 CPUINFO = Path("/proc/cpuinfo")
