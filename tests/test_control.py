@@ -600,7 +600,7 @@ class OutputJournalTests(SynchronousTestCase):
     def test_a_command_before_the_journal_answers_is_recorded_after_the_start_up_level(self) -> None:
         from rpisensor.roles.serve.control import OutputsService
         from rpisensor.stream.journal import Journal
-        from rpisensor.stream.outbox import JournalService
+        from rpisensor.stream.journal_service import JournalService
 
         harness = ControlHarness(outputs=(LED,))
         journal_runner = FakeRunner()

@@ -61,7 +61,7 @@ class PollTests(SynchronousTestCase):
 
 class ImportTests(SynchronousTestCase):
     def test_package_exports_the_builder(self):
-        """The README's C{rpisensor.roles.poll.build_poll_service} and C{PollSettings} are the role's."""
+        """The embedding guide's C{rpisensor.roles.poll.build_poll_service} and C{PollSettings} are the role's."""
         import rpisensor.roles.poll
         from rpisensor.roles.poll import service
 

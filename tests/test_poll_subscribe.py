@@ -20,7 +20,7 @@ from twisted.logger import globalLogPublisher
 from rpisensor.net.framing import NullTerminatedProtocol
 from rpisensor.roles.poll.service import PollService, PollSettings, build_poll_service
 from rpisensor.stream.journal import Journal
-from rpisensor.stream.outbox import JournalService
+from rpisensor.stream.journal_service import JournalService
 from rpisensor.entries import Reading
 from rpisensor.stream.link import StreamLink
 from rpisensor.stream.sender import SERVE, Position, Sender

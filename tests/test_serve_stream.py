@@ -29,7 +29,7 @@ from rpisensor.roles.serve.subscription import ONLY_V2
 from rpisensor.sensing.inputs import DEFAULT_INPUT
 from rpisensor.sensing.reader import InputReader
 from rpisensor.stream.journal import Journal
-from rpisensor.stream.outbox import JournalService
+from rpisensor.stream.journal_service import JournalService
 from rpisensor.stream.sender import TRIMMED as TRIMMED_REASON
 from rpisensor.hw.interfaces import LevelChange
 from rpisensor.stream.state import InputState

@@ -18,7 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from rpisensor.entries import Gap, Reading
 from rpisensor.stream.journal import Journal
 from rpisensor.stream.link import StreamLink
-from rpisensor.stream.outbox import JournalService
+from rpisensor.stream.journal_service import JournalService
 from rpisensor.stream.receiver import Receiver, StreamRegistry, owner_tag
 from rpisensor.stream.sender import REPORT, SERVE, Position, Sender
 from rpisensor.testing import inline_runner

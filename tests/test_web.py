@@ -31,7 +31,7 @@ from rpisensor.net.limits import ListenSettings
 from rpisensor.sensing.inputs import DEFAULT_INPUT
 from rpisensor.entries import Reading
 from rpisensor.stream.journal import Journal
-from rpisensor.stream.outbox import JournalService
+from rpisensor.stream.journal_service import JournalService
 from rpisensor.web.controls import Controls, IOutputSwitches, SimulatedInputs, SwitchRefused
 from rpisensor.web.events import CATCH_UP, EventHub, EventLimits
 from rpisensor.web.feed import Feed, JournalFeed, Page, ReceivedFeed, iso_time

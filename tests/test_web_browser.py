@@ -12,7 +12,7 @@ switches in their own tiles, and C{collect}'s fleet view.
 Skipped, saying why, where Chromium, its driver or Selenium is missing;
 C{.ci/run} installs them and sets C{RPISENSOR_BROWSER_REQUIRED}, so in CI it
 runs. With C{RPISENSOR_SCREENSHOTS=DIR} the screenshots go there (the
-README's are made so: C{RPISENSOR_SCREENSHOTS=docs}); otherwise to temporary
+documentation's are made so: C{RPISENSOR_SCREENSHOTS=docs}); otherwise to temporary
 files.
 """
 

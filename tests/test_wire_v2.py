@@ -57,7 +57,7 @@ frames = st.one_of(
 
 class RoundTripTests(SynchronousTestCase):
     def test_reading_text(self) -> None:
-        """A reading's frame is the verb and compact JSON, as the README shows."""
+        """A reading's frame is the verb and compact JSON, as the protocol reference shows."""
         self.assertEqual(
             v2.encode(READING),
             'reading {"stream":"8f3a1c2e9b7d4a60","seq":42,"ts":"2026-12-01T19:33:25.123Z",'

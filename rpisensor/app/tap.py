@@ -135,7 +135,7 @@ class Options(usage.Options):
         """
         Under twistd, a pid file per role (C{rpisensor-serve.pid}) instead of
         twistd's one C{twistd.pid}, so that two roles can run side by side in
-        one directory, as the README's one-machine walkthrough does. An
+        one directory, as the tutorial's one-machine walkthrough does. An
         explicit C{--pidfile} is kept.
         """
         twistd = self.parent

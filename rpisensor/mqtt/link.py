@@ -41,7 +41,7 @@ from rpisensor.mqtt.outgoing import Outgoing
 from rpisensor.mqtt.publisher import StatePublisher, StreamPublisher
 from rpisensor.mqtt.settings import MQTTSettings
 from rpisensor.net.backoff import RetrySchedule
-from rpisensor.stream.outbox import JournalService
+from rpisensor.stream.journal_service import JournalService
 
 ONLINE, OFFLINE = b"online", b"offline"
 #: Slots of the broker's receive maximum kept for retained messages (states, configs): the

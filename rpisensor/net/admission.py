@@ -89,7 +89,7 @@ class AdmittingFactory(Factory):
             return self._refuse(
                 "Refused a connection from {host}: it is not in the allowed networks ({allowed}). "
                 "To accept it, add --allow with its network (e.g. --allow {host}/32), ideally "
-                "together with TLS and --client-ca; see the README's Security section.",
+                "together with TLS and --client-ca; see the documentation's security guide (docs/howto/security.md).",
                 f"error: refused: {host} is not in the allowed networks",
                 host=host,
                 allowed=self.policy.describe(),

@@ -4,7 +4,7 @@ embedded SQLite file. C{report} uses it as its outbox (entries wait here until
 the collector acknowledges them); C{serve} keeps it for subscribers to resume.
 
 Blocking: every method runs in the journal's own thread (see
-L{rpisensor.stream.outbox}), never on the reactor.
+L{rpisensor.stream.journal_service}), never on the reactor.
 
 Durability, in order of what can happen:
   - Each batch of entries is committed (WAL mode, C{synchronous=NORMAL}) before

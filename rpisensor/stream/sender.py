@@ -29,7 +29,7 @@ from twisted.logger import Logger
 
 from rpisensor.entries import Entry, Gap, Reading
 from rpisensor.stream.journal import Forked
-from rpisensor.stream.outbox import ForkRefused, JournalService
+from rpisensor.stream.journal_service import ForkRefused, JournalService
 from rpisensor.wire import v2
 
 #: The most frames given to the connection in one write (about 50 KB of readings): enough

@@ -179,7 +179,7 @@ class JournalFeed(Feed):
     C{serve}'s journal as the page's feed: committed entries are published
     as they are committed (a gap entry advances the ids without an event).
 
-    @param journal: the L{rpisensor.stream.outbox.JournalService}.
+    @param journal: the L{rpisensor.stream.journal_service.JournalService}.
     """
 
     def __init__(self, journal, device: str, max_tiles: int = MAX_TILES) -> None:

@@ -134,7 +134,7 @@ class JournalGaps:
     C{serve}'s gaps: as C{status} tells them (the entries before the
     journal's first, then its gap entries), the latest L{LATEST} shown.
 
-    @param journal: the L{rpisensor.stream.outbox.JournalService}.
+    @param journal: the L{rpisensor.stream.journal_service.JournalService}.
     """
 
     def __init__(self, journal) -> None:

@@ -5,7 +5,7 @@ holds a raw NUL).
 
 Pure functions and frozen dataclasses: L{parse} turns a message's text into a
 frame or raises L{FrameError} saying what is wrong; L{encode} is its inverse.
-The README's protocol reference documents every frame with an example.
+The protocol reference (docs/reference/protocol.md) documents every frame with an example.
 """
 
 from __future__ import annotations

@@ -205,7 +205,7 @@ def _check_systemd(option: str, description: str, label: str | None) -> None:
         raise usage.UsageError(
             f"{name} {description}: systemd handed this process no socket (LISTEN_FDS is not set for it): a "
             "systemd: endpoint works only when systemd starts rpisensor through a .socket unit (see "
-            "'Socket activation' in the README); outside systemd, use tcp:22000"
+            "'Socket activation' in docs/howto/systemd.md); outside systemd, use tcp:22000"
         )
     if wanted >= handed:
         raise usage.UsageError(

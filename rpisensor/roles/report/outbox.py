@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from rpisensor.store.opening import open_error
 from rpisensor.stream.journal import Journal, JournalError
-from rpisensor.stream.outbox import JournalService
+from rpisensor.stream.journal_service import JournalService
 
 
 class OutboxOpenError(SystemExit, Exception):

@@ -24,7 +24,7 @@ from rpisensor.stream.follower import ChangeFollower
 from rpisensor.stream.heartbeat import interval_for
 from rpisensor.stream.identity import ClockState
 from rpisensor.stream.measuring import MeasurementSampler
-from rpisensor.stream.outbox import JournalService
+from rpisensor.stream.journal_service import JournalService
 from rpisensor.stream.sampler import Sampler
 from rpisensor.stream.state import InputState
 

@@ -18,7 +18,7 @@ from rpisensor.control.outputs import Level, OutputSpec, describe_outputs
 from rpisensor.roles.serve.registry import Command, Permission
 from rpisensor.stream.identity import ClockState
 from rpisensor.entries import Reading
-from rpisensor.stream.outbox import JournalService
+from rpisensor.stream.journal_service import JournalService
 from rpisensor.wire.v2 import format_timestamp
 
 #: Control commands a connection may send per second by default (C{--control-rate}).

@@ -58,7 +58,7 @@ def _pins(connection, args: list[str]) -> None:
     connection.reply(layout.encode(pin_layout(connection.factory, connection.granted)))
 
 
-#: Not in C{help}: a program's question (the README documents it), as the v2 frames are.
+#: Not in C{help}: a program's question (docs/reference/protocol.md documents it), as the v2 frames are.
 PINS_COMMAND = Command(
     "pins", "pins", "the pins this server reads and drives, as JSON (for remote pins)", _pins, listed=False
 )

@@ -20,7 +20,7 @@ from rpisensor.stream.follower import ChangeFollower
 from rpisensor.stream.identity import ClockState
 from rpisensor.stream.journal import Journal, JournalError, missing_entries
 from rpisensor.stream.measuring import MeasurementSampler
-from rpisensor.stream.outbox import JournalService
+from rpisensor.stream.journal_service import JournalService
 from rpisensor.stream.sampler import Sampler
 from rpisensor.stream.state import InputState
 
