@@ -417,7 +417,7 @@ class Recorder(Handler):
         self.acks.append((mid, refused))
         self._check()
 
-    def message(self, topic, payload, retained):
+    def message(self, topic, payload, retained, mid):
         self.messages.append((topic, payload))
         self._check()
 
