@@ -15,8 +15,9 @@ audit} finds no hole and no duplicate, and every reading each reporter's outbox 
 with C{--outbox-keep}) is in the database once, the same reading (its seq, time, sensor and
 value), under the reporter's one stream.
 
-C{RPISENSOR_CHAOS_SECONDS} (default 40) is how long the chaos lasts in each test;
-C{RPISENSOR_CHAOS_SEED} replays a run. Every wait is for a condition; nothing is timed.
+C{RPISENSOR_CHAOS_SECONDS} (default 30) is how long the chaos lasts in each test;
+C{RPISENSOR_CHAOS_SEED} replays a run. Every wait is for a condition; nothing is timed. Plain
+pytest tests (they take minutes: trial, which CI runs the suite under too, does not collect them).
 """
 
 from __future__ import annotations
@@ -29,18 +30,18 @@ import subprocess
 import sys
 import tempfile
 import time
+import unittest
 from contextlib import closing
 from pathlib import Path
 
 import pytest
-from twisted.trial.unittest import SynchronousTestCase
 
 from tests import postgres
 from tests.faultproxy import FaultProxy
 from tests.mosquitto import Mosquitto, require_mosquitto
 from tests.processes import Twistd, connect_unix, request, wait_until
 
-CHAOS_SECONDS = float(os.environ.get("RPISENSOR_CHAOS_SECONDS", "40"))
+CHAOS_SECONDS = float(os.environ.get("RPISENSOR_CHAOS_SECONDS", "30"))
 #: Seconds the fleet gets to catch up after the chaos (a reporter's backlog, the retry waits).
 CATCH_UP = max(120.0, CHAOS_SECONDS / 2)
 DEVICES = ("pi-a", "pi-b")
@@ -57,10 +58,11 @@ def outbox_entries(path: Path) -> tuple[str, dict[int, tuple]]:
 class Fleet:
     """The processes of one test, started and killed by the chaos."""
 
-    def __init__(self, case: SynchronousTestCase, rng: random.Random) -> None:
+    def __init__(self, case: unittest.TestCase, rng: random.Random) -> None:
         self.case = case
         self.rng = rng
         self.actions: list[str] = []
+        self.summary: dict[str, int] = {}
         self.root = Path(tempfile.mkdtemp(prefix="rpisensor-chaos-"))
         case.addCleanup(self._cleanup)
         self.pg = postgres.PostgresServer(fsync=False)
@@ -219,6 +221,12 @@ class Fleet:
                 case.assertEqual(stored_mark, max(held), "the watermark is the outbox's last entry")
                 case.assertGreater(len([v for ts, s, v in held.values() if s == "temp"]), 5)
                 case.assertGreater(len([v for ts, s, v in held.values() if s == "button"]), 10)
+                self.summary[device] = len(held)
+        from collections import Counter
+
+        # (Shown with pytest -s: what a long run went through.)
+        print(f"\n{type(self).__name__}: {len(self.actions)} actions {dict(Counter(self.actions))}; "
+              f"readings {self.summary}, each stored once")
 
 
 class TCPFleet(Fleet):
@@ -307,25 +315,40 @@ class MQTTFleet(Fleet):
             proxy.cut(how)
 
 
-@pytest.mark.skipif(postgres.missing_reason() is not None and not os.environ.get("RPISENSOR_POSTGRES_REQUIRED"),
-                    reason=str(postgres.missing_reason()))  # fmt: skip
-class ChaosTests(SynchronousTestCase):
-    def setUp(self) -> None:
-        postgres.skip_or_fail(pytest)
-        seed = int(os.environ.get("RPISENSOR_CHAOS_SEED") or random.randrange(2**32))
-        self.rng = random.Random(seed)
-        self.seed = seed
+@pytest.fixture
+def chaos():
+    """The seed of the random moments, and the fleet's assertions and cleanups."""
+    postgres.skip_or_fail(pytest)
+    seed = int(os.environ.get("RPISENSOR_CHAOS_SEED") or random.randrange(2**32))
+    checks = Checks()
+    try:
+        yield seed, checks
+    finally:
+        checks.doCleanups()
 
-    def run_fleet(self, fleet: Fleet) -> None:
-        try:
-            fleet.chaos(CHAOS_SECONDS)
-            fleet.settle_and_check()
-        except AssertionError as e:
-            raise AssertionError(f"seed {self.seed}: {e}") from None
 
-    def test_tcp_with_failover(self) -> None:
-        self.run_fleet(TCPFleet(self, self.rng))
+class Checks(unittest.TestCase):
+    """The assertions and cleanups of a TestCase, for a pytest test (these run under pytest only)."""
 
-    def test_mqtt_with_a_shared_subscription(self) -> None:
-        require_mosquitto()
-        self.run_fleet(MQTTFleet(self, self.rng))
+    __test__ = False  # (not a test of its own)
+
+    def runTest(self) -> None:
+        pass
+
+
+def run_fleet(kind: type[Fleet], seed: int, checks: Checks) -> None:
+    try:
+        fleet = kind(checks, random.Random(seed))
+        fleet.chaos(CHAOS_SECONDS)
+        fleet.settle_and_check()
+    except AssertionError as e:
+        raise AssertionError(f"seed {seed} (RPISENSOR_CHAOS_SEED replays it): {e}") from None
+
+
+def test_tcp_with_failover(chaos) -> None:
+    run_fleet(TCPFleet, *chaos)
+
+
+def test_mqtt_with_a_shared_subscription(chaos) -> None:
+    require_mosquitto()
+    run_fleet(MQTTFleet, *chaos)
