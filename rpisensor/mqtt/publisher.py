@@ -137,8 +137,9 @@ class StreamPublisher:
         self._again: deque[int] = deque()
         self._checks: LoopingCall | None = None
         self._republish_log: RateLimitedLog | None = None
-        #: Entries at hand, by their first seq, contiguous from next to fetched_to.
-        self._cache: dict[int, Entry] = {}
+        #: Entries at hand, by their first seq, contiguous from next to fetched_to, with their
+        #: messages where they were made already (read from the outbox, in its thread).
+        self._cache: dict[int, tuple[Entry, bytes | None]] = {}
         self._fetched_to = self.delivered
         self._fetching = False
         self._generation = 0
@@ -214,7 +215,7 @@ class StreamPublisher:
         for entry in entries:
             first, last = entry.first, entry.last
             if first == self._fetched_to + 1 and len(self._cache) < self.batch + self.batch // 2:
-                self._cache[first] = entry
+                self._cache[first] = (entry, None)
                 self._fetched_to = last
         self.pump()
 
@@ -229,10 +230,12 @@ class StreamPublisher:
                 continue
             if confirming and len(self._unconfirmed) >= self._end_to_end.window:
                 break
-            entry = self._cache.get(self.next)
-            if entry is None:
+            at_hand = self._cache.get(self.next)
+            if at_hand is None:
                 break
-            payload = stream_message(self._device, entry)
+            entry, payload = at_hand
+            if payload is None:
+                payload = stream_message(self._device, entry)
             if self._max_packet is not None and packet_size(self._topic, payload) > self._max_packet:
                 self._stall(entry.first, len(payload))
                 return
@@ -288,19 +291,27 @@ class StreamPublisher:
         self._fetching = True
         generation = self._generation
         after = max(self._fetched_to, self.next - 1)
-        d = self._outbox.after(after, self.batch)
+        # The messages are made where the entries are read, in the outbox's thread, while the
+        # reactor waits on the broker: a PUBACK is answered with messages made already.
+        d = self._outbox.after(after, self.batch, self._messages)
         d.addCallbacks(self._fetched, self._fetch_failed, (generation,), None, (generation,))
 
-    def _fetched(self, entries: list[Entry], generation: int) -> None:
+    def _messages(self, entries: list[Entry]) -> list[tuple[Entry, bytes]]:
+        """(In the outbox's thread.) Each entry with its message."""
+        device = self._device
+        return [(entry, stream_message(device, entry)) for entry in entries]
+
+    def _fetched(self, entries: list[tuple[Entry, bytes]], generation: int) -> None:
         if generation != self._generation:
             return
         self._fetching = False
-        for entry in entries:
+        for at_hand in entries:
+            entry = at_hand[0]
             first, last = entry.first, entry.last
             if last >= self.next:
                 # (a gap that starts before next was made while we published: outbox
                 # full; it goes whole, and a consumer keeps what it already has)
-                self._cache[max(first, self.next)] = entry
+                self._cache[max(first, self.next)] = at_hand
                 self._fetched_to = max(self._fetched_to, last)
                 if last > first:
                     for key in [key for key in self._cache if max(first, self.next) < key <= last]:
