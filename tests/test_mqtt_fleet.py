@@ -463,12 +463,13 @@ class CollectOptionTests(SynchronousTestCase):
         self.assertEqual(options["listen"], [])
         self.assertEqual(options["mqtt-broker"].url, "mqtt://broker.lan:1883")
         self.assertEqual((options["mqtt-group"], options["mqtt-prefix"]), ("rpisensor", "rpisensor"))
-        self.assertEqual(self.parse("--mqtt", "mqtt://b", "--listen", "tcp:1")["listen"], ["tcp:1"])
+        self.assertEqual(self.parse("--mqtt", "mqtt://b", "--listen", "tcp:1", "--store", "x.db")["listen"], ["tcp:1"])
         self.assertEqual(self.parse("--publish-mqtt", "mqtt://b")["listen"], ["tcp:22000"])
 
     def test_usage_errors(self) -> None:
         for message, args in [
             ("--mqtt needs an SQLite .* or PostgreSQL store", ("--mqtt", "mqtt://b", "--store", "x.jsonl")),
+            ("--mqtt needs an SQLite .* or PostgreSQL store", ("--mqtt", "mqtt://b")),
             ("--mqtt-group needs --mqtt", ("--mqtt-group", "g")),
             ("--mqtt-group must be one topic level", ("--mqtt", "mqtt://b", "--mqtt-group", "a/b")),
             ("--mqtt-ca needs --mqtt URL", ("--mqtt-ca", __file__)),

@@ -91,8 +91,9 @@ class CollectOptions(ListenOptions, WebOptions, BrokerOptions):
                 raise usage.UsageError(f"--mqtt-group must be one topic level (no /, + or #), got {group!r}")
         self["mqtt-group"] = self["mqtt-group"] or DEFAULT_GROUP
         if self["mqtt"]:
+            # (Without a store, a Pi would be told "committed" of readings no database holds.)
             store = self["store"] or ""
-            if store and not store.lower().startswith(("postgresql://", "postgres://")) and not store.lower(
+            if not store.lower().startswith(("postgresql://", "postgres://")) and not store.lower(
             ).endswith((".sqlite", ".db")):  # fmt: skip
                 raise usage.UsageError(
                     "--mqtt needs an SQLite (.sqlite, .db) or PostgreSQL store: readings through a broker "
