@@ -60,7 +60,8 @@ def start_server(streams: int, cpu: int | None, log_path: Path) -> tuple[subproc
     command = [
         str(twistd), "-n", "--pidfile=", "rpisensor", "serve", "--gpio", "sim", "--journal", "none",
         "--listen", "tcp:0:interface=127.0.0.1", "--sim-pattern", PATTERN, "--web", "tcp:0",
-        "--web-max-clients", str(streams + 10), "--max-connections", str(streams + 100),
+        "--web-max-clients", str(streams + 10), "--web-max-clients-per-host", str(streams + 10),
+        "--max-connections", str(streams + 100),
     ]  # fmt: skip
     log = open(log_path, "wb")
     preexec = (lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None

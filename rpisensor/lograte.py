@@ -8,6 +8,13 @@ counted, and one summary line says how many were left out once the window
 ends and a line of that kind comes again, or when L{RateLimitedLog.flush}
 is called.
 
+The kinds are bounded too (C{max_kinds}): a key that holds something a peer
+names (a device, a stream) could otherwise make a new kind, with a budget of
+its own, per connection. A kind whose window has ended is forgotten (its
+summary logged); while C{max_kinds} kinds are in their windows, a new kind's
+lines share one more window, so no more than C{(max_kinds + 1) * burst}
+lines are logged per window, however many keys come.
+
 Twisted's logger has no rate limiting of its own, and a filtering observer
 would have to be installed by whoever starts logging (twistd, or an embedding
 program), so the limit sits in front of the L{Logger} instead.
@@ -24,6 +31,10 @@ from twisted.logger import Logger, LogLevel
 DEFAULT_BURST = 5
 #: Seconds of one window.
 DEFAULT_WINDOW = 60.0
+#: Kinds with a window of their own at once.
+DEFAULT_MAX_KINDS = 32
+#: The kind of the lines of every kind beyond C{max_kinds}.
+OTHER_KINDS = "lines of other kinds (too many kinds at once)"
 
 
 @dataclass
@@ -48,12 +59,16 @@ class RateLimitedLog:
         logger: Logger,
         burst: int = DEFAULT_BURST,
         window: float = DEFAULT_WINDOW,
+        max_kinds: int = DEFAULT_MAX_KINDS,
     ) -> None:
         self._clock = clock
         self._logger = logger
         self.burst = burst
         self.window = window
+        self.max_kinds = max_kinds
         self._windows: dict[str, _Window] = {}
+        #: When the oldest window ends: no kind can be forgotten before then.
+        self._sweep_at = 0.0
         #: Lines left out since this log was made, for tests and metrics.
         self.suppressed = 0
 
@@ -74,13 +89,8 @@ class RateLimitedLog:
         @param key: what makes two lines the same kind; by default the format
             string, so C{"Bad message from {peer}"} is one kind for all peers.
         """
-        kind = format if key is None else key
         now = self._clock.seconds()
-        window = self._windows.get(kind)
-        if window is None or now - window.start >= self.window:
-            if window is not None:
-                self._summarise(level, kind, window, now)
-            window = self._windows[kind] = _Window(now)
+        window = self._window(level, format if key is None else key, now)
         if window.logged < self.burst:
             window.logged += 1
             self._logger.emit(level, format, **fields)
@@ -96,9 +106,36 @@ class RateLimitedLog:
         window is used up, and has many more such lines at once.
         """
         window = self._windows.get(key)
+        if window is None:
+            window = self._windows.get(OTHER_KINDS)  # (that is where the line went)
         if window is not None and count > 0:
             window.suppressed += count
             self.suppressed += count
+
+    def _window(self, level: LogLevel, kind: str, now: float) -> _Window:
+        """The window the lines of C{kind} count in now: its own, or (beyond max_kinds) the other kinds'."""
+        window = self._windows.get(kind)
+        if window is None:
+            if len(self._windows) >= self.max_kinds and now >= self._sweep_at:
+                self._forget_ended(level, now)
+            if len(self._windows) >= self.max_kinds:
+                kind = OTHER_KINDS
+                window = self._windows.get(kind)
+        if window is not None and now - window.start >= self.window:
+            self._summarise(level, kind, window, now)
+            window = None
+        if window is None:
+            window = self._windows[kind] = _Window(now)
+        return window
+
+    def _forget_ended(self, level: LogLevel, now: float) -> None:
+        """Forget the kinds whose window has ended, after logging what they left out."""
+        for kind, window in list(self._windows.items()):
+            if now - window.start >= self.window:
+                self._summarise(level, kind, window, now)
+                del self._windows[kind]
+        starts = [window.start for window in self._windows.values()]
+        self._sweep_at = min(starts) + self.window if starts else now
 
     def flush(self) -> None:
         """Log the summaries of every kind with lines left out (at shutdown)."""

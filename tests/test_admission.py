@@ -510,7 +510,7 @@ class FloodLogTests(SynchronousTestCase):
 
     def test_summaries_at_stop(self) -> None:
         """Stopping the role logs the summaries of what was left out, without waiting for a window."""
-        from rpisensor.app.stopping import DrainService
+        from rpisensor.stopping import DrainService
 
         harness = ServerHarness(limits=ServerLimits(idle_timeout=0))
         for _ in range(30):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 
 from twisted.internet.error import ReactorNotRunning
 from twisted.internet.task import Clock
@@ -17,12 +18,12 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from rpisensor import __version__
-from rpisensor.app.signals import ExitCleanlyOnSignals
+from rpisensor.app.signals import ExitCleanlyOnSignals, stop_quietly_while_starting
 from rpisensor.app.tap import Options
-from rpisensor.hw.patterns import Pattern, PatternService, parse_pattern
+from rpisensor.sensing.patterns import Pattern, PatternService, parse_pattern
 from rpisensor.sensing.inputs import DEFAULT_INPUT
 from rpisensor.testing import simulated_pins
-from tests.processes import Twistd, connect_tcp, request, run_twistd
+from tests.processes import Twistd, connect_tcp, request, run_twistd, wait_until
 from tests.support import LOOPBACK, ServerHarness, replies
 
 
@@ -57,6 +58,26 @@ class SignalTests(SynchronousTestCase):
         ExitCleanlyOnSignals(reactor)._stop_once("SIGINT")
 
 
+class StartingTests(SynchronousTestCase):
+    def test_ctrl_c_while_starting_is_one_line(self) -> None:
+        """Between reading the options and the reactor's own handlers, Ctrl-C ends with one line and 130."""
+        previous = signal.getsignal(signal.SIGINT)
+        self.addCleanup(signal.signal, signal.SIGINT, previous)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        stop_quietly_while_starting()
+        with self.assertRaises(SystemExit) as stopped:
+            os.kill(os.getpid(), signal.SIGINT)
+        self.assertEqual(stopped.exception.code, 130)
+
+    def test_a_handler_of_someone_elses_is_kept(self) -> None:
+        previous = signal.getsignal(signal.SIGINT)
+        self.addCleanup(signal.signal, signal.SIGINT, previous)
+        theirs = lambda *_: None  # noqa: E731
+        signal.signal(signal.SIGINT, theirs)
+        stop_quietly_while_starting()
+        self.assertIs(signal.getsignal(signal.SIGINT), theirs)
+
+
 class UsageTests(SynchronousTestCase):
     def test_usage_error_is_short(self) -> None:
         """A usage error prints the error and where the help is, not the whole help."""
@@ -66,12 +87,15 @@ class UsageTests(SynchronousTestCase):
         self.assertLessEqual(len(lines), 4, exited.log)
         self.assertIn("--max-pending must be a whole number", exited.log)
         self.assertIn("'twistd rpisensor serve --help' lists every option", exited.log)
+        self.assertEqual(exited.log.count("Usage:"), 1, exited.log)
+        self.assertEqual(lines[0], "Usage: twistd [twistd options] rpisensor serve [options]")
 
     def test_usage_error_without_role(self) -> None:
         """Without a role, the pointer is to the general help."""
         exited = run_twistd("rpisensor", "--no-such-option")
         self.assertLessEqual(len(exited.log.strip().splitlines()), 4, exited.log)
         self.assertIn("--help", exited.log)
+        self.assertEqual(exited.log.count("Usage:"), 1, exited.log)
 
     def test_help_labels_each_role(self) -> None:
         """C{--help} without a role shows each role's options under the role's name."""
@@ -127,6 +151,76 @@ class PidfileTests(SynchronousTestCase):
         collect.stop_cleanly()
         serve.stop_cleanly()
         self.assertEqual([f for f in os.listdir(serve.directory) if f.endswith(".pid")], [])
+
+
+class LogTests(SynchronousTestCase):
+    def parse(self, *args: str, **twistd: object) -> dict:
+        options = Options()
+        options.parent = {"pidfile": "twistd.pid", "logfile": None, "logger": None, "nodaemon": False, **twistd}
+        options.parseOptions(list(args))
+        return options.parent
+
+    def test_a_log_file_per_role_as_a_daemon(self) -> None:
+        """Two roles daemonized in one directory write their own log files; given ones are kept."""
+        self.assertEqual(self.parse("collect")["logfile"], "rpisensor-collect.log")
+        self.assertEqual(self.parse("--gpio", "sim")["logfile"], "rpisensor-serve.log")
+        self.assertEqual(self.parse("collect", logfile="mine.log")["logfile"], "mine.log")
+        self.assertIsNone(self.parse("collect", nodaemon=True)["logfile"])  # -n: stdout
+        self.assertEqual(self.parse("collect")["logger"], "rpisensor.app.logs.observer")
+        self.assertEqual(self.parse("collect", logger="my.observer")["logger"], "my.observer")
+
+    def test_two_daemons_in_one_directory(self) -> None:
+        directory = self.mktemp()
+        os.makedirs(directory)
+        for role, port in (("serve", "--listen"), ("collect", "--listen")):
+            exited = run_twistd("rpisensor", role, *(["--gpio", "sim", "--journal", "none"] if role == "serve" else []),
+                                port, LOOPBACK, cwd=directory)  # fmt: skip
+            self.assertEqual(exited.code, 0, exited.log)
+        try:
+            for role in ("serve", "collect"):
+                wait_until(lambda: "Listening on" in _read(directory, f"rpisensor-{role}.log"))
+            self.assertNotIn("twistd.log", os.listdir(directory))
+            self.assertIn("rpisensor serve starting", _read(directory, "rpisensor-serve.log"))
+            self.assertIn("rpisensor collect starting", _read(directory, "rpisensor-collect.log"))
+        finally:
+            # (The processes' ends, not their pid files: a SIGTERM before the reactor runs ends a
+            # daemon at once, by the default action, which leaves its pid file behind.)
+            pids = []
+            for role in ("serve", "collect"):
+                with open(os.path.join(directory, f"rpisensor-{role}.pid")) as f:
+                    pids.append(int(f.read()))
+                os.kill(pids[-1], signal.SIGTERM)
+            for pid in pids:
+                wait_until(lambda: not _alive(pid))
+
+    def test_no_debug_lines_unless_asked(self) -> None:
+        """A peer's unknown command is a debug line: not in the default log; with RPISENSOR_DEBUG it is."""
+        for env, shown in (({}, False), ({"RPISENSOR_DEBUG": "1"}, True)):
+            serve = Twistd("rpisensor", "serve", "--gpio", "sim", "--journal", "none", "--listen", LOOPBACK,
+                           env={"RPISENSOR_DEBUG": ""} | env)  # fmt: skip
+            self.addCleanup(serve.close)
+            with connect_tcp(serve.wait_port()) as sock:
+                self.assertTrue(request(sock, b"bogus").startswith(b"error: unknown command"))
+                self.assertEqual(request(sock, b"ping"), b"pong\0")
+            log = serve.stop_cleanly()
+            self.assertEqual("#debug]" in log, shown, log)
+            self.assertEqual("Unknown command 'bogus'" in log, shown, log)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _read(directory: str, name: str) -> str:
+    try:
+        with open(os.path.join(directory, name), encoding="utf-8") as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
 
 
 class SimCommandTests(SynchronousTestCase):

@@ -10,7 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from rpisensor.app.tap import Options
 from rpisensor.roles.poll.options import PollOptions
-from rpisensor.roles.poll.poller import make_service
+from rpisensor.roles.poll.service import make_service
 
 
 def parse(*args: str) -> Options:
@@ -57,6 +57,25 @@ class ConnectTests(SynchronousTestCase):
         self.assertUsageError("serve", "--listen", "22106", text="did you mean tcp:22106?")
         self.assertUsageError("serve", "--listen", "127.0.0.1:22106",
                               text="did you mean tcp:22106:interface=127.0.0.1?")  # fmt: skip
+
+    def test_a_url_gets_an_endpoint_hint(self):
+        """--web http:8080 is not a host named http: the hint is tcp:8080."""
+        message = self.assertUsageError("serve", "--web", "http:8080", text="did you mean tcp:8080?")
+        self.assertNotIn("interface=http", message)
+        self.assertUsageError("serve", "--web", "http://0.0.0.0:8080", text="did you mean tcp:8080:interface=0.0.0.0?")
+        self.assertUsageError("serve", "--web", "https:8443", text="did you mean ssl:8443:privateKey=key.pem")
+
+    def test_systemd_outside_systemd(self):
+        """Without sockets from systemd, a systemd: endpoint says so, not 'list index out of range'."""
+        import os
+
+        self.patch(os, "environ", {k: v for k, v in os.environ.items() if k not in ("LISTEN_PID", "LISTEN_FDS")})
+        message = self.assertUsageError("serve", "--listen", "systemd:domain=INET:index=0",
+                                        text="systemd handed this process no socket")  # fmt: skip
+        self.assertNotIn("list index", message)
+        self.patch(os, "environ", {**os.environ, "LISTEN_PID": str(os.getpid()), "LISTEN_FDS": "1"})
+        self.assertUsageError("serve", "--listen", "systemd:domain=INET:index=2",
+                              text="systemd handed over 1 socket, numbered from 0; index=2 is not one of them")
 
     def test_unchecked_ssl_refused(self):
         """

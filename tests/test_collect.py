@@ -144,8 +144,17 @@ class StoreOpeningTests(SynchronousTestCase):
         error = self.assertRaises(StoreOpenError, top.startService)
         self.assertEqual(
             str(error).splitlines(),
-            [f"rpisensor: cannot open the store {path}: [Errno 2] No such file or directory: '{path}'"],
-        )
+            [f"rpisensor: cannot open the store {path}: its directory {path.absolute().parent} does not exist "
+             f"(create it: mkdir -p {path.absolute().parent})"],
+        )  # fmt: skip
+
+    def test_sqlite_in_a_missing_directory(self):
+        """SQLite's own words ("unable to open database file") are not the reason given: the directory is."""
+        path = Path(self.mktemp()) / "no-such-directory" / "readings.sqlite"
+        top = build_collect_service(Clock(), str(path), ListenSettings(endpoints=()))
+        error = self.assertRaises(StoreOpenError, top.startService)
+        self.assertIn(f"its directory {path.absolute().parent} does not exist", str(error))
+        self.assertNotIn("unable to open database file", str(error))
 
 
 class StoreOpeningTwistdTests(SynchronousTestCase):
@@ -165,7 +174,7 @@ class StoreOpeningTwistdTests(SynchronousTestCase):
         self.assertFalse((directory / "collect.pid").exists())
         log = (directory / "twistd.log").read_text()
         [line] = [line for line in log.splitlines() if "cannot open the store" in line]
-        self.assertIn("No such file or directory", line)
+        self.assertIn("its directory /nonexistent-dir does not exist", line)
         self.assertNotIn("Traceback", log)
 
 

@@ -230,3 +230,49 @@ class IdentityTests(_Mixin, SynchronousTestCase):
         self.assertEqual(received, frame(v2.encode(refusal)))
         collector.stop_cleanly()
         self.assertEqual([(r.seq, r.identity) for r in stored_stream(store)], [(1, "pi-kitchen"), (2, "pi-kitchen")])
+
+
+class HostileReporterTests(_Mixin, SynchronousTestCase):
+    """One reporter's reading that no store can hold never costs another reporter its acknowledgements."""
+
+    BAD = (
+        'reading {"stream":"' + STREAM + '","seq":1,"ts":"' + TS + '","synced":true,"sensor":"button",'
+        '"value":1,"text":"\\ud800"}'
+    )
+
+    def check(self, suffix: str) -> None:
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        store = os.path.join(directory, "readings" + suffix)
+        collector, port = self.start_collector(store)
+        victim = V2Reporter(port, last=200, device="victim")
+        self.addCleanup(victim.close)
+        for round in range(5):
+            attacker = V2Reporter(port, last=1, device="attacker")
+            self.addCleanup(attacker.close)
+            first = round * 40 + 1
+            victim.send(first, first + 39)
+            attacker.sock.sendall(frame(self.BAD))  # in the same moment: one batch, before the fix
+            reply = b""
+            while b"\0" not in reply:
+                block = attacker.sock.recv(4096)
+                self.assertTrue(block, f"the collector closed the attacker's connection; got {reply!r}")
+                reply += block
+            self.assertEqual(
+                reply.split(b"\0")[0].decode(),
+                "error: reading: 'text' holds \\ud800, half of a UTF-16 pair, which is not a character "
+                "and cannot be stored; send the character itself (or both halves)",
+            )
+            attacker.close()
+            victim.wait_acked(first + 39)
+        victim.close()
+        collector.stop_cleanly()
+        self.assertEqual([(r.device, r.seq) for r in stored_stream(store)], [("victim", s) for s in range(1, 201)])
+
+    def test_sqlite(self) -> None:
+        """SQLite: the attacker's frame is refused naming the field; the victim gets every ack."""
+        self.check(".sqlite")
+
+    def test_jsonl(self) -> None:
+        """JSON Lines: the same."""
+        self.check(".jsonl")

@@ -15,8 +15,9 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from rpisensor.net.request import RequestProtocol
 from rpisensor.roles.console import ConsoleOptions
-from rpisensor.roles.console.events import EventsProtocol
+from rpisensor.roles.console.events import ConsoleEvents, describe
 from rpisensor.roles.console.session import LOCAL_HELP, Console
+from rpisensor.wire import v2
 from tests.support import replies
 
 
@@ -124,48 +125,64 @@ class ConsoleTests(SynchronousTestCase):
         self.console.line("set led on")
         self.assertEqual(self.sent(), [])
 
-    def test_server_gone(self) -> None:
+    def test_server_gone_and_back(self) -> None:
+        """The console says so and goes on: a repeat stops, a line typed meanwhile is not sent, and says so."""
         self.console.line("repeat 0.2 set motor on")
+        self.console.line("outputs")
         self.server.connectionLost(Failure(ConnectionDone()))
-        self.console.connection_lost("the server closed the connection")
-        self.assertEqual(self.shown[-1], "console: the server closed the connection")
-        self.assertEqual(self.status, [1])
+        self.console.connection_lost("lost the connection to pi:22000 (the other end closed the connection); "
+                                     "reconnecting")  # fmt: skip
+        self.assertEqual(self.shown, [
+            "console: sending 'set motor on' every 0.2 s; Enter or Ctrl-C stops",
+            "console: stopped repeating 'set motor on' (sent 1 times)",
+            "console: no reply to 'set motor on': the connection dropped",
+            "console: no reply to 'outputs': the connection dropped",
+            "console: lost the connection to pi:22000 (the other end closed the connection); reconnecting",
+        ])  # fmt: skip
+        self.assertEqual(self.status, [])
+        self.console.line("outputs")
+        self.assertEqual(self.shown[-1], "console: not connected (reconnecting): 'outputs' was not sent")
+        again = RequestProtocol()
+        again.factory = _Factory(self.clock)
+        transport = StringTransport()
+        again.makeConnection(transport)
+        self.console.connected(again, "connected to pi:22000 again")
+        self.assertEqual(self.shown[-1], "console: connected to pi:22000 again")
+        self.console.line("outputs")
+        self.assertEqual(replies(transport), [b"outputs"])
+
+    def test_a_closed_output_leaves(self) -> None:
+        self.console.output_closed()
+        self.assertEqual(self.status, [0])
 
 
 class EventsTests(SynchronousTestCase):
     def setUp(self) -> None:
-        self.clock = Clock()
         self.shown: list[str] = []
-        self.events = EventsProtocol(self.shown.append)
-        self.events.factory = _Factory(self.clock)
-        self.transport = StringTransport()
-        self.events.makeConnection(self.transport)
+        self.gave_up: list[bool] = []
+        self.events = ConsoleEvents(self.shown.append, lambda: self.gave_up.append(True))
 
-    def push(self, text: str) -> None:
-        self.events.dataReceived(text.encode() + b"\0")
-
-    def test_subscribes_shows_and_acks(self) -> None:
-        self.assertEqual(replies(self.transport), [b"subscribe"])
-        self.push('reading {"stream":"s","seq":4,"ts":"2026-12-01T19:33:25.123Z","synced":true,'
-                  '"sensor":"led","value":0,"text":"off","snapshot":true}')  # fmt: skip
-        self.push('reading {"stream":"s","seq":5,"ts":"2026-12-01T19:33:26.000Z","synced":true,'
-                  '"sensor":"led","value":1,"text":"on"}')  # fmt: skip
-        self.push("heartbeat")
-        self.push('gap {"stream":"s","from":6,"to":9,"reason":"trimmed"}')
+    def test_shows_each_entry(self) -> None:
+        snapshot = v2.parse('reading {"stream":"s","seq":4,"ts":"2026-12-01T19:33:25.123Z","synced":true,'
+                            '"sensor":"led","value":0,"text":"off","snapshot":true}')  # fmt: skip
+        self.events.reading(snapshot, "pi")
+        self.events.reading(v2.Reading(sensor="led", value=1, text="on", ts="2026-12-01T19:33:26.000Z", synced=True,
+                                              stream="s", seq=5), "pi")
+        self.events.gap(v2.Gap(stream="s", first=6, last=9, reason="trimmed"), "pi")
         self.assertEqual(self.shown, ["* led: off (state when subscribed)", "* led: on",
                                       "* readings 6 to 9 are missing (trimmed)"])  # fmt: skip
-        self.assertEqual(replies(self.transport), [b'ack {"seq":5}', b'ack {"seq":9}'])
 
-    def test_heartbeats(self) -> None:
-        replies(self.transport)
-        self.clock.advance(10)
-        self.assertEqual(replies(self.transport), [b"heartbeat"])
+    def test_a_unit_is_shown_once(self) -> None:
+        """The text of a measurement carries its unit already: C{48.17 °C}, not C{48.17 °C °C}."""
+        cpu = v2.Reading(sensor="cpu", value=48.17, text="48.17 °C", unit="°C", ts="2026-12-01T19:33:27.000Z",
+                         synced=True, stream="s", seq=7)
+        self.assertEqual(describe(cpu), "* cpu: 48.17 °C")
 
     def test_no_journal(self) -> None:
-        self.push("error: this server keeps no journal, so it cannot stream; use go or read NAME")
+        self.events.unusable("error: this server keeps no journal, so it cannot stream; use go or read NAME")
         self.assertEqual(self.shown, ["console: no pushed events: this server keeps no journal, so it "
                                       "cannot stream; use go or read NAME"])  # fmt: skip
-        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(self.gave_up, [True])
 
 
 class OptionsTests(SynchronousTestCase):
@@ -174,3 +191,10 @@ class OptionsTests(SynchronousTestCase):
         options.parseOptions(["raspberrypi.local:22000"])
         self.assertEqual(options["endpoint"], "tcp:host=raspberrypi.local:port=22000")
         self.assertFalse(options["no-events"])
+
+    def test_options_after_the_endpoint(self) -> None:
+        """As for query: options may come after the endpoint."""
+        options = ConsoleOptions()
+        options.parseOptions(["raspberrypi.local:22000", "--no-events", "-t", "3"])
+        self.assertEqual((options["endpoint"], options["no-events"], options["timeout"]),
+                         ("tcp:host=raspberrypi.local:port=22000", True, 3.0))  # fmt: skip

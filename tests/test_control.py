@@ -450,6 +450,34 @@ class LoggingTests(SynchronousTestCase):
         self.assertLess(len(commands), 10)
 
 
+    def test_a_flood_does_not_hide_another_sender(self) -> None:
+        """
+        One client's flood of set commands uses up the shared lines, but another
+        client's command is still logged; the summary says who sent what was left out.
+        """
+        pi = ControlHarness(control_rate=1000)
+        flooder, other = pi.connect("127.0.0.1", 40001), pi.connect("127.0.0.2", 40002)
+        with capturedLogs() as events:
+            pi.ask(flooder, *["set led on"] * 100)
+            pi.ask(flooder, "set motor on")  # another output, another verb: still the flooder's
+            pi.ask(other, "set led on")
+            pi.factory.flush_logs()
+        commands = [(e["who"], e["command"]) for e in events if e.get("log_format", "").startswith("Control command")]
+        self.assertIn(("127.0.0.2:40002", "set led on"), commands)
+        self.assertLess(len(commands), 10)
+        [summary] = [e for e in events if "left out of the log" in e.get("log_format", "")]
+        self.assertEqual((summary["count"], summary["senders"]), (101 - len(commands) + 1, "95 from 127.0.0.1"))
+
+    def test_a_sender_is_its_address_whatever_its_port(self) -> None:
+        """New connections from one address do not buy new lines: the sender is the address."""
+        pi = ControlHarness(control_rate=1000)
+        with capturedLogs() as events:
+            for port in range(40000, 40100):
+                pi.ask(pi.connect("127.0.0.1", port), "set led on")
+        commands = [e for e in events if e.get("log_format", "").startswith("Control command")]
+        self.assertLess(len(commands), 10)
+
+
 @implementer(ISSLTransport)
 class _TLSTransport(StringTransport):
     """A StringTransport that shows a client certificate, as a finished TLS handshake does."""
@@ -572,7 +600,7 @@ class OutputJournalTests(SynchronousTestCase):
     def test_a_command_before_the_journal_answers_is_recorded_after_the_start_up_level(self) -> None:
         from rpisensor.roles.serve.control import OutputsService
         from rpisensor.stream.journal import Journal
-        from rpisensor.stream.outbox import JournalService
+        from rpisensor.stream.journal_service import JournalService
 
         harness = ControlHarness(outputs=(LED,))
         journal_runner = FakeRunner()

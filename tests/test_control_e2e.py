@@ -157,7 +157,7 @@ class RemoteControlTests(SynchronousTestCase):
 
 class RobotExampleTests(SynchronousTestCase):
     def test_keys_drive_the_motors(self) -> None:
-        """The README's robot program: w drives both motors forward while it keeps coming, space stops, q quits."""
+        """The remote control tutorial's robot program: w drives both motors forward while it keeps coming, space stops, q quits."""
         from tests.test_readme import ExampleProcess, example
 
         motors = ("left_fwd=11,ttl=0.5", "left_back=13,ttl=0.5", "right_fwd=15,ttl=0.5", "right_back=16,ttl=0.5")
@@ -165,7 +165,7 @@ class RobotExampleTests(SynchronousTestCase):
                         *[f"--output={m}" for m in motors])  # fmt: skip
         self.addCleanup(twistd.close)
         port = twistd.wait_port()
-        code = example("robot-example")
+        code = example("robot-example", "docs/tutorial/control.md")
         self.assertIn("tcp:host=raspberrypi.local:port=22000", code)
         robot = ExampleProcess(self, code.replace("tcp:host=raspberrypi.local:port=22000", f"tcp:host=127.0.0.1:port={port}"),
                                stdin=subprocess.PIPE)  # fmt: skip

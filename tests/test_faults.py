@@ -20,7 +20,7 @@ from twisted.internet.protocol import Factory, Protocol
 from rpisensor.net.limits import ListenSettings
 from rpisensor.roles.collect.collector import build_collect_service
 from rpisensor.sensing.inputs import DEFAULT_INPUT
-from rpisensor.roles.poll.poller import build_poll_service
+from rpisensor.roles.poll.service import PollSettings, build_poll_service
 from rpisensor.sensing.pool import open_reader
 from rpisensor.roles.report.service import ReportSettings, build_report_service
 from rpisensor.testing import (
@@ -166,7 +166,7 @@ async def test_poll_through_cutting_proxy(reactor):
     proxy = CuttingProxy(reactor, server.port, random.Random(20251125), 5, 70)
     replies: list[str] = []
     service = build_poll_service(
-        reactor, proxy.endpoint, interval=0.05, timeout=10, max_delay=0.2, on_reply=replies.append
+        reactor, PollSettings(proxy.endpoint, interval=0.05, timeout=10, max_retry_delay=0.2), on_reply=replies.append
     )
     service.startService()
     try:

@@ -555,7 +555,7 @@ class EmulatedPiServerTests(EmulatedPiServer):
 #: Polls the button (BOARD 24) with the real library, each pass when the test says "next".
 POLL_IN_STEP = """
 import sys, threading
-from rpisensor.hw.polling import PolledEdges
+from rpisensor.sensing.polling import PolledEdges
 from rpisensor.hw.rpi import RPiGPIO
 from rpisensor.sensing.inputs import InputSpec
 

@@ -223,7 +223,7 @@ class ReportToDataServer3Tests(_TwistdTestMixin, SynchronousTestCase):
     def test_report_sends_button_released(self) -> None:
         """
         DataServer3 receives C{report}'s messages, each exactly C{Button released}, after one
-        C{hello} line: the only trace of the v2 offer it never answers (the README says so).
+        C{hello} line: the only trace of the v2 offer it never answers (the tutorial says so).
         """
         server = DataServer3()
         self.addCleanup(server.close)

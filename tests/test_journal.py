@@ -287,7 +287,7 @@ class DurabilityTests(JournalTestCase):
 class ByteBoundTests(JournalTestCase):
     def test_bound_in_bytes(self) -> None:
         """A bound in bytes becomes a bound in entries from the file's measured size per entry."""
-        from rpisensor.stream.outbox import JournalService
+        from rpisensor.stream.journal_service import JournalService
         from rpisensor.testing import inline_runner
         from twisted.internet.task import Clock
 

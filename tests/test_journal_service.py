@@ -1,5 +1,5 @@
 """
-Tests for L{rpisensor.stream.outbox.JournalService}: a disk that refuses writes
+Tests for L{rpisensor.stream.journal_service.JournalService}: a disk that refuses writes
 (full) loses nothing it can keep and says what it could not; a stop commits
 everything appended before it.
 """
@@ -14,7 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from rpisensor.entries import Gap, Reading
 from rpisensor.stream.journal import Journal
-from rpisensor.stream.outbox import JournalService, ReadingLost
+from rpisensor.stream.journal_service import JournalService, ReadingLost
 from rpisensor.testing import FakeRunner, inline_runner
 
 
@@ -141,7 +141,7 @@ class StopTests(SynchronousTestCase):
         self.assertEqual([e.text for e in again.after(0, 100)], ["r0", "r1", "r2"])
 
     def test_an_append_after_the_stop_fails_without_blaming_the_disk(self) -> None:
-        from rpisensor.stream.outbox import JournalClosed
+        from rpisensor.stream.journal_service import JournalClosed
 
         clock = Clock()
         service = JournalService(clock, Journal(None), outbox=True, runner=inline_runner)

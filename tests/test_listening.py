@@ -38,9 +38,9 @@ class BusyPort:
 
 
 def read_log(directory: str) -> str:
-    """The twistd.log of a daemon that ran in C{directory}, so far."""
+    """The log of a serve daemon that ran in C{directory} (its own file: rpisensor-serve.log), so far."""
     try:
-        with open(os.path.join(directory, "twistd.log"), encoding="utf-8") as f:
+        with open(os.path.join(directory, "rpisensor-serve.log"), encoding="utf-8") as f:
             return f.read()
     except FileNotFoundError:
         return ""
@@ -95,6 +95,21 @@ class PortInUseTests(SynchronousTestCase):
         self.assertIn(f"cannot listen on {busy.description}: address already in use", errors[0])
         self.assertIn("choose another with --listen", errors[0])
         self.assertNoPidFileLeft(directory)
+
+
+    def test_a_busy_web_port_names_web(self) -> None:
+        """The advice names the option that gave the endpoint: --web, not --listen."""
+        busy = BusyPort(self)
+        exited = run_twistd(
+            "-n", "--pidfile=", "rpisensor", "serve", "--gpio", "sim", "--journal", "none",
+            "--listen", "tcp:0:interface=127.0.0.1", "--web", busy.description,
+        )  # fmt: skip
+        self.assertNotEqual(exited.code, 0, exited.log)
+        self.assertIn(
+            f"rpisensor: cannot listen on {busy.description}: address already in use (is another server "
+            "using it? choose another with --web)", exited.log,
+        )  # fmt: skip
+        self.assertNotIn("--listen)", exited.log)
 
 
 class WhenListeningTests(SynchronousTestCase):

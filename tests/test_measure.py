@@ -117,6 +117,21 @@ class FileTests(SensorTestCase):
         self.assertAlmostEqual(soc.measure(), 48.312)
         self.assertEqual(soc.text_for(48.312), "48.3 °C")
 
+    def test_a_huge_number_is_quoted_short(self) -> None:
+        """A number too large for a float is an error whose text (and so its reply) stays short."""
+        self.sys.write("big", "9" * 4000 + "\n")
+        error = self.assertRaises(SensorReadError, self.sensor("big=file:/sys/big").measure)
+        self.assertRegex(str(error), r"holds '9{40}'\.\.\. \(4000 characters\), not a finite number$")
+        self.assertLess(len(str(error)), 200)
+
+    def test_a_file_over_the_limit_is_not_read_whole(self) -> None:
+        """A 100,000-digit number, or any file that long: not read whole, and said in a short line."""
+        self.sys.write("log", "9" * 100_000)
+        error = self.assertRaises(SensorReadError, self.sensor("log=file:/sys/log").measure)
+        self.assertIn("holds more than 4096 characters", str(error))
+        self.assertIn("not a sensor's value; check the path", str(error))
+        self.assertLess(len(str(error)), 300)
+
 
 class GrammarTests(SensorTestCase):
     def test_settings(self) -> None:

@@ -33,7 +33,7 @@ from rpisensor.mqtt.settings import SettingsError, parse_url, read_credentials
 from rpisensor.mqtt.topics import Topics, node_id
 from rpisensor.roles.report.options import ReportOptions
 from rpisensor.stream.journal import Journal
-from rpisensor.stream.outbox import JournalService
+from rpisensor.stream.journal_service import JournalService
 from rpisensor.testing._runners import inline_runner
 from rpisensor.entries import Gap, Reading
 

@@ -149,6 +149,9 @@ class NothingLostTests(SynchronousTestCase):
 
     def finish(self, twistd: Twistd, seen: Subscriber, at_least: int) -> int:
         wait_until(lambda: drained(twistd), describe=twistd.log)
+        now = status(twistd)
+        self.assertEqual((now["connected"], now["protocol"]), ("yes", "mqtt"), "the status speaks of the broker")
+        self.assertNotEqual(now["last_ack"], "none", "the broker's PUBACKs count as acknowledgements")
         twistd.stop_cleanly()
         count = check_once_in_order(self, seen, twistd.directory)
         self.assertGreaterEqual(count, at_least)
@@ -172,6 +175,8 @@ class NothingLostTests(SynchronousTestCase):
         for broker, proxy, seen, twistd in pairs:
             twistd.wait_for("Disconnected from the MQTT broker")
         before = [int(status(twistd)["outbox"]) for *_, twistd in pairs]
+        for *_, twistd in pairs:
+            self.assertEqual((status(twistd)["connected"], status(twistd)["protocol"]), ("no", "mqtt"))
         time.sleep(OUTAGE)  # the outage itself: nothing to wait for
         for (broker, proxy, seen, twistd), waiting in zip(pairs, before):
             self.assertGreater(int(status(twistd)["outbox"]), waiting + 100, "it kept sampling meanwhile")

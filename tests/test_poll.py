@@ -61,11 +61,12 @@ class PollTests(SynchronousTestCase):
 
 class ImportTests(SynchronousTestCase):
     def test_package_exports_the_builder(self):
-        """The README's C{rpisensor.roles.poll.build_poll_service} is the poller's builder."""
+        """The embedding guide's C{rpisensor.roles.poll.build_poll_service} and C{PollSettings} are the role's."""
         import rpisensor.roles.poll
-        from rpisensor.roles.poll import poller
+        from rpisensor.roles.poll import service
 
-        self.assertIs(rpisensor.roles.poll.build_poll_service, poller.build_poll_service)
+        self.assertIs(rpisensor.roles.poll.build_poll_service, service.build_poll_service)
+        self.assertIs(rpisensor.roles.poll.PollSettings, service.PollSettings)
         with self.assertRaises(AttributeError):
             rpisensor.roles.poll.no_such_thing
 
@@ -109,7 +110,7 @@ class SubscribeOptionsTests(SynchronousTestCase):
         """--subscribe --store builds the store and a subscribing client, heartbeat a third of the timeout."""
         from twisted.internet.testing import MemoryReactorClock
 
-        from rpisensor.roles.poll.poller import PollService, make_service
+        from rpisensor.roles.poll.service import PollService, make_service
         from rpisensor.roles.poll.subscribing import SubscribeFactory
 
         path = self.mktemp() + ".jsonl"
@@ -126,6 +127,9 @@ class SubscribeOptionsTests(SynchronousTestCase):
         """The embedding API says so too."""
         from twisted.internet.testing import MemoryReactorClock
 
-        from rpisensor.roles.poll.poller import build_poll_service
+        from rpisensor.roles.poll.service import PollSettings, build_poll_service
 
-        self.assertRaises(ValueError, build_poll_service, MemoryReactorClock(), "tcp:host=h:port=1", store_path="x.db")
+        settings = PollSettings("tcp:host=h:port=1", store="x.db")
+        self.assertRaises(ValueError, build_poll_service, MemoryReactorClock(), settings)
+        no_stream = PollSettings("tcp:host=h:port=1")
+        self.assertRaises(ValueError, build_poll_service, MemoryReactorClock(), no_stream, on_reading=print)

@@ -9,7 +9,7 @@ deadline); nothing asserts a duration.
 import pytest_twisted
 from twisted.logger import globalLogPublisher
 
-from rpisensor.roles.poll.poller import build_poll_service
+from rpisensor.roles.poll.service import PollSettings, build_poll_service
 from rpisensor.testing import start_server, wait_until
 
 
@@ -26,7 +26,7 @@ async def test_poll_resumes_after_server_restart(reactor):
     server = await start_server(reactor=reactor)
     port = server.port
     service = build_poll_service(
-        reactor, server.endpoint, interval=0.1, timeout=10, max_delay=2, on_reply=replies.append
+        reactor, PollSettings(server.endpoint, interval=0.1, timeout=10, max_retry_delay=2), on_reply=replies.append
     )
     globalLogPublisher.addObserver(observe)
     service.startService()

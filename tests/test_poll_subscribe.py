@@ -18,9 +18,9 @@ from twisted.internet.protocol import Factory
 from twisted.logger import globalLogPublisher
 
 from rpisensor.net.framing import NullTerminatedProtocol
-from rpisensor.roles.poll.poller import PollService, build_poll_service
+from rpisensor.roles.poll.service import PollService, PollSettings, build_poll_service
 from rpisensor.stream.journal import Journal
-from rpisensor.stream.outbox import JournalService
+from rpisensor.stream.journal_service import JournalService
 from rpisensor.entries import Reading
 from rpisensor.stream.link import StreamLink
 from rpisensor.stream.sender import SERVE, Position, Sender
@@ -54,7 +54,7 @@ class FakeServe(NullTerminatedProtocol):
             )))  # fmt: skip
         elif isinstance(frame, v2.Subscribe):
             self.factory.subscribed.append(frame.after)
-            sender = Sender(journal, self.link.send, SERVE, lambda reason: self.transport.loseConnection(), 4)
+            sender = Sender(journal, self.link.send_all, SERVE, lambda reason: self.transport.loseConnection(), 4)
             self.link.attach(sender)
             sender.start(Position(frame.after, frame.digest))
 
@@ -103,7 +103,7 @@ async def test_subscribe_stores_exactly_once_across_drops_and_restarts(reactor, 
     service = None
     try:
         await take(journal, 1, 0, 1)
-        service = build_poll_service(reactor, endpoint, max_delay=2, subscribe=True, store_path=store,
+        service = build_poll_service(reactor, PollSettings(endpoint, max_retry_delay=2, subscribe=True, store=store),
                                      on_reading=got.append)  # fmt: skip
         assert isinstance(service, PollService)
         service.startService()
@@ -117,7 +117,7 @@ async def test_subscribe_stores_exactly_once_across_drops_and_restarts(reactor, 
         await service.stopService()
 
         await take(journal, 1, 0)  # while the subscriber is stopped
-        service = build_poll_service(reactor, endpoint, max_delay=2, subscribe=True, store_path=store)
+        service = build_poll_service(reactor, PollSettings(endpoint, max_retry_delay=2, subscribe=True, store=store))
         service.startService()
         await wait_until(lambda: server_factory.acked >= 8, reactor)
     finally:

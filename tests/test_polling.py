@@ -1,5 +1,5 @@
 """
-Tests for L{rpisensor.hw.polling.PolledEdges}: inputs of a backend without edge
+Tests for L{rpisensor.sensing.polling.PolledEdges}: inputs of a backend without edge
 events read in one pass per interval by a thread of their own, the reactor told
 only of changes. The thread runs for real; the tests run its passes in step
 with themselves (an injected wait), so nothing depends on timing.
@@ -16,7 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from rpisensor.hw.interfaces import IEdgeSource, LevelChange, SensorReadError
-from rpisensor.hw.polling import PolledEdges, polls_cheaply
+from rpisensor.sensing.polling import PolledEdges, polls_cheaply
 from rpisensor.hw.rpi import RPiGPIO
 from rpisensor.hw.simulated import SimulatedGPIO
 from rpisensor.sensing.inputs import InputSpec

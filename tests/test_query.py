@@ -7,6 +7,7 @@ Only loopback addresses are used; nothing asserts a duration.
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import sys
@@ -217,3 +218,34 @@ class QueryTests(SynchronousTestCase):
             "rpisensor query: give at least one MESSAGE to send, e.g. go",
             "'rpisensor query --help' says more.",
         ])  # fmt: skip
+
+    def test_ctrl_c_while_waiting(self) -> None:
+        """Ctrl-C while no reply came: 'interrupted', exit 130, not a closed connection."""
+        connected = threading.Event()
+        port, accepted = self.serve_raw(lambda conn: (conn.recv(100), connected.set()))
+        query = subprocess.Popen(rpisensor_command("query", endpoint(port), "go"), stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        self.addCleanup(lambda: query.poll() is None and query.kill())
+        self.assertTrue(connected.wait(DEADLINE), "the query never sent its message")
+        query.send_signal(signal.SIGINT)
+        out, err = query.communicate(timeout=DEADLINE)
+        self.assertEqual((query.returncode, out, err),
+                         (130, "", "rpisensor query: interrupted, 0 of 1 replies came\n"))  # fmt: skip
+
+    def test_a_reply_too_long_says_so(self) -> None:
+        """A reply over the client's limit: said as such, not as the server closing the connection."""
+        port, _ = self.serve_raw(lambda conn: (conn.recv(100), conn.sendall(b"9" * 20000 + b"\0")))
+        result = run_rpisensor("query", endpoint(port), "read big")
+        self.assertFailsWithOneLine(result, "the server's reply reached 20000 bytes, over the 16384 this "
+                                            "client takes in one message; the connection was closed")  # fmt: skip
+
+    def test_a_port_out_of_range(self) -> None:
+        self.assertUsageError("127.0.0.1:99999", "go", text="endpoint 127.0.0.1:99999: port 99999 is out of range: "
+                                                            "a TCP port is 1 to 65535")  # fmt: skip
+
+    def test_version(self) -> None:
+        from rpisensor import __version__
+
+        result = run_rpisensor("--version")
+        self.assertEqual(result.returncode, 0, result)
+        self.assertTrue(result.stdout.startswith(f"rpisensor {__version__} (Twisted "), result.stdout)

@@ -16,7 +16,7 @@ import pytest_twisted
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import globalLogPublisher
 
-from rpisensor.roles.poll.poller import build_poll_service
+from rpisensor.roles.poll.service import PollSettings, build_poll_service
 from rpisensor.roles.report.service import ReportSettings, build_report_service
 from rpisensor.sensing.inputs import DEFAULT_INPUT
 from rpisensor.sensing.pool import open_reader
@@ -77,7 +77,7 @@ def assertBackedOff(events: list[dict], server: RefusingServer) -> None:
 async def test_poll_refused_backs_off(reactor):
     """poll logs the server's C{error:} line and waits longer after each refusal."""
     events, server = await refused_client(
-        reactor, lambda reactor, endpoint: build_poll_service(reactor, endpoint, max_delay=1.0)
+        reactor, lambda reactor, endpoint: build_poll_service(reactor, PollSettings(endpoint, max_retry_delay=1.0))
     )
     assertBackedOff(events, server)
 

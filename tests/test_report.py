@@ -284,7 +284,7 @@ class CachedReadingTests(SynchronousTestCase):
 
 class ImportTests(SynchronousTestCase):
     def test_package_exports_the_builder(self):
-        """The README's C{rpisensor.roles.report.build_report_service} is the reporter's builder."""
+        """The embedding guide's C{rpisensor.roles.report.build_report_service} is the reporter's builder."""
         import rpisensor.roles.report
         from rpisensor.roles.report import service
 

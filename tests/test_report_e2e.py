@@ -30,6 +30,7 @@ from rpisensor.roles.query import query
 from rpisensor.testing import wait_until
 from rpisensor.wire import v2
 from tests.processes import Twistd, run_twistd
+from tests.processes import wait_until as wait_for_condition
 from tests.v2_collector import FakeCollectorFactory
 
 DEVICE = "pi-e2e"
@@ -173,9 +174,16 @@ class OutboxStartTwistdTests(SynchronousTestCase):
             cwd=str(directory),
         )  # fmt: skip
         self.assertNotEqual(exited.code, 0, exited.log)
-        self.assertIn("cannot use the outbox /nonexistent-dir/outbox.sqlite", exited.log)
+        self.assertIn("cannot use the outbox /nonexistent-dir/outbox.sqlite", exited.log)  # (twistd cuts it short)
         self.assertFalse((directory / "report.pid").exists())
-        log = (directory / "twistd.log").read_text()
+        # The daemon's parent exits once the child says it failed; the child writes its log after.
+        logfile = directory / "twistd.log"
+        wait_for_condition(lambda: logfile.exists() and "cannot use the outbox" in logfile.read_text())
+        log = logfile.read_text()
+        self.assertIn(
+            "cannot use the outbox /nonexistent-dir/outbox.sqlite: its directory /nonexistent-dir does not exist "
+            "(create it: mkdir -p /nonexistent-dir)", log,
+        )  # fmt: skip
         self.assertEqual(len([line for line in log.splitlines() if "cannot use the outbox" in line]), 1, log)
         self.assertNotIn("Traceback", log)
 

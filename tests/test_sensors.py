@@ -40,7 +40,7 @@ from rpisensor.sensing.sample import Measurement
 from rpisensor.stream.journal import Journal
 from rpisensor.stream.measuring import MeasurementSampler
 from rpisensor.store import SQLiteFile
-from rpisensor.stream.outbox import JournalService
+from rpisensor.stream.journal_service import JournalService
 from rpisensor.testing import inline_runner, stored_stream
 from rpisensor.wire import v2
 from tests.support import DOOR

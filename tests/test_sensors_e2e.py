@@ -103,16 +103,16 @@ class ReportCollectTests(_Sensors, SynchronousTestCase):
         self.assertIn("Button released", stored_messages(store))
 
 
-class ReadmeDemoTests(_Sensors, SynchronousTestCase):
+class TutorialDemoTests(_Sensors, SynchronousTestCase):
     def test_sensors_demo(self) -> None:
-        """The README's demo, run as written (only the port is a free loopback one), prints what it says."""
+        """The sensors tutorial's demo, run as written (only the port is a free loopback one), prints what it says."""
         from tests.processes import free_port
-        from tests.test_readme import README, example
+        from tests.test_readme import ROOT, example
 
         directory = os.path.abspath(self.mktemp())
         os.makedirs(directory)
         port = free_port()
-        lines = [line for line in example("sensors-demo").splitlines() if line.strip()]
+        lines = [line for line in example("sensors-demo", "docs/tutorial/sensors.md").splitlines() if line.strip()]
         serve_line = next(line for line in lines if line.startswith("twistd -n rpisensor "))
         query_line = next(line for line in lines if line.startswith("rpisensor query "))
         for line in lines:
@@ -124,6 +124,6 @@ class ReadmeDemoTests(_Sensors, SynchronousTestCase):
         query = shlex.split(query_line.split("#")[0].replace("127.0.0.1:22000", f"127.0.0.1:{port}"))
         result = run_rpisensor(*query[1:])
         self.assertEqual((result.returncode, result.stderr), (0, ""))
-        said = re.search(r"prints `([^`]*)`, `([^`]*)` and `([^`]*)`", README.read_text(encoding="utf-8"))
+        said = re.search(r"prints `([^`]*)`, `([^`]*)` and `([^`]*)`", (ROOT / "docs/tutorial/sensors.md").read_text(encoding="utf-8"))
         self.assertEqual(result.stdout.splitlines(), list(said.groups()))
         serve.stop_cleanly()

@@ -29,7 +29,7 @@ from rpisensor.roles.serve.subscription import ONLY_V2
 from rpisensor.sensing.inputs import DEFAULT_INPUT
 from rpisensor.sensing.reader import InputReader
 from rpisensor.stream.journal import Journal
-from rpisensor.stream.outbox import JournalService
+from rpisensor.stream.journal_service import JournalService
 from rpisensor.stream.sender import TRIMMED as TRIMMED_REASON
 from rpisensor.hw.interfaces import LevelChange
 from rpisensor.stream.state import InputState
@@ -246,8 +246,9 @@ class JournalTests(SynchronousTestCase):
         [line] = str(error).splitlines()
         self.assertEqual(
             line,
-            f"rpisensor: cannot use the journal {path}: unable to open database file (choose another "
-            "file with --journal FILE, or keep it in memory with --journal none)",
+            f"rpisensor: cannot use the journal {path}: its directory {path.absolute().parent} does not exist "
+            f"(create it: mkdir -p {path.absolute().parent}) (choose another file with --journal FILE, or keep "
+            "it in memory with --journal none)",
         )
 
 
@@ -629,7 +630,7 @@ class StatusTests(SynchronousTestCase):
         subscriber = harness.connect(peer="192.168.1.30")
         subscriber.send(hello(), 'subscribe {"after":5}')
         subscriber.send('ack {"seq":6}')
-        asker = harness.connect(peer="192.168.1.40")
+        asker = harness.connect(peer="127.0.0.1")  # on the Pi itself: it sees who subscribes
         asker.send("status")
         [line] = asker.texts()
         verb, _, body = line.partition(" ")
@@ -643,6 +644,18 @@ class StatusTests(SynchronousTestCase):
                 {"peer": subscriber.protocol.peer, "acked": 6, "in_flight": 1, "paused": False},
             ],
         })  # fmt: skip
+
+    def test_status_hides_the_subscribers_addresses_from_other_clients(self) -> None:
+        """A client that may only read sees each subscription's progress, not who it is."""
+        harness = Harness(self)
+        subscriber = harness.connect(peer="192.168.1.30")
+        subscriber.send(hello(), "subscribe {}")
+        asker = harness.connect(peer="192.168.1.40")
+        asker.send("status")
+        [line] = asker.texts()
+        body = json.loads(line.partition(" ")[2])
+        self.assertEqual([sorted(s) for s in body["subscriptions"]], [["acked", "in_flight", "paused"]])
+        self.assertNotIn("192.168.1.30", line)
 
 
 class EdgeSeamTests(SynchronousTestCase):
@@ -680,6 +693,45 @@ class EdgeSeamTests(SynchronousTestCase):
         for _ in range(10):
             harness.step()
         self.assertEqual(harness.backend.reads, reads)  # no polling: the driver tells
+
+
+class _LateDriver:
+    """A driver whose reports the test hands over when it likes (late, after commands that came since)."""
+
+    def __init__(self) -> None:
+        self.report = None
+
+    def level(self, channel) -> bool:
+        return True  # released: pulled up
+
+    def watch(self, reactor, on_change) -> None:
+        self.report = on_change
+
+    def unwatch(self) -> None:
+        self.report = None
+
+
+class LearnedChangesTests(SynchronousTestCase):
+    def test_late_reports_of_learned_changes_are_no_news(self) -> None:
+        """
+        sim press, release, press answered before the driver reported any of them (replies leave at
+        once, the driver's reports come a turn later): each change is recorded once, not again when
+        the late reports come.
+        """
+        driver = _LateDriver()
+        state = InputState(Clock(), driver, [DEFAULT_INPUT])
+        changes = []
+        state.add_listener(lambda level: changes.append(level.high))
+        state.startService()
+        for high in (False, True, False):  # press, release, press
+            state.learn(LevelChange(1.0, DEFAULT_INPUT.pin, high))
+        state.learn(LevelChange(1.0, DEFAULT_INPUT.pin, False))  # press again: no change, no report
+        for high in (False, True, False):
+            driver.report(LevelChange(1.0, DEFAULT_INPUT.pin, high))
+        self.assertEqual(changes, [False, True, False])
+        driver.report(LevelChange(2.0, DEFAULT_INPUT.pin, True))  # a real release, at the pin
+        self.assertEqual(changes, [False, True, False, True])
+        self.assertEqual(state.known("button").high, True)
 
 
 class OptionsTests(SynchronousTestCase):

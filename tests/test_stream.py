@@ -18,7 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from rpisensor.entries import Gap, Reading
 from rpisensor.stream.journal import Journal
 from rpisensor.stream.link import StreamLink
-from rpisensor.stream.outbox import JournalService
+from rpisensor.stream.journal_service import JournalService
 from rpisensor.stream.receiver import Receiver, StreamRegistry, owner_tag
 from rpisensor.stream.sender import REPORT, SERVE, Position, Sender
 from rpisensor.testing import inline_runner
@@ -100,7 +100,7 @@ class Pair:
         )  # fmt: skip
         self.receiver_link.attach(self.receiver)
         self.sender_link = StreamLink(self.to_collector.append, self.clock, None, None, self._problem, self._problem)
-        self.sender = Sender(self.outbox, self.sender_link.send, REPORT, self._ended, self.window, journal.last)
+        self.sender = Sender(self.outbox, self.sender_link.send_all, REPORT, self._ended, self.window, journal.last)
         self.sender_link.attach(self.sender)
         self.sender.start(Position(state.stored, state.digest))
 
@@ -578,7 +578,7 @@ class ServeSenderTests(StreamTestCase):
 
     def sender(self, journal, sent: list, ended: list | None = None, window: int = 1000) -> Sender:
         ended = ended if ended is not None else []
-        return Sender(journal, sent.append, SERVE, ended.append, window)
+        return Sender(journal, sent.extend, SERVE, ended.append, window)
 
     def test_resume(self) -> None:
         """A resume gets the entries after its seq, then live ones."""

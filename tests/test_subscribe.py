@@ -13,11 +13,11 @@ from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionLost
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver, StringTransport
-from twisted.logger import LogLevel, globalLogPublisher
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from rpisensor.roles.poll.subscribing import SubscribeFactory, describe
+from rpisensor.roles.poll.subscribing import ClockNotes, SubscribeFactory, describe
 from rpisensor.store import StoreService, store_file_for
 from rpisensor.entries import Gap, Reading
 from rpisensor.testing import FakeRunner, inline_runner, stored_messages, stored_stream
@@ -57,7 +57,7 @@ class WritesByHand(FakeRunner):
     """The store's thread: writes wait for the test; what a welcome asks of the store is answered at once."""
 
     def __call__(self, f, *args):
-        if getattr(f, "__name__", "") in ("write", "close"):
+        if getattr(f, "__name__", "") in ("write_groups", "write", "close"):
             return super().__call__(f, *args)
         return inline_runner(f, *args)
 
@@ -442,7 +442,23 @@ class EmbeddingTests(SubscribeTestCase):
 
 
 class DescribeTests(SynchronousTestCase):
-    def test_unsynced_clock(self):
-        """A reading taken before the Pi's clock was synchronised says so."""
-        record = Reading(device=DEVICE, stream=STREAM, seq=3, ts=TS, synced=False, sensor="door", value=1, unit=None, text="Door open", peer=SERVER, received=TS)
-        self.assertEqual(describe(record), "door: Door open (seq 3, 19:33:25.123, the Pi's clock was not synchronised)")
+    def test_unsynced_clock_is_said_once(self):
+        """Readings taken before the Pi's clock was synchronised: one line says so, not every line."""
+
+        def reading(synced: bool) -> Reading:
+            return Reading(device=DEVICE, stream=STREAM, seq=3, ts=TS, synced=synced, sensor="door", value=1,
+                           unit=None, text="Door open", peer=SERVER, received=TS)  # fmt: skip
+
+        self.assertEqual(describe(reading(False)), "door: Door open (seq 3, 19:33:25.123)")
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        notes = ClockNotes()
+        for synced in (False, False, False, True, True, False):
+            notes.note(reading(synced))
+        lines = [formatEvent(e) for e in events if "clock" in str(e.get("log_format", ""))]
+        self.assertEqual(lines, [
+            f"The clock of {DEVICE} is not synchronised (NTP): the times of its readings may be off until it is.",
+            f"The clock of {DEVICE} is synchronised now.",
+            f"The clock of {DEVICE} is not synchronised (NTP): the times of its readings may be off until it is.",
+        ])  # fmt: skip

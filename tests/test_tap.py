@@ -7,7 +7,7 @@ from unittest import SkipTest
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from rpisensor.app.stopping import DrainService
+from rpisensor.stopping import DrainService
 from rpisensor.sensing.inputs import DEFAULT_INPUT
 from rpisensor.net.listening import ListenerService
 from rpisensor.sensing.pool import ReadPoolService

@@ -8,6 +8,8 @@ access policy.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import json
 
 from hypothesis import given, settings, strategies as st
@@ -18,6 +20,7 @@ from twisted.internet.error import ConnectionDone
 from twisted.python.failure import Failure
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 from zope.interface import implementer
@@ -28,10 +31,10 @@ from rpisensor.net.limits import ListenSettings
 from rpisensor.sensing.inputs import DEFAULT_INPUT
 from rpisensor.entries import Reading
 from rpisensor.stream.journal import Journal
-from rpisensor.stream.outbox import JournalService
+from rpisensor.stream.journal_service import JournalService
 from rpisensor.web.controls import Controls, IOutputSwitches, SimulatedInputs, SwitchRefused
-from rpisensor.web.events import CATCH_UP, EventLimits
-from rpisensor.web.feed import JournalFeed, ReceivedFeed, iso_time
+from rpisensor.web.events import CATCH_UP, EventHub, EventLimits
+from rpisensor.web.feed import Feed, JournalFeed, Page, ReceivedFeed, iso_time
 from rpisensor.web.metrics import Metrics
 from rpisensor.web.service import WebService, WebSettings
 
@@ -198,6 +201,19 @@ class APITests(WebTestCase):
         for path in (b"/nope", b"/api/nope", b"/static/missing.js", b"/static/"):
             self.assertEqual(self.get(path).responseCode, 404, path)
 
+    def test_an_unknown_api_path_answers_json(self):
+        """Every API answer is JSON, a 404 too."""
+        for path in (b"/api/nope", b"/api/nope/deeper", b"/api/", b"/api"):
+            answer = self.get(path)
+            self.assertEqual(answer.responseCode, 404, path)
+            self.assertEqual(answer.responseHeaders.getRawHeaders(b"content-type"), [b"application/json; charset=utf-8"])
+            self.assertIn("no such API", json.loads(answer.body())["error"])
+
+    def test_a_favicon(self):
+        answer = self.get(b"/favicon.ico")
+        self.assertEqual(answer.responseHeaders.getRawHeaders(b"content-type"), [b"image/x-icon"])
+        self.assertEqual(answer.body()[:4], b"\x00\x00\x01\x00")  # an ICO file
+
     def test_the_page_and_its_assets_come_from_the_package(self):
         page = self.get(b"/").body()
         self.assertIn(b'<script src="/static/app.js"', page)
@@ -331,6 +347,39 @@ class EventStreamTests(WebTestCase):
         self.assertEqual(request.responseCode, 503)
         self.assertIn("--web-max-clients", request.json()["error"])
 
+    def test_one_address_gets_at_most_its_share(self):
+        """Beyond --web-max-clients-per-host from one address, 429; another address still gets in."""
+        hub = self.web.hub
+        hub.limits = replace(hub.limits, max_clients=5, max_clients_per_host=2)
+        first, _ = self.get(b"/events"), self.get(b"/events")
+        refused = self.get(b"/events")
+        self.assertEqual(refused.responseCode, 429)
+        self.assertEqual(refused.json()["error"], "2 pages from 127.0.0.1 follow the events already "
+                         "(--web-max-clients-per-host); close one, or try again later")  # fmt: skip
+        self.assertEqual(refused.responseHeaders.getRawHeaders(b"retry-after"), [b"10"])
+        other = self.get(b"/events", client="192.168.1.9")
+        self.assertIsNone(other.responseCode)  # following
+        first.producer.stopProducing()  # the page went away: its slot is free
+        self.assertIsNone(self.get(b"/events").responseCode)
+
+    def test_a_page_whose_buffer_does_not_drain_is_dropped(self):
+        """A page whose socket's buffer stays full for --web-max-lag is dropped, even on a quiet stream."""
+        request = self.get(b"/events")
+        request.transport = transport = StringTransport()
+        client = request.producer
+        client.pauseProducing()
+        self.clock.advance(self.limits.max_lag - 1)
+        client.resumeProducing()  # it read: the count starts again at the next pause
+        client.pauseProducing()
+        self.clock.advance(self.limits.max_lag - 1)
+        self.assertFalse(transport.disconnecting)
+        with capturedLogs() as events:
+            self.clock.advance(1)
+        self.assertTrue(transport.disconnected)
+        self.assertEqual(self.web.hub.clients, set())
+        [line] = [e for e in events if e.get("log_format", "").startswith("Dropped a web page")]
+        self.assertEqual(line["why"], "its socket's buffer stayed full for 30 s (--web-max-lag)")
+
     def test_a_page_that_does_not_read_is_dropped_and_resumes(self):
         request = self.get(b"/events")
         client = request.producer
@@ -355,6 +404,62 @@ class EventStreamTests(WebTestCase):
         self.assertEqual([e["id"] for e in self.events(request)], [1, 2, 3])
 
 
+class _HandFeed(Feed):
+    """A feed whose reads the test answers by hand, as a slow journal thread would."""
+
+    stream = "hand"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[dict] = []
+        self.reads: list[tuple] = []
+
+    def add(self, count: int) -> None:
+        new = [{"id": self.last + n + 1, "device": "pi", "sensor": "door", "value": 1, "text": "door active",
+                "unit": None, "ts": "2026-12-01T00:00:00.000Z"} for n in range(count)]  # fmt: skip
+        self.events += new
+        self._publish(new)
+
+    def after(self, seq: int, limit: int):
+        from twisted.internet.defer import Deferred
+
+        d = Deferred()
+        self.reads.append((d, seq, limit))
+        return d
+
+    def answer(self) -> None:
+        d, seq, limit = self.reads.pop(0)
+        newer = [e for e in self.events if e["id"] > seq]
+        page = newer[:limit]
+        d.callback(Page(page, page[-1]["id"] if page else seq, len(newer) > limit))
+
+
+class HeldEventsTests(SynchronousTestCase):
+    def test_events_held_while_catching_up_are_bounded_and_none_is_lost(self):
+        """
+        100,000 readings published while a page's catch-up read waits: what is held
+        stays within --web-max-buffer (the rest is read again from the feed), and
+        the page gets every reading once, in order.
+        """
+        feed = _HandFeed()
+        feed.add(10)
+        hub = EventHub(feed, Clock(), EventLimits(max_buffered=4096))
+        hub.start()
+        self.addCleanup(hub.stop)
+        request = Request(b"/events")
+        client = hub.open(request, 0)
+        for _ in range(1000):
+            feed.add(100)
+            self.assertLessEqual(client._held_bytes, 4096)
+            self.assertLessEqual(len(client._held), 40)
+        while feed.reads:
+            feed.answer()
+        self.assertTrue(client.live)
+        feed.add(1)
+        ids = [int(line[4:]) for line in b"".join(request.written).decode().splitlines() if line.startswith("id: ")]
+        self.assertEqual(ids, list(range(1, 100_012)))
+
+
 class ReceivedFeedTests(SynchronousTestCase):
     def test_numbers_readings_and_resumes_from_its_buffer(self):
         from rpisensor.entries import Reading
@@ -371,6 +476,26 @@ class ReceivedFeedTests(SynchronousTestCase):
         self.assertEqual(([e["id"] for e in window.events], window.last), ([4, 5], 5))
         self.assertEqual([e["id"] for e in window.before], [3])  # the state the window starts in
 
+    def test_the_tiles_are_bounded_the_oldest_updated_go(self):
+        """A reporter naming 10,000 sensors leaves --web-max-tiles tiles, the most recently updated."""
+        from rpisensor.entries import Reading
+
+        def reading(device: str, sensor: str) -> Reading:
+            return Reading(device=device, stream="s", seq=1, ts=iso_time(START), synced=True, sensor=sensor,
+                           value=1, text="t", peer="peer", received=iso_time(START))  # fmt: skip
+
+        feed = ReceivedFeed(max_tiles=3)
+        feed.on_reading(reading("kitchen", "door"))
+        for n in range(10_000):
+            feed.on_reading(reading(f"made-up-{n % 5000}", f"s{n}"))
+            if n == 5000:
+                feed.on_reading(reading("kitchen", "door"))  # updated: it stays among the newest
+        feed.on_reading(reading("kitchen", "door"))
+        self.assertEqual(len(feed.latest), 3)
+        self.assertEqual(list(feed.latest)[-1], ("kitchen", "door"))
+        tiles, _ = self.successResultOf(feed.current())
+        self.assertEqual([t["sensor"] for t in tiles], ["s9998", "s9999", "door"])
+
 
 class MetricsTests(WebTestCase):
     def test_a_stream_sender_counts_readings_once_per_batch(self):
@@ -379,7 +504,7 @@ class MetricsTests(WebTestCase):
         self.record(6)
         self.journal.journal.drop_oldest_over(5, "power cut")  # entries 1 and 2: a gap, not counted
         frames, counts = [], []
-        sender = Sender(self.journal, frames.append, SERVE, print, window=3, on_sent=counts.append)
+        sender = Sender(self.journal, frames.extend, SERVE, print, window=3, on_sent=counts.append)
         sender.start(Position(0))
         self.addCleanup(sender.stop)
         self.assertEqual((len(frames), counts), (2, [1]))  # the gap (1-2) and 3: the window is full
@@ -424,7 +549,7 @@ class SiteTests(WebTestCase):
     def test_an_oversized_body_is_refused_with_413(self):
         protocol, transport = self.connect()
         protocol.dataReceived(
-            b"POST /api/sim/button?action=press HTTP/1.1\r\nHost: x\r\nX-Rpisensor: 1\r\n"
+            b"POST /api/sim/button?action=press HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Rpisensor: 1\r\n"
             b"Content-Length: 100000\r\n\r\n" + b"x" * 5000
         )
         self.assertTrue(transport.value().startswith(b"HTTP/1.1 413 "), transport.value()[:200])
@@ -433,14 +558,14 @@ class SiteTests(WebTestCase):
 
     def test_oversized_headers_are_refused(self):
         protocol, transport = self.connect()
-        protocol.dataReceived(b"GET /api/state HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n")
+        protocol.dataReceived(b"GET /api/state HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n")
         self.assertTrue(transport.disconnecting)  # Twisted's bound on the request line and headers (16 KiB)
         self.assertNotIn(b"200 OK", transport.value())
 
     def test_a_slow_page_over_a_real_channel_is_paused_then_dropped(self):
         """The transport's backpressure reaches the event stream through Twisted's HTTP channel."""
         protocol, transport = self.connect()
-        protocol.dataReceived(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+        protocol.dataReceived(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         self.assertIn(b"text/event-stream", transport.value())
         self.record(1)
         self.assertIn(b"id: 1\n", transport.value())
@@ -458,9 +583,20 @@ class SiteTests(WebTestCase):
         self.assertEqual(self.web.hub.clients, set())
         self.assertTrue(transport.disconnecting)
 
+    def test_a_page_that_stops_reading_over_a_real_channel_is_dropped_after_the_lag(self):
+        """Paused by its transport and never resumed, a quiet page is dropped after --web-max-lag."""
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        transport.producer.pauseProducing()
+        self.clock.advance(self.limits.max_lag - 0.5)
+        self.assertEqual(len(self.web.hub.clients), 1)
+        self.clock.advance(0.5)
+        self.assertEqual(self.web.hub.clients, set())
+        self.assertTrue(transport.disconnecting)
+
     def test_connections_beyond_the_limit_are_closed(self):
         site = self.web.site
-        site.max_connections = 1
+        site.limits = replace(site.limits, max_connections=1)
         protocol, transport = self.connect()
         self.assertIsNone(site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40001)))
         protocol.connectionLost(Failure(ConnectionDone()))
@@ -473,14 +609,14 @@ class SiteTests(WebTestCase):
 
     def test_a_request_over_http_is_answered(self):
         protocol, transport = self.connect()
-        protocol.dataReceived(b"GET /api/state HTTP/1.1\r\nHost: x\r\n\r\n")
+        protocol.dataReceived(b"GET /api/state HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         self.assertIn(b"200 OK", transport.value().split(b"\r\n")[0])
 
     def test_peers_outside_the_policy_get_403(self):
         protocol, transport = self.connect("203.0.113.7")
         self.assertTrue(transport.value().startswith(b"HTTP/1.1 403 "))
         protocol, transport = self.connect("203.0.113.7", AccessPolicy([]))
-        protocol.dataReceived(b"GET /api/state HTTP/1.1\r\nHost: x\r\n\r\n")
+        protocol.dataReceived(b"GET /api/state HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         self.assertIn(b"200 OK", transport.value())
 
 
@@ -516,8 +652,10 @@ class OutputsTests(WebTestCase):
         sent = {"X-Rpisensor": "1", "Host": "192.168.0.17:8080"} if headers is None else headers
         for header, value in sent.items():
             request.requestHeaders.addRawHeader(header, value)
-        request.postpath = [name]
-        request.render(self.web.root.children[b"api"].children[b"outputs"])
+        resource = self.web.root
+        while request.postpath and not resource.isLeaf:
+            resource = resource.getChildWithDefault(request.postpath.pop(0), request)
+        request.render(resource)
         return request
 
     def test_only_a_granted_client_is_shown_switches(self):
@@ -538,11 +676,24 @@ class OutputsTests(WebTestCase):
         self.assertEqual(self.switch(action="maybe").responseCode, 400)
         rebound = self.switch(headers={"X-Rpisensor": "1", "Host": "evil.example:8080"})
         self.assertEqual(rebound.responseCode, 403)
-        self.assertIn("own host name", rebound.json()["error"])
+        self.assertEqual(rebound.json()["error"], "this server is not 'evil.example': open it by its address or "
+                         "its own name, or add --web-host evil.example")  # fmt: skip
         claimed = self.switch(name=b"pump")
         self.assertEqual(claimed.responseCode, 409)
         self.assertIn("claimed by", claimed.json()["error"])
         self.assertFalse(self.switches.levels["led"])
+
+    def test_a_switch_makes_no_dns_lookup(self):
+        """A switch's POST asks no DNS (socket.getfqdn could stall deadman timers for seconds)."""
+        import socket
+
+        lookups = []
+        self.patch(socket, "getfqdn", lambda *a: lookups.append(a) or "pi.example.lan")
+        self.patch(socket, "gethostbyaddr", lambda *a: lookups.append(a))
+        own = f"{socket.gethostname()}.local:8080"
+        self.assertEqual(self.switch(headers={"X-Rpisensor": "1", "Host": own}).json()["text"], "led on")
+        self.assertEqual(self.switch(headers={"X-Rpisensor": "1", "Host": "pi-elsewhere"}).responseCode, 403)
+        self.assertEqual(lookups, [])
 
     def test_a_page_opened_by_this_machines_name_switches(self):
         import socket

@@ -12,18 +12,20 @@ switches in their own tiles, and C{collect}'s fleet view.
 Skipped, saying why, where Chromium, its driver or Selenium is missing;
 C{.ci/run} installs them and sets C{RPISENSOR_BROWSER_REQUIRED}, so in CI it
 runs. With C{RPISENSOR_SCREENSHOTS=DIR} the screenshots go there (the
-README's are made so: C{RPISENSOR_SCREENSHOTS=docs}); otherwise to temporary
+documentation's are made so: C{RPISENSOR_SCREENSHOTS=docs}); otherwise to temporary
 files.
 """
 
 from __future__ import annotations
 
+import http.server
 import json
 import math
 import os
 import random
 import re
 import shutil
+import threading
 import time
 import urllib.request
 
@@ -65,6 +67,33 @@ def _browser(width: int = 1100, height: int = 900):
                      f"--window-size={width},{height}", "--force-device-scale-factor=1"):  # fmt: skip
         options.add_argument(argument)
     return webdriver.Chrome(options=options, service=Service(DRIVER))
+
+
+class _AttackerPage:
+    """Another site's page, on another port: an empty HTML page served from a thread."""
+
+    def __init__(self) -> None:
+        class Page(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                body = b"<!doctype html><title>another site</title>"
+                self.send_response(200)
+                self.send_header("content-type", "text/html")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.HTTPServer(("127.0.0.1", 0), Page)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
 
 
 def fake_cpu(test: SynchronousTestCase, celsius: float) -> tuple[str, str]:
@@ -224,6 +253,26 @@ class BrowserTests(PageTestCase):
         journal = [i for i in self.journal_ids() if i <= ids[-1]]
         self.assertEqual(ids, journal)
         self.assertEqual(ids, list(range(1, ids[-1] + 1)))
+
+    def test_a_page_cannot_drive_outputs_through_the_sensor_port(self):
+        """
+        Another site's page makes the browser POST commands to the sensor port (a no-cors
+        fetch needs no preflight): the connection is closed at its request line, the led
+        stays off, and the log names the attempt.
+        """
+        attacker = _AttackerPage()
+        self.addCleanup(attacker.close)
+        self.driver.get(attacker.url)
+        outcome = self.driver.execute_async_script(
+            "const done = arguments[arguments.length - 1];"
+            f"fetch('http://127.0.0.1:{self.port}/', {{method: 'POST', mode: 'no-cors', body: '\\0set led on\\0'}})"
+            ".then(r => done('answered'), e => done('failed: ' + e));"
+        )
+        self.assertEqual(outcome, "failed: TypeError: Failed to fetch")  # closed without an answer
+        query = run_rpisensor("query", endpoint(self.port), "outputs")
+        self.assertEqual(query.stdout, "led=off\n", query.stderr)
+        self.twistd.wait_for("began with an HTTP request")
+        self.assertNotIn("Control command", self.twistd.log())
 
     def health_text(self, term: str) -> str | None:
         return self.js(

@@ -18,7 +18,7 @@ from rpisensor.net.limits import ListenSettings
 from rpisensor.store import JsonLinesFile, SQLiteFile
 from rpisensor.stream.delivery import Delivery
 from rpisensor.stream.journal import Journal
-from rpisensor.stream.outbox import JournalService
+from rpisensor.stream.journal_service import JournalService
 from rpisensor.stream.receiver import StreamState
 from rpisensor.entries import Gap, Reading
 from rpisensor.web.feed import ReceivedFeed, iso_time

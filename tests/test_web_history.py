@@ -24,7 +24,7 @@ from rpisensor.sensing.measure import MeasurementSpec
 from rpisensor.sensing.reader import InputReader
 from rpisensor.store import JsonLinesFile, SQLiteFile
 from rpisensor.stream.journal import Journal
-from rpisensor.stream.outbox import JournalService
+from rpisensor.stream.journal_service import JournalService
 from rpisensor.web.feed import JournalFeed, ReceivedFeed, iso_time
 from rpisensor.web.history import StoredWindow, jsonl_window, sqlite_window, store_history
 from rpisensor.web.roles import serve_web

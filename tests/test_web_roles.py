@@ -12,7 +12,7 @@ import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.python import usage
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from rpisensor.app.tap import Options
 from tests.certs import escape, write_pki
@@ -31,19 +31,37 @@ def get(port: int, path: str):
         return json.load(answer)
 
 
+def _has_ipv6_loopback() -> bool:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+def loopback(port: int) -> list[str]:
+    """What --web PORT listens on: 127.0.0.1, and ::1 where the machine has it."""
+    return [f"tcp:{port}:interface=127.0.0.1"] + ([rf"tcp6:{port}:interface=\:\:1"] if _has_ipv6_loopback() else [])
+
+
 class OptionTests(SynchronousTestCase):
     def test_a_bare_port_or_tcp_listens_on_loopback(self):
-        options = parse("--web", "8080", "--web", "tcp:8081", "--web", "tcp:8082:interface=0.0.0.0")
+        """Both loopbacks, IPv4's and IPv6's: a browser may reach localhost over either."""
+        options = parse("--web", "8080", "--web", "tcp:8081", "--web", "tcp:8082:interface=0.0.0.0",
+                        "--web", "tcp:0")  # fmt: skip
         self.assertEqual(
             options.subOptions["web"],
-            ["tcp:8080:interface=127.0.0.1", "tcp:8081:interface=127.0.0.1", "tcp:8082:interface=0.0.0.0"],
+            [*loopback(8080), *loopback(8081), "tcp:8082:interface=0.0.0.0", "tcp:0:interface=127.0.0.1"],
         )
         self.assertEqual(options.subCommand, "serve")
 
     def test_every_role_but_report_takes_it(self):
-        self.assertEqual(parse("collect", "--web", "8080").subOptions["web"], ["tcp:8080:interface=127.0.0.1"])
+        self.assertEqual(parse("collect", "--web", "8080").subOptions["web"], loopback(8080))
         poll = parse("poll", "--connect", "pi:22000", "--subscribe", "--web", "8080")
-        self.assertEqual(poll.subOptions["web"], ["tcp:8080:interface=127.0.0.1"])
+        self.assertEqual(poll.subOptions["web"], loopback(8080))
         with self.assertRaises(usage.UsageError):
             parse("report", "--connect", "pi:22000", "--web", "8080")
 
@@ -60,6 +78,31 @@ class OptionTests(SynchronousTestCase):
             parse("--web", "8080", "--web-max-clients", "0")
         with self.assertRaises(usage.UsageError):
             parse("--web", "8080", "--web-heartbeat", "0")
+        for option in ("--web-max-clients-per-host", "--web-max-lag"):
+            with self.assertRaises(usage.UsageError, msg=option):
+                parse("--web", "8080", option, "0")
+
+    def test_the_tiles_limit(self):
+        """--web-max-tiles (1000) bounds the page's tiles; the web service gives it to the feed."""
+        self.assertEqual(parse("--web", "8080").subOptions.web_settings().max_tiles, 1000)
+        self.assertEqual(parse("--web", "8080", "--web-max-tiles", "5").subOptions.web_settings().max_tiles, 5)
+        with self.assertRaises(usage.UsageError):
+            parse("--web", "8080", "--web-max-tiles", "0")
+
+    def test_web_host_names(self):
+        """--web-host adds names the page answers to (repeatable); a port or a URL is a usage error."""
+        options = parse("--web", "8080", "--web-host", "Sensors.Example.org.", "--web-host", "pi.lan")
+        self.assertEqual(options.subOptions.web_settings().hosts, ("sensors.example.org", "pi.lan"))
+        for bad in ("pi.lan:8080", "http://pi.lan/", ""):
+            with self.assertRaises(usage.UsageError, msg=bad):
+                parse("--web", "8080", "--web-host", bad)
+
+    def test_the_event_streams_limits(self):
+        """--web-max-clients-per-host and --web-max-lag reach the event streams; 10 and 30 s by default."""
+        limits = parse("--web", "8080").subOptions.web_settings().events
+        self.assertEqual((limits.max_clients_per_host, limits.max_lag), (10, 30.0))
+        limits = parse("--web", "8080", "--web-max-clients-per-host", "3", "--web-max-lag", "5").subOptions.web_settings().events
+        self.assertEqual((limits.max_clients_per_host, limits.max_lag), (3, 5.0))
 
     def test_with_client_certificates_the_page_needs_tls_too(self):
         pki = write_pki(self.mktemp())
@@ -67,6 +110,19 @@ class OptionTests(SynchronousTestCase):
             parse("--listen", f"ssl:0:privateKey={escape(pki.server_key)}:certKey={escape(pki.server_cert)}",
                   "--client-ca", pki.ca_cert, "--web", "8080")  # fmt: skip
         self.assertIn("--client-ca needs every --web to be ssl:", str(caught.exception))
+
+    def test_a_bare_port_answers_on_both_loopbacks(self):
+        if not _has_ipv6_loopback():
+            raise SkipTest("this machine has no IPv6 loopback (::1)")
+        port = free_port()
+        serve = Twistd("rpisensor", "serve", "--gpio", "sim", "--journal", "none", "--listen",
+                       "tcp:0:interface=127.0.0.1", "--web", str(port))  # fmt: skip
+        self.addCleanup(serve.close)
+        serve.wait_listening(rf"tcp6:{port}:interface=\:\:1")
+        for host in ("127.0.0.1", "[::1]"):
+            with urllib.request.urlopen(f"http://{host}:{port}/api/state", timeout=10) as answer:
+                self.assertEqual(json.load(answer)["role"], "serve", host)
+        serve.stop_cleanly()
 
 
 def post(port: int, path: str, **headers):

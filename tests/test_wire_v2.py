@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import fields, is_dataclass
+from types import SimpleNamespace
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
@@ -54,7 +57,7 @@ frames = st.one_of(
 
 class RoundTripTests(SynchronousTestCase):
     def test_reading_text(self) -> None:
-        """A reading's frame is the verb and compact JSON, as the README shows."""
+        """A reading's frame is the verb and compact JSON, as the protocol reference shows."""
         self.assertEqual(
             v2.encode(READING),
             'reading {"stream":"8f3a1c2e9b7d4a60","seq":42,"ts":"2026-12-01T19:33:25.123Z",'
@@ -214,3 +217,103 @@ class MalformedTests(SynchronousTestCase):
             v2.parse(f"{verb} {json.dumps(body)}")
         except FrameError:
             pass
+
+
+#: Any code point, lone surrogates (U+D800 to U+DFFF) included: what JSON's escapes can spell.
+any_characters = st.one_of(
+    st.characters(codec=None, exclude_categories=()), st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF)
+)
+any_texts = st.text(any_characters, max_size=40)
+
+
+def stored_text_ok(frame) -> bool:
+    """Whether every text of C{frame} is one a store can hold: it encodes to UTF-8."""
+    values = [getattr(frame, f.name) for f in fields(frame)] if is_dataclass(frame) else vars(frame).values()
+    for value in values:
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return False
+    return True
+
+
+class StorableTextTests(SynchronousTestCase):
+    """A frame's texts are ones the store can hold: half a UTF-16 pair is refused at the edge."""
+
+    BODY = '"stream":"s1","seq":1,"ts":"2026-12-01T19:33:25.123Z","synced":true,"sensor":"b","value":1'
+
+    def test_lone_surrogates_are_refused_naming_the_field(self) -> None:
+        """A JSON escape of half a surrogate pair in text, unit or reason gets a FrameError naming it."""
+        cases = [
+            ("reading {" + self.BODY + r',"text":"\ud800"}', "'text' holds \\ud800"),
+            ("reading {" + self.BODY + r',"text":"ok \udfff"}', "'text' holds \\udfff"),
+            ("reading {" + self.BODY + r',"text":"t","unit":"\udc00C"}', "'unit' holds \\udc00"),
+            (r'gap {"stream":"s","from":1,"to":4,"reason":"\ud83d"}', "'reason' holds \\ud83d"),
+        ]
+        for text, wanted in cases:
+            with self.subTest(text=text):
+                error = self.assertRaises(FrameError, v2.parse, text)
+                self.assertIn(wanted, str(error))
+                self.assertIn("cannot be stored", str(error))
+
+    def test_a_whole_pair_is_a_character(self) -> None:
+        """Both halves of a pair, escaped, are the one character they spell."""
+        frame = v2.parse("reading {" + self.BODY + r',"text":"\ud83d\ude00"}')
+        self.assertEqual(frame.text, "\U0001f600")
+
+    def test_fast_path_refuses_raw_surrogates_too(self) -> None:
+        """Text that somehow holds a raw surrogate is not taken by the fast path, and the general one refuses it."""
+        text = v2.encode(READING).replace("Button pressed", "Button \ud800")
+        self.assertIsNone(v2._canonical_reading(text))
+        self.assertRaises(FrameError, v2.parse, text)
+
+    @given(readings, any_texts, st.one_of(st.none(), st.text(any_characters, max_size=16)))
+    @settings(max_examples=500)
+    def test_fuzz_escaped_texts(self, reading, text, unit) -> None:
+        """
+        Any text, escaped as JSON may escape it: a reading parses only when every
+        text in it can be stored, and both parsers agree.
+        """
+        import json
+
+        body = json.loads(v2.encode(reading)[len("reading "):])
+        body["text"] = text
+        if unit is None:
+            body.pop("unit", None)
+        else:
+            body["unit"] = unit
+        for ascii_only in (True, False):
+            try:
+                message = "reading " + json.dumps(body, ensure_ascii=ascii_only, separators=(",", ":"))
+            except UnicodeEncodeError:  # pragma: no cover - json.dumps writes surrogates either way
+                continue
+            try:
+                parsed = v2.parse(message)
+            except FrameError:
+                parsed = None
+            try:
+                general = v2._parse_any(message)
+            except FrameError:
+                general = None
+            self.assertEqual(parsed, general)
+            storable = stored_text_ok(SimpleNamespace(text=text, unit=unit))
+            if parsed is not None:
+                self.assertTrue(stored_text_ok(parsed))
+            elif storable and len(text) <= 1024 and (unit is None or len(unit) <= 16):
+                self.fail(f"a storable reading was refused: {message!r}")
+
+    @given(st.sampled_from(["reading", "gap", "hello", "welcome"]), st.dictionaries(
+        st.sampled_from(["v", "role", "device", "stream", "seq", "ts", "synced", "sensor", "value", "text",
+                         "unit", "from", "to", "reason"]),
+        st.one_of(any_texts, st.integers(0, 10), st.booleans()), max_size=14))  # fmt: skip
+    @settings(max_examples=500)
+    def test_fuzz_any_frame_is_storable(self, verb, body) -> None:
+        """Whatever a frame's fields hold, what parses holds only texts a store can write."""
+        import json
+
+        try:
+            frame = v2.parse(f"{verb} {json.dumps(body)}")
+        except FrameError:
+            return
+        self.assertTrue(stored_text_ok(frame))

@@ -2,7 +2,8 @@
 The C{rpisensor} command, for scripts and debugging on the PC:
 C{rpisensor query ENDPOINT MESSAGE...} (exit status: 0 when every reply came
 and none is an C{error:} reply; 1 when one is, or the query failed; 2 for a
-usage error), C{rpisensor console ENDPOINT}, interactive, and C{rpisensor
+usage error; 130 on Ctrl-C), C{rpisensor console ENDPOINT}, interactive,
+C{rpisensor watch ENDPOINT}, every reading as it comes, and C{rpisensor
 audit STORE} (see L{rpisensor.store.audit}).
 """
 
@@ -12,16 +13,19 @@ import sys
 
 from twisted.python import usage
 
+from rpisensor.roles._options.base import VersionedOptions
 from rpisensor.roles.console import ConsoleOptions
 from rpisensor.roles.query import QueryOptions
+from rpisensor.roles.watch import WatchOptions
 from rpisensor.store.audit import AuditOptions
 
 
-class Options(usage.Options):
+class Options(VersionedOptions):
     synopsis = "Usage: rpisensor"
     subCommands = [
         ["query", None, QueryOptions, "Send messages to a server, print the replies."],
         ["console", None, ConsoleOptions, "Type commands, see replies and pushed changes as they come."],
+        ["watch", None, WatchOptions, "Print every reading of a Pi's stream as it comes, one line each."],
         ["audit", None, AuditOptions, "Check a store: per stream its seqs, holes and duplicates."],
     ]
 
@@ -45,6 +49,8 @@ def main(argv: list[str] | None = None) -> None:
 
     if options.subCommand == "console":
         from rpisensor.roles.console import run_console as run
+    elif options.subCommand == "watch":
+        from rpisensor.roles.watch import run_watch as run
     else:
         from rpisensor.roles.query import run_query as run
 

@@ -5,15 +5,36 @@ twistd's own handlers stop the reactor and then re-raise the signal, so a
 clean stop ends with status -15; service managers and scripts that check for
 0 then report a failure. These handlers stop the reactor the same way
 (services stop, data is flushed) and let twistd exit 0.
+
+Before the reactor runs (the role's modules still importing, its files
+opening) Ctrl-C would raise C{KeyboardInterrupt} wherever the start-up is,
+a traceback of thirty lines; from the moment twistd has read rpisensor's
+options it ends the start-up with one line instead.
 """
 
 from __future__ import annotations
 
 import signal
+import sys
 
 from twisted.application.service import Service
 from twisted.internet.error import ReactorNotRunning
 from twisted.logger import Logger
+
+
+def stop_quietly_while_starting() -> None:
+    """
+    Until the reactor installs its own handlers: Ctrl-C ends the start-up
+    with one line and status 130, not a traceback. Only where SIGINT has
+    Python's own handler (not ignored, not someone else's).
+    """
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _interrupted_while_starting)
+
+
+def _interrupted_while_starting(number, frame) -> None:
+    print("rpisensor: stopped by Ctrl-C while starting", file=sys.stderr)
+    raise SystemExit(130)
 
 
 class ExitCleanlyOnSignals(Service):

@@ -15,7 +15,6 @@ from importlib import import_module
 from twisted.application.service import IService, MultiService
 from twisted.python import usage
 
-from rpisensor import __version__
 from rpisensor.roles.collect.options import CollectOptions
 from rpisensor.roles.poll.options import PollOptions
 from rpisensor.roles.report.options import ReportOptions
@@ -41,7 +40,7 @@ class Role:
 ROLES = (
     Role("serve", ServeOptions, "rpisensor.roles.serve.service:make_service",
          "On the Pi: answer clients' 'go' with the inputs' state (the default)."),
-    Role("poll", PollOptions, "rpisensor.roles.poll.poller:make_service",
+    Role("poll", PollOptions, "rpisensor.roles.poll.service:make_service",
          "On the PC: send 'go' to a server every 2 s, log the replies."),
     Role("report", ReportOptions, "rpisensor.roles.report.service:make_service",
          "On the Pi: push the inputs' state to a server."),
@@ -70,9 +69,9 @@ class Options(usage.Options):
 
     def opt_version(self) -> None:
         """Show rpisensor's and Twisted's versions, then exit."""
-        from twisted import __version__ as twisted_version
+        from rpisensor.roles._options.base import version_text
 
-        print(f"rpisensor {__version__} (Twisted {twisted_version}, Python {sys.version.split()[0]})")
+        print(version_text())
         raise SystemExit(0)
 
     def getUsage(self, width=None) -> str:
@@ -82,11 +81,10 @@ class Options(usage.Options):
         every role's options, each block under its role's name.
         """
         if self._usage_error is not None:
-            role = f" {self.subCommand}" if self.subCommand else ""
-            return (
-                f"Usage: twistd [twistd options] rpisensor{role} [options]\n"
-                f"'twistd rpisensor{role} --help' lists every option."
-            )
+            hint = f"'twistd rpisensor{self._role()} --help' lists every option."
+            if self.parent is not None and getattr(self.parent, "synopsis", None) == self._synopsis():
+                return hint  # twistd prints its synopsis, ours now, just before
+            return f"{self._synopsis()}\n{hint}"
         if self.subCommand is not None:
             return super().getUsage(width)
         parts = [super().getUsage(width)]
@@ -110,16 +108,34 @@ class Options(usage.Options):
             super().parseOptions(options)
         except usage.UsageError as e:
             self._usage_error = str(e)
+            if self.parent is not None:
+                # twistd prints its own synopsis ("Usage: twistd [options]") above this
+                # one's usage: make that one line ours, rather than print two.
+                self.parent.synopsis = self._synopsis()
             raise
 
+    def _role(self) -> str:
+        return f" {self.subCommand}" if self.subCommand else ""
+
+    def _synopsis(self) -> str:
+        return f"Usage: twistd [twistd options] rpisensor{self._role()} [options]"
+
     def postOptions(self) -> None:
+        if self.parent is not None and type(self.parent).__module__.startswith("twisted.scripts"):
+            from rpisensor.app.signals import stop_quietly_while_starting
+
+            stop_quietly_while_starting()
         self._choose_pidfile()
+        if self.parent is not None:
+            from rpisensor.app import logs
+
+            logs.choose(self.parent, self.subCommand)
 
     def _choose_pidfile(self) -> None:
         """
         Under twistd, a pid file per role (C{rpisensor-serve.pid}) instead of
         twistd's one C{twistd.pid}, so that two roles can run side by side in
-        one directory, as the README's one-machine walkthrough does. An
+        one directory, as the tutorial's one-machine walkthrough does. An
         explicit C{--pidfile} is kept.
         """
         twistd = self.parent

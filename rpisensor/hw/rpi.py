@@ -113,7 +113,7 @@ class RPiGPIO:
 
     name = "rpi"
     #: A read is a read of a memory-mapped register (about a microsecond): inputs are
-    #: polled in a thread of their own (L{rpisensor.hw.polling}), not through the read pool.
+    #: polled in a thread of their own (L{rpisensor.sensing.polling}), not through the read pool.
     fast_reads = True
 
     def __init__(self, numbering: str = "board", gpio=None) -> None:

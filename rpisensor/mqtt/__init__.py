@@ -8,7 +8,7 @@ Modules, each with one job:
 
   - L{settings}: the broker's address, TLS and credentials, the topics' prefix.
   - L{options}: C{report}'s command-line options for all of it.
-  - L{topics}: the topic names, in one place (the README's topic reference).
+  - L{topics}: the topic names, in one place (docs/reference/mqtt.md has their reference).
   - L{messages}: what is published: the stream's JSON, the states' payloads.
   - L{discovery}: Home Assistant's discovery configs, and removing stale ones.
   - L{client}: one MQTT connection, paho-mqtt driven by the reactor.

@@ -42,7 +42,7 @@ from rpisensor.mqtt.messages import MessageError, parse_ack_message
 from rpisensor.mqtt.publisher import EndToEnd, StatePublisher, StreamPublisher
 from rpisensor.mqtt.settings import MQTTSettings
 from rpisensor.net.backoff import RetrySchedule
-from rpisensor.stream.outbox import JournalService
+from rpisensor.stream.journal_service import JournalService
 
 ONLINE, OFFLINE = b"online", b"offline"
 #: Slots of the broker's receive maximum kept for retained messages (states, configs): the
@@ -91,6 +91,8 @@ class MQTTLink(Service):
     switch commands (C{control}).
 
     @param kinds: each entity's kind by name, for its state (see L{StatePublisher}).
+    @param on_delivered: called with each seq up to which the broker has
+        taken the stream (after the outbox let it go).
     @param connection_factory: makes one connection; tests give their own.
     """
 
@@ -105,6 +107,7 @@ class MQTTLink(Service):
         control: MQTTControl | None = None,
         connection_factory: Callable[..., PahoConnection] | None = None,
         jitter: Callable[[], float] = random.random,
+        on_delivered: Callable[[int], object] | None = None,
     ) -> None:
         self._reactor = reactor
         self.settings = settings
@@ -119,8 +122,10 @@ class MQTTLink(Service):
         end_to_end = None
         if settings.ack == "end-to-end":
             end_to_end = EndToEnd(reactor, settings.ack_timeout, settings.window)
+        self._on_delivered = on_delivered
         self.stream = StreamPublisher(
-            outbox, settings.device, self.topics.stream, on_refused=self._refused, end_to_end=end_to_end
+            outbox, settings.device, self.topics.stream, on_delivered=self._delivered, on_refused=self._refused,
+            end_to_end=end_to_end,
         )
         kinds = {entity.name: entity.kind for entity in discovery.entities}
         self.states = StatePublisher(outbox, self.outgoing, self.topics.state, kinds)
@@ -148,6 +153,15 @@ class MQTTLink(Service):
     @property
     def connected(self) -> bool:
         return self.connection is not None and self.connection.state == "connected"
+
+    def way_out(self) -> tuple[bool, str]:
+        """For C{report}'s status line: C{(connected, "mqtt")}."""
+        return self.connected, "mqtt"
+
+    def _delivered(self, seq: int) -> None:
+        self.outbox.acknowledge(seq)
+        if self._on_delivered is not None:
+            self._on_delivered(seq)
 
     # -- life ------------------------------------------------------------------------------
 

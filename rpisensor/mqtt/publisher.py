@@ -46,7 +46,7 @@ from rpisensor.lograte import RateLimitedLog
 from rpisensor.mqtt.client import PahoConnection, packet_size
 from rpisensor.mqtt.messages import binary_state, measurement_state, stream_message
 from rpisensor.mqtt.outgoing import Outgoing
-from rpisensor.stream.outbox import JournalService
+from rpisensor.stream.journal_service import JournalService
 
 #: Entries read from the outbox at a time while catching up (at least the window); the next
 #: read starts when half of them are left, so at most one and a half of these are in memory.

@@ -45,6 +45,8 @@ def attach_mqtt(service, options, reactor, reader, pool) -> MQTTLink:
             control = MQTTControl(controller, reactor, options["control-rate"])
     topics = Topics(settings.prefix, settings.device, settings.ha_prefix)
     discovery = Discovery(topics, options.mqtt_entities(), settings.discovery)
-    link = MQTTLink(reactor, settings, service.outbox, discovery, control)
+    reporter = service.reporter
+    link = MQTTLink(reactor, settings, service.outbox, discovery, control, on_delivered=reporter.acknowledged)
+    reporter.way_out = link.way_out  # status: connected to the broker, protocol=mqtt
     link.setServiceParent(service)
     return link

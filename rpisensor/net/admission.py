@@ -89,7 +89,7 @@ class AdmittingFactory(Factory):
             return self._refuse(
                 "Refused a connection from {host}: it is not in the allowed networks ({allowed}). "
                 "To accept it, add --allow with its network (e.g. --allow {host}/32), ideally "
-                "together with TLS and --client-ca; see the README's Security section.",
+                "together with TLS and --client-ca; see the documentation's security guide (docs/howto/security.md).",
                 f"error: refused: {host} is not in the allowed networks",
                 host=host,
                 allowed=self.policy.describe(),
@@ -102,7 +102,7 @@ class AdmittingFactory(Factory):
                 host=host or "a local client",
                 count=len(self.connections),
             )
-        counted = _counted_host(host)
+        counted = counted_host(host)
         if counted is not None and self._per_host[counted] >= self.limits.max_connections_per_host:
             return self._refuse(
                 "Refused a connection from {host}: {count} connections from that address are "
@@ -127,7 +127,7 @@ class AdmittingFactory(Factory):
         counted = connection.counted_host
         if counted is not None:
             self._per_host[counted] += 1
-        if self._sweeper is None and self.limits.idle_timeout > 0:
+        if self._sweeper is None and self._sweep_interval:
             self._start_sweeping()
 
     def connection_closed(self, connection: ServerConnection) -> None:
@@ -147,15 +147,21 @@ class AdmittingFactory(Factory):
 
     def connections_from(self, host: str) -> int:
         """How many open connections count toward C{host}'s limit (0 for local ones)."""
-        counted = _counted_host(host)
+        counted = counted_host(host)
         return self._per_host[counted] if counted is not None else 0
 
     # -- the idle sweep -------------------------------------------------------
 
+    @property
+    def _sweep_interval(self) -> float:
+        """Seconds between sweeps: a quarter of the shortest timeout they enforce (0: none)."""
+        timeouts = [t for t in (self.limits.idle_timeout, self.limits.message_timeout) if t > 0]
+        return min(timeouts) / 4 if timeouts else 0.0
+
     def _start_sweeping(self) -> None:
         self._sweeper = LoopingCall(self._sweep)
         self._sweeper.clock = self.clock
-        self._sweeper.start(self.limits.idle_timeout / 4, now=False).addErrback(self._sweeper_died)
+        self._sweeper.start(self._sweep_interval, now=False).addErrback(self._sweeper_died)
 
     def _sweep(self) -> None:
         """One sweep; an error is logged and the next sweep still runs."""
@@ -165,7 +171,7 @@ class AdmittingFactory(Factory):
             self._problems.error(
                 "Closing idle connections failed; trying again in {seconds} s",
                 key="idle sweep failures",
-                seconds=self.limits.idle_timeout / 4,
+                seconds=self._sweep_interval,
                 log_failure=Failure(),
             )
 
@@ -175,12 +181,26 @@ class AdmittingFactory(Factory):
         except those we made wait: a connection paused for C{PENDING} waits
         for our sensor or disk, not the other way round. A client that does
         not read its replies (paused for C{WRITES}) is idle like a silent one.
+        Close too those whose message now arriving began C{message_timeout}
+        seconds ago (a slow trickle resets the idle time with every byte),
+        unless they wait for us.
         """
-        quiet_since = self.clock.seconds() - self.limits.idle_timeout
-        idle = [c for c in self.connections if c.last_heard <= quiet_since]
-        for connection in idle:
-            if not connection.closing and not connection.paused & Pause.PENDING:
+        now = self.clock.seconds()
+        limits = self.limits
+        quiet_since = now - limits.idle_timeout if limits.idle_timeout > 0 else None
+        begun_before = now - limits.message_timeout if limits.message_timeout > 0 else None
+        for connection in list(self.connections):
+            if connection.closing or connection.paused & Pause.PENDING:
+                continue
+            if quiet_since is not None and connection.last_heard <= quiet_since:
                 connection.timeoutConnection()
+            elif (
+                begun_before is not None
+                and connection.partial_since is not None
+                and connection.partial_since <= begun_before
+                and not connection.paused
+            ):
+                connection.messageTooSlow()
 
     def _sweeper_died(self, failure: Failure) -> None:
         """Only reached if the sweep itself could not run: start a new one."""
@@ -236,7 +256,7 @@ class AdmittingFactory(Factory):
             log.flush()
 
 
-def _counted_host(host: str | None) -> str | None:
+def counted_host(host: str | None) -> str | None:
     """
     The key C{host} counts under for C{max_connections_per_host}: its IP
     address, normalised; C{None} (not counted) for loopback and for peers

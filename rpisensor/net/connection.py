@@ -8,6 +8,7 @@ take to prove who it is.
 from __future__ import annotations
 
 import enum
+import re
 
 from twisted.internet.interfaces import IHalfCloseableProtocol, IHandshakeListener, ISSLTransport
 from twisted.logger import Logger
@@ -33,6 +34,12 @@ class Pause(enum.IntFlag):
 
 #: The reasons that also hold back messages already received.
 _HOLD_MESSAGES = Pause.WRITES | Pause.PENDING
+
+#: The first line of an HTTP request (RFC 9112: method, target, version): what
+#: a browser sends first, whatever a web page asks it to send.
+_HTTP_REQUEST = re.compile(rb"[A-Z][A-Z-]{1,19} \S+ HTTP/[0-9]")
+#: Bytes of a connection's first line looked at for it.
+_FIRST_LINE = 256
 
 
 @implementer(IHandshakeListener, IHalfCloseableProtocol)
@@ -71,6 +78,10 @@ class ServerConnection(NullTerminatedProtocol):
     _close_timer = None
     _handshake_timer = None
     _handshake_given_up = False
+    #: Whether the first line is still to be checked for an HTTP request (L{_cross_protocol}).
+    _first_line_pending = True
+    #: When the message being received now began (its first byte); C{None} between messages.
+    partial_since: float | None = None
     #: Seconds a closing connection may take to flush before it is aborted.
     CLOSE_GRACE = 10.0
 
@@ -102,8 +113,41 @@ class ServerConnection(NullTerminatedProtocol):
         if data:  # (b"" is a replay of held messages, not the peer speaking)
             if self.paused and self.closing:  # (an enum's "and" costs: asked only when paused at all)
                 return  # bytes after we decided to close are not read
-            self.last_heard = self.factory.clock.seconds()
+            now = self.last_heard = self.factory.clock.seconds()
+            if self._first_line_pending and self._cross_protocol(data):
+                return
+            # When the message now arriving began (see --message-timeout): none when the
+            # data ends a message; now when it begins one after a NUL, or the first.
+            if data.endswith(b"\0"):
+                self.partial_since = None
+            elif self.partial_since is None or b"\0" in data:
+                self.partial_since = now
         super().dataReceived(data)
+
+    def _cross_protocol(self, data: bytes) -> bool:
+        """
+        Whether the connection's first line is an HTTP request; if so, close it
+        and say so. A browser sends one first, whatever a web page asks it to
+        send (C{fetch()} to this port with C{"\\0set led on\\0"} as its body):
+        closed at once, nothing it sent is a command (Redis does the same).
+        """
+        head = (self._buffer + data)[:_FIRST_LINE]
+        end = next((i for i in (head.find(b"\n"), head.find(b"\0")) if i >= 0), len(head))
+        line = head[:end]
+        if end < len(head) or len(head) >= _FIRST_LINE:
+            self._first_line_pending = False  # a whole first line (or message): decided now
+        if not _HTTP_REQUEST.match(line):
+            return False
+        self._first_line_pending = False
+        self.peer_log.warn(
+            "Closed the connection from {peer}: it began with an HTTP request ({line!r}), not this "
+            "server's protocol. A web page may be making a browser send commands here (a "
+            "cross-protocol attack), or a browser was pointed at this port; the web page is on --web.",
+            key="HTTP requests on the sensor port", peer=self.peer, line=line.rstrip(b"\r")[:80].decode("latin-1"),
+        )  # fmt: skip
+        self.pause(Pause.CLOSING)
+        self.transport.abortConnection()
+        return True
 
     # One API for flow control: every reason to stop reading goes through here.
 
@@ -126,8 +170,10 @@ class ServerConnection(NullTerminatedProtocol):
         if self.gone:
             return  # a client that left gets no more work done for it
         if reason & Pause.PENDING:
-            # The time the peer waited for us is not time it was idle.
+            # The time the peer waited for us is not time it was idle, nor time its message took.
             self.last_heard = self.factory.clock.seconds()
+            if self.partial_since is not None:
+                self.partial_since = self.last_heard
         if not self.paused:
             self.transport.resumeProducing()
         if not self.paused & _HOLD_MESSAGES:
@@ -192,6 +238,15 @@ class ServerConnection(NullTerminatedProtocol):
             peer=self.peer,
             seconds=self.factory.limits.idle_timeout,
         )
+        self.closeAfterWork()
+
+    def messageTooSlow(self) -> None:
+        """A message began C{message_timeout} seconds ago and has not ended: close, after the work in flight."""
+        self.peer_log.info(
+            "Closing the connection from {peer}: a message it began {seconds:g} s ago has not ended "
+            "(no NUL; --message-timeout).",
+            key="messages too slow", peer=self.peer, seconds=self.factory.limits.message_timeout,
+        )  # fmt: skip
         self.closeAfterWork()
 
     def connectionLost(self, reason: Failure) -> None:

@@ -175,6 +175,14 @@ class NullTerminatedProtocol(LineOnlyReceiver):
         """
         self.transport.writeSequence((wire.encode(text), wire.DELIMITER))
 
+    def sendMessages(self, texts: list[str]) -> None:
+        """
+        Send each of C{texts} as one message, in order, in one write.
+
+        @raise wire.MessageError: one contains a NUL (then none is sent).
+        """
+        self.transport.write(b"".join([wire.frame(text) for text in texts]))
+
     def messageReceived(self, text: str) -> None:
         """Override: one whole message has arrived, as text without its NUL."""
         raise NotImplementedError

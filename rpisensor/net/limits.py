@@ -30,6 +30,10 @@ class ServerLimits:
         C{idle_timeout} 0.
     @ivar idle_timeout: seconds without a byte from the peer before its
         connection is closed (0: never).
+    @ivar message_timeout: seconds a message may take to arrive whole, from
+        its first byte to its end (the sensor port's NUL; a web request's
+        headers and body); a peer that trickles one byte at a time, each
+        resetting the idle timeout, holds a slot no longer than this.
     @ivar max_pending: commands a connection may have waiting for their
         replies before the server stops reading from it.
     """
@@ -39,6 +43,7 @@ class ServerLimits:
     max_connections_per_host: int = 50
     handshake_timeout: float = 10.0
     idle_timeout: float = 300.0
+    message_timeout: float = 60.0
     max_pending: int = 100
 
 

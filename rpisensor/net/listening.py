@@ -60,16 +60,16 @@ def _where(error: BaseException, description: str) -> str:
     return description
 
 
-def _advice(error: BaseException) -> str:
-    """What to do about a failed listen."""
+def _advice(error: BaseException, option: str) -> str:
+    """What to do about a failed listen on an endpoint given with C{option} (C{--listen}, C{--web})."""
     code = getattr(getattr(error, "socketError", None), "errno", None)
     if code == errno.EADDRINUSE:
-        return "is another server using it? choose another with --listen"
+        return f"is another server using it? choose another with {option}"
     if code == errno.EACCES:
         return "ports below 1024 need root: start as root with --uid, or choose a higher port"
     if code == errno.EADDRNOTAVAIL:
         return "that address is not one of this machine's: check interface="
-    return "check --listen"
+    return f"check {option}"
 
 
 @implementer(IStreamServerEndpoint)
@@ -128,14 +128,18 @@ class ListenerService(StreamServerEndpointService):
     Endpoint types are taken in any case (C{SSL:}, C{UNIX:}).
 
     Listening starts in C{privilegedStartService} (before twistd drops
-    privileges); a failure there ends the program with L{CannotListen}.
+    privileges); a failure there ends the program with L{CannotListen},
+    whose advice names C{option}, the option that gave the endpoint.
     A failure that comes later (an endpoint that listens asynchronously) is
     logged, and fails L{when_listening}.
 
     @raise ValueError: C{description} cannot be used with C{client_ca}.
     """
 
-    def __init__(self, reactor, description: str, factory, client_ca: bytes | None = None) -> None:
+    def __init__(
+        self, reactor, description: str, factory, client_ca: bytes | None = None, option: str = "--listen"
+    ) -> None:
+        self.option = option
         description = with_lower_case_type(description)
         kind = endpoint_type(description)
         if client_ca is not None and kind == "ssl":
@@ -176,7 +180,7 @@ class ListenerService(StreamServerEndpointService):
             why = _why(error)
             raise CannotListen(
                 f"cannot listen on {_where(error, self.description)}: {why}",
-                f"rpisensor: cannot listen on {self.description}: {why} ({_advice(error)})",
+                f"rpisensor: cannot listen on {self.description}: {why} ({_advice(error, self.option)})",
             )
 
     def _listen_failed(self, failure: Failure, failed_now: list[Failure]) -> None:

@@ -90,6 +90,16 @@ class ClientConnection(NullTerminatedProtocol):
             self.peer_log.info("Disconnected from {where}: {reason}", where=where, reason=plain_reason(reason))
 
 
+class ReplyTooLong(ConnectionError):
+    """A reply grew past the most this client takes; the connection was closed, as its framing is lost."""
+
+    def __init__(self, length: int, limit: int) -> None:
+        super().__init__(
+            f"the server's reply reached {length} bytes, over the {limit} this client takes in one message"
+        )
+        self.length, self.limit = length, limit
+
+
 class RequestProtocol(ClientConnection):
     """
     C{request(text)} sends a message and returns a Deferred for the next reply.
@@ -145,7 +155,16 @@ class RequestProtocol(ClientConnection):
             text=text,
         )
 
+    def messageTooLong(self, length: int) -> None:
+        """A reply over the limit: the requests waiting fail with L{ReplyTooLong}, not a lost connection."""
+        self._too_long = Failure(ReplyTooLong(length, self.MAX_LENGTH))
+        super().messageTooLong(length)
+
+    _too_long: Failure | None = None
+
     def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+        if self._too_long is not None:
+            reason = self._too_long
         self._ended = reason
         waiting, self._waiting = self._waiting, deque()
         for d in waiting:

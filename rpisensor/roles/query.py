@@ -8,11 +8,11 @@ error.
 
 from __future__ import annotations
 
-import getopt
+import signal
 import sys
 
 from twisted.internet import error
-from twisted.internet.defer import TimeoutError
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.internet.endpoints import clientFromString, connectProtocol
 from twisted.python import usage
 from twisted.python.failure import Failure
@@ -21,11 +21,11 @@ from service_identity import VerificationError
 
 from rpisensor import wire
 from rpisensor.net.reconnect import HandshakeFailed, ReadyEndpoint
-from rpisensor.net.request import RequestProtocol
-from rpisensor.roles._options.base import check_client_endpoint, positive_seconds
+from rpisensor.net.request import ReplyTooLong, RequestProtocol
+from rpisensor.roles._options.base import OptionsAnywhere, check_client_endpoint, positive_seconds
 
 
-class QueryOptions(usage.Options):
+class QueryOptions(OptionsAnywhere):
     synopsis = "[options] ENDPOINT MESSAGE [MESSAGE ...]"
     longdesc = (
         "Connect to a sensor server, send each MESSAGE, print each reply on its own line. "
@@ -36,26 +36,6 @@ class QueryOptions(usage.Options):
     optParameters = [
         ["timeout", "t", "10", "Seconds to wait for the connection, and then for each reply."],
     ]
-
-    def parseOptions(self, options=None) -> None:
-        """
-        Take options anywhere among the arguments (C{query EP go -t 2}), as
-        GNU tools do: Twisted's parser stops at the first argument, and would
-        send C{-t} and C{2} as messages.
-        """
-        if options is None:
-            options = sys.argv[1:]
-        try:
-            found, arguments = getopt.gnu_getopt(options, self.shortOpt, self.longOpt)
-        except getopt.error as e:
-            raise usage.UsageError(str(e)) from None
-        takes_value = {f"--{name[:-1]}" for name in self.longOpt if name.endswith("=")}
-        takes_value |= {f"-{letter}" for letter, colon in zip(self.shortOpt, self.shortOpt[1:] + " ")
-                        if letter != ":" and colon == ":"}  # fmt: skip
-        ordered: list[str] = []
-        for option, value in found:
-            ordered += [option, value] if option in takes_value else [option]
-        super().parseOptions([*ordered, "--", *arguments])
 
     def parseArgs(self, endpoint: str, *messages: str) -> None:
         if not messages:
@@ -96,6 +76,8 @@ def _explain(failure, endpoint: str, timeout: float) -> str:
         return f"{endpoint}: no answer within {timeout:g} s; check the address, or raise --timeout"
     if failure.check(error.DNSLookupError):
         return f"{endpoint}: cannot resolve the host name"
+    if failure.check(ReplyTooLong):
+        return f"{endpoint}: {failure.getErrorMessage()}; the connection was closed"
     if failure.check(error.ConnectionDone, error.ConnectionLost):
         return f"{endpoint}: the server closed the connection before replying"
     if failure.check(HandshakeFailed):
@@ -147,14 +129,27 @@ async def query(
         client.transport.loseConnection()
 
 
+#: The exit status after Ctrl-C, as shells report a program ended by SIGINT.
+INTERRUPTED = 130
+
+
 async def run_query(reactor, options: QueryOptions) -> None:
     """
     C{rpisensor query}: print the replies; exit 1 on a failure (after the
-    replies that came) or an C{error:} reply.
+    replies that came) or an C{error:} reply, 130 on Ctrl-C.
     """
     replies: list[str] = []
+    asking = Deferred.fromCoroutine(query(reactor, options["endpoint"], options["messages"], options["timeout"],
+                                          replies))  # fmt: skip
+    previous = signal.signal(signal.SIGINT, lambda *_: reactor.callFromThread(asking.cancel))
     try:
-        await query(reactor, options["endpoint"], options["messages"], options["timeout"], replies)
+        await asking
+    except CancelledError:
+        for reply in replies:
+            print(reply)
+        print(f"rpisensor query: interrupted, {len(replies)} of {len(options['messages'])} replies came",
+              file=sys.stderr)  # fmt: skip
+        raise SystemExit(INTERRUPTED) from None
     except Exception:
         failure = Failure()
         for reply in replies:
@@ -162,6 +157,8 @@ async def run_query(reactor, options: QueryOptions) -> None:
         print(f"rpisensor query: {_explain(failure, options['endpoint'], options['timeout'])}",
               file=sys.stderr)  # fmt: skip
         raise SystemExit(1)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     for reply in replies:
         print(reply)
     if any(reply.startswith("error:") for reply in replies):

@@ -129,7 +129,9 @@ class MeasurementSpec:
         """
         path = self.path()
         try:
-            text = path.read_text(errors="replace")
+            text = _read(self.name, path)
+        except SensorReadError:
+            raise
         except FileNotFoundError:
             raise SensorReadError(f"{self.name}: {path} does not exist ({self._missing_hint()})") from None
         except OSError as e:
@@ -154,7 +156,9 @@ class MeasurementSpec:
 
     def _optional(self, path: Path, default: float) -> float:
         try:
-            return _number(self.name, path, path.read_text())
+            return _number(self.name, path, _read(self.name, path))
+        except SensorReadError:
+            raise
         except FileNotFoundError:
             return default
         except OSError as e:
@@ -168,13 +172,42 @@ class MeasurementSpec:
         return "check the path"
 
 
+#: The most of a sensor's file that is read: its value is a few bytes (a DS18B20's w1_slave, 75).
+MAX_FILE_CHARACTERS = 4096
+
+
+def _read(name: str, path: Path) -> str:
+    """
+    The text of a sensor's file, at most L{MAX_FILE_CHARACTERS}.
+
+    @raise SensorReadError: it is longer: no sensor's value.
+    @raise OSError: it cannot be read.
+    """
+    with open(path, errors="replace") as f:
+        text = f.read(MAX_FILE_CHARACTERS + 1)
+    if len(text) > MAX_FILE_CHARACTERS:
+        raise SensorReadError(
+            f"{name}: {path} holds more than {MAX_FILE_CHARACTERS} characters, starting "
+            f"{text.strip()[:40]!r}: not a sensor's value; check the path"
+        )
+    return text
+
+
+def _quoted(text: str, limit: int = 40) -> str:
+    """C{text} for an error message, cut to C{limit} characters: the message, and the reply carrying it, stay short."""
+    text = text.strip()
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text)} characters)"
+
+
 def _number(name: str, path: Path, text: str) -> float:
     try:
         value = float(text.strip())
     except ValueError:
-        raise SensorReadError(f"{name}: {path} holds {text.strip()[:40]!r}, not a number") from None
+        raise SensorReadError(f"{name}: {path} holds {_quoted(text)}, not a number") from None
     if not math.isfinite(value):
-        raise SensorReadError(f"{name}: {path} holds {text.strip()!r}")
+        raise SensorReadError(f"{name}: {path} holds {_quoted(text)}, not a finite number")
     return value
 
 

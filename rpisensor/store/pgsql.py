@@ -3,7 +3,7 @@ All the SQL of the PostgreSQL store (L{rpisensor.store.postgresql}), in one
 place: the schema, what a batch writes, and what the collectors ask. (The
 audit's queries, which SQLite runs too, are in L{rpisensor.store.audit}.)
 
-The schema (the README's "Fleets" section shows it too):
+The schema (docs/howto/fleets.md shows it too):
 
   - C{readings}: one row per reading of a stream, keyed by C{(device,
     stream, seq, ts)}. C{ts} is when the Pi took the reading, as it sent it:

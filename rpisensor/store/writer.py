@@ -19,8 +19,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from rpisensor.store.files import JsonLinesFile, SQLiteFile
-from rpisensor.store.record import HighWaters, Span, Standing, StoredRecord
+from rpisensor.store.jsonl import JsonLinesFile
+from rpisensor.store.opening import open_error
+from rpisensor.store.record import HighWaters, Record, Span, Standing, StoredRecord
+from rpisensor.store.sqlite import SQLiteFile
 from rpisensor.wire.v2 import format_timestamp
 
 #: Seconds a stop waits for the writer thread to write what is queued and
@@ -50,6 +52,53 @@ def _daemon_thread(*args, **kwargs) -> threading.Thread:
     return threading.Thread(*args, daemon=True, **kwargs)
 
 
+def write_groups(file, groups: list[list[StoredRecord]]) -> list[Exception | None]:
+    """
+    Write C{groups} (each one sender's records, in order) as one batch: one
+    commit, one fsync. Blocking: in the writer thread.
+
+    If the batch fails, each group is written alone, so that one sender's
+    entry the file refuses (or a moment of a full disk) fails only that
+    sender's records; a sender's groups after one of its own that failed are
+    not written (they would land behind a hole).
+
+    @return: for each group, C{None} once it is written, or the error that
+        kept it out of the file.
+    """
+    try:
+        file.write([record for group in groups for record in group])
+        return [None] * len(groups)
+    except Exception as e:
+        if len(groups) == 1:
+            return [e]
+    outcomes: list[Exception | None] = []
+    failed: dict[tuple, Exception] = {}
+    for group in groups:
+        senders = _senders(group)
+        error = next((failed[key] for key in senders if key in failed), None)
+        if error is None:
+            try:
+                file.write(group)
+            except Exception as e:
+                error = e
+        if error is not None:
+            failed.update(dict.fromkeys(senders, error))
+        outcomes.append(error)
+    return outcomes
+
+
+def _senders(records: list[StoredRecord]) -> set[tuple]:
+    """Whose records these are: each v2 stream, or the peer of v1 messages."""
+    return {("peer", r.peer) if isinstance(r, Record) else (r.device, r.stream) for r in records}
+
+
+def _per_group(outcomes, batch) -> list:
+    """The writer thread's outcomes, one per group; a failure of the call itself fails every group."""
+    if isinstance(outcomes, Failure):
+        return [outcomes] * len(batch)
+    return outcomes
+
+
 class StoreService(Service):
     """
     Writes records to a store file from one dedicated thread, in arrival
@@ -57,6 +106,8 @@ class StoreService(Service):
     is being written, are written as one batch (one commit, one fsync);
     L{append}'s Deferred fires once its record is written (or fails with the
     write's error): for a v2 stream that is when its receiver may acknowledge it.
+    A batch that fails is written again group by group (L{write_groups}): one
+    sender's bad entry never fails another's.
 
     The file is opened when the service starts: under twistd that is after
     it has daemonized (an SQLite connection must not cross a fork) and after
@@ -107,7 +158,9 @@ class StoreService(Service):
         try:
             self.file.open()
         except (OSError, sqlite3.Error) as e:
-            raise StoreOpenError(f"rpisensor: cannot open the store {self.file.path}: {e}") from None
+            raise StoreOpenError(
+                f"rpisensor: cannot open the store {self.file.path}: {open_error(self.file.path, e)}"
+            ) from None
         self._log.info("Appending messages to {path}", path=str(self.file.path))
         super().startService()
         if self.pool is not None:
@@ -171,28 +224,38 @@ class StoreService(Service):
         batch, self._batch = self._batch, []
         if not batch:
             return
-        self._writing = self._run(self.file.write, [record for records, _ in batch for record in records])
+        self._writing = self._run(write_groups, self.file, [records for records, _ in batch])
         self._writing.addBoth(self._written, batch)
 
-    def _written(self, result, batch) -> None:
+    def _written(self, outcomes, batch) -> None:
         self._writing = None
-        if isinstance(result, Failure) and self._batch:
-            # What was queued while the failed write ran fails with it, unwritten: a
+        outcomes = _per_group(outcomes, batch)
+        failed = {key: error for (records, _), error in zip(batch, outcomes) if error is not None
+                  for key in _senders(records)}
+        if failed and self._batch:
+            # What a failed sender queued while the write ran fails with it, unwritten: a
             # stream's later entries must not land behind a hole (its receiver would
-            # count them stored, a JSON Lines file would skip the hole's replay).
-            # Their senders send it all again, from what was acknowledged.
-            batch, self._batch = batch + self._batch, []
-        self._deliver(result, batch)
+            # count them stored, a JSON Lines file would skip the hole's replay). That
+            # sender sends it all again, from what was acknowledged; the others' wait.
+            waiting, self._batch = self._batch, []
+            for records, d in waiting:
+                error = next((failed[key] for key in _senders(records) if key in failed), None)
+                if error is None:
+                    self._batch.append((records, d))
+                else:
+                    batch.append((records, d))
+                    outcomes.append(error)
+        self._deliver(outcomes, batch)
         if self._batch and self._flush_call is None and self.running:
             self._flush_call = self._reactor.callLater(0, self._flush)
 
     @staticmethod
-    def _deliver(result, batch) -> None:
-        for _, d in batch:
-            if isinstance(result, Failure):
-                d.errback(result)
-            else:
+    def _deliver(outcomes, batch) -> None:
+        for (_, d), error in zip(batch, _per_group(outcomes, batch)):
+            if error is None:
                 d.callback(None)
+            else:
+                d.errback(error)
 
     def stopService(self) -> Deferred[None]:
         """
@@ -209,8 +272,7 @@ class StoreService(Service):
             self._flush_call = None
         batch, self._batch = self._batch, []
         if batch:  # queued behind a write in flight, if any: one thread, in order
-            records = [record for group, _ in batch for record in group]
-            self._run(self.file.write, records).addBoth(self._deliver, batch)
+            self._run(write_groups, self.file, [group for group, _ in batch]).addBoth(self._deliver, batch)
         closed = self._run(self.file.close)  # in the same thread, after the writes
         return Deferred.fromCoroutine(self._stopped(closed))
 

@@ -13,7 +13,7 @@ from twisted.logger import Logger
 
 from rpisensor.sensing.sample import InputLevel
 from rpisensor.stream.identity import ClockState
-from rpisensor.stream.outbox import JournalService
+from rpisensor.stream.journal_service import JournalService
 from rpisensor.stream.sampler import record, to_entry
 from rpisensor.stream.state import InputState
 

@@ -4,7 +4,7 @@ embedded SQLite file. C{report} uses it as its outbox (entries wait here until
 the collector acknowledges them); C{serve} keeps it for subscribers to resume.
 
 Blocking: every method runs in the journal's own thread (see
-L{rpisensor.stream.outbox}), never on the reactor.
+L{rpisensor.stream.journal_service}), never on the reactor.
 
 Durability, in order of what can happen:
   - Each batch of entries is committed (WAL mode, C{synchronous=NORMAL}) before
@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rpisensor.entries import Entry, Gap, Reading
+from rpisensor.store.opening import open_error
 from rpisensor.stream.chain import link
 
 #: Entries committed without an fsync, at most; reaching it forces one.
@@ -164,7 +165,7 @@ class Journal:
         try:
             return self._open()
         except sqlite3.DatabaseError as e:
-            raise JournalError(f"cannot use the journal {self.path}: {e}") from None
+            raise JournalError(f"cannot use the journal {self.path}: {open_error(self.path, e)}") from None
 
     def _open(self) -> Opened:
         target = ":memory:" if self.path is None else str(self.path)
@@ -559,3 +560,16 @@ class _transaction:
 
 def _set(db: sqlite3.Connection, key: str, value: str) -> None:
     db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+
+def missing_entries(journal: Journal, gaps) -> list[dict]:
+    """
+    What a subscriber starting from the beginning will never get, oldest
+    first: the entries before C{journal}'s first, then its gap entries
+    (C{gaps}, from L{Journal.gaps}), each C{{"from", "to", "reason"}}.
+    """
+    missing = []
+    if journal.first > 1:
+        missing.append({"from": 1, "to": journal.first - 1, "reason": "trimmed"})
+    missing.extend({"from": g.first, "to": g.last, "reason": g.reason} for g in gaps)
+    return missing

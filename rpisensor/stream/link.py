@@ -27,6 +27,8 @@ class StreamLink:
     The stream of one connection.
 
     @param send: sends the text of one frame on the connection.
+    @param send_all: sends the texts of several frames, in order, in one
+        write; by default each through C{send}.
     @param interval: seconds between heartbeats; C{None}: none.
     @param on_dead: called with the seconds of silence once the peer went
         quiet for L{rpisensor.stream.heartbeat.MISSES} intervals; C{None}:
@@ -46,8 +48,10 @@ class StreamLink:
         on_dead: Callable[[float], None] | None,
         on_problem: Callable[[str], None],
         on_error: Callable[[str], None],
+        send_all: Callable[[list[str]], None] | None = None,
     ) -> None:
         self._send = send
+        self._send_all = send_all if send_all is not None else self._each
         self._on_problem = on_problem
         self._on_error = on_error
         self._clock, self._interval, self._on_dead = clock, interval, on_dead
@@ -78,6 +82,18 @@ class StreamLink:
         self._send(text)
         if self.heartbeat is not None:
             self.heartbeat.sent()
+
+    def send_all(self, texts: list[str]) -> None:
+        """Send frames in order: a sender's batch, in one write where the connection can."""
+        if self.stopped or not texts:
+            return
+        self._send_all(texts)
+        if self.heartbeat is not None:
+            self.heartbeat.sent()
+
+    def _each(self, texts: list[str]) -> None:
+        for text in texts:
+            self._send(text)
 
     def heard(self) -> None:
         """Bytes came from the peer: it is alive."""

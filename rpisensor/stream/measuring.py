@@ -22,7 +22,7 @@ from twisted.python.failure import Failure
 from rpisensor.sensing.reader import InputReader
 from rpisensor.sensing.sample import Measurement
 from rpisensor.stream.identity import ClockState
-from rpisensor.stream.outbox import JournalService
+from rpisensor.stream.journal_service import JournalService
 from rpisensor.stream.sampler import record, to_entry
 
 

@@ -17,7 +17,7 @@ from rpisensor.sensing.reader import InputReader
 from rpisensor.sensing.sample import Sample, InputLevel
 from rpisensor.stream.identity import ClockState
 from rpisensor.entries import Reading
-from rpisensor.stream.outbox import JournalService
+from rpisensor.stream.journal_service import JournalService
 from rpisensor.wire.v2 import format_timestamp
 
 

@@ -29,9 +29,13 @@ from twisted.logger import Logger
 
 from rpisensor.entries import Entry, Gap, Reading
 from rpisensor.stream.journal import Forked
-from rpisensor.stream.outbox import ForkRefused, JournalService
+from rpisensor.stream.journal_service import ForkRefused, JournalService
 from rpisensor.wire import v2
 
+#: The most frames given to the connection in one write (about 50 KB of readings): enough
+#: that a replay costs one write per batch, not per entry, few enough that a transport
+#: that fills up pauses the sender before its buffer holds much more than its own size.
+SEND_BATCH = 256
 #: Why entries a subscriber asked for are missing: serve's journal is bounded.
 TRIMMED = "the Pi's journal no longer holds these (it keeps the newest --journal-max entries)"
 #: Why entries a collector had stored are missing from the outbox when it asks for them again.
@@ -100,7 +104,7 @@ class Sender:
     def __init__(
         self,
         journal: JournalService,
-        send: Callable[[str], None],
+        send: Callable[[list[str]], None],
         role: SenderRole,
         on_end: Callable[[str], None],
         window: int = 1000,
@@ -249,7 +253,7 @@ class Sender:
         d = self._probes.get(seq)
         if d is None:
             d = self._probes[seq] = Deferred()
-            self._send(v2.encode(v2.Probe(seq)))
+            self._send([v2.encode(v2.Probe(seq))])
         return d
 
     def matched(self, match: v2.Match) -> None:
@@ -304,6 +308,7 @@ class Sender:
         if self.paused or self.stopped or not self.started:
             return
         last = self._journal.journal.last
+        frames: list[str] = []
         readings = 0
         while self.in_flight < self.window and self.next <= last:
             entry = self._cache.pop(self.next, None)
@@ -313,16 +318,26 @@ class Sender:
                 # Entries lost since the hello (an overflow, a full disk): say first how far the
                 # journal reaches now, as a receiver refuses a gap beyond what was announced.
                 self.announced = self._journal.journal.last
-                self._send(v2.encode(v2.Last(self.announced)))
-            self._send(v2.encode(entry))
+                frames.append(v2.encode(v2.Last(self.announced)))
+            frames.append(v2.encode(entry))
             self.sent += 1
             if entry.__class__ is Reading:
                 readings += 1
             self.next = entry.last + 1
+            if len(frames) >= SEND_BATCH:  # (the transport may pause us meanwhile: see pause)
+                self._flush(frames)
+                frames = []
+                if self.paused or self.stopped:
+                    break
+        self._flush(frames)
         if readings and self._on_sent is not None:
             self._on_sent(readings)
         if not (self.paused or self.stopped) and self.next <= last and self.next not in self._cache:
             self._fetch()
+
+    def _flush(self, frames: list[str]) -> None:
+        if frames:
+            self._send(frames)
 
     def _fetch(self) -> None:
         if self._fetching:

@@ -15,6 +15,7 @@ that must be read stay with the sampler and the read pool.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 
 from twisted.application.service import Service
@@ -49,6 +50,8 @@ class InputState(Service):
         self._lost_log = RateLimitedLog(reactor, self._log)
         #: Changes the driver said it missed (its event buffer overflowed), per input.
         self.lost: dict[str, int] = {}
+        #: Per channel, the levels L{learn} took that the driver has yet to report (in order).
+        self._learned: dict[int, deque[bool]] = {}
 
     @classmethod
     def for_reader(cls, reader, reactor) -> InputState | None:
@@ -63,7 +66,7 @@ class InputState(Service):
         now = self._wall()
         for spec in self._inputs.values():
             self._latest[spec.name] = InputLevel(spec, self._backend.level(spec.pin), now)
-        self._backend.watch(self._reactor, self._changed)
+        self._backend.watch(self._reactor, self._reported)
         names = ", ".join(sorted(self.tracked))
         if getattr(self._backend, "tracks_levels", True):
             self._log.info("Following the changes of {names} as the GPIO driver reports them: no reads needed.",
@@ -95,8 +98,24 @@ class InputState(Service):
         """
         A change made in this process (the C{sim} command drives a simulated
         pin), known before the driver reports it: commands that follow it on
-        the same connection see it. The driver's own report is then a repeat.
+        the same connection see it. The driver's own report is then a repeat,
+        and taken as one even when later changes were learned before it came
+        (fast commands: press, release, press), so no change is recorded twice.
         """
+        spec = self._inputs.get(change.channel)
+        previous = self._latest.get(spec.name) if spec is not None else None
+        if previous is not None and previous.high != change.high:
+            self._learned.setdefault(change.channel, deque()).append(change.high)
+        self._changed(change)
+
+    def _reported(self, change: LevelChange) -> None:
+        """A change as the driver reports it: a repeat of one learned already, or news."""
+        learned = self._learned.get(change.channel)
+        if learned:
+            if not change.lost and learned[0] == change.high:
+                learned.popleft()
+                return
+            learned.clear()  # the driver tells otherwise: from here on it is the truth
         self._changed(change)
 
     def _changed(self, change: LevelChange) -> None:

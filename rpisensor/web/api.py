@@ -20,6 +20,7 @@ from twisted.web.server import NOT_DONE_YET
 
 from rpisensor.web.controls import Controls
 from rpisensor.web.feed import Event, Feed, iso_time
+from rpisensor.web.history import HistoryBusy
 from rpisensor.web.query import BadQuery, Query, error_response, json_response
 
 #: Readings one answer holds at most, and by default.
@@ -56,9 +57,14 @@ class _JSONResource(Resource):
                 request.finish()
 
         def failed(failure):
-            if not gone:
+            if gone:
+                return
+            if failure.check(HistoryBusy):
+                request.setHeader(b"retry-after", b"5")
+                request.write(error_response(request, 503, failure.getErrorMessage()))
+            else:
                 request.write(error_response(request, 500, f"could not read: {failure.getErrorMessage()}"))
-                request.finish()
+            request.finish()
 
         d.addCallbacks(done, failed)
         return NOT_DONE_YET

@@ -10,10 +10,10 @@ switches. Both are C{POST}s that a page from another site cannot make:
 
 Who may: simulated inputs only with simulated pins and from this machine
 (loopback), as C{sim}, and only on a page opened by a loopback name
-(C{127.0.0.1}, C{localhost}, C{[::1]}): a site whose name an attacker points
-at 127.0.0.1 (DNS rebinding) would otherwise count as this server's origin.
-Outputs likewise need the page opened by an address or this machine's own
-name, since the grant goes by the browser's address.
+(C{127.0.0.1}, C{localhost}, C{[::1]}). Every request, these included, must
+name this server in its C{Host} (L{rpisensor.web.hosts}): a site whose name
+an attacker points here (DNS rebinding) would otherwise count as this
+server's origin.
 Outputs: through an L{IOutputSwitches} (C{serve}'s is
 L{rpisensor.web.outputs.ControllerSwitches}), whose C{granted(request)}
 says whether this client holds the control grant; the page shows switches
@@ -29,8 +29,9 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import Attribute, Interface
 
-from rpisensor.hw.patterns import drive
+from rpisensor.sensing.patterns import drive
 from rpisensor.net.peers import ip_of
+from rpisensor.web.hosts import host_name
 from rpisensor.web.query import BadQuery, Query, error_response, json_response
 
 #: The header a state-changing request must carry.
@@ -61,7 +62,16 @@ class IOutputSwitches(Interface):
 
 
 class SwitchRefused(ValueError):
-    """An output cannot be switched now (another client holds the claim...); the message says why."""
+    """
+    An output cannot be switched now; the message says why.
+
+    @ivar code: the HTTP status: 409 (another client holds the claim...) or
+        429 (too many control commands from this client, C{--control-rate}).
+    """
+
+    def __init__(self, message: str, code: int = 409) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def is_local(request) -> bool:
@@ -86,38 +96,13 @@ def cross_site(request) -> str | None:
     return None
 
 
-def _host_name(request) -> str:
-    """The name in the request's C{Host} header, without its port: C{127.0.0.1}, C{::1}, C{pi.local}."""
-    host = (request.getHeader("host") or "").strip().lower()
-    if host.startswith("["):
-        return host[1:].partition("]")[0]
-    return host.rpartition(":")[0] if host.count(":") == 1 else host
-
-
 def loopback_host(request) -> bool:
     """Whether the request's C{Host} names this machine's loopback (C{127.0.0.1:8080}, C{localhost}, C{[::1]})."""
-    name = _host_name(request)
+    name = host_name(request)
     if name == "localhost":
         return True
     ip = ip_of(name) if name else None
     return ip is not None and ip.is_loopback
-
-
-def own_host(request) -> bool:
-    """
-    Whether the request's C{Host} is an address, C{localhost}, or this machine's own name
-    (C{raspberrypi}, C{raspberrypi.local}, its full name): not a name an attacker's DNS
-    could point here.
-    """
-    import socket
-
-    name = _host_name(request)
-    if not name:
-        return False
-    if name == "localhost" or ip_of(name) is not None:
-        return True
-    own = socket.gethostname().lower()
-    return name in {own, f"{own}.local", socket.getfqdn().lower()}
 
 
 class SimulatedInputs:
@@ -208,11 +193,6 @@ class OutputsResource(_ChangeResource):
         outputs = self.controls.outputs
         if outputs is None or not outputs.granted(request):
             return error_response(request, 403, "switching outputs needs the control grant")
-        if not own_host(request):
-            return error_response(
-                request, 403, "switching outputs needs the page opened by this machine's address or "
-                "its own host name (not another name that leads here)",
-            )  # fmt: skip
         if name not in outputs.names:
             return error_response(request, 404, f"no output named {name[:40]!r}")
         if action not in ("on", "off"):
@@ -223,7 +203,7 @@ class OutputsResource(_ChangeResource):
             request.finish()
 
         def failed(failure):
-            code = 409 if failure.check(SwitchRefused) else 500
+            code = failure.value.code if failure.check(SwitchRefused) else 500
             request.write(error_response(request, code, failure.getErrorMessage()))
             request.finish()
 

@@ -9,15 +9,18 @@ proxies from closing a quiet stream; link and outbox health is an C{event:
 health} whenever it changes.
 
 Bounded: at most C{max_clients} browsers at once (more get 503 and retry),
-and what one browser has not read is held up to C{max_buffered} bytes
-beyond its socket's buffer (the transport pauses us, as a push producer);
-past that it is dropped, and resumes with its last id when it reconnects.
+and C{max_clients_per_host} from one address (more get 429), so that pages
+that never read cannot take every slot; what one browser has not read is
+held up to C{max_buffered} bytes beyond its socket's buffer (the transport
+pauses us, as a push producer), and its buffer must drain within
+C{max_lag} seconds; past either it is dropped, and resumes with its last id
+when it reconnects.
 """
 
 from __future__ import annotations
 
 import json
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -29,6 +32,7 @@ from zope.interface import implementer
 from twisted.internet.interfaces import IPushProducer
 
 from rpisensor.lograte import RateLimitedLog
+from rpisensor.net.peers import ip_of
 from rpisensor.web.feed import Event, Feed, Page
 from rpisensor.web.query import BadQuery, Query, error_response
 
@@ -44,14 +48,21 @@ _log = Logger(namespace="rpisensor.web.events")
 class EventLimits:
     """
     @ivar max_clients: browsers following at once (C{--web-max-clients}).
+    @ivar max_clients_per_host: browsers following at once from one address
+        (C{--web-max-clients-per-host}); a Unix socket's clients (a proxy's)
+        count only toward C{max_clients}.
     @ivar max_buffered: bytes held for one browser that does not read, beyond
         its socket's buffer, before it is dropped (C{--web-max-buffer}).
+    @ivar max_lag: seconds a browser's socket buffer may stay full (it reads
+        nothing sent to it) before it is dropped (C{--web-max-lag}).
     @ivar heartbeat: seconds between comment lines on a quiet stream.
     @ivar retry: milliseconds the browser waits before it reconnects.
     """
 
     max_clients: int = 100
+    max_clients_per_host: int = 10
     max_buffered: int = 256 * 1024
+    max_lag: float = 30.0
     heartbeat: float = 15.0
     retry: int = 2000
 
@@ -65,9 +76,12 @@ def encode(event: Event) -> bytes:
 class EventClient:
     """One browser's event stream: a catch-up from the feed, then live events."""
 
-    def __init__(self, hub: EventHub, request, after: int) -> None:
+    def __init__(self, hub: EventHub, request, after: int, host: str | None = None) -> None:
         self.hub = hub
         self.request = request
+        #: The address it counts under for C{max_clients_per_host} (C{None}: not counted).
+        self.host = host
+        self._stalled = None
         self.sent = after
         #: Where the catch-up reads from next: past gap entries too.
         self.cursor = after
@@ -76,7 +90,11 @@ class EventClient:
         self.closed = False
         self._queue: deque[bytes] = deque()
         self._queued = 0
-        self._held: list[Event] = []  # live events that came while catching up
+        #: Live events that came while catching up, and their size; bounded with the queue
+        #: by C{max_buffered}: past it they are let go and the catch-up reads them again.
+        self._held: list[Event] = []
+        self._held_bytes = 0
+        self._read_again = False
         self._reading = False
         request.registerProducer(self, True)
         request.notifyFinish().addBoth(lambda _: self.close())
@@ -108,13 +126,13 @@ class EventClient:
         self.hub.sent(len(events) - first)
         self.write(b"".join(wire[first:] if wire is not None else map(encode, events[first:])))
 
-    def drop(self) -> None:
+    def drop(self, why: str = "") -> None:
         """A browser that does not read: close it; it reconnects with its last id."""
+        why = why or f"{self._queued} bytes were waiting beyond its socket's buffer (--web-max-buffer)"
         self.hub.slow_log.warn(
-            "Dropped a web page that does not read what is sent to it: {bytes} bytes were waiting "
-            "beyond its socket's buffer (--web-max-buffer). It reconnects and resumes from its last "
-            "reading.",
-            key="slow web pages", bytes=self._queued,
+            "Dropped a web page that does not read what is sent to it: {why}. It reconnects and "
+            "resumes from its last reading.",
+            key="slow web pages", why=why,
         )  # fmt: skip
         self.close()
         transport = getattr(self.request, "transport", None)
@@ -135,11 +153,12 @@ class EventClient:
             return
         self.send(page.events)
         self.cursor = max(self.cursor, page.through)
-        if page.more:
+        if page.more or self._read_again:
+            self._read_again = False
             self.catch_up()
             return
         self.live = True
-        held, self._held = self._held, []
+        held, self._held, self._held_bytes = self._held, [], 0
         self.send(held)
 
     def _read_failed(self, failure) -> None:
@@ -152,15 +171,28 @@ class EventClient:
         if self.live:
             self.send(events, wire)
         elif not self.closed:
-            self._held.extend(events)
+            size = sum(map(len, wire))
+            if self._queued + self._held_bytes + size > self.hub.limits.max_buffered:
+                # The feed has them: hold none, and read again before going live.
+                self._held, self._held_bytes, self._read_again = [], 0, True
+            else:
+                self._held.extend(events)
+                self._held_bytes += size
 
     # -- IPushProducer: the transport says when the browser reads ------------------
 
     def pauseProducing(self) -> None:
         self.paused = True
+        if self._stalled is None and not self.closed:
+            self._stalled = self.hub.clock.callLater(self.hub.limits.max_lag, self._lagging)
+
+    def _lagging(self) -> None:
+        self._stalled = None
+        self.drop(f"its socket's buffer stayed full for {self.hub.limits.max_lag:g} s (--web-max-lag)")
 
     def resumeProducing(self) -> None:
         self.paused = False
+        self._stop_stall_timer()
         queue, self._queue, self._queued = self._queue, deque(), 0
         for data in queue:
             self.write(data)
@@ -170,13 +202,19 @@ class EventClient:
     def stopProducing(self) -> None:
         self.close()
 
+    def _stop_stall_timer(self) -> None:
+        stalled, self._stalled = self._stalled, None
+        if stalled is not None and stalled.active():
+            stalled.cancel()
+
     def close(self) -> None:
         if self.closed:
             return
         self.closed = True
+        self._stop_stall_timer()
         self._queue.clear()
-        self._held = []
-        self.hub.clients.discard(self)
+        self._held, self._held_bytes = [], 0
+        self.hub.forget(self)
 
 
 class EventHub:
@@ -202,6 +240,7 @@ class EventHub:
         self.health = health
         self._on_sent = on_sent
         self.clients: set[EventClient] = set()
+        self._per_host: Counter[str] = Counter()
         self.slow_log = RateLimitedLog(clock, _log)
         self._last_health: bytes | None = None
         self._loops: list[LoopingCall] = []
@@ -259,15 +298,32 @@ class EventHub:
         for client in list(self.clients):
             client.write(event)
 
+    def refusal(self, request) -> tuple[int, str] | None:
+        """Why C{request} may not follow now, as C{(status, reason)}; C{None} if it may."""
+        if len(self.clients) >= self.limits.max_clients:
+            return 503, (
+                f"{len(self.clients)} pages follow the events already (--web-max-clients); try again later"
+            )
+        host = _host_of(request)
+        if host is not None and self._per_host[host] >= self.limits.max_clients_per_host:
+            return 429, (
+                f"{self._per_host[host]} pages from {host} follow the events already "
+                "(--web-max-clients-per-host); close one, or try again later"
+            )
+        return None
+
     def open(self, request, after: int | None) -> EventClient | None:
         """Start streaming to C{request} after id C{after} (C{None}: from now); C{None} if full."""
-        if len(self.clients) >= self.limits.max_clients:
+        if self.refusal(request) is not None:
             return None
         if after is None or after > self.feed.last:
             # A new page, or an id from another stream (a journal made anew): from now.
             after = self.feed.last
-        client = EventClient(self, request, after)
+        host = _host_of(request)
+        client = EventClient(self, request, after, host)
         self.clients.add(client)
+        if host is not None:
+            self._per_host[host] += 1
         client.write(f"retry: {self.limits.retry}\n: rpisensor events after {after}\n\n".encode())
         health = self.health_event()
         if health is not None:
@@ -275,6 +331,23 @@ class EventHub:
             client.write(health)
         client.catch_up()
         return client
+
+
+    def forget(self, client: EventClient) -> None:
+        """C{client} has closed: its slots are free."""
+        if client not in self.clients:
+            return
+        self.clients.discard(client)
+        if client.host is not None:
+            self._per_host[client.host] -= 1
+            if not self._per_host[client.host]:
+                del self._per_host[client.host]
+
+
+def _host_of(request) -> str | None:
+    """The address C{request} counts under per host: its IP address; C{None} for a Unix socket's client."""
+    address = ip_of(getattr(request.getClientAddress(), "host", None))
+    return None if address is None else str(address)
 
 
 class EventsResource(Resource):
@@ -295,14 +368,12 @@ class EventsResource(Resource):
                 after = Query.parse_integer("Last-Event-ID", header, minimum=0)
         except BadQuery as e:
             return error_response(request, 400, str(e))
+        refusal = self.hub.refusal(request)
+        if refusal is not None:
+            request.setHeader(b"retry-after", b"10")
+            return error_response(request, *refusal)
         request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
         request.setHeader(b"cache-control", b"no-cache")
         request.setHeader(b"x-accel-buffering", b"no")  # proxies: do not hold the stream back
-        if self.hub.open(request, after) is None:
-            request.setHeader(b"retry-after", b"10")
-            return error_response(
-                request, 503,
-                f"{len(self.hub.clients)} pages follow the events already (--web-max-clients); "
-                "try again later",
-            )  # fmt: skip
+        self.hub.open(request, after)
         return NOT_DONE_YET

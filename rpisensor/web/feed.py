@@ -103,20 +103,37 @@ def parse_time(text: str) -> float:
     return moment.timestamp()
 
 
+#: Sensors whose latest reading the page shows at most, by default (C{--web-max-tiles}).
+MAX_TILES = 1000
+
+
 class Feed:
     """
     The base of both sources: listeners told of every new batch of events,
     and the latest event of each sensor.
 
     @ivar last: the id of the newest event the reactor has been told of.
+    @ivar latest: the latest event of each (device, sensor), the most recently
+        updated last; at most C{max_tiles} of them (on C{collect} a reporter
+        names its devices and sensors: the oldest updated are let go).
     """
 
     _log = Logger()
 
-    def __init__(self) -> None:
+    def __init__(self, max_tiles: int = MAX_TILES) -> None:
         self._listeners: list[Listener] = []
         self.latest: dict[tuple[str, str], Event] = {}
+        self.max_tiles = max_tiles
         self.last = 0
+
+    def _keep_latest(self, event: Event) -> None:
+        """C{event} is the latest of its sensor: it moves to the end, and the oldest beyond C{max_tiles} go."""
+        latest = self.latest
+        key = event["device"], event["sensor"]
+        latest.pop(key, None)
+        latest[key] = event
+        while len(latest) > self.max_tiles:
+            del latest[next(iter(latest))]
 
     @property
     def stream(self) -> str:
@@ -135,7 +152,7 @@ class Feed:
 
     def _publish(self, events: list[Event]) -> None:
         for event in events:
-            self.latest[event["device"], event["sensor"]] = event
+            self._keep_latest(event)
         if events:
             self.last = max(self.last, events[-1]["id"])
         for listener in list(self._listeners):
@@ -162,11 +179,11 @@ class JournalFeed(Feed):
     C{serve}'s journal as the page's feed: committed entries are published
     as they are committed (a gap entry advances the ids without an event).
 
-    @param journal: the L{rpisensor.stream.outbox.JournalService}.
+    @param journal: the L{rpisensor.stream.journal_service.JournalService}.
     """
 
-    def __init__(self, journal, device: str) -> None:
-        super().__init__()
+    def __init__(self, journal, device: str, max_tiles: int = MAX_TILES) -> None:
+        super().__init__(max_tiles)
         self.journal = journal
         self.device = device
 
@@ -186,9 +203,9 @@ class JournalFeed(Feed):
         last, latest = snapshot
         for reading in latest.values():
             event = event_of(self.device, reading, reading.seq)
-            key = event["device"], event["sensor"]
-            if key not in self.latest or self.latest[key]["id"] < event["id"]:
-                self.latest[key] = event
+            known = self.latest.get((event["device"], event["sensor"]))
+            if known is None or known["id"] < event["id"]:
+                self._keep_latest(event)
         self.last = max(self.last, last)
 
     def _committed(self, entries) -> None:
@@ -230,8 +247,8 @@ class ReceivedFeed(Feed):
         (no store: the buffer is all there is).
     """
 
-    def __init__(self, keep: int = 10_000, history=None) -> None:
-        super().__init__()
+    def __init__(self, keep: int = 10_000, history=None, max_tiles: int = MAX_TILES) -> None:
+        super().__init__(max_tiles)
         self._buffer: deque[Event] = deque(maxlen=keep)
         self._history = history
         self._stream = secrets.token_hex(8)  # the ids start again at every start

@@ -23,8 +23,8 @@ from collections.abc import Callable
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
-from rpisensor.roles.serve.publishing import missing_entries
 from rpisensor.entries import Gap
+from rpisensor.stream.journal import missing_entries
 
 #: The latest gaps of each stream the page shows (the count covers them all).
 LATEST = 5
@@ -134,7 +134,7 @@ class JournalGaps:
     C{serve}'s gaps: as C{status} tells them (the entries before the
     journal's first, then its gap entries), the latest L{LATEST} shown.
 
-    @param journal: the L{rpisensor.stream.outbox.JournalService}.
+    @param journal: the L{rpisensor.stream.journal_service.JournalService}.
     """
 
     def __init__(self, journal) -> None:

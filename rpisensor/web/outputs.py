@@ -3,16 +3,18 @@ C{serve}'s outputs (C{--output}) as the page's switches: an
 L{rpisensor.web.controls.IOutputSwitches} over the role's
 L{rpisensor.control.controller.OutputController} and its grants, so a page
 drives outputs under the same rules as the C{set} command: only a client
-the grants admit (C{--control-allow}, C{--control-cert}), never while
-another client holds the claim, a deadman going safe after its C{ttl}.
+the grants admit (C{--control-allow}, C{--control-cert}), within the same
+rate limit (C{--control-rate}) and logged in the same control log, never
+while another client holds the claim, a deadman going safe after its C{ttl}.
 """
 
 from __future__ import annotations
 
-from twisted.internet.defer import maybeDeferred
+from twisted.internet.defer import fail, maybeDeferred
 from zope.interface import implementer
 
 from rpisensor.control.controller import ControlError
+from rpisensor.control.gate import ControlGate
 from rpisensor.net.peers import peer_text
 from rpisensor.web.controls import IOutputSwitches, SwitchRefused
 
@@ -23,13 +25,22 @@ class _WebDriver:
     def __init__(self, request) -> None:
         transport = getattr(request, "transport", None)
         self.who = f"a web page from {peer_text(transport)}" if transport is not None else "a web page"
+        address = request.getClientAddress()
+        self.sender = getattr(address, "host", None) or "a local web client"
 
 
 @implementer(IOutputSwitches)
 class ControllerSwitches:
-    def __init__(self, controller, grants) -> None:
+    """
+    @param gate: the rate limit and the log of every control command
+        (L{rpisensor.control.gate.ControlGate}), as for C{set} over TCP; a
+        page's rate is counted by the browser's address.
+    """
+
+    def __init__(self, controller, grants, gate: ControlGate) -> None:
         self._controller = controller
         self._grants = grants
+        self._gate = gate
 
     @property
     def names(self) -> list[str]:
@@ -42,9 +53,14 @@ class ControllerSwitches:
         transport = getattr(request, "transport", None)
         return transport is not None and self._grants.grants(transport)
 
-    def switch(self, name: str, on: bool, request=None):
+    def switch(self, name: str, on: bool, request):
+        driver = _WebDriver(request)
+        too_many = self._gate.admit(self._gate.bucket_for(driver.sender), driver, "set", [name, "on" if on else "off"])
+        if too_many is not None:
+            return fail(SwitchRefused(too_many, code=429))
+
         def refused(failure):
             failure.trap(ControlError)
             raise SwitchRefused(failure.getErrorMessage())
 
-        return maybeDeferred(self._controller.set, _WebDriver(request), name, on).addErrback(refused)
+        return maybeDeferred(self._controller.set, driver, name, on).addErrback(refused)

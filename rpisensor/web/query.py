@@ -18,9 +18,13 @@ class BadQuery(ValueError):
     """A query parameter is wrong; the message says which and what is allowed."""
 
 
+#: Reason phrases Twisted does not know.
+_PHRASES = {429: b"Too Many Requests"}
+
+
 def error_response(request, code: int, message: str) -> bytes:
     """A JSON error body, C{{"error": message}}, with its status code."""
-    request.setResponseCode(code)
+    request.setResponseCode(code, _PHRASES.get(code))
     request.setHeader(b"content-type", b"application/json; charset=utf-8")
     return json.dumps({"error": message}, ensure_ascii=False).encode() + b"\n"
 

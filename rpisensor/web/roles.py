@@ -77,7 +77,7 @@ def serve_web(reactor, settings: WebSettings, listen: ListenSettings, top, reade
     if outputs is None and top.factory.controller is not None:
         from rpisensor.web.outputs import ControllerSwitches
 
-        outputs = ControllerSwitches(top.factory.controller, top.factory.grants)
+        outputs = ControllerSwitches(top.factory.controller, top.factory.grants, top.factory.gate)
     sensors = declared_sensors(reader, outputs, settings.stale_after)
     info = {"role": "serve", "device": publishing.device, "sensors": sensors}
     web = WebService(reactor, settings, listen, info, feed, metrics, health, Controls(simulated, outputs), gaps)

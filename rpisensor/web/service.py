@@ -19,7 +19,8 @@ from rpisensor.net.limits import ListenSettings
 from rpisensor.net.listening import ListenerService
 from rpisensor.web.controls import Controls
 from rpisensor.web.events import EventHub, EventLimits
-from rpisensor.web.feed import Feed
+from rpisensor.web.feed import MAX_TILES, Feed
+from rpisensor.web.hosts import AllowedHosts
 from rpisensor.web.metrics import Metrics
 from rpisensor.web.site import WebSite, build_root
 
@@ -34,11 +35,16 @@ class WebSettings:
     @ivar events: the bounds of the pages' event streams.
     @ivar stale_after: seconds after which a measurement's tile shows it is old
         (a digital input's reading stays current until it changes).
+    @ivar max_tiles: sensors the page shows at most (the most recently updated).
+    @ivar hosts: names the page answers to besides this machine's own and its
+        addresses (C{--web-host}: a DNS name of yours, a proxy's).
     """
 
     endpoints: tuple[str, ...] = ()
     events: EventLimits = field(default_factory=EventLimits)
     stale_after: float = 60.0
+    max_tiles: int = MAX_TILES
+    hosts: tuple[str, ...] = ()
 
 
 class WebService(MultiService):
@@ -64,6 +70,7 @@ class WebService(MultiService):
     ) -> None:
         super().__init__()
         self.feed = feed
+        feed.max_tiles = settings.max_tiles
         self.gaps = gaps
         self.metrics = metrics
         self.hub = EventHub(feed, reactor, settings.events, health, metrics.sent_to("web"))
@@ -71,13 +78,15 @@ class WebService(MultiService):
         if gaps is not None:
             gaps.on_change = self.hub.health_changed
         self.controls = controls if controls is not None else Controls()
+        self.hosts = AllowedHosts(settings.hosts)
+        self._reactor = reactor
         self.root = build_root(
-            info, feed, wall, self.hub, metrics, self.controls, health, settings.stale_after
+            info, feed, wall, self.hub, metrics, self.controls, health, settings.stale_after, self.hosts
         )
-        idle = listen.limits.idle_timeout or 60.0
-        self.site = WebSite(self.root, reactor, listen.policy, listen.limits.max_connections, idle)
+        self.site = WebSite(self.root, reactor, listen.policy, listen.limits)
         self.listeners = [
-            ListenerService(reactor, endpoint, self.site, listen.client_ca) for endpoint in settings.endpoints
+            ListenerService(reactor, endpoint, self.site, listen.client_ca, option="--web")
+            for endpoint in settings.endpoints
         ]
         for listener in self.listeners:
             listener.setServiceParent(self)
@@ -91,6 +100,7 @@ class WebService(MultiService):
         self.feed.add_listener(self.metrics.received)
         self.metrics.observe_log()
         self.hub.start()
+        self.hosts.learn_full_name(self._reactor)
         super().startService()
 
     def stopService(self):

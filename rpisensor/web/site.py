@@ -6,22 +6,28 @@ access policy and refuses oversized requests.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from importlib.resources import files
 
 from twisted.logger import Logger
 from twisted.internet.protocol import Protocol
-from twisted.web import server
+from twisted.web import http, server
 from twisted.web.pages import notFound
 from twisted.web.resource import Resource
 
 from rpisensor.lograte import RateLimitedLog
 from rpisensor.net.access import AccessPolicy
+from rpisensor.net.admission import counted_host
+from rpisensor.net.limits import ServerLimits
+from rpisensor.net.peers import peer_text
 from rpisensor.web.api import ReadingsResource, StateResource
 from rpisensor.web.controls import Controls, OutputsResource, SimulateResource
 from rpisensor.web.events import EventHub, EventsResource
 from rpisensor.web.feed import Feed
+from rpisensor.web.hosts import AllowedHosts, host_name
 from rpisensor.web.metrics import Metrics, MetricsResource
+from rpisensor.web.query import error_response
 
 #: The largest request body accepted, in bytes: a change is a short POST.
 MAX_BODY = 4096
@@ -64,6 +70,71 @@ class _Node(Resource):
 
     def getChild(self, path, request):
         return notFound("No such page", "The page is /, the API /api/state and /api/readings.")
+
+
+class _NoSuchAPI(Resource):
+    """Any path under C{/api/} that is not one: a JSON 404, as every API answer is JSON."""
+
+    isLeaf = True
+
+    def render(self, request):
+        path = request.uri.split(b"?", 1)[0].decode("utf-8", "replace")[:200]
+        return error_response(
+            request, 404, f"no such API: {path}; the API is /api/state, /api/readings, /api/sim/NAME and "
+            "/api/outputs/NAME"
+        )  # fmt: skip
+
+
+class _API(Resource):
+    """C{/api/}: its resources; any other name is L{_NoSuchAPI}."""
+
+    def getChild(self, path, request):
+        return _NoSuchAPI()
+
+    def render(self, request):
+        return _NoSuchAPI().render(request)
+
+
+class _Refused(Resource):
+    """A JSON error with its status, for any method."""
+
+    isLeaf = True
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__()
+        self.code = code
+        self.message = message
+
+    def render(self, request):
+        return error_response(request, self.code, self.message)
+
+
+class _Root(_Node):
+    """
+    The root: every request passes here first. It must name this server in
+    its C{Host} (L{AllowedHosts}), and no answer may be shown in another
+    site's frame (the switches would be a click away: clickjacking).
+    """
+
+    def __init__(self, hosts: AllowedHosts, refusals: RateLimitedLog) -> None:
+        super().__init__()
+        self.hosts = hosts
+        self._refusals = refusals
+
+    def getChildWithDefault(self, path, request):
+        request.setHeader(b"x-frame-options", b"DENY")
+        request.setHeader(b"content-security-policy", b"frame-ancestors 'none'")
+        if not self.hosts.allows(request):
+            name = host_name(request)[:80]
+            self._refusals.warn(
+                "Refused a web request for {name!r}: not a name of this server (a page of another site "
+                "whose name leads here: DNS rebinding?). If it is yours, add --web-host {name}.",
+                key="web requests for other names", name=name,
+            )  # fmt: skip
+            return _Refused(
+                403, f"this server is not {name!r}: open it by its address or its own name, or add --web-host {name}"
+            )
+        return super().getChildWithDefault(path, request)
 
 
 class LimitedRequest(server.Request):
@@ -115,21 +186,71 @@ class _Forbidden(Protocol):
         transport.loseConnection()
 
 
+class WebChannel(http.HTTPChannel):
+    """
+    One HTTP connection, whose every request must arrive whole, headers and
+    body, within the site's C{message_timeout} of its first byte; else it is
+    answered C{408} and closed. (Twisted's idle timeout restarts with every
+    byte: a peer sending one header byte every few seconds would hold its
+    slot for ever, as nginx's C{client_header_timeout} prevents.)
+    """
+
+    _deadline = None
+
+    def dataReceived(self, data):
+        if data and self._deadline is None and not self._handlingRequest:
+            self._deadline = self.callLater(self.site.limits.message_timeout, self._too_slow)
+        super().dataReceived(data)
+
+    def allContentReceived(self):
+        self._stop_deadline()
+        super().allContentReceived()
+
+    def connectionLost(self, reason):
+        self._stop_deadline()
+        super().connectionLost(reason)
+
+    def _stop_deadline(self) -> None:
+        deadline, self._deadline = self._deadline, None
+        if deadline is not None and deadline.active():
+            deadline.cancel()
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        seconds = self.site.limits.message_timeout
+        self.site.refusals.warn(
+            "Closed a web connection from {peer}: its request had not arrived whole {seconds:g} s after "
+            "it began (--message-timeout).",
+            key="slow web requests", peer=peer_text(self.transport), seconds=seconds,
+        )  # fmt: skip
+        message = f"the request did not arrive whole within {seconds:g} s\n".encode()
+        self.transport.write(
+            b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(message), message)
+        )
+        self.transport.loseConnection()
+
+
 class WebSite(server.Site):
     """
     The role's site. Peers outside the access policy get a 403; beyond
-    C{max_connections} open at once, a new one is closed.
+    C{max_connections} open at once, or C{max_connections_per_host} from one
+    address (loopback and Unix sockets not counted, as on the role's
+    listeners), a new one is closed; a request must arrive whole within
+    C{message_timeout} (L{WebChannel}).
     """
 
     requestFactory = LimitedRequest
+    protocol = WebChannel
     noisy = False
 
-    def __init__(self, root, clock, policy: AccessPolicy, max_connections: int, timeout: float = 60.0) -> None:
-        super().__init__(root, timeout=timeout or None, reactor=clock)
+    def __init__(self, root, clock, policy: AccessPolicy, limits: ServerLimits = ServerLimits()) -> None:
+        super().__init__(root, timeout=limits.idle_timeout or 60.0, reactor=clock)
         self.policy = policy
-        self.max_connections = max_connections
+        self.limits = limits
         self.open = 0
-        self._refusals = RateLimitedLog(clock, _log, burst=5, window=10.0)
+        self._per_host: Counter[str] = Counter()
+        self.refusals = RateLimitedLog(clock, _log, burst=5, window=10.0)
 
     def logPrefix(self) -> str:
         return "rpisensor web"
@@ -140,24 +261,38 @@ class WebSite(server.Site):
     def buildProtocol(self, addr):
         host = getattr(addr, "host", None)
         if host is not None and not self.policy.allows(host):
-            self._refusals.warn(
+            self.refusals.warn(
                 "Refused a web connection from {host}: it is not in the allowed networks ({allowed}). "
                 "Add --allow with its network to let it in.",
                 key="refused web connections", host=host, allowed=self.policy.describe(),
             )  # fmt: skip
             return _Forbidden()
-        if self.open >= self.max_connections:
-            self._refusals.warn(
+        if self.open >= self.limits.max_connections:
+            self.refusals.warn(
                 "Refused a web connection from {host}: {count} are open, the limit (--max-connections).",
                 key="busy web connections", host=host or "a local client", count=self.open,
             )  # fmt: skip
             return None
+        counted = counted_host(host)
+        if counted is not None and self._per_host[counted] >= self.limits.max_connections_per_host:
+            self.refusals.warn(
+                "Refused a web connection from {host}: {count} from that address are open, the limit "
+                "(--max-connections-per-host).",
+                key="busy web connections", host=host, count=self._per_host[counted],
+            )  # fmt: skip
+            return None
         channel = super().buildProtocol(addr)
         self.open += 1
+        if counted is not None:
+            self._per_host[counted] += 1
         lost = channel.connectionLost
 
         def connection_lost(reason):
             self.open -= 1
+            if counted is not None:
+                self._per_host[counted] -= 1
+                if not self._per_host[counted]:
+                    del self._per_host[counted]
             return lost(reason)
 
         channel.connectionLost = connection_lost
@@ -173,9 +308,13 @@ def build_root(
     controls: Controls,
     health: Callable[[], dict],
     stale_after: float,
+    hosts: AllowedHosts | None = None,
 ) -> Resource:
-    """The resource tree: C{/}, C{/static/...}, C{/api/...}, C{/events}, C{/metrics}."""
-    root = _Node()
+    """
+    The resource tree: C{/}, C{/static/...}, C{/api/...}, C{/events}, C{/metrics}, each for
+    requests that name one of C{hosts} (by default this machine's names and addresses).
+    """
+    root = _Root(hosts if hosts is not None else AllowedHosts(), RateLimitedLog(hub.clock, _log))
     root.putChild(b"", _File(_asset("index.html"), "text/html; charset=utf-8"))
     static = _Node()
     for name, kind in ASSETS.items():
@@ -187,7 +326,9 @@ def build_root(
             directory = directory.children[folder]
         directory.putChild(leaf.encode(), _File(_asset(name), kind))
     root.putChild(b"static", static)
-    api = _Node()
+    # Browsers ask for /favicon.ico whatever the page says; it is served from the package too.
+    root.putChild(b"favicon.ico", _File(_asset("favicon.ico"), "image/x-icon"))
+    api = _API()
     api.putChild(b"state", StateResource(info, feed, wall, controls, health, stale_after))
     api.putChild(b"readings", ReadingsResource(feed, wall))
     api.putChild(b"sim", SimulateResource(controls))

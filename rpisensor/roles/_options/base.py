@@ -6,7 +6,9 @@ help text folded to one line.
 
 from __future__ import annotations
 
+import getopt
 import re
+import sys
 
 from twisted.internet.interfaces import IReactorPluggableNameResolver
 from twisted.python import usage
@@ -53,6 +55,47 @@ class FoldedOptions(usage.Options):
             self.docs[name] = " ".join(doc.split())
 
 
+def version_text() -> str:
+    """C{rpisensor 0.1.0 (Twisted 26.10.0, Python 3.11.7)}: what every C{--version} prints."""
+    import twisted
+
+    from rpisensor import __version__
+
+    return f"rpisensor {__version__} (Twisted {twisted.__version__}, Python {sys.version.split()[0]})"
+
+
+class VersionedOptions(usage.Options):
+    """Options whose C{--version} is rpisensor's (with Twisted's and Python's), not Twisted's alone."""
+
+    def opt_version(self) -> None:
+        """Show rpisensor's version (and Twisted's and Python's), then exit."""
+        print(version_text())
+        raise SystemExit(0)
+
+
+class OptionsAnywhere(VersionedOptions):
+    """
+    Options that may come anywhere among the arguments (C{query EP go -t 2},
+    C{watch EP --json}), as GNU tools take them: Twisted's parser stops at
+    the first argument. After C{--} everything is an argument.
+    """
+
+    def parseOptions(self, options=None) -> None:
+        if options is None:
+            options = sys.argv[1:]
+        try:
+            found, arguments = getopt.gnu_getopt(options, self.shortOpt, self.longOpt)
+        except getopt.error as e:
+            raise usage.UsageError(str(e)) from None
+        takes_value = {f"--{name[:-1]}" for name in self.longOpt if name.endswith("=")}
+        takes_value |= {f"-{letter}" for letter, colon in zip(self.shortOpt, self.shortOpt[1:] + " ")
+                        if letter != ":" and colon == ":"}  # fmt: skip
+        ordered: list[str] = []
+        for option, value in found:
+            ordered += [option, value] if option in takes_value else [option]
+        super().parseOptions([*ordered, "--", *arguments])
+
+
 #: HOST:PORT, or [IPV6]:PORT, as a user types an address.
 _HOST_PORT = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.%\w]+)\]|(?P<host>[A-Za-z0-9][\w.-]*)):(?P<port>\d{1,5})")
 
@@ -86,6 +129,10 @@ class _CheckOnly:
         raise NotImplementedError("options are checked without a reactor")
 
 
+#: A URL's scheme where an endpoint was wanted (C{--web http:8080}, C{--web http://0.0.0.0:8080}).
+_URL = re.compile(r"(?P<scheme>https?):(?://(?P<host>[^/:]+))?:?(?P<port>\d{1,5})/?", re.IGNORECASE)
+
+
 def _hint(description: str, parser: str) -> str:
     """What the user probably meant, or what the forms look like."""
     text = description.strip()
@@ -93,6 +140,13 @@ def _hint(description: str, parser: str) -> str:
     if parser == "serverFromString":
         if text.isdigit():
             return f"did you mean tcp:{text}?"
+        url = _URL.fullmatch(text)
+        if url is not None:
+            interface = f":interface={url['host']}" if url["host"] else ""
+            if url["scheme"].lower() == "https":
+                return (f"this takes a Twisted endpoint, not a URL: did you mean "
+                        f"ssl:{url['port']}{interface}:privateKey=key.pem:certKey=cert.pem?")  # fmt: skip
+            return f"this takes a Twisted endpoint, not a URL: did you mean tcp:{url['port']}{interface}?"
         if host_port is not None and host_port["host"]:
             return f"did you mean tcp:{host_port['port']}:interface={host_port['host']}?"
         return (
@@ -117,12 +171,47 @@ def check_endpoint(option: str, description: str, parser: str, label: str | None
     @param parser: C{"serverFromString"} or C{"clientFromString"}.
     @param label: how the message names the value; C{--OPTION} by default.
     """
+    if parser == "serverFromString" and description.strip().lower().startswith("systemd:"):
+        _check_systemd(option, description, label)
     try:
         _parse(parser, description)
     except Exception as e:
+        # Some of Twisted's errors have no text of their own (a trustRoots= directory that
+        # cannot be listed): say the one underneath.
+        reason = str(e) or str(getattr(e, "originalException", "") or "") or type(e).__name__
         raise usage.UsageError(
-            f"{label or '--' + option} {description}: {e}; {_hint(description, parser)}"
+            f"{label or '--' + option} {description}: {reason}; {_hint(description, parser)}"
         ) from None
+
+
+def _check_systemd(option: str, description: str, label: str | None) -> None:
+    """
+    A C{systemd:} endpoint takes a socket that systemd handed over: say so
+    when there is none, or not that one (Twisted's own error is "list
+    index out of range").
+    """
+    import os
+
+    name = label or f"--{option}"
+    handed = 0
+    if os.environ.get("LISTEN_PID", "") == str(os.getpid()):
+        try:
+            handed = int(os.environ.get("LISTEN_FDS", "0"))
+        except ValueError:
+            handed = 0
+    index = re.search(r"(?i)(?:^|:)index=(\d+)", description)
+    wanted = int(index.group(1)) if index else 0
+    if handed == 0:
+        raise usage.UsageError(
+            f"{name} {description}: systemd handed this process no socket (LISTEN_FDS is not set for it): a "
+            "systemd: endpoint works only when systemd starts rpisensor through a .socket unit (see "
+            "'Socket activation' in docs/howto/systemd.md); outside systemd, use tcp:22000"
+        )
+    if wanted >= handed:
+        raise usage.UsageError(
+            f"{name} {description}: systemd handed over {handed} socket{'s' if handed != 1 else ''}, "
+            f"numbered from 0; index={wanted} is not one of them"
+        )
 
 
 def client_endpoint(description: str) -> str:
@@ -172,6 +261,11 @@ def check_client_endpoint(option: str, description: str, label: str | None = Non
         C{ssl:} one.
     """
     name = label or f"--{option}"
+    host_port = _HOST_PORT.fullmatch(description.strip())
+    if host_port is not None and not 0 < int(host_port["port"]) < 65536:
+        raise usage.UsageError(
+            f"{name} {description}: port {int(host_port['port'])} is out of range: a TCP port is 1 to 65535"
+        )
     description = client_endpoint(description)
     if description.strip().lower().startswith("ssl:"):
         given = _endpoint_arguments(description)

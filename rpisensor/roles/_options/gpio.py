@@ -58,7 +58,7 @@ class GPIOOptions(FoldedOptions):
         (repeatable): NAME=ACTIVE_SECONDS,INACTIVE_SECONDS.
         Example: --sim-pattern button=0.5,2
         """
-        from rpisensor.hw.patterns import parse_pattern
+        from rpisensor.sensing.patterns import parse_pattern
 
         try:
             self["sim-patterns"].append(parse_pattern(value))

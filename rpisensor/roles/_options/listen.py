@@ -35,6 +35,10 @@ class ListenOptions(FoldedOptions):
         ["idle-timeout", None, f"{ServerLimits.idle_timeout:g}",
          "Seconds a connection may send nothing before it is closed (0: never). "
          "Example: --idle-timeout 60"],
+        ["message-timeout", None, f"{ServerLimits.message_timeout:g}",
+         "Seconds a message may take to arrive whole once it began (up to its NUL; on --web, a "
+         "request's headers and body); a connection that trickles one longer is closed (the "
+         "web answers 408). Example: --message-timeout 20"],
         ["client-ca", None, None,
          "PEM file of one or more certificate authorities: ssl: listeners then refuse, during "
          "the TLS handshake, every client without a certificate one of them signed (mutual "
@@ -82,6 +86,9 @@ class ListenOptions(FoldedOptions):
             raise usage.UsageError("--handshake-timeout must be more than 0 seconds")
         self["max-pending"] = count("max-pending", self["max-pending"], 1)
         self["idle-timeout"] = non_negative_float("idle-timeout", self["idle-timeout"])
+        self["message-timeout"] = non_negative_float("message-timeout", self["message-timeout"])
+        if self["message-timeout"] <= 0:
+            raise usage.UsageError("--message-timeout must be more than 0 seconds")
         if not self["listen"]:
             self["listen"] = ["tcp:22000"]
         for description in self["listen"]:
@@ -124,6 +131,7 @@ class ListenOptions(FoldedOptions):
             max_connections_per_host=self["max-connections-per-host"],
             handshake_timeout=self["handshake-timeout"],
             idle_timeout=self["idle-timeout"],
+            message_timeout=self["message-timeout"],
             max_pending=self["max-pending"],
         )
         return ListenSettings(tuple(self["listen"]), limits, policy, self["client-ca"])

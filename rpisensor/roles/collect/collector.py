@@ -11,7 +11,7 @@ from collections.abc import Callable
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from rpisensor.app.stopping import DrainService, StopInOrder
+from rpisensor.stopping import DrainService, StopInOrder
 from rpisensor.net.admission import AdmittingFactory
 from rpisensor.net.connection import Pause, ServerConnection
 from rpisensor.net.limits import ListenSettings

@@ -2,7 +2,8 @@
 C{rpisensor console ENDPOINT}: an interactive session with a server. Type
 commands (line editing and history as in any terminal), see each reply,
 and see every change the server pushes (inputs, outputs) as it happens;
-C{repeat SECONDS COMMAND} keeps a deadman output alive until Enter.
+C{repeat SECONDS COMMAND} keeps a deadman output alive until Enter. Both
+connections come back by themselves when they drop.
 """
 
 from __future__ import annotations
@@ -10,16 +11,16 @@ from __future__ import annotations
 import signal
 
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import clientFromString, connectProtocol
-from twisted.python import usage
+from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 
-from rpisensor.net.reconnect import ReadyEndpoint
+from rpisensor.net.reconnect import reconnecting_client
 from rpisensor.net.request import RequestProtocol
-from rpisensor.roles._options.base import check_client_endpoint, positive_seconds
+from rpisensor.roles._options.base import OptionsAnywhere, check_client_endpoint, positive_seconds
+from rpisensor.net.wording import plain_reason
 
 
-class ConsoleOptions(usage.Options):
+class ConsoleOptions(OptionsAnywhere):
     synopsis = "[options] ENDPOINT"
     longdesc = (
         "Talk to a sensor server interactively: each line typed is a command (help lists them), "
@@ -32,7 +33,7 @@ class ConsoleOptions(usage.Options):
         ["no-events", None, "Do not subscribe to the server's changes: replies only."],
     ]
     optParameters = [
-        ["timeout", "t", "10", "Seconds to wait for the connection."],
+        ["timeout", "t", "10", "Seconds to wait for the first connection."],
     ]
 
     def parseArgs(self, endpoint: str) -> None:
@@ -42,49 +43,87 @@ class ConsoleOptions(usage.Options):
         self["timeout"] = positive_seconds("timeout", self["timeout"])
 
 
-def _connect(reactor, endpoint: str, protocol, timeout: float) -> Deferred:
-    ready = ReadyEndpoint(clientFromString(reactor, endpoint), endpoint)
-    return connectProtocol(ready, protocol).addTimeout(timeout, reactor)
+class _Commands(RequestProtocol):
+    """The console's command connection: it tells the console when it is there and when it is gone."""
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self.factory.made(self)
+
+    def connectionLost(self, reason: Failure = None) -> None:
+        if reason is None:
+            super().connectionLost()
+        else:
+            super().connectionLost(reason)
+        self.factory.lost(self, reason)
+
+
+class _CommandsFactory(Factory):
+    """Builds L{_Commands}; C{made} and C{lost} are the console's."""
+
+    protocol = _Commands
+    noisy = False
+
+    def __init__(self, clock, made, lost) -> None:
+        self.clock, self.made, self.lost = clock, made, lost
 
 
 async def run_console(reactor, options: ConsoleOptions, terminal=None) -> None:
-    """The console, until the user leaves (exit 0) or the server closes the connection (exit 1)."""
-    from rpisensor.roles.console.events import EventsProtocol
+    """The console, until the user leaves (exit 0), or its first connection fails (exit 1)."""
+    from rpisensor.remote.follow import FollowFactory
+    from rpisensor.roles.console.events import ConsoleEvents
     from rpisensor.roles.console.session import Console
     from rpisensor.roles.console.terminal import Terminal
     from rpisensor.roles.query import _explain
 
     endpoint, timeout = options["endpoint"], options["timeout"]
     terminal = terminal if terminal is not None else Terminal(reactor)
+    finished: Deferred[int] = Deferred()
+    console = Console(reactor, None, terminal.show, finished.callback)
+    state = {"first": True}
+
+    def made(protocol: _Commands) -> None:
+        again = None if state["first"] else f"connected to {endpoint} again"
+        state["first"] = False
+        console.connected(protocol, again)
+
+    def lost(protocol: _Commands, reason) -> None:
+        why = plain_reason(reason) if reason is not None else "the connection ended"
+        console.connection_lost(f"lost the connection to {endpoint} ({why}); reconnecting")
+
+    commands = reconnecting_client(reactor, endpoint, _CommandsFactory(reactor, made, lost))
+    commands.startService()
     try:
-        commands = await _connect(reactor, endpoint, RequestProtocol(), timeout)
+        await commands.whenConnected(failAfterFailures=1).addTimeout(timeout, reactor)
     except Exception:
-        terminal.show(f"rpisensor console: {_explain(Failure(), endpoint, timeout)}")
+        failure = Failure()
+        await commands.stopService()
+        terminal.show(f"rpisensor console: {_explain(failure, endpoint, timeout)}")
         raise SystemExit(1) from None
     events = None
     if not options["no-events"]:
-        try:
-            events = await _connect(reactor, endpoint, EventsProtocol(terminal.show), timeout)
-        except Exception:
-            terminal.show(f"console: no pushed events: {_explain(Failure(), endpoint, timeout)}")
-    finished: Deferred[int] = Deferred()
-    console = Console(reactor, commands, terminal.show, finished.callback)
-    commands.lost.addCallback(lambda _: console.connection_lost("the server closed the connection"))
+        def give_up() -> None:
+            if events is not None and events.running:
+                events.stopService()
+
+        follow = FollowFactory(ConsoleEvents(terminal.show, give_up), reactor)
+        events = reconnecting_client(reactor, endpoint, follow)
+        events.startService()
     terminal.show(
         f"console: connected to {endpoint}. Type help for the commands; repeat SECONDS COMMAND "
         "repeats one until Enter; quit or Ctrl-D leaves."
     )
     if terminal.interactive:
         previous = signal.signal(signal.SIGINT, lambda *_: reactor.callFromThread(console.interrupt))
-    terminal.start(console.line, console.end_of_input)
+    terminal.start(console.line, console.end_of_input, console.output_closed)
     try:
         status = await finished
     finally:
         if terminal.interactive:
             signal.signal(signal.SIGINT, previous)
         terminal.close()
-        for connection in (commands, events):
-            if connection is not None and connection.transport is not None:
-                connection.transport.loseConnection()
+        for service in (commands, events):
+            if service is not None and service.running:
+                await service.stopService()
     if status:
         raise SystemExit(status)

@@ -2,7 +2,9 @@
 What the console does with each line typed, in the reactor's thread:
 commands go to the server and their replies are shown in order; C{repeat}
 sends one command again and again (a deadman kept alive) until the next
-line or Ctrl-C; C{quit} or the end of input leaves.
+line or Ctrl-C; C{quit} or the end of input leaves. When the connection
+drops the console says so and goes on: its connection comes back by itself
+(L{connected}), and lines typed meanwhile are not sent, saying so.
 """
 
 from __future__ import annotations
@@ -25,13 +27,13 @@ MIN_INTERVAL = 0.02
 
 class Console:
     """
-    @param commands: the connection commands go over.
+    @param commands: the connection commands go over, or C{None} until L{connected}.
     @param show: shows one line to the user.
     @param finish: called once, with the exit status, when the console is done.
     """
 
     def __init__(
-        self, clock, commands: RequestProtocol, show: Callable[[str], None], finish: Callable[[int], None]
+        self, clock, commands: RequestProtocol | None, show: Callable[[str], None], finish: Callable[[int], None]
     ) -> None:
         self._clock = clock
         self._commands = commands
@@ -76,22 +78,43 @@ class Console:
         if not self._in_flight:
             self._end(0)
 
+    def output_closed(self) -> None:
+        """What the console shows cannot be written any more (its reader left: C{| head}): leave."""
+        self.stop_repeating()
+        self._end(0)
+
+    def connected(self, commands: RequestProtocol, again: str | None = None) -> None:
+        """A connection to send commands over: the first, or (with C{again}, said to the user) a new one."""
+        self._commands = commands
+        if again and not self.done:
+            self._show(f"console: {again}")
+
     def connection_lost(self, reason: str) -> None:
+        """The connection dropped: say why; a repeat stops (its deadman goes safe on the server)."""
+        self._commands = None
         if not self.done:
             self.stop_repeating()
             self._show(f"console: {reason}")
-            self._end(1)
 
     # -- commands -----------------------------------------------------------------
 
     def _send(self, text: str, show_all: bool) -> None:
+        if self._commands is None:
+            self._show(f"console: not connected (reconnecting): {text!r} was not sent")
+            return
         try:
             reply = self._commands.request(text)
         except wire.MessageError as e:
             self._show(f"console: {e}")
             return
         self._in_flight += 1
-        reply.addCallbacks(self._replied, lambda _: None, callbackArgs=(text, show_all))
+        reply.addCallbacks(self._replied, self._no_reply, callbackArgs=(text, show_all), errbackArgs=(text,))
+
+    def _no_reply(self, failure, text: str) -> None:
+        self._in_flight -= 1
+        self._show(f"console: no reply to {text!r}: the connection dropped")
+        if self._ending and not self._in_flight:
+            self._end(0)
 
     def _replied(self, reply: str, text: str, show_all: bool) -> None:
         self._in_flight -= 1

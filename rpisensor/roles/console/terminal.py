@@ -5,6 +5,11 @@ reading a line blocks; lines shown from the reactor's thread while one is
 being typed clear the prompt, print, and draw the prompt and the typed text
 again. Piped input (a script, a test) is read the same way, without a
 prompt.
+
+While it waits for a line, readline turns the terminal's echo and line
+mode off; the console may end then (C{quit} from a script, Ctrl-C, the
+server gone), with the reading thread still waiting, so the terminal's
+settings are kept at the start and put back at the end.
 """
 
 from __future__ import annotations
@@ -13,6 +18,11 @@ import os
 import sys
 import threading
 from collections.abc import Callable
+
+try:
+    import termios
+except ImportError:  # not a POSIX terminal: nothing to put back
+    termios = None
 
 #: Where the typed lines are remembered between sessions, and how many.
 HISTORY_FILE = os.path.join(os.path.expanduser("~"), ".rpisensor_history")
@@ -34,6 +44,15 @@ class Terminal:
         self._readline = None
         self._history_file = history_file
         self._lock = threading.Lock()
+        self._on_closed: Callable[[], object] | None = None
+        self._closed_output = False
+        #: The terminal's settings at the start, put back by close().
+        self._saved_tty = None
+        if self.interactive and termios is not None:
+            try:
+                self._saved_tty = termios.tcgetattr(self._stdin.fileno())
+            except (termios.error, OSError, ValueError):
+                pass
         #: Whether the prompt is on the screen, waiting for a line (redrawn after a shown line).
         self._prompting = False
         if self.interactive:
@@ -49,8 +68,18 @@ class Terminal:
                 except OSError:
                     pass
 
-    def start(self, on_line: Callable[[str], object], on_end: Callable[[], object]) -> None:
-        """Read lines in a daemon thread (it must not keep the process alive) until the input ends."""
+    def start(
+        self,
+        on_line: Callable[[str], object],
+        on_end: Callable[[], object],
+        on_closed: Callable[[], object] | None = None,
+    ) -> None:
+        """
+        Read lines in a daemon thread (it must not keep the process alive)
+        until the input ends; C{on_closed} is called once if what is shown
+        cannot be written any more (the reader of a pipe left).
+        """
+        self._on_closed = on_closed
         thread = threading.Thread(target=self._read, args=(on_line, on_end), name="console-input", daemon=True)
         thread.start()
 
@@ -76,18 +105,41 @@ class Terminal:
     def show(self, text: str) -> None:
         """Show one line; on a terminal, above the line being typed."""
         with self._lock:
-            if self._readline is not None and self._prompting:
-                typed = self._readline.get_line_buffer()
-                self._stdout.write(f"\r\x1b[2K{text}\n{PROMPT}{typed}")
-            else:
-                self._stdout.write(f"{text}\n")
-            self._stdout.flush()
+            if self._closed_output:
+                return
+            try:
+                if self._readline is not None and self._prompting:
+                    typed = self._readline.get_line_buffer()
+                    self._stdout.write(f"\r\x1b[2K{text}\n{PROMPT}{typed}")
+                else:
+                    self._stdout.write(f"{text}\n")
+                self._stdout.flush()
+            except (BrokenPipeError, ValueError):
+                self._output_closed()
+
+    def _output_closed(self) -> None:
+        """The reader went away (C{| head}): nothing more is written, not even at exit, and the console ends."""
+        self._closed_output = True
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stdout.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):
+            pass
+        if self._on_closed is not None:
+            self._reactor.callFromThread(self._on_closed)
 
     def close(self) -> None:
-        """Keep the history; leave the cursor on a fresh line."""
+        """Keep the history; put the terminal's settings back; leave the cursor on a fresh line."""
+        if self._saved_tty is not None:
+            try:
+                termios.tcsetattr(self._stdin.fileno(), termios.TCSADRAIN, self._saved_tty)
+            except (termios.error, OSError, ValueError):
+                pass
         if self._readline is not None:
-            self._stdout.write("\n")
-            self._stdout.flush()
+            if not self._closed_output:
+                self._stdout.write("\n")
+                self._stdout.flush()
             if self._history_file is not None:
                 try:
                     self._readline.write_history_file(self._history_file)

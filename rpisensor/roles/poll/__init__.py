@@ -7,11 +7,11 @@ With C{--subscribe}, follow the server's stream of readings instead.
 
 def __getattr__(name: str):
     """
-    C{from rpisensor.roles.poll import build_poll_service}, loaded on first use:
-    the options (which C{--help} imports) must not pull in the network stack.
+    C{from rpisensor.roles.poll import build_poll_service, PollSettings}, loaded
+    on first use: the options (which C{--help} imports) must not pull in the network stack.
     """
-    if name in ("build_poll_service", "PollFactory", "PollProtocol", "PollService"):
-        from rpisensor.roles.poll import poller
+    if name in ("build_poll_service", "PollSettings", "PollService"):
+        from rpisensor.roles.poll import service
 
-        return getattr(poller, name)
+        return getattr(service, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,7 +1,8 @@
 """
 C{poll --subscribe}: ask the server for its stream instead of polling it.
 The client speaks first with C{hello}; a v2 C{serve} answers C{welcome} and
-then pushes each reading as it happens (L{rpisensor.stream.subscriber}). A
+then pushes each reading as it happens; the connection's L{StreamLink}
+with a L{Receiver} over the store takes it from there. A
 server that answers C{error: ...} (an older C{serve}: unknown command) or
 nothing within C{--hello-timeout} (the tutorial's DataServer1/2, which
 ignore what they do not know) is polled with C{go}, as without
@@ -36,14 +37,31 @@ def _as_written(seconds: float | None) -> float | int | None:
 
 
 def describe(record: Reading) -> str:
-    """A reading as the log shows it: C{button: Button pressed (seq 42, 19:33:25.123)}."""
+    """
+    A reading as the log shows it: C{button: Button pressed (seq 42, 19:33:25.123)}.
+    Whether the Pi's clock was synchronised is said once when it changes (L{ClockNotes}), not on every line.
+    """
     moment = record.ts[11:23] if len(record.ts) >= 23 else record.ts
     notes = [f"seq {record.seq}", moment]
-    if not record.synced:
-        notes.append("the Pi's clock was not synchronised")
     if record.snapshot:
         notes.append("state when subscribed")
     return f"{record.sensor}: {record.text} ({', '.join(notes)})"
+
+
+class ClockNotes:
+    """One line when a Pi's readings start coming with an unsynchronised clock, and one when it is synchronised."""
+
+    def __init__(self) -> None:
+        self._synced: dict[str, bool] = {}
+
+    def note(self, record: Reading) -> None:
+        before = self._synced.get(record.device, True)
+        self._synced[record.device] = record.synced
+        if before and not record.synced:
+            _log.info("The clock of {device} is not synchronised (NTP): the times of its readings may be off "
+                      "until it is.", device=record.device)  # fmt: skip
+        elif not before and record.synced:
+            _log.info("The clock of {device} is synchronised now.", device=record.device)
 
 
 class SubscribeProtocol(PollProtocol):
@@ -309,6 +327,7 @@ class SubscribeFactory(PollFactory):
         self.stream_log = RateLimitedLog(clock, _log)
         self.stamp = Stamp(wall)
         self._reading_log = RateLimitedLog(clock, _log, burst=READING_LINES, window=READING_WINDOW)
+        self._clock_notes = ClockNotes()
 
     @property
     def registry(self) -> StreamRegistry:
@@ -323,6 +342,7 @@ class SubscribeFactory(PollFactory):
     def _shown(self, result, records: list[Entry]):
         for record in records:
             if isinstance(record, Reading):
+                self._clock_notes.note(record)
                 if self.store is None:  # the log is the view: every reading
                     _log.info("{line}", line=describe(record), reading=record)
                 else:
@@ -331,6 +351,7 @@ class SubscribeFactory(PollFactory):
 
     def snapshot(self, record: Reading) -> None:
         """A snapshot reading: shown (never stored), and given to the embedding program."""
+        self._clock_notes.note(record)
         _log.info("{line}", line=describe(record), reading=record)
         if self.on_reading is not None:
             maybeDeferred(self.on_reading, record).addErrback(

@@ -182,9 +182,9 @@ class ReportProtocol(ClientConnection):
         settings = reporter.stream
         interval = max(settings.heartbeat, welcome.heartbeat or 0.0) if settings.heartbeat else None
         self.link = StreamLink(self.sendMessage, self.clock, interval, self.peer_dead if interval else None,
-                               self._problem, self._error)  # fmt: skip
+                               self._problem, self._error, send_all=self.sendMessages)  # fmt: skip
         sender = Sender(
-            reporter.outbox, self.link.send, REPORT, self._ended, settings.window, self.hello.last,
+            reporter.outbox, self.link.send_all, REPORT, self._ended, settings.window, self.hello.last,
             paused=self.paused, on_ack=reporter.acknowledged,
         )  # fmt: skip
         self.link.attach(sender)

@@ -27,7 +27,7 @@ _DEVICE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}\Z")
 
 #: Readings in flight to the collector: a catch-up after an outage goes about a fifth
 #: faster than with 1,000 (fewer hand-overs between the two ends per reading; see
-#: README, "Event streams"), for about a megabyte held in memory while it lasts.
+#: docs/performance/streams.md), for about a megabyte held in memory while it lasts.
 DEFAULT_WINDOW = 5000
 
 OutboxOptions = journal_options(

@@ -12,8 +12,9 @@ import sqlite3
 import time
 from collections.abc import Callable
 
+from rpisensor.store.opening import open_error
 from rpisensor.stream.journal import Journal, JournalError
-from rpisensor.stream.outbox import JournalService
+from rpisensor.stream.journal_service import JournalService
 
 
 class OutboxOpenError(SystemExit, Exception):
@@ -68,7 +69,7 @@ class OutboxService(JournalService):
             fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as e:
             raise OutboxOpenError(
-                f"rpisensor: cannot use the outbox {self.journal.path}: {e.strerror} ({lock_path})"
+                f"rpisensor: cannot use the outbox {self.journal.path}: {open_error(lock_path, e)}"
             ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -24,7 +24,7 @@ from rpisensor.stream.follower import ChangeFollower
 from rpisensor.stream.heartbeat import interval_for
 from rpisensor.stream.identity import ClockState
 from rpisensor.stream.measuring import MeasurementSampler
-from rpisensor.stream.outbox import JournalService
+from rpisensor.stream.journal_service import JournalService
 from rpisensor.stream.sampler import Sampler
 from rpisensor.stream.state import InputState
 
@@ -68,6 +68,9 @@ class Reporter:
     @ivar latest: each input's latest text.
     @ivar last_ack: when the collector last acknowledged, as C{(seq, clock time)}.
     @ivar connection: the connection in use, if any (its C{mode} says how it speaks).
+    @ivar way_out: says whether the outbox's way out is up and how it speaks,
+        as C{(connected, protocol)}; by default from C{connection}, and
+        C{report --mqtt} puts its broker link's here.
     """
 
     _log = NamedLogger("rpisensor.report")
@@ -94,6 +97,7 @@ class Reporter:
         self.latest: dict[str, str] = {}
         self.last_ack: tuple[int, float] | None = None
         self.connection = None
+        self.way_out: Callable[[], tuple[bool, str]] = self._connection_state
         #: The way of speaking the log last announced ("1", "2"): said once, not per connection.
         self.mode_told: str | None = None
         self._text_listeners: list[Callable[[str, str], object]] = []
@@ -185,6 +189,12 @@ class Reporter:
             self._reading_listeners.append(on_reading)
         if on_ack is not None:
             self._ack_listeners.append(on_ack)
+
+    def _connection_state(self) -> tuple[bool, str]:
+        connection = self.connection
+        if connection is None:
+            return False, "none"
+        return True, {"hello": "negotiating", "1": "1", "2": "2"}.get(connection.mode, "none")
 
     def when_acknowledged(self, seq: int) -> Deferred:
         """Fires with the ack's seq once the collector has stored everything up to C{seq}."""

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from twisted.application.service import Service
 
-from rpisensor.app.stopping import StopInOrder
+from rpisensor.stopping import StopInOrder
 from rpisensor.entries import Reading
 from rpisensor.net.reconnect import DEFAULT_DEAD_PEER_TIMEOUT, reconnecting_client
 from rpisensor.roles.report.connection import ReportFactory
@@ -188,7 +188,7 @@ def make_service(options, reactor) -> ReportService:
 
         attach_mqtt(service, options, reactor, reader, pool)
     if options["sim-patterns"]:
-        from rpisensor.hw.patterns import PatternService
+        from rpisensor.sensing.patterns import PatternService
 
         if reader.backend.name != "sim":
             raise SystemExit("rpisensor: --sim-pattern needs simulated pins, but real pins are in use")

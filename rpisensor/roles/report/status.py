@@ -42,15 +42,13 @@ MAX_GAPS_SHOWN = 5
 
 async def status_line(reporter: Reporter) -> str:
     """The reporter's state in one line of C{key=value} pairs (see the module docstring)."""
-    connection = reporter.connection
-    mode = connection.mode if connection is not None else None
-    protocol = {"hello": "negotiating", "1": "1", "2": "2"}.get(mode, "none")
+    connected, protocol = reporter.way_out()
     outbox = reporter.outbox
     device = reporter.stream.device if reporter.stream is not None else "none"
     head = [
         f"stream={outbox.journal.stream if outbox is not None else 'none'}",
         f"device={device}",
-        f"connected={'yes' if connection is not None else 'no'}",
+        f"connected={'yes' if connected else 'no'}",
         f"protocol={protocol}",
     ]
     if outbox is None:
@@ -215,4 +213,4 @@ class StatusListenerService(ListenerService):
 
 def status_service(reactor, description: str, reporter: Reporter) -> StatusListenerService:
     """The status listener on C{description} for C{reporter}."""
-    return StatusListenerService(reactor, description, StatusFactory(reporter))
+    return StatusListenerService(reactor, description, StatusFactory(reporter), option="--status-listen")

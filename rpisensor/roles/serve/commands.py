@@ -1,89 +1,22 @@
 """
-The commands C{serve} understands: a registry of name, arguments, help text
-and the permission a client needs, so that the help a client sees, the
-checks and the dispatch come from one table.
+The commands every client of C{serve} may send: reading the inputs and
+sensors (C{go}, C{read}, C{list}, C{ping}, C{help}) and the event stream
+(C{hello}, C{subscribe}, C{ack}, C{heartbeat}, C{status}).
 """
 
 from __future__ import annotations
 
-import enum
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from rpisensor.net.connection import Pause
+from rpisensor.net.peers import is_loopback
+from rpisensor.roles.serve.registry import Command, CommandRegistry, Permission
+from rpisensor.roles.serve.subscription import Subscription
 from rpisensor.sensing.sample import UnknownInput
 from rpisensor.wire import v2
 
 if TYPE_CHECKING:
     from rpisensor.roles.serve.connection import SensorServerProtocol
-
-
-class Permission(enum.Enum):
-    """What a client may do; the factory grants each connection its set."""
-
-    #: Ask for the inputs' state: every client that may connect.
-    READ = "read"
-    #: Press and release simulated inputs: loopback clients, simulated pins only.
-    SIMULATE = "simulate"
-    #: Drive the declared outputs: clients with a control grant (--control-allow, --control-cert).
-    CONTROL = "control"
-
-
-Handler = Callable[["SensorServerProtocol", list[str]], None]
-
-
-@dataclass(frozen=True)
-class Command:
-    """
-    One command.
-
-    @ivar usage: how it is written, e.g. C{"read NAME"}; the help text lists these.
-    @ivar arguments: how many words may follow the name, as C{(fewest, most)}.
-    @ivar refusal: the reply to a client without the permission.
-    """
-
-    name: str
-    usage: str
-    summary: str
-    handler: Handler
-    arguments: tuple[int, int] = (0, 0)
-    permission: Permission = Permission.READ
-    refusal: str = ""
-    #: Said after the usage when the arguments are wrong.
-    hint: str = ""
-    #: The handler gets the text after the name as it came (a v2 frame's JSON),
-    #: as one argument (C{""} when there is none), instead of words.
-    raw: bool = False
-    #: Whether C{help} lists it: the v2 frames a program sends are documented,
-    #: not offered to a person typing commands.
-    listed: bool = True
-
-    def usage_error(self) -> str:
-        if self.arguments == (0, 0):
-            return f"error: {self.name} takes no arguments"
-        return f"error: usage: {self.usage}" + (f" ({self.hint})" if self.hint else "")
-
-
-class CommandRegistry:
-    """The commands by name, in the order the help lists them."""
-
-    def __init__(self, commands: Iterable[Command] = ()) -> None:
-        self._commands: dict[str, Command] = {}
-        for command in commands:
-            self.add(command)
-
-    def add(self, command: Command) -> None:
-        if command.name in self._commands:
-            raise ValueError(f"command {command.name!r} is registered twice")
-        self._commands[command.name] = command
-
-    def get(self, name: str) -> Command | None:
-        return self._commands.get(name)
-
-    def help_text(self, granted: frozenset[Permission]) -> str:
-        """The help a client with C{granted} permissions sees: what it may send."""
-        usable = [c.usage for c in self._commands.values() if c.listed and c.permission in granted]
-        return "commands: " + " | ".join(usable)
 
 
 # -- the handlers: each takes the connection and the words after the name ----
@@ -153,6 +86,15 @@ def _stream_frame(connection: SensorServerProtocol, name: str, args: list[str]):
         return None
 
 
+def _start_subscription(connection: SensorServerProtocol, heartbeat: float | None, announced: bool) -> Subscription:
+    """The connection's v2 session (see L{Subscription}), after hello or subscribe."""
+    subscription = Subscription(connection, connection.factory.publishing, connection.factory.clock, heartbeat, announced)
+    connection.subscription = subscription
+    if connection.paused & Pause.WRITES:
+        subscription.pause()
+    return subscription
+
+
 def _hello(connection: SensorServerProtocol, args: list[str]) -> None:
     hello = _stream_frame(connection, "hello", args)
     if hello is None:
@@ -171,7 +113,7 @@ def _hello(connection: SensorServerProtocol, args: list[str]) -> None:
     elif not publishing.has_room():
         connection.reply(publishing.busy_reply())
     else:
-        connection.reply(connection.start_subscription(hello.heartbeat, announced=True).welcome())
+        connection.reply(_start_subscription(connection, hello.heartbeat, announced=True).welcome())
 
 
 def _subscribe(connection: SensorServerProtocol, args: list[str]) -> None:
@@ -182,7 +124,7 @@ def _subscribe(connection: SensorServerProtocol, args: list[str]) -> None:
     if not publishing.has_room():
         connection.reply(publishing.busy_reply())
         return
-    subscription = connection.subscription or connection.start_subscription(None, announced=False)
+    subscription = connection.subscription or _start_subscription(connection, None, announced=False)
     subscription.subscribe(subscribe.after, subscribe.digest)
 
 
@@ -201,7 +143,15 @@ def _status(connection: SensorServerProtocol, args: list[str]) -> None:
     if publishing is None:
         connection.reply(NO_JOURNAL)
     else:
-        connection.reply_when(publishing.status())
+        connection.reply_when(publishing.status(peers=may_see_peers(connection)))
+
+
+def may_see_peers(connection: SensorServerProtocol) -> bool:
+    """
+    Whether C{status} shows this client the subscribers' addresses: only a client on
+    this machine or one with the control grant (any client may read; not all may know who else does).
+    """
+    return Permission.CONTROL in connection.granted or is_loopback(connection.transport)
 
 
 STREAM_COMMANDS = (
@@ -216,18 +166,3 @@ STREAM_COMMANDS = (
 
 #: The help text a client that may only read gets.
 HELP_TEXT = CommandRegistry((*READ_COMMANDS, *STREAM_COMMANDS)).help_text(frozenset({Permission.READ}))
-
-
-def default_commands(outputs: bool = False) -> CommandRegistry:
-    """
-    A registry with every command C{serve} knows; the control commands only
-    when it has C{outputs} (without, they are unknown commands).
-    """
-    from rpisensor.roles.serve.simulate import SIMULATE_COMMANDS
-
-    commands = [*READ_COMMANDS, *STREAM_COMMANDS, *SIMULATE_COMMANDS]
-    if outputs:
-        from rpisensor.roles.serve.control import CONTROL_COMMANDS, OUTPUTS_COMMAND
-
-        commands += [OUTPUTS_COMMAND, *CONTROL_COMMANDS]
-    return CommandRegistry(commands)

@@ -25,6 +25,23 @@ if TYPE_CHECKING:
     from rpisensor.roles.serve.subscription import Subscription
 
 
+#: The reply to a message with a line break inside (CR or LF around it is fine).
+LINE_BREAK_REFUSAL = (
+    "error: a line break (CR or LF) inside a message is refused: send one command a message, "
+    "each ended by a NUL byte"
+)
+
+
+def _line_break_inside(text: str) -> bool:
+    """
+    Whether C{text} has CR or LF inside it, not just around it. Lines are HTTP's
+    (or SMTP's...) framing, never this protocol's: such a message is what a browser
+    or another protocol's client sends, not one command.
+    """
+    body = text.strip()
+    return "\n" in body or "\r" in body
+
+
 @implementer(IPushProducer)
 class SensorServerProtocol(ServerConnection):
     """
@@ -74,19 +91,27 @@ class SensorServerProtocol(ServerConnection):
         # The client's certificate is known now: it may grant control (--control-cert).
         self.granted = self.factory.permissions_for(self.transport)
 
-    _who: str | None = None
+    _certificate: str | None = None
+
+    def _named(self, address: str) -> str:
+        """C{address}, and the client's certificate's CN once its TLS handshake is done."""
+        if not self.tls_established:
+            return address
+        if self._certificate is None:
+            from rpisensor.net.tls import certificate_name
+
+            self._certificate = certificate_name(self.transport) or ""
+        return f"{address} (certificate {self._certificate})" if self._certificate else address
 
     @property
     def who(self) -> str:
         """The client as control replies and log lines name it: its address, and its certificate's CN."""
-        if not self.tls_established:
-            return self.peer
-        if self._who is None:
-            from rpisensor.net.tls import certificate_name
+        return self._named(self.peer)
 
-            name = certificate_name(self.transport)
-            self._who = f"{self.peer} (certificate {name})" if name else self.peer
-        return self._who
+    @property
+    def sender(self) -> str:
+        """Who the client is for the control log, whatever its port: its IP address, and its certificate's CN."""
+        return self._named(getattr(self.transport.getPeer(), "host", None) or self.peer)
 
     @property
     def busy(self) -> bool:
@@ -135,6 +160,9 @@ class SensorServerProtocol(ServerConnection):
         if not verb:
             return
         command = self.factory.commands.get(verb)
+        if command is not None and ("\n" in text or "\r" in text) and _line_break_inside(text):
+            self.reply(LINE_BREAK_REFUSAL)
+            return
         if command is not None and command.raw and command.permission in self.granted:
             rest = text.strip().split(None, 1)
             command.handler(self, [rest[1] if len(rest) > 1 else ""])
@@ -164,6 +192,10 @@ class SensorServerProtocol(ServerConnection):
             self._write(wire.frame(text))
             if self.subscription is not None:
                 self.subscription.wrote()
+
+    def reply_all(self, texts: list[str]) -> None:
+        """Send several messages known now (a stream's batch) in one write, after any pending reply."""
+        self._reply_bytes(b"".join([wire.frame(text) for text in texts]))
 
     def reply_with_reading(self, name: str) -> None:
         """
@@ -205,15 +237,6 @@ class SensorServerProtocol(ServerConnection):
     def _answer_ready(self, data: bytes, slot: list[bytes | None]) -> None:
         slot[0] = data
         self._send_ready_replies()
-
-    def start_subscription(self, heartbeat: float | None, announced: bool) -> Subscription:
-        """This connection's v2 session (see L{Subscription}), after hello or subscribe."""
-        from rpisensor.roles.serve.subscription import Subscription
-
-        self.subscription = Subscription(self, self.factory.publishing, heartbeat, announced)
-        if self.paused & Pause.WRITES:
-            self.subscription.pause()
-        return self.subscription
 
     def _reading_ready(self, slot: list[bytes | None], outcome: InputLevel | Failure) -> None:
         if isinstance(outcome, Failure):

@@ -15,12 +15,10 @@ from twisted.logger import Logger
 
 from rpisensor.control.controller import ControlError, OutputController
 from rpisensor.control.outputs import Level, OutputSpec, describe_outputs
-from rpisensor.control.rate import CommandRate
-from rpisensor.lograte import RateLimitedLog
-from rpisensor.roles.serve.commands import Command, Permission
+from rpisensor.roles.serve.registry import Command, Permission
 from rpisensor.stream.identity import ClockState
 from rpisensor.entries import Reading
-from rpisensor.stream.outbox import JournalService
+from rpisensor.stream.journal_service import JournalService
 from rpisensor.wire.v2 import format_timestamp
 
 #: Control commands a connection may send per second by default (C{--control-rate}).
@@ -44,29 +42,14 @@ def refusal(connection, verb: str) -> str:
 
 def _admit(connection, verb: str, args: list[str]) -> OutputController | None:
     """The controller, once the command passed the rate limit and was logged; else reply and None."""
-    factory = connection.factory
-    rate = connection.control_bucket
-    if rate is None:
-        rate = connection.control_bucket = CommandRate(factory.clock, factory.control_rate)
-    if not rate.allow():
-        factory.control_log.warn(
-            "Too many control commands from {who}: more than {rate:g} a second (--control-rate); "
-            "the extra ones are refused.",
-            key="control rate", who=connection.who, rate=rate.rate,
-        )  # fmt: skip
-        connection.reply(
-            f"error: {verb}: too many control commands: at most {rate.rate:g} a second "
-            "(--control-rate); this one was not carried out"
-        )
+    gate = connection.factory.gate
+    if connection.control_bucket is None:
+        connection.control_bucket = gate.bucket()
+    refusal = gate.admit(connection.control_bucket, connection, verb, args)
+    if refusal is not None:
+        connection.reply(f"error: {refusal}")
         return None
-    # One kind of line per verb and declared output: names a peer makes up share one kind.
-    named = args[0] if args and args[0] in factory.controller.names else ""
-    factory.control_log.info(
-        "Control command from {who}: {command}",
-        key=f"control {verb} {named}",
-        who=connection.who, command=" ".join([verb, *args]),
-    )  # fmt: skip
-    return factory.controller
+    return connection.factory.controller
 
 
 def _carry_out(connection, action) -> None:
@@ -255,9 +238,3 @@ class OutputsService(Service):
 def _value(level: Level) -> float | int:
     """The stream's value: 1 or 0, or the PWM duty as a fraction of each period."""
     return level.value if level.pwm else int(level.value)
-
-
-def make_control_log(clock) -> RateLimitedLog:
-    """The log of control commands: every one with who sent it, rate-limited per output and verb."""
-    return RateLimitedLog(clock, _log)
-

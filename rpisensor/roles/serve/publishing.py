@@ -18,14 +18,13 @@ from twisted.logger import Logger
 from rpisensor.sensing.reader import InputReader
 from rpisensor.stream.follower import ChangeFollower
 from rpisensor.stream.identity import ClockState
-from rpisensor.stream.journal import Journal, JournalError
+from rpisensor.stream.journal import Journal, JournalError, missing_entries
 from rpisensor.stream.measuring import MeasurementSampler
-from rpisensor.stream.outbox import JournalService
+from rpisensor.stream.journal_service import JournalService
 from rpisensor.stream.sampler import Sampler
 from rpisensor.stream.state import InputState
 
 #: Why the entries before the journal's first one are missing (C{status}).
-TRIMMED = "trimmed"
 
 
 class JournalOpenError(SystemExit, Exception):
@@ -172,14 +171,19 @@ class PublishingService(Service):
 
     # -- status -------------------------------------------------------------------------
 
-    def status(self) -> Deferred[str]:
-        """Fires with the C{status} reply: one line, the journal, its gaps and the subscribers."""
-        return self.journal.gaps().addCallback(self._status_line)
+    def status(self, peers: bool = True) -> Deferred[str]:
+        """
+        Fires with the C{status} reply: one line, the journal, its gaps and the subscribers
+        (with C{peers}, each one's address).
+        """
+        return self.journal.gaps().addCallback(self._status_line, peers)
 
-    def _status_line(self, gaps) -> str:
+    def _status_line(self, gaps, peers: bool = True) -> str:
         journal = self.journal.journal
         missing = missing_entries(journal, gaps)
         subscriptions = sorted((s.status() for s in self.subscriptions), key=lambda s: s["peer"])
+        if not peers:
+            subscriptions = [{k: v for k, v in s.items() if k != "peer"} for s in subscriptions]
         body = {
             "device": self.device,
             "stream": journal.stream,
@@ -192,19 +196,6 @@ class PublishingService(Service):
             "subscriptions": subscriptions,
         }
         return "status " + json.dumps(body, ensure_ascii=False, separators=(",", ":"))
-
-
-def missing_entries(journal: Journal, gaps) -> list[dict]:
-    """
-    What a subscriber starting from the beginning will never get, oldest
-    first: the entries before C{journal}'s first, then its gap entries
-    (C{gaps}, from L{Journal.gaps}), each C{{"from", "to", "reason"}}.
-    """
-    missing = []
-    if journal.first > 1:
-        missing.append({"from": 1, "to": journal.first - 1, "reason": TRIMMED})
-    missing.extend({"from": g.first, "to": g.last, "reason": g.reason} for g in gaps)
-    return missing
 
 
 def open_publishing(

@@ -12,17 +12,21 @@ from twisted.application.service import IService, Service
 from twisted.logger import Logger
 
 from rpisensor import wire
-from rpisensor.app.stopping import DrainService, StopInOrder
+from rpisensor.stopping import DrainService, StopInOrder
 from rpisensor.net.admission import AdmittingFactory
 from rpisensor.net.limits import ListenSettings
 from rpisensor.net.listening import ListenerService
 from rpisensor.net.peers import is_loopback
 from rpisensor.control.controller import OutputController
+from rpisensor.control.gate import ControlGate
 from rpisensor.net.access import ControlGrants
-from rpisensor.roles.serve.commands import Command, CommandRegistry, Permission, default_commands
-from rpisensor.roles.serve.control import DEFAULT_CONTROL_RATE, OutputsService, make_control_log
+from rpisensor.roles.serve.commands import READ_COMMANDS, STREAM_COMMANDS
+from rpisensor.roles.serve.control import CONTROL_COMMANDS, DEFAULT_CONTROL_RATE, OUTPUTS_COMMAND, OutputsService
 from rpisensor.roles.serve.control import refusal as control_refusal
 from rpisensor.roles.serve.connection import SensorServerProtocol
+from rpisensor.roles.serve.pins import PINS_COMMAND
+from rpisensor.roles.serve.registry import Command, CommandRegistry, Permission
+from rpisensor.roles.serve.simulate import SIMULATE_COMMANDS
 from rpisensor.sensing.reader import InputReader
 from rpisensor.sensing.sample import Sample, InputLevel
 from rpisensor.stream.state import InputState
@@ -31,6 +35,17 @@ if TYPE_CHECKING:
     from rpisensor.roles.serve.publishing import PublishingService
 
 _log = Logger(namespace="rpisensor.roles.serve")
+
+
+def default_commands(outputs: bool = False) -> CommandRegistry:
+    """
+    A registry with every command C{serve} knows; the control commands only
+    when it has C{outputs} (without, they are unknown commands).
+    """
+    commands = [*READ_COMMANDS, PINS_COMMAND, *STREAM_COMMANDS, *SIMULATE_COMMANDS]
+    if outputs:
+        commands += [OUTPUTS_COMMAND, *CONTROL_COMMANDS]
+    return CommandRegistry(commands)
 
 
 class SensorServerFactory(AdmittingFactory):
@@ -68,8 +83,9 @@ class SensorServerFactory(AdmittingFactory):
         self.state = state
         self.controller = controller
         self.grants = grants if grants is not None else ControlGrants()
-        self.control_rate = control_rate
-        self.control_log = make_control_log(reader.clock)
+        #: The rate limit and the log of every control command, the page's switches' too.
+        self.gate = ControlGate(reader.clock, control_rate)
+        self.control_log = self.gate.log
         self.commands = commands if commands is not None else default_commands(controller is not None)
         # The wire form of every reply a reading can give, encoded once: the hot path sends these.
         self._frames = {
@@ -176,7 +192,7 @@ def make_service(options, reactor) -> ServerService:
     """C{serve} as its options say."""
     from rpisensor.roles._inputs import open_inputs
     from rpisensor.roles.serve.publishing import open_publishing
-    from rpisensor.hw.patterns import PatternService
+    from rpisensor.sensing.patterns import PatternService
     from rpisensor.stream.identity import default_device_id
 
     reader, pool = open_inputs(options, reactor)
@@ -214,7 +230,7 @@ def polled_state(reactor, reader: InputReader, interval: float) -> InputState | 
     line saying why if an input cannot be read.
     """
     from rpisensor.hw import GPIOError
-    from rpisensor.hw.polling import PolledEdges, polls_cheaply
+    from rpisensor.sensing.polling import PolledEdges, polls_cheaply
 
     if not polls_cheaply(reader.backend):
         return None

@@ -1,6 +1,6 @@
 """
 Pressing simulated inputs from outside the process: the C{sim} command (the
-demo patterns that press an input by themselves are in L{rpisensor.hw.patterns}).
+demo patterns that press an input by themselves are in L{rpisensor.sensing.patterns}).
 
 Only with simulated pins, and only for clients on this machine: a real pin
 is driven by wiring, never by a network peer.
@@ -9,8 +9,8 @@ is driven by wiring, never by a network peer.
 from __future__ import annotations
 
 from rpisensor.hw.interfaces import LevelChange
-from rpisensor.hw.patterns import drive
-from rpisensor.roles.serve.commands import Command, Permission
+from rpisensor.sensing.patterns import drive
+from rpisensor.roles.serve.registry import Command, Permission
 from rpisensor.sensing.sample import UnknownInput
 
 ACTIONS = ("press", "release", "toggle")

@@ -15,15 +15,17 @@ without loss: everything comes from the journal.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
+from twisted.internet.interfaces import IReactorTime, ITCPTransport
+
+from rpisensor.lograte import RateLimitedLog
 from rpisensor.stream.heartbeat import MISSES
 from rpisensor.stream.link import StreamLink
 from rpisensor.stream.sender import SERVE, Position, Sender
 from rpisensor.wire import v2
 
 if TYPE_CHECKING:
-    from rpisensor.roles.serve.connection import SensorServerProtocol
     from rpisensor.roles.serve.publishing import PublishingService
 
 #: Seconds between heartbeats when the client did not say (its hello has none, or it sent none).
@@ -31,6 +33,21 @@ DEFAULT_HEARTBEAT = 10.0
 
 #: The reply to anything but an ack, a match or a heartbeat once a connection is subscribed.
 ONLY_V2 = 'error: this connection is subscribed: send only ack {"seq":N}, match or heartbeat'
+
+
+class SubscriberConnection(Protocol):
+    """What a subscription uses of its connection (serve's L{SensorServerProtocol
+    <rpisensor.roles.serve.connection.SensorServerProtocol>} is one)."""
+
+    peer: str
+    peer_log: RateLimitedLog
+    transport: ITCPTransport
+
+    def reply(self, text: str) -> None: ...
+
+    def reply_all(self, texts: list[str]) -> None: ...
+
+    def closeAfterWork(self) -> None: ...
 
 
 def canonical(text: str) -> str:
@@ -51,8 +68,9 @@ class Subscription:
 
     def __init__(
         self,
-        connection: SensorServerProtocol,
+        connection: SubscriberConnection,
         publishing: PublishingService,
+        clock: IReactorTime,
         interval: float | None,
         announced: bool,
     ) -> None:
@@ -60,7 +78,7 @@ class Subscription:
         self.publishing = publishing
         self.interval = interval if interval is not None else DEFAULT_HEARTBEAT
         self.announced = announced
-        self.clock = connection.factory.clock
+        self.clock = clock
         self.link = self._link()
         self.sender: Sender | None = None
         #: True once C{subscribe} was accepted: the connection then takes only stream frames.
@@ -71,7 +89,9 @@ class Subscription:
 
     def _link(self) -> StreamLink:
         on_dead = self._dead if self.announced else None
-        return StreamLink(self.connection.reply, self.clock, self.interval, on_dead, self._problem, self._error)
+        connection = self.connection
+        return StreamLink(connection.reply, self.clock, self.interval, on_dead, self._problem, self._error,
+                          send_all=connection.reply_all)  # fmt: skip
 
     def welcome(self) -> str:
         interval = self.interval
@@ -98,7 +118,7 @@ class Subscription:
         # (No announced last: a subscriber chose this server, so no stranger can push a gap
         # through this stream; and a subscriber left behind gets the gap of what was trimmed.)
         self.sender = Sender(
-            publishing.journal, self.link.send, SERVE, self._ended, publishing.settings.window,
+            publishing.journal, self.link.send_all, SERVE, self._ended, publishing.settings.window,
             paused=self.paused, on_sent=publishing.on_sent,
         )  # fmt: skip
         self.link.attach(self.sender)

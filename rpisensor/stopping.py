@@ -11,7 +11,7 @@ from twisted.logger import Logger
 
 from rpisensor.net.admission import AdmittingFactory
 
-_log = Logger(namespace="rpisensor.app.stopping")
+_log = Logger(namespace="rpisensor.stopping")
 
 
 class DrainService(Service):
