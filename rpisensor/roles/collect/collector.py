@@ -314,7 +314,7 @@ def make_service(options, reactor) -> CollectService:
         gaps = ReceivedGaps(store_gaps(options["store"]))
     bridge = None
     if options["publish-mqtt"]:
-        from rpisensor.mqtt.collect import bridge_for
+        from rpisensor.roles.collect.mqtt import bridge_for
 
         bridge = bridge_for(options, reactor)
     top = build_collect_service(
@@ -323,7 +323,7 @@ def make_service(options, reactor) -> CollectService:
         timescale=options["timescale"], bridge=bridge,
     )  # fmt: skip
     if options["mqtt"]:  # added last: it stops first, while the store still takes its batches
-        from rpisensor.mqtt.collect import ingest_for
+        from rpisensor.roles.collect.mqtt import ingest_for
 
         ingest_for(options, reactor, top.factory).setServiceParent(top)
     if feed is not None:

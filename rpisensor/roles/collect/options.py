@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from twisted.python import usage
 
-from rpisensor.mqtt.options import BrokerOptions
+from rpisensor.roles._options.mqtt import BrokerOptions
 from rpisensor.roles._options import ListenOptions, count
 from rpisensor.roles._options.web import WebOptions
 
