@@ -30,13 +30,15 @@ class FaultProxy:
         self._listener.setblocking(False)
         self.port = self._listener.getsockname()[1]
         self._selector = selectors.DefaultSelector()
-        self._selector.register(self._listener, selectors.EVENT_READ, None)
+        self._selector.register(self._listener, selectors.EVENT_READ, "listener")
         self._pairs: dict[socket.socket, socket.socket] = {}
         self._lock = threading.Lock()
         self._silent = False
         self._refusing = False
         self._stop = False
         self.links = 0
+        self._unlisten: list[socket.socket] = []
+        self._relisten: list[socket.socket] = []
         self._wake_r, self._wake_w = socket.socketpair()
         self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
         self._thread = threading.Thread(target=self._run, name="fault-proxy", daemon=True)
@@ -79,13 +81,38 @@ class FaultProxy:
         """Accept and close at once every new connection while C{refusing} (the server is down)."""
         self._refusing = refusing
 
+    def down(self) -> None:
+        """
+        The server is gone: cut every link (RST) and stop listening, so that a
+        new connection is refused by the kernel, as a dead server's port is
+        (a client with several servers then tries the next one). L{up} listens again.
+        """
+        self.cut("rst")
+        with self._lock:
+            listener, self._listener = self._listener, None
+        if listener is not None:
+            self._unlisten.append(listener)
+            self._wake()
+
+    def up(self) -> None:
+        """Listen on the same port again (after L{down})."""
+        with self._lock:
+            if self._listener is not None:
+                return
+            listener = socket.create_server(("127.0.0.1", self.port))
+            listener.setblocking(False)
+            self._listener = listener
+        self._relisten.append(listener)
+        self._wake()
+
     def close(self) -> None:
         self._stop = True
         self._wake()
         self._thread.join(10)
         for sock in list(self._pairs):
             self._drop(sock)
-        self._listener.close()
+        if self._listener is not None:
+            self._listener.close()
 
     # -- the thread ---------------------------------------------------------------
 
@@ -97,11 +124,17 @@ class FaultProxy:
 
     def _run(self) -> None:
         while not self._stop:
+            while self._unlisten:  # (the selector is the thread's: listeners change here)
+                listener = self._unlisten.pop()
+                self._selector.unregister(listener)
+                listener.close()
+            while self._relisten:
+                self._selector.register(self._relisten.pop(), selectors.EVENT_READ, "listener")
             for key, _ in self._selector.select(timeout=1.0):
                 if key.data == "wake":
                     self._wake_r.recv(4096)
-                elif key.fileobj is self._listener:
-                    self._accept()
+                elif key.data == "listener":
+                    self._accept(key.fileobj)
                 elif not self._silent:
                     self._forward(key.fileobj)
             if self._silent:
@@ -114,10 +147,10 @@ class FaultProxy:
                         except (KeyError, ValueError):
                             pass
 
-    def _accept(self) -> None:
+    def _accept(self, listener: socket.socket) -> None:
         try:
-            client, _ = self._listener.accept()
-        except BlockingIOError:
+            client, _ = listener.accept()
+        except (BlockingIOError, OSError):
             return
         self.links += 1
         if self._refusing:

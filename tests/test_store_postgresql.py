@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import subprocess
+import sys
 
 import pytest
 import pytest_twisted
@@ -168,6 +170,78 @@ async def test_two_stores_writing_one_stream_at_once_store_each_reading_once(rea
         assert start == 1 + 5 * (60 + 70)
     finally:
         await gatherResults([one.stopService(), two.stopService()])
+
+
+BROKER = "mqtt://broker.lan:1883"
+
+
+def through_broker(entries: list) -> list:
+    """The same entries as a collector takes them from an MQTT broker (their peer is the broker)."""
+    for entry in entries:
+        entry.peer = BROKER
+    return entries
+
+
+@pytest_twisted.ensureDeferred
+async def test_entries_through_a_broker_in_any_order_are_stored_once(reactor, db):
+    """
+    A shared subscription deals one stream's messages to two collectors in turn, and QoS 1
+    repeats some: entries 1-300, each once or more, shuffled (seeded), in batches taken by
+    two stores at once. Each entry is stored where it falls (ahead of the watermark when its
+    predecessor is not there yet), once; the watermark ends at 300 with nothing ahead, and
+    the audit finds no hole and no duplicate.
+    """
+    import random
+
+    one, two = opened(reactor, db.url), opened(reactor, db.url)
+    try:
+        for seed in range(3):
+            stream = f"{seed:016x}"
+            rng = random.Random(seed)
+            seqs = list(range(1, 301)) + rng.sample(range(1, 301), 60)
+            rng.shuffle(seqs)
+            seen = []
+            for start in range(0, len(seqs), 24):
+                batch = seqs[start : start + 24]
+                half = rng.randrange(len(batch) + 1)
+                await gatherResults([
+                    one.append_many(through_broker([reading(n, stream=stream) for n in batch[:half]])),
+                    two.append_many(through_broker([reading(n, stream=stream) for n in batch[half:]])),
+                ])  # fmt: skip
+                seen += batch
+                expected = next(n for n in range(1, 302) if n not in seen) - 1
+                assert db.stored(stream=stream) == expected
+            assert db.seqs(stream=stream) == list(range(1, 301))
+            assert db.rows(f"SELECT stored, ahead FROM streams WHERE stream = '{stream}'") == [["300", "0"]]
+        done = subprocess.run([sys.executable, "-m", "rpisensor.app.cli", "audit", db.url], capture_output=True,
+                              text=True)  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+    finally:
+        await gatherResults([one.stopService(), two.stopService()])
+
+
+@pytest_twisted.ensureDeferred
+async def test_gaps_and_readings_ahead_of_the_watermark(reactor, db):
+    """
+    Through a broker: a gap and readings that come before what they follow wait above the
+    watermark (streams.ahead says how far); once the first entries come, the watermark moves
+    over all of it. A reading of rpisensor's own protocol then skips what is stored already.
+    """
+    store = opened(reactor, db.url)
+    try:
+        await store.append_many(through_broker([gap(6, 8), reading(10), reading(5)]))
+        assert db.rows(f"SELECT stored, ahead FROM streams WHERE stream = '{STREAM}'") == [["0", "10"]]
+        await store.append_many(through_broker([gap(6, 8), reading(2)]))  # the gap again: stored once
+        await store.append_many(through_broker(readings(3, 4) + [reading(1)]))
+        assert db.rows(f"SELECT stored, ahead FROM streams WHERE stream = '{STREAM}'") == [["8", "10"]]
+        await store.append_many(readings(9, 12))  # in order, from a reporter: 10 is there already
+        assert db.rows(f"SELECT stored, ahead FROM streams WHERE stream = '{STREAM}'") == [["12", "0"]]
+        assert db.seqs() == [1, 2, 3, 4, 5, 9, 10, 11, 12]
+        assert db.rows("SELECT from_seq, to_seq FROM gaps") == [["6", "8"]]
+        with pytest.raises(StreamBehind, match="entries 13 to 14 are not there"):
+            await store.append_many(readings(15, 16))
+    finally:
+        await store.stopService()
 
 
 @pytest_twisted.ensureDeferred

@@ -68,11 +68,14 @@ class Handler:
     def published(self, mid: int, refused: str | None) -> None:
         """The broker acknowledged message C{mid}; C{refused} is its reason when it did not take it."""
 
-    def message(self, topic: str, payload: bytes, retained: bool) -> None:
-        """A message on a subscribed topic."""
+    def message(self, topic: str, payload: bytes, retained: bool, mid: int) -> None:
+        """
+        A message on a subscribed topic; C{mid} is what L{PahoConnection.ack}
+        takes for it, where the connection acknowledges by hand.
+        """
 
-    def subscribed(self, mid: int) -> None:
-        """The broker took subscription C{mid}."""
+    def subscribed(self, mid: int, refused: str | None) -> None:
+        """The broker answered subscription C{mid}; C{refused} is its reason where it refused a topic."""
 
     def lost(self, reason: str) -> None:
         """The connection ended (not called when it never connected: C{connect} fails instead)."""
@@ -121,9 +124,12 @@ class PahoConnection:
 
     @param will: the last will, C{(topic, payload)}: published (retained,
         QoS 1) by the broker when this connection ends without a clean
-        disconnect, or with L{abort}.
+        disconnect, or with L{abort}; C{None}: none.
     @param keepalive: seconds of MQTT keep-alive.
     @param threads: the pool the blocking connect runs in.
+    @param receive_maximum: QoS 1 messages the broker may send us before we acknowledged them.
+    @param manual_ack: the user acknowledges each QoS 1 message it got with
+        L{ack} (e.g. once it is stored), instead of paho as it arrives.
     """
 
     _log = Logger(namespace="rpisensor.mqtt")
@@ -134,10 +140,12 @@ class PahoConnection:
         broker: Broker,
         client_id: str,
         handler: Handler,
-        will: tuple[str, bytes],
+        will: tuple[str, bytes] | None,
         keepalive: int,
         threads,
         connect_timeout: float = 10.0,
+        receive_maximum: int = INCOMING_RECEIVE_MAXIMUM,
+        manual_ack: bool = False,
     ) -> None:
         mqtt = _paho()
         from paho.mqtt.packettypes import PacketTypes
@@ -151,7 +159,7 @@ class PahoConnection:
         self._connect_timeout = connect_timeout
         client = self._client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5,
-            reconnect_on_failure=False,
+            reconnect_on_failure=False, manual_ack=manual_ack,
         )  # fmt: skip
         client.suppress_exceptions = True  # our callbacks log their own failures (and no on_log: it
         # formats a line for every packet)
@@ -159,11 +167,12 @@ class PahoConnection:
         client.connect_timeout = connect_timeout
         if broker.username is not None:
             client.username_pw_set(broker.username, broker.password)
-        will_properties = Properties(PacketTypes.WILLMESSAGE)
-        client.will_set(will[0], will[1], qos=1, retain=True, properties=will_properties)
+        if will is not None:
+            will_properties = Properties(PacketTypes.WILLMESSAGE)
+            client.will_set(will[0], will[1], qos=1, retain=True, properties=will_properties)
         properties = Properties(PacketTypes.CONNECT)
         properties.SessionExpiryInterval = 0
-        properties.ReceiveMaximum = INCOMING_RECEIVE_MAXIMUM
+        properties.ReceiveMaximum = receive_maximum
         properties.MaximumPacketSize = MAX_INCOMING_PACKET
         self._connect_properties = properties
         self._watch: _SocketWatch | None = None
@@ -301,6 +310,11 @@ class PahoConnection:
         rc, mid = self._client.subscribe([(topic, 1) for topic in topics])
         return mid if rc == 0 else None
 
+    def ack(self, mid: int) -> None:
+        """Acknowledge the QoS 1 message C{mid} (with C{manual_ack}); nothing if the link is gone."""
+        if self.open:
+            self._client.ack(mid, 1)
+
     def unsubscribe(self, topics: list[str]) -> None:
         if self.open:
             self._client.unsubscribe(topics)
@@ -411,10 +425,11 @@ class PahoConnection:
             topic = message.topic
         except UnicodeDecodeError:
             return
-        self._call(self._handler.message, topic, message.payload, bool(message.retain))
+        self._call(self._handler.message, topic, message.payload, bool(message.retain), message.mid)
 
     def _on_subscribe(self, client, userdata, mid, reasons, properties) -> None:
-        self._call(self._handler.subscribed, mid)
+        refused = next((str(reason) for reason in reasons if reason.is_failure), None)
+        self._call(self._handler.subscribed, mid, refused)
 
     def _call(self, method: Callable, *args) -> None:
         try:

@@ -38,7 +38,8 @@ from rpisensor.mqtt.client import BrokerLimits, Handler, PahoConnection
 from rpisensor.mqtt.control import MQTTControl
 from rpisensor.mqtt.discovery import Discovery
 from rpisensor.mqtt.outgoing import Outgoing
-from rpisensor.mqtt.publisher import StatePublisher, StreamPublisher
+from rpisensor.mqtt.messages import MessageError, parse_ack_message
+from rpisensor.mqtt.publisher import EndToEnd, StatePublisher, StreamPublisher
 from rpisensor.mqtt.settings import MQTTSettings
 from rpisensor.net.backoff import RetrySchedule
 from rpisensor.stream.journal_service import JournalService
@@ -70,11 +71,11 @@ class _Events(Handler):
         if self._current():
             self._link._published(mid, refused)
 
-    def message(self, topic, payload, retained):
+    def message(self, topic, payload, retained, mid):
         if self._current():
             self._link._message(topic, payload, retained)
 
-    def subscribed(self, mid):
+    def subscribed(self, mid, refused):
         if self._current():
             self._link._subscribed(mid)
 
@@ -118,9 +119,13 @@ class MQTTLink(Service):
         self._factory = connection_factory or self._paho_connection
         self.log = RateLimitedLog(reactor, self._logger)
         self.outgoing = Outgoing(self.log)
+        end_to_end = None
+        if settings.ack == "end-to-end":
+            end_to_end = EndToEnd(reactor, settings.ack_timeout, settings.window)
         self._on_delivered = on_delivered
         self.stream = StreamPublisher(
-            outbox, settings.device, self.topics.stream, on_delivered=self._delivered, on_refused=self._refused
+            outbox, settings.device, self.topics.stream, on_delivered=self._delivered, on_refused=self._refused,
+            end_to_end=end_to_end,
         )
         kinds = {entity.name: entity.kind for entity in discovery.entities}
         self.states = StatePublisher(outbox, self.outgoing, self.topics.state, kinds)
@@ -236,6 +241,9 @@ class MQTTLink(Service):
         self.schedule.connected()
         slots = RETAINED_SLOTS
         window = max(1, min(self.settings.window, limits.receive_maximum - slots))
+        end_to_end = self.settings.ack == "end-to-end"
+        if end_to_end:  # before the stream: a collector's ack must find the subscription made
+            connection.subscribe([self.topics.ack])
         if limits.receive_maximum <= slots:
             self.log.error(
                 "The MQTT broker takes only {receive} message(s) in flight (its receive maximum); "
@@ -245,10 +253,12 @@ class MQTTLink(Service):
             )  # fmt: skip
         self.log.info(
             "Connected to the MQTT broker {url} (receive maximum {receive}, maximum packet size "
-            "{packet}): {count} readings to publish from the outbox, {window} at a time, on {topic}.",
+            "{packet}): {count} readings to publish from the outbox, {window} at a time, on {topic}{mode}.",
             key="connected", url=self.settings.broker.url, receive=limits.receive_maximum,
             packet=limits.maximum_packet_size or "none", count=self.stream.waiting, window=window,
             topic=self.topics.stream,
+            mode=f"; each let go of once a collector's database has it (acks on {self.topics.ack})"
+            if end_to_end else "",
         )  # fmt: skip
         self.outgoing.attach(connection, slots, limits.maximum_packet_size)
         self.outgoing.put(self.topics.availability, ONLINE)
@@ -300,6 +310,9 @@ class MQTTLink(Service):
 
     def _message(self, topic: str, payload: bytes, retained: bool) -> None:
         topics = self.topics
+        if topic == topics.ack:
+            self._confirmed(payload)
+            return
         if topic == topics.sync:
             if self._sync_token is not None and payload == self._sync_token:
                 self._synced(True)
@@ -321,6 +334,19 @@ class MQTTLink(Service):
             return
         if self._sync_token is not None and self._is_config(topic):
             self._retained[topic] = payload
+
+    def _confirmed(self, payload: bytes) -> None:
+        """A collector's ack: the entries its database committed."""
+        try:
+            stream, spans = parse_ack_message(payload)
+        except MessageError as e:
+            self.log.warn(
+                "Ignored a message on {topic} that is not a collector's ack ({error}): only collectors "
+                "should publish there (the broker's access rules can see to that).",
+                key="bad ack", topic=self.topics.ack, error=str(e),
+            )  # fmt: skip
+            return
+        self.stream.confirm(stream, spans)
 
     def _is_config(self, topic: str) -> bool:
         if topic == self.topics.device_config:

@@ -14,6 +14,11 @@ own entries::
     {"kind": "gap", "device": "pi-kitchen-3f2a9c", "stream": "8f3a1c2e9b7d4a60",
      "from": 407, "to": 900, "reason": "outbox full", "digest": "..."}
 
+A collector's ack (C{collect --mqtt}, on the Pi's ack topic) names the
+entries of one stream its database committed, as spans of seqs::
+
+    {"stream": "8f3a1c2e9b7d4a60", "seqs": [[406, 452], [454, 454]]}
+
 A state topic carries what Home Assistant expects: C{ON} or C{OFF} for an
 input (active or not) and an output (driven on or off), the number for a
 measurement.
@@ -25,6 +30,9 @@ import json
 import math
 
 from rpisensor.entries import Gap, Reading
+
+#: The most spans one ack carries (a collector splits a longer list over several acks).
+MAX_ACK_SPANS = 1000
 
 #: Home Assistant's default payloads of a binary_sensor and a switch.
 ON, OFF = b"ON", b"OFF"
@@ -57,7 +65,7 @@ def parse_stream_message(payload: bytes) -> tuple[str, Reading | Gap]:
     """
     try:
         body = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as e:
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
         raise MessageError(f"not JSON: {e}") from None
     if not isinstance(body, dict):
         raise MessageError("not a JSON object")
@@ -87,6 +95,44 @@ def parse_stream_message(payload: bytes) -> tuple[str, Reading | Gap]:
         return device, reading
     except KeyError as e:
         raise MessageError(f"{e.args[0]!r} is missing") from None
+
+
+def ack_message(stream: str, spans: list[tuple[int, int]]) -> bytes:
+    """A collector's ack of C{spans} (each C{(first, last)}) of C{stream}."""
+    return json.dumps({"stream": stream, "seqs": [list(span) for span in spans]}, separators=(",", ":")).encode()
+
+
+def parse_ack_message(payload: bytes) -> tuple[str, list[tuple[int, int]]]:
+    """
+    An ack back as C{(stream, spans)}.
+
+    @raise MessageError: it is not an ack; the text says why.
+    """
+    try:
+        body = json.loads(payload)
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise MessageError(f"not JSON: {e}") from None
+    if not isinstance(body, dict):
+        raise MessageError("not a JSON object")
+    try:
+        stream = _text(body, "stream")
+        seqs = body["seqs"]
+    except KeyError as e:
+        raise MessageError(f"{e.args[0]!r} is missing") from None
+    if not isinstance(seqs, list) or len(seqs) > MAX_ACK_SPANS:
+        raise MessageError(f"'seqs' must be a list of at most {MAX_ACK_SPANS} [first, last] pairs")
+    spans = []
+    for span in seqs:
+        if not (isinstance(span, list) and len(span) == 2):
+            raise MessageError(f"each of 'seqs' must be a [first, last] pair, got {span!r}"[:200])
+        first, last = span
+        for value in span:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise MessageError(f"a seq must be a whole number from 1, got {value!r}"[:200])
+        if last < first:
+            raise MessageError(f"a span's last ({last}) is before its first ({first})")
+        spans.append((first, last))
+    return stream, spans
 
 
 def _text(body: dict, key: str) -> str:

@@ -20,6 +20,10 @@ DISCOVERY_MODES = ("device", "entity", "none")
 #: Home Assistant's default discovery prefix (its MQTT options can change it).
 HA_PREFIX = "homeassistant"
 DEFAULT_PREFIX = "rpisensor"
+#: What lets the outbox go of a reading (C{--ack}): the broker's PUBACK, or a collector's commit.
+ACK_MODES = ("broker", "end-to-end")
+#: Seconds a reading waits for a collector's ack before it is published again (C{--ack-timeout}).
+DEFAULT_ACK_TIMEOUT = 10.0
 #: A topic level of our own: no wildcards, no NUL, not empty.
 _TOPIC = re.compile(r"[^+#\0]+\Z")
 
@@ -75,7 +79,12 @@ class MQTTSettings:
         within about twice this, and the broker sends the last will after
         one and a half times this.
     @ivar window: the most stream messages published and not yet
-        acknowledged (the broker's receive maximum lowers it).
+        acknowledged (the broker's receive maximum lowers it; end to end,
+        not yet confirmed by a collector).
+    @ivar ack: C{broker}: a reading is let go of on the broker's PUBACK;
+        C{end-to-end}: on a collector's ack, once its database committed it.
+    @ivar ack_timeout: end to end: seconds a reading waits for its ack before
+        it is published again (then longer each time).
     """
 
     broker: Broker
@@ -89,8 +98,14 @@ class MQTTSettings:
     window: int = 5000
     max_delay: float = 60.0
     connect_timeout: float = 10.0
+    ack: str = "broker"
+    ack_timeout: float = DEFAULT_ACK_TIMEOUT
 
     def __post_init__(self) -> None:
+        if self.ack not in ACK_MODES:
+            raise SettingsError(f"ack must be one of {', '.join(ACK_MODES)}, got {self.ack!r}")
+        if not self.ack_timeout > 0:
+            raise SettingsError(f"the ack timeout must be more than 0 seconds, got {self.ack_timeout!r}")
         check_topic_prefix("the topic prefix", self.prefix)
         check_topic_prefix("the discovery prefix", self.ha_prefix)
         if self.discovery not in DISCOVERY_MODES:

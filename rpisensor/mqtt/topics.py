@@ -6,6 +6,9 @@ default prefix and a Pi whose device id is C{pi-kitchen-3f2a9c}:
     C{offline} (last will, or a clean stop); retained.
   - C{rpisensor/pi-kitchen-3f2a9c/stream}: every reading and gap of the
     outbox, once or more (QoS 1), in order, as JSON (L{rpisensor.mqtt.messages}).
+  - C{rpisensor/pi-kitchen-3f2a9c/ack}: a collector's acks (C{collect --mqtt}):
+    which entries of the stream its database committed; the Pi lets go of
+    them with C{--ack end-to-end}.
   - C{rpisensor/pi-kitchen-3f2a9c/NAME/state}: the latest state of input,
     sensor or output NAME; retained.
   - C{rpisensor/pi-kitchen-3f2a9c/NAME/set}: C{ON} or C{OFF} switches output
@@ -17,6 +20,10 @@ default prefix and a Pi whose device id is C{pi-kitchen-3f2a9c}:
     (per entity); retained.
   - C{homeassistant/status}: Home Assistant's birth (C{online}): the Pi
     announces itself again.
+
+Collectors (C{collect --mqtt}) subscribe to every Pi's stream through a
+shared subscription, C{$share/GROUP/rpisensor/+/stream} (L{shared_streams}),
+so that the broker gives each message to one collector of the group.
 """
 
 from __future__ import annotations
@@ -51,6 +58,10 @@ class Topics:
     @property
     def stream(self) -> str:
         return f"{self.base}/stream"
+
+    @property
+    def ack(self) -> str:
+        return f"{self.base}/ack"
 
     @property
     def sync(self) -> str:
@@ -99,3 +110,18 @@ class Topics:
     def entity_configs(self) -> str:
         """The subscription that finds every per-entity config of this Pi."""
         return f"{self.ha_prefix}/+/{self.node}/+/config"
+
+
+def shared_streams(prefix: str, group: str) -> str:
+    """The shared subscription to every Pi's stream under C{prefix}: one collector of C{group} gets each message."""
+    return f"$share/{group}/{prefix}/+/stream"
+
+
+def stream_device(prefix: str, topic: str) -> str | None:
+    """The device whose stream topic C{topic} is (C{PREFIX/DEVICE/stream}), or C{None} if it is not one."""
+    head, tail = f"{prefix}/", "/stream"
+    if topic.startswith(head) and topic.endswith(tail):
+        device = topic[len(head) : -len(tail)]
+        if device and "/" not in device:
+            return device
+    return None

@@ -16,7 +16,9 @@ The schema (docs/howto/fleets.md shows it too):
     entry up to it is in C{readings} or covered by a C{gaps} row. Each batch
     reads it C{FOR UPDATE} and moves it in the same transaction, so what any
     collector writes for a stream is written once, in order, and a collector
-    taking a stream over resumes from it.
+    taking a stream over resumes from it. C{ahead} is the highest seq stored
+    above the watermark (0: none): entries that came through an MQTT broker
+    before the ones they follow (see L{rpisensor.store.postgresql}).
   - C{devices}: one row per device, when it was first heard from (the
     C{last_seen} of its streams says when last).
   - C{messages}: what plain (v1) reporters send, one row per message.
@@ -43,8 +45,11 @@ SCHEMA = (
         owner text,
         first_seen timestamptz NOT NULL DEFAULT now(),
         last_seen timestamptz NOT NULL DEFAULT now(),
+        ahead bigint NOT NULL DEFAULT 0,
         PRIMARY KEY (device, stream)
     )""",
+    # (A database made before entries could be stored ahead of the watermark.)
+    "ALTER TABLE streams ADD COLUMN IF NOT EXISTS ahead bigint NOT NULL DEFAULT 0",
     """CREATE TABLE IF NOT EXISTS readings (
         device text NOT NULL,
         stream text NOT NULL,
@@ -103,7 +108,7 @@ TIMESCALE_AVAILABLE = "SELECT 1 FROM pg_available_extensions WHERE name = 'times
 LOCK_STREAMS = (
     "INSERT INTO streams AS s (device, stream) SELECT * FROM unnest(%s::text[], %s::text[])"
     " ORDER BY 1, 2 ON CONFLICT (device, stream) DO UPDATE SET last_seen = now()"
-    " RETURNING s.device, s.stream, s.stored"
+    " RETURNING s.device, s.stream, s.stored, s.ahead"
 )
 #: The readings above the watermarks, by COPY (binary), the fastest way in.
 COPY_READINGS = (
@@ -117,13 +122,19 @@ READING_TYPES = (
 )  # fmt: skip
 INSERT_GAPS = (
     "INSERT INTO gaps (device, stream, from_seq, to_seq, reason, peer, received, identity, digest)"
-    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
 )
-#: The new watermarks.
+#: The new watermarks, and what is stored above them.
 MOVE_STREAMS = (
-    "UPDATE streams s SET stored = b.stored"
-    " FROM unnest(%s::text[], %s::text[], %s::int8[]) AS b (device, stream, stored)"
+    "UPDATE streams s SET stored = b.stored, ahead = b.ahead"
+    " FROM unnest(%s::text[], %s::text[], %s::int8[], %s::int8[]) AS b (device, stream, stored, ahead)"
     " WHERE s.device = b.device AND s.stream = b.stream"
+)
+#: The entries of a stream stored above its watermark (first and last seq of each).
+AHEAD = (
+    "SELECT seq, seq FROM readings WHERE device = %(device)s AND stream = %(stream)s AND seq > %(after)s"
+    " UNION SELECT from_seq, to_seq FROM gaps WHERE device = %(device)s AND stream = %(stream)s"
+    " AND to_seq > %(after)s"
 )
 #: Devices seen for the first time (once per device and connection to the database).
 NEW_DEVICES = "INSERT INTO devices (device) SELECT * FROM unnest(%s::text[]) ON CONFLICT DO NOTHING"

@@ -13,6 +13,18 @@ about 0.2 ms on a batch of one (one more round trip): the batches grow with
 the load, so the watermark wins where it counts. It also answers where a
 stream stands with one row, which is what a collector asks at each hello.
 
+Entries that came through an MQTT broker (C{collect --mqtt}: their C{peer}
+is the broker's URL) may come in any order: a shared subscription gives a
+stream's messages to several collectors in turn, and a reading published
+again after a lost ack can come after later ones. Such an entry, whose
+predecessor is not stored yet, is stored all the same, above the watermark
+(C{streams.ahead} is the highest seq stored there); the watermark moves over
+it once the entries before it are stored, by whichever collector stores
+them. An entry stored already (below the watermark, or above it) is skipped:
+once by C{(device, stream, seq)}, whatever order. Entries from rpisensor's
+own protocol come in order; one that would leave a hole is refused
+(L{StreamBehind}).
+
 Writes go through one connection in the store's writer thread (see
 L{rpisensor.store.writer}), in arrival order. When PostgreSQL is away
 (restarting, failing over) or refuses writes (a revoked privilege, a
@@ -31,7 +43,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from itertools import groupby
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -41,6 +52,9 @@ from rpisensor.store.record import HighWaters, Record, Standing, StoredRecord
 from rpisensor.store.writer import StoreOpenError, StoreService
 from rpisensor.entries import Gap, Reading
 from rpisensor.wire.v2 import format_timestamp, parse_timestamp
+
+#: The peers of entries that came through an MQTT broker (its URL), which may come in any order.
+BROKER_PEERS = ("mqtt://", "mqtts://")
 
 #: URL schemes that name a PostgreSQL store.
 SCHEMES = ("postgresql://", "postgres://")
@@ -282,36 +296,28 @@ class PostgresStore:
         self._devices.update(devices)
 
     def _write_streams(self, connection, records: list) -> None:
-        lasts: dict[tuple[str, str], int] = {}
+        streams: dict[tuple[str, str], list] = {}
         for record in records:
-            lasts[record.device, record.stream] = record.last
-        keys = sorted(lasts)
+            streams.setdefault((record.device, record.stream), []).append(record)
+        keys = sorted(streams)
         devices = [k[0] for k in keys]
         names = [k[1] for k in keys]
-        marks = {(d, s): stored for d, s, stored in connection.execute(pgsql.LOCK_STREAMS, [devices, names])}
-        readings = []
-        gaps = []
-        moved = dict(marks)
-        for key, run in groupby(records, lambda r: (r.device, r.stream)):
-            mark = moved[key]
-            for record in run:
-                last = record.last
-                if last <= mark:
-                    continue  # stored already (by this collector or another)
-                first = record.first
-                if first > mark + 1 and record.__class__ is Reading:
-                    raise StreamBehind(
-                        f"stream {key[1]} of device {key[0]}: entry {first} would follow entry {mark}, "
-                        f"the last the database holds (entries {mark + 1} to {first - 1} are not there: "
-                        "was the database restored from an older backup?); the sender is asked to "
-                        f"send from {mark + 1}"
-                    )
-                if record.__class__ is Reading:
-                    readings.append(_reading_row(record))
-                else:
-                    gaps.append(_gap_row(record, max(first, mark + 1)))
-                mark = last
-            moved[key] = mark
+        marks = {(d, s): (stored, ahead) for d, s, stored, ahead in connection.execute(
+            pgsql.LOCK_STREAMS, [devices, names])}  # fmt: skip
+        readings: list[tuple] = []
+        gaps: list[tuple] = []
+        moved = {}
+        for key in keys:
+            mark, ahead = marks[key]
+            run = streams[key]
+            if run[0].peer.startswith(BROKER_PEERS):
+                run.sort(key=_first)
+            else:
+                ahead = self._check_behind(connection, key, run, mark, ahead)
+            if ahead > mark:
+                moved[key] = self._store_around(connection, key, run, mark, readings, gaps)
+            else:
+                moved[key] = self._store_in_order(connection, key, run, mark, readings, gaps)
         if readings:
             with connection.cursor().copy(pgsql.COPY_READINGS) as copy:
                 copy.set_types(pgsql.READING_TYPES)
@@ -321,9 +327,86 @@ class PostgresStore:
             connection.cursor().executemany(pgsql.INSERT_GAPS, gaps)
         changed = [k for k in keys if moved[k] != marks[k]]
         if changed:
-            connection.execute(
-                pgsql.MOVE_STREAMS, [[k[0] for k in changed], [k[1] for k in changed], [moved[k] for k in changed]]
-            )
+            connection.execute(pgsql.MOVE_STREAMS, [
+                [k[0] for k in changed], [k[1] for k in changed], [moved[k][0] for k in changed],
+                [moved[k][1] for k in changed],
+            ])  # fmt: skip
+
+    def _check_behind(self, connection, key: tuple[str, str], run: list, mark: int, ahead: int) -> int:
+        """
+        Entries of rpisensor's own protocol come in order: refuse a batch
+        whose first new entry leaves a hole after the watermark (and after
+        what is stored above it). Returns C{ahead}, or past the first new
+        entry where that is further (the batch then goes L{_store_around}).
+        """
+        first = next((r.first for r in run if r.last > mark), None)
+        if first is None or first <= mark + 1:
+            return ahead
+        if ahead > mark:
+            reach = _reach(mark, connection.execute(pgsql.AHEAD, _stream_key(key, mark)).fetchall())
+            if first <= reach + 1:
+                return ahead
+        else:
+            reach = mark
+        raise StreamBehind(
+            f"stream {key[1]} of device {key[0]}: entry {first} would follow entry {reach}, "
+            f"the last the database holds without a hole (entries {reach + 1} to {first - 1} are not "
+            "there: was the database restored from an older backup?); the sender is asked to send "
+            f"from {mark + 1}"
+        )
+
+    @staticmethod
+    def _store_in_order(connection, key, run: list, mark: int, readings: list, gaps: list) -> tuple[int, int]:
+        """
+        Nothing stored above the watermark: the entries that follow it without
+        a hole go in, the watermark after them; the rest (come early through
+        a broker) L{_store_around} it. Returns C{(watermark, ahead)}.
+        """
+        for n, record in enumerate(run):
+            last = record.last
+            if last <= mark:
+                continue  # stored already (by this collector or another)
+            first = record.first
+            if first > mark + 1:
+                return PostgresStore._store_around(connection, key, run[n:], mark, readings, gaps)
+            if record.__class__ is Reading:
+                readings.append(_reading_row(record))
+            else:
+                gaps.append(_gap_row(record, max(first, mark + 1)))
+            mark = last
+        return mark, 0
+
+    @staticmethod
+    def _store_around(connection, key, run: list, mark: int, readings: list, gaps: list) -> tuple[int, int]:
+        """
+        Entries that may come before the ones they follow (sorted by seq):
+        each not stored yet goes in, wherever it falls; the watermark moves
+        over what is then stored without a hole after it. Returns
+        C{(watermark, ahead)}.
+        """
+        held = connection.execute(pgsql.AHEAD, _stream_key(key, mark)).fetchall()
+        seqs = {first for first, last in held if first == last}
+        spans = [(first, last) for first, last in held if last > first]
+        starts = {first for first, _ in spans}
+        entries = list(held)
+        for record in run:
+            first, last = record.first, record.last
+            if last <= mark:
+                continue
+            if record.__class__ is Reading:
+                if first in seqs or any(f <= first <= t for f, t in spans):
+                    continue  # stored already, or inside a gap stored already
+                seqs.add(first)
+                readings.append(_reading_row(record))
+            else:
+                first = max(first, mark + 1)
+                if first in starts:
+                    continue
+                starts.add(first)
+                gaps.append(_gap_row(record, first))
+            entries.append((first, last))
+        stored = _reach(mark, entries)
+        return stored, max((last for _, last in entries if last > stored), default=0)
 
     def interrupt(self) -> None:
         """
@@ -334,6 +417,23 @@ class PostgresStore:
 
     def close(self) -> None:
         self._drop()
+
+
+def _first(record) -> int:
+    return record.first
+
+
+def _stream_key(key: tuple[str, str], after: int) -> dict:
+    return {"device": key[0], "stream": key[1], "after": after}
+
+
+def _reach(mark: int, entries) -> int:
+    """How far a stream is stored without a hole from C{mark} on, given C{entries} (first, last) above it."""
+    for first, last in sorted(entries):
+        if first > mark + 1:
+            break
+        mark = max(mark, last)
+    return mark
 
 
 def watermark(cursor, device: str, stream: str) -> int:
@@ -375,6 +475,27 @@ def _one_line(error: Exception) -> str:
     return " ".join(text.split())
 
 
+def _quiet_connection():
+    from twisted.enterprise import adbapi
+
+    class QuietConnection(adbapi.Connection):
+        """
+        adbapi's connection wrapper for autocommit connections: after a failed
+        lookup there is nothing to roll back, and a connection that broke (the
+        server restarted) is dropped without a word, the next lookup making a
+        new one. (adbapi's own logs two tracebacks, "Rollback failed", for what
+        the lookup's error already says.)
+        """
+
+        def rollback(self):
+            connection = self._connection
+            if connection is not None and (connection.broken or connection.closed):
+                self._pool.disconnect(connection)
+                self._connection = None
+
+    return QuietConnection
+
+
 class PositionLookups:
     """
     Where streams stand, asked on connections of their own through
@@ -390,6 +511,7 @@ class PositionLookups:
             "psycopg", cp_min=1, cp_max=connections, cp_reconnect=True, cp_noisy=False, cp_reactor=reactor,
             autocommit=True, **store.params,
         )  # fmt: skip
+        self._pool.connectionFactory = _quiet_connection()
 
     def start(self) -> None:
         self._pool.start()

@@ -3,7 +3,9 @@ What a receiving role (C{collect}, C{poll --subscribe}) does with each v2
 entry before it may be acknowledged: store it durably, then hand the reading
 to the program embedding the role, if any; the entry's Deferred fires once
 both are done, in the order the entries came. A gap, once stored, is told
-to C{on_gap} (the web page's health), which is not waited for.
+to C{on_gap} (the web page's health), which is not waited for. Where the
+entries are also published (C{collect --publish-mqtt}), each batch is
+published first, and stored once the broker has it.
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ class Delivery:
         time and in order; if it raises or its Deferred fails, the reading is
         not acknowledged (the connection closes and the sender sends it again).
     @param on_gap: called with each gap once it is stored; what it raises is logged.
+    @ivar publish: C{publish(records) -> Deferred}, firing once they are
+        published (L{rpisensor.mqtt.bridge.Bridge.publish}), in the order
+        given; L{many} stores a batch only then. C{None}: not published.
     """
 
     _log = Logger()
@@ -52,6 +57,7 @@ class Delivery:
         self.store = store
         self.on_reading = on_reading
         self.on_gap = on_gap
+        self.publish: Callable[[list[Entry]], Deferred] | None = None
         # Entries stored and waiting for on_reading: [record, done, stored result].
         self._queue: deque[list] = deque()
         self._calling = False
@@ -67,9 +73,14 @@ class Delivery:
     def many(self, records: list[Entry]) -> Deferred:
         """
         C{records} (in order) as one batch: the result fires once all are
-        stored and handed over, or fails with the first failure. Without an
-        C{on_reading}, they go to the store as one list (one Deferred).
+        (published,) stored and handed over, or fails with the first failure.
+        Without an C{on_reading}, they go to the store as one list (one Deferred).
         """
+        if self.publish is not None:
+            return self.publish(records).addCallback(lambda _: self._store_many(records))
+        return self._store_many(records)
+
+    def _store_many(self, records: list[Entry]) -> Deferred:
         if self.on_reading is None:
             stored = self.store.append_many(records) if self.store is not None else succeed(None)
             if self.on_gap is not None:

@@ -356,9 +356,15 @@ class JournalService(Service):
 
     # -- reading back ------------------------------------------------------------------
 
-    def after(self, seq: int, limit: int) -> Deferred:
-        """Fires with up to C{limit} entries after C{seq}, read in the journal's thread."""
-        return self._run(self.journal.after, seq, limit)
+    def after(self, seq: int, limit: int, then: Callable[[list[Entry]], object] | None = None) -> Deferred:
+        """
+        Fires with up to C{limit} entries after C{seq}, read in the journal's
+        thread; with C{then}, with what C{then(entries)} returns, called in
+        that thread too (work a reader does on them off the reactor).
+        """
+        if then is None:
+            return self._run(self.journal.after, seq, limit)
+        return self._run(lambda: then(self.journal.after(seq, limit)))
 
     def digest_at(self, seq: int) -> Deferred:
         """Fires with the chain's digest through the entry ending at C{seq}, or C{None} (see L{Journal.digest_at})."""

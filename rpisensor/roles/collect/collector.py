@@ -261,6 +261,7 @@ def build_collect_service(
     max_stream_pending: int = MAX_STREAM_PENDING,
     on_gap: OnGap | None = None,
     timescale: bool = False,
+    bridge=None,
 ) -> CollectService:
     """
     The whole collector: the store's writer (when C{store_path} is given) and
@@ -271,6 +272,9 @@ def build_collect_service(
 
     @param on_reading: for programs embedding the collector: called with each
         v2 reading once it is stored (see L{CollectorFactory}); C{on_gap}, with each gap.
+    @param bridge: a L{rpisensor.mqtt.bridge.Bridge} that publishes every
+        v2 entry before it is stored (C{--publish-mqtt}); it stops once the
+        reporters' connections drained, before the store.
 
     The store is opened when the service starts, not here: under twistd,
     after daemonizing and after C{--uid} drops privileges. If it cannot be
@@ -288,6 +292,9 @@ def build_collect_service(
     top = CollectService(factory)
     if store is not None:
         store.setServiceParent(top)
+    if bridge is not None:
+        factory.delivery.publish = bridge.publish
+        bridge.setServiceParent(top)
     DrainService(factory, reactor, timeout=10.0).setServiceParent(top)
     for description in settings.endpoints:
         ListenerService(reactor, description, factory, settings.client_ca).setServiceParent(top)
@@ -305,11 +312,20 @@ def make_service(options, reactor) -> CollectService:
 
         feed = ReceivedFeed(history=store_history(options["store"]))
         gaps = ReceivedGaps(store_gaps(options["store"]))
+    bridge = None
+    if options["publish-mqtt"]:
+        from rpisensor.roles.collect.mqtt import bridge_for
+
+        bridge = bridge_for(options, reactor)
     top = build_collect_service(
         reactor, options["store"], listen, feed.on_reading if feed is not None else None,
         max_stream_pending=options["max-stream-pending"], on_gap=gaps.on_gap if gaps is not None else None,
-        timescale=options["timescale"],
+        timescale=options["timescale"], bridge=bridge,
     )  # fmt: skip
+    if options["mqtt"]:  # added last: it stops first, while the store still takes its batches
+        from rpisensor.roles.collect.mqtt import ingest_for
+
+        ingest_for(options, reactor, top.factory).setServiceParent(top)
     if feed is not None:
         from rpisensor.web.roles import receiver_web
 

@@ -12,7 +12,7 @@ from twisted.python import usage
 from rpisensor.roles._options import ConnectOptions, GPIOOptions, non_negative_float
 from rpisensor.roles._options.base import check_endpoint
 from rpisensor.roles._options.journal import journal_options, state_directory
-from rpisensor.mqtt.options import MQTTOptions
+from rpisensor.roles._options.mqtt import MQTTOptions
 
 #: How report speaks: negotiate, plain text only (v1), or streams only (v2).
 PROTOCOLS = ("auto", "1", "2")

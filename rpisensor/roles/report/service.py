@@ -184,7 +184,7 @@ def make_service(options, reactor) -> ReportService:
     reader, pool = open_inputs(options, reactor)
     service = build_report_service(reactor, reader, pool, settings)
     if options["mqtt"]:  # the outbox goes to an MQTT broker instead (rpisensor.mqtt)
-        from rpisensor.mqtt.report import attach_mqtt
+        from rpisensor.roles.report.mqtt import attach_mqtt
 
         attach_mqtt(service, options, reactor, reader, pool)
     if options["sim-patterns"]:
