@@ -41,6 +41,7 @@ from tests import postgres
 from tests.faultproxy import FaultProxy
 from tests.mosquitto import Mosquitto, require_mosquitto
 from tests.processes import Twistd, connect_unix, request, wait_until
+from tests.test_exactly_once import unacknowledged
 
 CHAOS_SECONDS = float(os.environ.get("RPISENSOR_CHAOS_SECONDS", "30"))
 #: Seconds the fleet gets to catch up after the chaos (a reporter's backlog, the retry waits).
@@ -54,14 +55,6 @@ def outbox_entries(path: Path) -> tuple[str, dict[int, tuple]]:
         (stream,) = db.execute("SELECT value FROM meta WHERE key = 'stream'").fetchone()
         rows = db.execute("SELECT seq, ts, sensor, value FROM entries WHERE reason IS NULL").fetchall()
     return stream, {seq: (ts, sensor, float(value)) for seq, ts, sensor, value in rows}
-
-
-def unacknowledged(path: Path) -> int:
-    """Entries of a stopped reporter's outbox that no collector acknowledged."""
-    with closing(sqlite3.connect(path)) as db:
-        (acked,) = db.execute("SELECT value FROM meta WHERE key = 'acked'").fetchone() or (0,)
-        (last,) = db.execute("SELECT max(COALESCE(last, seq)) FROM entries").fetchone()
-    return max(0, (last or 0) - int(acked))
 
 
 class Fleet:

@@ -27,7 +27,7 @@ from pathlib import Path
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from tests.processes import Twistd, wait_until
-from tests.test_exactly_once import DEVICE, gaps, outbox_last, reporter_status, stored
+from tests.test_exactly_once import DEVICE, drain_outbox, gaps, outbox_last, reporter_status, stored
 
 #: The collector's address inside its namespace, and the reporter's.
 COLLECTOR_IP = "10.213.0.2"
@@ -208,10 +208,13 @@ class StreamAcrossABlackholeTests(NamespacesTestCase):
         self.net.link(self.net.collector, device, "up")
         self.grows()
 
-        reporter.stop_cleanly()  # no more presses; the last run sends what is left
-        reporter = self.running["reporter"] = self.start_reporter(pattern=False)
-        wait_until(lambda: " outbox=0 " in self.status(), describe=lambda: f"{self.status()}\n{self.logs()}")
-        reporter.stop_cleanly()
+        reporter.stop_cleanly()  # no more presses; the last runs send what is left
+
+        def quiet() -> Twistd:
+            self.running["reporter"] = self.start_reporter(pattern=False)
+            return self.running["reporter"]
+
+        drain_outbox(quiet, self.pi, lambda: f"{self.status()}\n{self.logs()}")
         collector.stop_cleanly()
 
         readings = stored(self.store)
