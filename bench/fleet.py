@@ -104,6 +104,16 @@ def count(url: str, sql: str):
         return connection.execute(sql).fetchone()
 
 
+def stored_total(url: str) -> int:
+    """The readings the database holds in all (0 until the first collector has made its tables)."""
+    import psycopg
+
+    try:
+        return count(url, "SELECT coalesce(sum(stored), 0) FROM streams")[0]
+    except psycopg.errors.UndefinedTable:
+        return 0
+
+
 def check_once(url: str, expected: int, what: str) -> None:
     total, distinct = count(url, "SELECT count(*), count(DISTINCT (device, stream, seq)) FROM readings")
     if (total, distinct) != (expected, expected):
@@ -270,8 +280,7 @@ def drain(name: str, backlogs: int, per: int, collectors: int) -> dict:
         t0 = time.monotonic()
         usage = Usage({**{f"collector{i}": p.pid for i, p in enumerate(procs)}})
         total = backlogs * per
-        wait_for("every reading stored", lambda: count(url, "SELECT coalesce(sum(stored), 0) FROM streams")[0]
-                 >= total, procs[0], timeout=900.0, every=0.05)  # fmt: skip
+        wait_for("every reading stored", lambda: stored_total(url) >= total, procs[0], timeout=900.0, every=0.05)
         t_stored = time.monotonic()
         for sock, reporter in zip(socks, reporters):
             wait_for("the last ack", lambda: (s := status(sock)) and s.get("outbox") == "0", reporter, timeout=120.0)
