@@ -298,10 +298,12 @@ class MQTTLink(Service):
                 key="no sync", topic=self.topics.sync, seconds=SYNC_TIMEOUT,
             )  # fmt: skip
         steps, gone_states = self.discovery.plan(self._retained)
-        for topic, payload in steps:
-            self.outgoing.put(topic, payload, coalesce=False)
+        # The gone entities' states are cleared first: the broker takes one client's messages in
+        # order, so once the final config is visible nothing of the old entities is left retained.
         for topic in gone_states:
             self.outgoing.put(topic, b"")
+        for topic, payload in steps:
+            self.outgoing.put(topic, payload, coalesce=False)
         if self.connection is not None:
             self.connection.unsubscribe([*self.discovery.readback, self.topics.sync])
         self._retained = {}
