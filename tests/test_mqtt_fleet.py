@@ -378,10 +378,19 @@ class IngestTests(SynchronousTestCase):
         self.assertEqual((self.link.sent, self.link.pubacks), ([], []))
 
     def test_a_refused_subscription_ends_the_link(self) -> None:
+        """The link is ended and counts as a failed attempt, although it had lived long enough to count as healthy."""
+        self.clock.advance(self.ingest.schedule.healthy_after + 1)
         with capturedLogs() as logs:
             self.link.handler.subscribed(1, "Not authorized")
         self.assertTrue(self.link.aborted)
         self.assertIn("shared subscriptions", logs[0]["log_format"])
+        self.link.handler.lost("aborted")
+        self.assertEqual(self.ingest.schedule.failures, 1)
+
+    def test_a_healthy_link_lost_is_no_failure(self) -> None:
+        self.clock.advance(self.ingest.schedule.healthy_after + 1)
+        self.link.handler.lost("cut")
+        self.assertEqual(self.ingest.schedule.failures, 0)
 
 
 # -- collect --publish-mqtt ---------------------------------------------------------------------

@@ -170,7 +170,7 @@ class StreamIngest(BrokerSession):
                 "the link to try again later.",
                 key="subscription refused", url=self.broker.url, topic=self.subscription, reason=refused,
             )  # fmt: skip
-            self.connection.abort()
+            self.drop()
 
     def published(self, mid: int, refused: str | None) -> None:
         self.acks.acknowledged(mid, refused)

@@ -29,19 +29,16 @@ import random
 import secrets
 from collections.abc import Callable
 
-from twisted.application.service import Service
 from twisted.internet.defer import Deferred
-from twisted.logger import Logger
 
-from rpisensor.lograte import RateLimitedLog
 from rpisensor.mqtt.client import BrokerLimits, Handler, PahoConnection
 from rpisensor.mqtt.control import MQTTControl
 from rpisensor.mqtt.discovery import Discovery
 from rpisensor.mqtt.outgoing import Outgoing
 from rpisensor.mqtt.messages import MessageError, parse_ack_message
 from rpisensor.mqtt.publisher import EndToEnd, StatePublisher, StreamPublisher
+from rpisensor.mqtt.session import STOP_TIMEOUT, BrokerSession
 from rpisensor.mqtt.settings import MQTTSettings
-from rpisensor.net.backoff import RetrySchedule
 from rpisensor.stream.journal_service import JournalService
 
 ONLINE, OFFLINE = b"online", b"offline"
@@ -53,38 +50,9 @@ RETAINED_SLOTS = 1
 SYNC_TIMEOUT = 5.0
 #: The longest random wait before announcing again when Home Assistant comes online.
 ANNOUNCE_JITTER = 1.0
-#: Seconds a clean stop waits for the broker to take C{offline}.
-STOP_TIMEOUT = 5.0
 
 
-class _Events(Handler):
-    """One connection's events, passed on while it is the link's current one."""
-
-    def __init__(self, link: MQTTLink) -> None:
-        self._link = link
-        self.connection: PahoConnection | None = None
-
-    def _current(self) -> bool:
-        return self.connection is not None and self.connection is self._link.connection
-
-    def published(self, mid, refused):
-        if self._current():
-            self._link._published(mid, refused)
-
-    def message(self, topic, payload, retained, mid):
-        if self._current():
-            self._link._message(topic, payload, retained)
-
-    def subscribed(self, mid, refused):
-        if self._current():
-            self._link._subscribed(mid)
-
-    def lost(self, reason):
-        if self._current():
-            self._link._lost(reason)
-
-
-class MQTTLink(Service):
+class MQTTLink(BrokerSession):
     """
     Publishes C{outbox} and the entities' states to the broker of
     C{settings}, announces them to Home Assistant (C{discovery}), and takes
@@ -96,7 +64,7 @@ class MQTTLink(Service):
     @param connection_factory: makes one connection; tests give their own.
     """
 
-    _logger = Logger(namespace="rpisensor.mqtt")
+    meanwhile = "Readings wait in the outbox."
 
     def __init__(
         self,
@@ -109,15 +77,13 @@ class MQTTLink(Service):
         jitter: Callable[[], float] = random.random,
         on_delivered: Callable[[int], object] | None = None,
     ) -> None:
-        self._reactor = reactor
+        super().__init__(reactor, settings.broker, settings.max_delay, connection_factory)
         self.settings = settings
         self.outbox = outbox
         self.topics = discovery.topics
         self.discovery = discovery
         self.control = control
         self._jitter = jitter
-        self._factory = connection_factory or self._paho_connection
-        self.log = RateLimitedLog(reactor, self._logger)
         self.outgoing = Outgoing(self.log)
         end_to_end = None
         if settings.ack == "end-to-end":
@@ -129,30 +95,20 @@ class MQTTLink(Service):
         )
         kinds = {entity.name: entity.kind for entity in discovery.entities}
         self.states = StatePublisher(outbox, self.outgoing, self.topics.state, kinds)
-        self.schedule = RetrySchedule(reactor, settings.broker.url, settings.max_delay)
-        self.connection: PahoConnection | None = None
         self.limits: BrokerLimits | None = None
-        self._retry = None
         self._announce_call = None
         self._sync_call = None
         self._subscription: int | None = None
         self._sync_token: bytes | None = None
         self._retained: dict[str, bytes] = {}
-        self._stopped: Deferred | None = None
-        #: The broker refused an entry: the link is ended on purpose, and counts as a failed attempt.
-        self._refusal = False
 
-    def _paho_connection(self, handler: Handler) -> PahoConnection:
+    def connect(self, handler: Handler) -> PahoConnection:
         settings = self.settings
         return PahoConnection(
             self._reactor, settings.broker, settings.client_id, handler,
             (self.topics.availability, OFFLINE), settings.keepalive, self._reactor.getThreadPool(),
             settings.connect_timeout,
         )  # fmt: skip
-
-    @property
-    def connected(self) -> bool:
-        return self.connection is not None and self.connection.state == "connected"
 
     def way_out(self) -> tuple[bool, str]:
         """For C{report}'s status line: C{(connected, "mqtt")}."""
@@ -166,20 +122,17 @@ class MQTTLink(Service):
     # -- life ------------------------------------------------------------------------------
 
     def startService(self) -> None:
-        super().startService()
         self.outbox.latest_per_sensor().addCallbacks(self.states.seed, lambda _: None)
-        self._connect()
+        super().startService()
 
     def stopService(self) -> Deferred:
-        super().stopService()
-        return Deferred.fromCoroutine(self._stop())
+        return super().stopService().addCallback(self._finished)
 
-    async def _stop(self) -> None:
-        for call in (self._retry, self._announce_call, self._sync_call):
+    async def before_stop(self) -> None:
+        for call in (self._announce_call, self._sync_call):
             if call is not None and call.active():
                 call.cancel()
-        connection = self.connection
-        if connection is not None and connection.state == "connected":
+        if self.connected:
             self.outgoing.put(self.topics.availability, OFFLINE)
             idle = self.outgoing.when_idle()
             idle.addTimeout(STOP_TIMEOUT, self._reactor)
@@ -187,58 +140,17 @@ class MQTTLink(Service):
                 await idle
             except Exception:
                 pass
-            self._stopped = Deferred()
-            self._stopped.addTimeout(STOP_TIMEOUT, self._reactor)
-            connection.disconnect()
-            try:
-                await self._stopped
-            except Exception:
-                connection.abort()
-        elif connection is not None:
-            connection.abort()
-        self._down()
+
+    def _finished(self, _: None) -> None:
         self.stream.stop()
         self.states.stop()
         if self.control is not None:
             self.control.flush()
-        self.log.flush()
 
-    # -- connecting -------------------------------------------------------------------------
+    # -- connected ---------------------------------------------------------------------------
 
-    def _connect(self) -> None:
-        self._retry = None
-        if not self.running:
-            return
-        events = _Events(self)
-        connection = self.connection = events.connection = self._factory(events)
-        self.log.info("Connecting to the MQTT broker {url}", key="connecting", url=self.settings.broker.url)
-        connection.connect().addCallbacks(
-            self._connected, self._failed, (connection,), None, (connection,)
-        )
-
-    def _failed(self, failure, connection: PahoConnection) -> None:
-        if connection is not self.connection:
-            return
-        self.connection = None
-        self.log.warn(
-            "Could not connect to the MQTT broker {url}: {why}. Readings wait in the outbox.",
-            key="connect failed", url=self.settings.broker.url, why=failure.getErrorMessage(),
-        )  # fmt: skip
-        self.schedule.attempt_failed()
-        self._again()
-
-    def _again(self) -> None:
-        if self.running and self._retry is None:
-            self._retry = self._reactor.callLater(self.schedule(0), self._connect)
-
-    def _connected(self, limits: BrokerLimits, connection: PahoConnection) -> None:
-        if connection is not self.connection:
-            return
-        if not self.running:
-            connection.disconnect()
-            return
+    def up(self, connection: PahoConnection, limits: BrokerLimits) -> None:
         self.limits = limits
-        self.schedule.connected()
         slots = RETAINED_SLOTS
         window = max(1, min(self.settings.window, limits.receive_maximum - slots))
         end_to_end = self.settings.ack == "end-to-end"
@@ -276,7 +188,7 @@ class MQTTLink(Service):
             topics += [*self.discovery.readback, self.topics.sync]
         self._subscription = connection.subscribe(topics)
 
-    def _subscribed(self, mid: int) -> None:
+    def subscribed(self, mid: int, refused: str | None) -> None:
         if mid != self._subscription or self._sync_token is None:
             return
         # Retained configs come with the subscription; the marker comes after them.
@@ -310,7 +222,7 @@ class MQTTLink(Service):
 
     # -- what the broker sends ----------------------------------------------------------------
 
-    def _message(self, topic: str, payload: bytes, retained: bool) -> None:
+    def message(self, topic: str, payload: bytes, retained: bool, mid: int | None) -> None:
         topics = self.topics
         if topic == topics.ack:
             self._confirmed(payload)
@@ -373,34 +285,16 @@ class MQTTLink(Service):
         for topic, payload in self.discovery.announcement():
             self.outgoing.put(topic, payload, coalesce=False)
 
-    def _published(self, mid: int, refused: str | None) -> None:
+    def published(self, mid: int, refused: str | None) -> None:
         if not self.stream.acknowledged(mid, refused):
             self.outgoing.acknowledged(mid, refused)
 
     def _refused(self, reason: str) -> None:
-        connection = self.connection
-        if connection is not None:
-            self._refusal = True
-            connection.abort()
+        self.drop()
 
     # -- losing it ------------------------------------------------------------------------------
 
-    def _lost(self, reason: str) -> None:
-        refused, self._refusal = self._refusal, False
-        self._down()
-        if self._stopped is not None:
-            stopped, self._stopped = self._stopped, None
-            stopped.callback(None)
-            return
-        self.log.warn(
-            "Disconnected from the MQTT broker {url}: {reason}. Readings wait in the outbox.",
-            key="lost", url=self.settings.broker.url, reason=reason,
-        )  # fmt: skip
-        self.schedule.lost(refused=refused)
-        self._again()
-
-    def _down(self) -> None:
-        self.connection = None
+    def down(self) -> None:
         if self._sync_call is not None and self._sync_call.active():
             self._sync_call.cancel()
         self._sync_call = None

@@ -63,12 +63,7 @@ def parse_stream_message(payload: bytes) -> tuple[str, Reading | Gap]:
 
     @raise MessageError: it is not a stream message; the text says why.
     """
-    try:
-        body = json.loads(payload)
-    except (ValueError, UnicodeDecodeError, RecursionError) as e:
-        raise MessageError(f"not JSON: {e}") from None
-    if not isinstance(body, dict):
-        raise MessageError("not a JSON object")
+    body = _json_object(payload)
     kind = body.get("kind")
     try:
         device, stream = _text(body, "device"), _text(body, "stream")
@@ -108,12 +103,7 @@ def parse_ack_message(payload: bytes) -> tuple[str, list[tuple[int, int]]]:
 
     @raise MessageError: it is not an ack; the text says why.
     """
-    try:
-        body = json.loads(payload)
-    except (ValueError, UnicodeDecodeError, RecursionError) as e:
-        raise MessageError(f"not JSON: {e}") from None
-    if not isinstance(body, dict):
-        raise MessageError("not a JSON object")
+    body = _json_object(payload)
     try:
         stream = _text(body, "stream")
         seqs = body["seqs"]
@@ -133,6 +123,17 @@ def parse_ack_message(payload: bytes) -> tuple[str, list[tuple[int, int]]]:
             raise MessageError(f"a span's last ({last}) is before its first ({first})")
         spans.append((first, last))
     return stream, spans
+
+
+
+def _json_object(payload: bytes) -> dict:
+    try:
+        body = json.loads(payload)
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise MessageError(f"not JSON: {e}") from None
+    if not isinstance(body, dict):
+        raise MessageError("not a JSON object")
+    return body
 
 
 def _text(body: dict, key: str) -> str:

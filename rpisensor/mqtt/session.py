@@ -1,6 +1,7 @@
 """
-A collector's connection to its broker (C{collect --mqtt}, C{--publish-mqtt}),
-kept up for as long as the service runs: connected with a clean start,
+A connection to an MQTT broker (the Pi's L{rpisensor.mqtt.link.MQTTLink}, a
+collector's C{collect --mqtt} and C{--publish-mqtt}), kept up for as long as
+the service runs: connected with a clean start,
 tried again after the wait L{RetrySchedule} gives when it fails or drops
 (promptly after a link that worked, growing while attempts fail, up to
 C{max_delay}), closed cleanly on stop. Every line about it is rate-limited.
@@ -8,7 +9,8 @@ C{max_delay}), closed cleanly on stop. Every line about it is rate-limited.
 The subclass says what a connection is for: L{BrokerSession.up} once the
 broker accepted it, L{BrokerSession.down} once it is gone, and the broker's
 events (L{BrokerSession.published}, L{BrokerSession.message},
-L{BrokerSession.subscribed}) while it is the current one.
+L{BrokerSession.subscribed}) while it is the current one;
+L{BrokerSession.drop} ends a connection the broker refused to serve.
 """
 
 from __future__ import annotations
@@ -79,6 +81,8 @@ class BrokerSession(Service, Handler):
         self.connection: PahoConnection | None = None
         self._retry = None
         self._stopped: Deferred | None = None
+        #: The current connection is being ended because the broker refused something.
+        self._refusal = False
 
     def connect(self, handler: Handler) -> PahoConnection:
         """A new connection to the broker that tells C{handler} what happens."""
@@ -126,6 +130,16 @@ class BrokerSession(Service, Handler):
     def connected(self) -> bool:
         return self.connection is not None and self.connection.state == "connected"
 
+    def drop(self) -> None:
+        """
+        End the current connection on purpose, because the broker refused
+        something it must take: it counts as a failed attempt, so the waits
+        before the next ones grow.
+        """
+        if self.connection is not None:
+            self._refusal = True
+            self.connection.abort()
+
     # -- connecting -------------------------------------------------------------------------
 
     def _connect(self) -> None:
@@ -162,6 +176,7 @@ class BrokerSession(Service, Handler):
         self.up(connection, limits)
 
     def _lost(self, reason: str) -> None:
+        refused, self._refusal = self._refusal, False
         self.connection = None
         self.down()
         if self._stopped is not None:
@@ -172,5 +187,5 @@ class BrokerSession(Service, Handler):
             "Disconnected from the MQTT broker {url}: {reason}. {meanwhile}",
             key="lost", url=self.broker.url, reason=reason, meanwhile=self.meanwhile,
         )  # fmt: skip
-        self.schedule.lost()
+        self.schedule.lost(refused=refused)
         self._again()
