@@ -17,8 +17,8 @@ Modules, each with one job:
   - L{outgoing}: retained messages (states, availability, configs) with few in flight.
   - L{publisher}: the outbox to the stream topic, windowed, acknowledged on PUBACK.
   - L{control}: switch commands from Home Assistant to the outputs.
-  - L{link}: the reconnecting service that ties them to the broker.
-  - L{session}: a collector's connection to its broker, kept up.
+  - L{session}: a connection to the broker kept up while the service runs (the Pi's and a collector's).
+  - L{link}: the Pi's session, which ties the modules above to the broker.
   - L{ingest}: the shared subscription's readings into the store, each once.
   - L{acks}: a collector's acks to the Pis, once their database committed.
   - L{bridge}: what a collector takes over TCP, published as a Pi would.
