@@ -735,10 +735,7 @@ def main() -> int:
     parser.add_argument("--compare", type=Path, help="a directory holding another checkout's rpisensor package")
     args = parser.parse_args()
     cfg = QUICK if args.quick else FULL
-    only = [s.strip().upper() for s in args.only.split(",")] if args.only else list(SCENARIOS)
-    unknown = [s for s in only if s not in SCENARIOS]
-    if unknown:
-        parser.error(f"unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
+    only = run.chosen_scenarios(parser, args.only, SCENARIOS)
     if args.compare is not None:
         COMPARE = args.compare.resolve()
         if not (COMPARE / "rpisensor" / "__init__.py").exists():

@@ -401,10 +401,7 @@ def main() -> int:
     cfg.samples = args.samples or cfg.samples
     if args.conns:
         cfg.conns = tuple(int(n) for n in args.conns.split(","))
-    only = [s.strip().upper() for s in args.only.split(",")] if args.only else list(SCENARIOS)
-    unknown = [s for s in only if s not in SCENARIOS]
-    if unknown:
-        parser.error(f"unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
+    only = run.chosen_scenarios(parser, args.only, SCENARIOS)
 
     started = time.monotonic()
     run.SERVER_CPU, run.LOADGEN_CPU = run.plan_cpus()

@@ -53,7 +53,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 import streams  # noqa: E402 (bench/streams.py: processes, outboxes, CPU accounting)
-from run import ROOT, ensure_interpreter, fmt, render  # noqa: E402
+from run import ROOT, chosen_scenarios, ensure_interpreter, fmt, render  # noqa: E402
 from streams import (  # noqa: E402
     PEERS, PYTHON, TWISTD, BenchError, Usage, fill_outbox, fresh, listening_port, reporter_args, start,
     status, stop, stop_all, wait_for,
@@ -443,7 +443,7 @@ def main() -> int:
         print(f"fleet bench skipped: {reason}", file=sys.stderr)
         return 0
     cfg = QUICK if args.quick else FULL
-    only = [s.strip().upper() for s in args.only.split(",")] if args.only else list(SCENARIOS)
+    only = chosen_scenarios(parser, args.only, SCENARIOS)
     started = time.monotonic()
     shutil.rmtree(streams.LOGS, ignore_errors=True)
     streams.LOGS.mkdir(parents=True)

@@ -50,7 +50,7 @@ from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import ROOT, ensure_interpreter, fmt, pinned, plan_cpus, proc_cpu_seconds, render  # noqa: E402
+from run import ROOT, chosen_scenarios, ensure_interpreter, fmt, pinned, plan_cpus, proc_cpu_seconds, render  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 BUILD = HERE / "build"
@@ -454,10 +454,7 @@ def main() -> int:
     parser.add_argument("--only", help="comma-separated scenarios to run, e.g. M1,M3")
     args = parser.parse_args()
     cfg = QUICK if args.quick else FULL
-    only = [s.strip().upper() for s in args.only.split(",")] if args.only else list(SCENARIOS)
-    unknown = [s for s in only if s not in SCENARIOS]
-    if unknown:
-        parser.error(f"unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
+    only = chosen_scenarios(parser, args.only, SCENARIOS)
     if MOSQUITTO is None:
         print("bench/mqtt.py: skipped: needs Debian's mosquitto (apt-get install mosquitto)", file=sys.stderr)
         return 0

@@ -127,6 +127,15 @@ PYTHON = sys.executable
 TWISTD = str(Path(sys.executable).parent / "twistd")
 
 
+def chosen_scenarios(parser: argparse.ArgumentParser, only: str | None, scenarios) -> list[str]:
+    """The scenarios C{--only} names (comma-separated, any case), or all; an unknown one is a usage error."""
+    names = [s.strip().upper() for s in only.split(",")] if only else list(scenarios)
+    unknown = [s for s in names if s not in scenarios]
+    if unknown:
+        parser.error(f"unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(scenarios)}")
+    return names
+
+
 def plan_cpus() -> tuple[int | None, int | None]:
     """(server CPU, load generator CPU), or Nones when pinning is not possible."""
     if not hasattr(os, "sched_setaffinity"):
@@ -828,10 +837,7 @@ def main() -> int:
     cfg = QUICK if args.quick else FULL
     if args.reps:
         cfg.reps = args.reps
-    only = [s.strip().upper() for s in args.only.split(",")] if args.only else list(SCENARIOS)
-    unknown = [s for s in only if s not in SCENARIOS]
-    if unknown:
-        parser.error(f"unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
+    only = chosen_scenarios(parser, args.only, SCENARIOS)
 
     started = time.monotonic()
     SERVER_CPU, LOADGEN_CPU = plan_cpus()

@@ -46,6 +46,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import (  # noqa: E402 (bench/run.py: the same environment helpers)
     ROOT,
+    chosen_scenarios,
     ensure_interpreter,
     fmt,
     machine_busy_seconds,
@@ -676,10 +677,7 @@ def main() -> int:
                 parser.error(f"--{side}-from {where}: no rpisensor package there")
             CODE_FROM[side] = str(Path(where).resolve())
     cfg = QUICK if args.quick else FULL
-    only = [s.strip().upper() for s in args.only.split(",")] if args.only else list(SCENARIOS)
-    unknown = [s for s in only if s not in SCENARIOS]
-    if unknown:
-        parser.error(f"unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
+    only = chosen_scenarios(parser, args.only, SCENARIOS)
 
     started = time.monotonic()
     SERVER_CPU, CLIENT_CPU = plan_cpus()
