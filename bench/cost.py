@@ -85,10 +85,6 @@ COMPARE: Path | None = None
 BEFORE = "before"
 
 
-class Skipped(Exception):
-    """A scenario cannot run here; the message says why."""
-
-
 # ---------------------------------------------------------------- processes
 
 
@@ -219,7 +215,7 @@ def dump(out: Path, pid: int) -> int:
 def needs_valgrind() -> None:
     for tool in ("valgrind", "callgrind_control"):
         if shutil.which(tool) is None:
-            raise Skipped(f"{tool} is not installed (Debian: apt-get install valgrind)")
+            raise run.Skipped(f"{tool} is not installed (Debian: apt-get install valgrind)")
 
 
 # ---------------------------------------------------------------- K1: instructions per go
@@ -461,11 +457,11 @@ def emulated_pi(directory: Path):
 
     reason = emulated_pi.unavailable_reason()
     if reason:
-        raise Skipped(f"the emulated Pi cannot run: {reason}")
+        raise run.Skipped(f"the emulated Pi cannot run: {reason}")
     pi = emulated_pi.EmulatedPi(directory)
     reason = pi.probe()
     if reason:
-        raise Skipped(reason)
+        raise run.Skipped(reason)
     return pi
 
 
@@ -748,25 +744,12 @@ def main() -> int:
     shutil.rmtree(OUT, ignore_errors=True)
     OUT.mkdir(parents=True)
     run.LOGS = OUT
-    out: dict = {}
     try:
         run.build_c_programs()
         compile_bytecode()
-        for name in only:
-            t0 = time.monotonic()
-            try:
-                out[name] = SCENARIOS[name](cfg)
-            except Skipped as e:
-                out[name] = str(e)
-                print(f"  {name} skipped: {e}", file=sys.stderr, flush=True)
-                continue
-            print(f"  {name} done in {time.monotonic() - t0:.1f} s", file=sys.stderr, flush=True)
-    except run.BenchError as e:
-        print(f"bench failed: {e}", file=sys.stderr)
-        return 1
-    except subprocess.TimeoutExpired as e:
-        print(f"bench failed: timed out: {e}", file=sys.stderr)
-        return 1
+        out = run.run_each(only, lambda name: SCENARIOS[name](cfg))
+    except run.BENCH_FAILURES as e:
+        return run.bench_failed(e)
     finally:
         run.stop_all()
     RESULTS.write_text(json.dumps({"compare": str(COMPARE) if COMPARE else None, "results": out}, indent=1))

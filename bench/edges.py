@@ -69,10 +69,6 @@ FULL = Config(samples=1000, poll_interval=0.01, s1=run.FULL, reps=5, conns=(1, 1
 QUICK = Config(samples=20, poll_interval=0.01, s1=run.QUICK, reps=1)
 
 
-class Skipped(Exception):
-    """A scenario cannot run here; the message says why."""
-
-
 def percentiles(values: list[float]) -> dict:
     ordered = sorted(values)
 
@@ -91,7 +87,7 @@ def e1(cfg: Config) -> dict:
 
     reason = guest.unavailable_reason(run.PYTHON)
     if reason:
-        raise Skipped(f"the UML guest cannot run: {reason}")
+        raise run.Skipped(f"the UML guest cannot run: {reason}")
     with tempfile.TemporaryDirectory(prefix="rpisensor-edges-") as directory:
         results = Path(directory)
         (results / "edges-job.json").write_text(json.dumps({"samples": cfg.samples, "seed": 10}))
@@ -115,7 +111,7 @@ def e1(cfg: Config) -> dict:
             details = "\n".join(f"{t.nodeid}: {t.outcome}\n{t.longrepr}" for t in outcomes)
             raise run.BenchError(f"E1: the guest's measurement failed\n{details}\n{booted.describe()}")
         if all(test.outcome == "skipped" for test in outcomes):
-            raise Skipped("; ".join(test.longrepr for test in outcomes))
+            raise run.Skipped("; ".join(test.longrepr for test in outcomes))
         data = json.loads((results / "edges-latency.json").read_text())
     samples = data["samples"]
     return {
@@ -140,13 +136,13 @@ def e2(cfg: Config) -> dict:
 
     reason = emulated_pi.unavailable_reason()
     if reason:
-        raise Skipped(f"the emulated Pi cannot run: {reason}")
+        raise run.Skipped(f"the emulated Pi cannot run: {reason}")
     directory = Path(tempfile.mkdtemp(prefix="rpisensor-edges-pi-"))
     try:
         pi = emulated_pi.EmulatedPi(directory)
         reason = pi.probe()
         if reason:
-            raise Skipped(reason)
+            raise run.Skipped(reason)
         pi.set_levels(high={8})  # BOARD 24 = BCM 8, pull-up, active low: released
         argv = [
             run.TWISTD, "-n", "--pidfile=", "rpisensor", "serve", "--gpio", "rpi",
@@ -411,25 +407,12 @@ def main() -> int:
     run.LOGS = LOGS  # run.py's servers log here too
     shutil.rmtree(LOGS, ignore_errors=True)
     LOGS.mkdir(parents=True)
-    out: dict = {}
     try:
         if "E3" in only:
             run.build_c_programs()
-        for name in only:
-            t0 = time.monotonic()
-            try:
-                out[name] = SCENARIOS[name](cfg)
-            except Skipped as e:
-                out[name] = str(e)
-                print(f"  {name} skipped: {e}", file=sys.stderr, flush=True)
-                continue
-            print(f"  {name} done in {time.monotonic() - t0:.1f} s", file=sys.stderr, flush=True)
-    except run.BenchError as e:
-        print(f"bench failed: {e}", file=sys.stderr)
-        return 1
-    except subprocess.TimeoutExpired as e:
-        print(f"bench failed: timed out: {e}", file=sys.stderr)
-        return 1
+        out = run.run_each(only, lambda name: SCENARIOS[name](cfg))
+    except run.BENCH_FAILURES as e:
+        return run.bench_failed(e)
     finally:
         run.stop_all()
     RESULTS.write_text(json.dumps({"config": {"samples": cfg.samples, "poll_interval": cfg.poll_interval,

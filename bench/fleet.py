@@ -53,7 +53,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 import streams  # noqa: E402 (bench/streams.py: processes, outboxes, CPU accounting)
-from run import ROOT, chosen_scenarios, ensure_interpreter, fmt, render  # noqa: E402
+from run import BENCH_FAILURES, ROOT, bench_failed, chosen_scenarios, ensure_interpreter, fmt, render, run_each  # noqa: E402
 from streams import (  # noqa: E402
     PEERS, PYTHON, TWISTD, BenchError, Usage, fill_outbox, fresh, listening_port, reporter_args, start,
     status, stop, stop_all, wait_for,
@@ -450,15 +450,10 @@ def main() -> int:
     DB["sockets"] = Path(tempfile.mkdtemp(prefix="rpisensor-fleet-"))
     DB["server"] = server = PostgresServer(fsync=True)
     server.start()
-    results: dict = {}
     try:
-        for name in only:
-            t0 = time.monotonic()
-            results[name] = SCENARIOS[name](cfg)
-            print(f"  {name} done in {time.monotonic() - t0:.1f} s", file=sys.stderr, flush=True)
-    except BenchError as e:
-        print(f"bench failed: {e}", file=sys.stderr)
-        return 1
+        results = run_each(only, lambda name: SCENARIOS[name](cfg))
+    except BENCH_FAILURES as e:
+        return bench_failed(e)
     finally:
         stop_all()
         server.destroy()

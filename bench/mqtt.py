@@ -50,7 +50,20 @@ from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import ROOT, chosen_scenarios, ensure_interpreter, fmt, pinned, plan_cpus, proc_cpu_seconds, render  # noqa: E402
+from run import (  # noqa: E402 (bench/run.py: the same environment helpers)
+    BENCH_FAILURES,
+    ROOT,
+    BenchError,
+    bench_failed,
+    chosen_scenarios,
+    ensure_interpreter,
+    fmt,
+    pinned,
+    plan_cpus,
+    proc_cpu_seconds,
+    render,
+    run_each,
+)
 
 HERE = Path(__file__).resolve().parent
 BUILD = HERE / "build"
@@ -60,10 +73,6 @@ PYTHON = sys.executable
 TWISTD = str(Path(sys.executable).parent / "twistd")
 MOSQUITTO = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/local/sbin")
 HEADER = ["scenario", "metric", "result", "goal", "goal met?", "notes"]
-
-
-class BenchError(Exception):
-    """The bench itself failed."""
 
 
 @dataclass
@@ -467,17 +476,12 @@ def main() -> int:
     shutil.rmtree(LOGS, ignore_errors=True)
     LOGS.mkdir(parents=True)
     WORK.mkdir(parents=True, exist_ok=True)
-    results: dict = {}
     broker = None
     try:
         broker = Broker()
-        for name in only:
-            t0 = time.monotonic()
-            results[name] = SCENARIOS[name](cfg, broker)
-            print(f"  {name} done in {time.monotonic() - t0:.1f} s", file=sys.stderr, flush=True)
-    except BenchError as e:
-        print(f"bench failed: {e}", file=sys.stderr)
-        return 1
+        results = run_each(only, lambda name: SCENARIOS[name](cfg, broker))
+    except BENCH_FAILURES as e:
+        return bench_failed(e)
     finally:
         if broker is not None:
             broker.close()

@@ -60,6 +60,39 @@ class BenchError(Exception):
     """The bench itself failed: a server did not start, a reply was wrong, ..."""
 
 
+class Skipped(Exception):
+    """A scenario cannot run here; the message says why."""
+
+
+#: What ends a bench run early: its own checks, or a process that did not answer in time.
+BENCH_FAILURES = (BenchError, subprocess.TimeoutExpired)
+
+
+def bench_failed(error: Exception) -> int:
+    """Say why the bench failed; its exit status."""
+    why = f"timed out: {error}" if isinstance(error, subprocess.TimeoutExpired) else str(error)
+    print(f"bench failed: {why}", file=sys.stderr)
+    return 1
+
+
+def run_each(only: list[str], scenario, label: str = "") -> dict:
+    """
+    C{scenario(name)} for each name in C{only}, each one's time said on stderr;
+    a scenario that is L{Skipped} has the reason as its result.
+    """
+    results: dict = {}
+    for name in only:
+        t0 = time.monotonic()
+        try:
+            results[name] = scenario(name)
+        except Skipped as e:
+            results[name] = str(e)
+            print(f"  {label}{name} skipped: {e}", file=sys.stderr, flush=True)
+            continue
+        print(f"  {label}{name} done in {time.monotonic() - t0:.1f} s", file=sys.stderr, flush=True)
+    return results
+
+
 @dataclass
 class Config:
     reps: int
@@ -850,19 +883,11 @@ def main() -> int:
     try:
         build_c_programs()
         for rep in range(cfg.reps):
-            results: dict = {}
-            for name in only:
-                t0 = time.monotonic()
-                results.update(SCENARIOS[name](cfg, rep))
-                print(f"  rep {rep + 1}/{cfg.reps} {name} done in {time.monotonic() - t0:.1f} s",
-                      file=sys.stderr, flush=True)  # fmt: skip
-            reps.append(results)
-    except BenchError as e:
-        print(f"bench failed: {e}", file=sys.stderr)
-        return 1
-    except subprocess.TimeoutExpired as e:
-        print(f"bench failed: timed out: {e}", file=sys.stderr)
-        return 1
+            # Each of run.py's scenarios gives several rows: one dict of them all per repetition.
+            each = run_each(only, lambda name: SCENARIOS[name](cfg, rep), f"rep {rep + 1}/{cfg.reps} ")
+            reps.append({row: value for rows in each.values() for row, value in rows.items()})
+    except BENCH_FAILURES as e:
+        return bench_failed(e)
     finally:
         stop_all()
 

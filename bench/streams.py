@@ -45,7 +45,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import (  # noqa: E402 (bench/run.py: the same environment helpers)
+    BENCH_FAILURES,
     ROOT,
+    BenchError,
+    bench_failed,
     chosen_scenarios,
     ensure_interpreter,
     fmt,
@@ -54,6 +57,7 @@ from run import (  # noqa: E402 (bench/run.py: the same environment helpers)
     plan_cpus,
     proc_cpu_seconds,
     render,
+    run_each,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -63,10 +67,6 @@ LOGS = BUILD / "logs-streams"
 PEERS = HERE / "peers"
 PYTHON = sys.executable
 TWISTD = str(Path(sys.executable).parent / "twistd")
-
-
-class BenchError(Exception):
-    """The bench itself failed: a process did not start, a reading is missing, ..."""
 
 
 @dataclass
@@ -686,18 +686,10 @@ def main() -> int:
     shutil.rmtree(LOGS, ignore_errors=True)
     LOGS.mkdir(parents=True)
     sockets = Path(tempfile.mkdtemp(prefix="rpisensor-streams-"))  # unix socket paths must be short
-    results: dict = {}
     try:
-        for name in only:
-            t0 = time.monotonic()
-            results[name] = SCENARIOS[name](cfg, sockets)
-            print(f"  {name} done in {time.monotonic() - t0:.1f} s", file=sys.stderr, flush=True)
-    except BenchError as e:
-        print(f"bench failed: {e}", file=sys.stderr)
-        return 1
-    except subprocess.TimeoutExpired as e:
-        print(f"bench failed: timed out: {e}", file=sys.stderr)
-        return 1
+        results = run_each(only, lambda name: SCENARIOS[name](cfg, sockets))
+    except BENCH_FAILURES as e:
+        return bench_failed(e)
     finally:
         stop_all()
         shutil.rmtree(sockets, ignore_errors=True)
