@@ -107,6 +107,24 @@ def run_twistd(
     return Exited(finished.returncode, finished.stdout.decode("utf-8", "replace"))
 
 
+def daemon_child_done(pid_file: str | os.PathLike, log_file: str | os.PathLike, says: str) -> str:
+    """
+    Wait for what a daemonizing twistd's child does after its start-up failed:
+    it tells the waiting parent (which then exits), and only then removes its
+    pid file and writes the error to its log. Return the log once both are done.
+
+    @param says: text the log must hold by then.
+    """
+    pid_file, log_file = Path(pid_file), Path(log_file)
+
+    def log() -> str:
+        return log_file.read_text(encoding="utf-8", errors="replace") if log_file.exists() else ""
+
+    wait_until(lambda: not pid_file.exists(), describe=lambda: f"{pid_file} is still there")
+    wait_until(lambda: says in log(), describe=lambda: f"{log_file} does not say {says!r}:\n{log()}")
+    return log()
+
+
 class Twistd:
     """
     One C{twistd -n --pidfile= ARGS} running in the background, its stdout and

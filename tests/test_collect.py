@@ -14,7 +14,7 @@ from rpisensor.stream.delivery import Stamp
 from rpisensor.net.limits import ListenSettings, ServerLimits
 from rpisensor.store import StoreOpenError, StoreService
 from tests.full_disk import FullDiskFile
-from tests.processes import run_twistd
+from tests.processes import daemon_child_done, run_twistd
 from tests.support import LOOPBACK, CollectorHarness, read_jsonl
 
 
@@ -171,8 +171,7 @@ class StoreOpeningTwistdTests(SynchronousTestCase):
         )  # fmt: skip
         self.assertNotEqual(exited.code, 0, exited.log)
         self.assertIn(f"cannot open the store {store}", exited.log)
-        self.assertFalse((directory / "collect.pid").exists())
-        log = (directory / "twistd.log").read_text()
+        log = daemon_child_done(directory / "collect.pid", directory / "twistd.log", "cannot open the store")
         [line] = [line for line in log.splitlines() if "cannot open the store" in line]
         self.assertIn("its directory /nonexistent-dir does not exist", line)
         self.assertNotIn("Traceback", log)

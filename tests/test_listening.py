@@ -22,7 +22,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from rpisensor.net import listening
 from rpisensor.net.listening import CannotListen, ListenerService
-from tests.processes import run_twistd, wait_until
+from tests.processes import daemon_child_done, run_twistd
 
 
 class BusyPort:
@@ -35,15 +35,6 @@ class BusyPort:
         self.socket.listen(1)
         self.port = self.socket.getsockname()[1]
         self.description = f"tcp:{self.port}:interface=127.0.0.1"
-
-
-def read_log(directory: str) -> str:
-    """The log of a serve daemon that ran in C{directory} (its own file: rpisensor-serve.log), so far."""
-    try:
-        with open(os.path.join(directory, "rpisensor-serve.log"), encoding="utf-8") as f:
-            return f.read()
-    except FileNotFoundError:
-        return ""
 
 
 class PortInUseTests(SynchronousTestCase):
@@ -60,11 +51,6 @@ class PortInUseTests(SynchronousTestCase):
         )  # fmt: skip
         return exited, directory, busy
 
-    def assertNoPidFileLeft(self, directory: str) -> None:
-        # twistd's parent may exit a moment before the child has removed the pid file.
-        pid_file = os.path.join(directory, "rpisensor-serve.pid")
-        wait_until(lambda: not os.path.exists(pid_file), describe=lambda: f"{pid_file} is still there")
-
     def test_daemon_ends_at_once(self) -> None:
         """
         Without C{-n}, twistd exits non-zero within the deadline (it used to wait forever) with one
@@ -76,14 +62,14 @@ class PortInUseTests(SynchronousTestCase):
         errors = [line for line in exited.log.splitlines() if "cannot listen on" in line]
         self.assertEqual(len(errors), 1, exited.log)
         self.assertIn(f"127.0.0.1 port {busy.port}: address already in use", errors[0])
-        self.assertNoPidFileLeft(directory)
         whole = (
             f"rpisensor: cannot listen on {busy.description}: address already in use "
             "(is another server using it? choose another with --listen)"
         )
-        # The child writes it after it told the parent, so it may come a moment later.
-        wait_until(lambda: whole in read_log(directory), describe=lambda: read_log(directory))
-        self.assertNotIn("Traceback", read_log(directory))
+        log = daemon_child_done(
+            os.path.join(directory, "rpisensor-serve.pid"), os.path.join(directory, "rpisensor-serve.log"), whole
+        )
+        self.assertNotIn("Traceback", log)
 
     def test_foreground_ends_with_one_line(self) -> None:
         """With C{-n}, one line says which listener and why, without a traceback; no pid file stays."""
@@ -94,7 +80,7 @@ class PortInUseTests(SynchronousTestCase):
         self.assertEqual(len(errors), 1, exited.log)
         self.assertIn(f"cannot listen on {busy.description}: address already in use", errors[0])
         self.assertIn("choose another with --listen", errors[0])
-        self.assertNoPidFileLeft(directory)
+        self.assertFalse(os.path.exists(os.path.join(directory, "rpisensor-serve.pid")))
 
 
     def test_a_busy_web_port_names_web(self) -> None:

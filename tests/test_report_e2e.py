@@ -29,8 +29,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from rpisensor.roles.query import query
 from rpisensor.testing import wait_until
 from rpisensor.wire import v2
-from tests.processes import Twistd, run_twistd
-from tests.processes import wait_until as wait_for_condition
+from tests.processes import Twistd, daemon_child_done, run_twistd
 from tests.v2_collector import FakeCollectorFactory
 
 DEVICE = "pi-e2e"
@@ -175,11 +174,7 @@ class OutboxStartTwistdTests(SynchronousTestCase):
         )  # fmt: skip
         self.assertNotEqual(exited.code, 0, exited.log)
         self.assertIn("cannot use the outbox /nonexistent-dir/outbox.sqlite", exited.log)  # (twistd cuts it short)
-        self.assertFalse((directory / "report.pid").exists())
-        # The daemon's parent exits once the child says it failed; the child writes its log after.
-        logfile = directory / "twistd.log"
-        wait_for_condition(lambda: logfile.exists() and "cannot use the outbox" in logfile.read_text())
-        log = logfile.read_text()
+        log = daemon_child_done(directory / "report.pid", directory / "twistd.log", "cannot use the outbox")
         self.assertIn(
             "cannot use the outbox /nonexistent-dir/outbox.sqlite: its directory /nonexistent-dir does not exist "
             "(create it: mkdir -p /nonexistent-dir)", log,

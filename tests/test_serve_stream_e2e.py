@@ -16,7 +16,7 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.processes import FOREGROUND, Twistd, connect_tcp, request, run_twistd, wait_until
+from tests.processes import FOREGROUND, Twistd, connect_tcp, daemon_child_done, request, run_twistd, wait_until
 from tests.support import LOOPBACK
 from tests.v2_subscriber import RawSubscriber
 
@@ -114,7 +114,9 @@ class JournalStartupTests(SynchronousTestCase):
         )  # fmt: skip
         self.assertNotEqual(exited.code, 0, exited.log)
         self.assertIn("cannot use the journal", exited.log)
-        self.assertFalse((directory / "serve.pid").exists())
+        log = daemon_child_done(directory / "serve.pid", directory / "twistd.log", "cannot use the journal")
+        self.assertIn("/nonexistent-dir/journal.sqlite", log)
+        self.assertNotIn("Traceback", log)
 
     def test_memory_journal(self) -> None:
         """--journal none keeps no file, and still streams."""
