@@ -266,6 +266,23 @@ class AckTests(CollectV2TestCase):
         self.assertTrue(transport.disconnecting)
         self.assertEqual(seqs(c.path), [(1,)])
 
+    def test_snapshot_reading_closes(self):
+        """A reading marked as a live view's snapshot is no entry of the stream: refused, not stored."""
+        c = self.collector()
+        protocol, transport = c.connect()
+        snapshot = v2.encode(v2.Reading(stream=STREAM, seq=2, ts=TS, synced=True, sensor="button", value=1,
+                                        text="Button pressed", snapshot=True))  # fmt: skip
+        protocol.dataReceived(frames(hello(), reading(1)))
+        c.write()
+        protocol.dataReceived(frames(snapshot))
+        c.write()
+        self.assertEqual(sent(transport)[1:], [
+            'ack {"seq":1}', 'error: entry 2 is marked "snapshot":true, which only a live view\'s first readings '
+            "are; a stream carries its entries as they were recorded",
+        ])  # fmt: skip
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(seqs(c.path), [(1,)])
+
     def test_store_failure(self):
         """A write that fails is not acknowledged: an error line, a close, and one error logged."""
         events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)

@@ -280,7 +280,10 @@ class Receiver:
 
     def receive_reading(self, reading: Reading) -> None:
         """L{receive} a reading: the next one of this stream (nearly every one) takes a shorter way."""
-        if reading.seq == self.state.accepted + 1 and reading.stream == self.stream and not self.closed:
+        if (
+            reading.seq == self.state.accepted + 1 and reading.stream == self.stream
+            and not reading.snapshot and not self.closed
+        ):  # fmt: skip
             self._take(reading, reading.seq, reading.seq)
         else:
             self.receive(reading)
@@ -306,6 +309,11 @@ class Receiver:
     def _receive(self, frame: Entry) -> None:
         if frame.stream != self.stream:
             raise SequenceError(f"an entry of stream {frame.stream} on the connection of stream {self.stream}")
+        if frame.__class__ is Reading and frame.snapshot:
+            raise SequenceError(
+                f"entry {frame.seq} is marked \"snapshot\":true, which only a live view's first readings are; "
+                "a stream carries its entries as they were recorded"
+            )
         state = self.state
         first, last = frame.first, frame.last
         if last <= state.accepted:
