@@ -146,9 +146,27 @@ class Fleet:
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             time.sleep(self.rng.uniform(0.5, 4.0))
+            self.supervise()
             action = self.rng.choice(self.chaos_actions())
             self.actions.append(action)
             self.act(action)
+
+    def supervise(self) -> None:
+        """
+        Start again a collector that stopped because PostgreSQL was away while it started (killed
+        before it had connected), as systemd's Restart=on-failure does: docs/howto/fleets.md says
+        that is how a collector meets a database it cannot reach at start. Any other end fails.
+        """
+        for i, twistd in enumerate(self.collectors):
+            if twistd is None or twistd.process.poll() is None:
+                continue
+            log = twistd.log()
+            self.case.assertIn("cannot open the store", log, f"collector {i} ended:\n{self.logs()}")
+            self.case.assertNotIn("Traceback", log)
+            self.retired.append(twistd)
+            self.collectors[i] = None
+            self.actions.append("collector restarted (the database was away at its start)")
+            self.collector_up(i)
 
     def pause(self) -> None:
         time.sleep(self.rng.uniform(0.2, 3.0))
@@ -200,6 +218,7 @@ class Fleet:
     def settle_and_check(self) -> None:
         """Every reporter drained and stopped, then the audit and the outboxes against the database."""
         case = self.case
+        self.supervise()
         for i in range(2):  # the last ones, quiet: their outboxes stop growing
             wait_until(lambda i=i: self.status(i), describe=self.logs)  # (up: a SIGTERM is handled)
             self.reporters[i].stop_cleanly()
