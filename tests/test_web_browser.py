@@ -521,8 +521,9 @@ class FleetTests(PageTestCase):
         wait_until(lambda: set(rows()) == {"kitchen", "garage"}, describe=collect.log)
         wait_until(lambda: all(r[1].startswith("connected from 127.0.0.1:") for r in rows().values()),
                    describe=lambda: repr(rows()))  # fmt: skip
-        wait_until(lambda: "°C" in rows()["garage"][2] and "Button" in rows()["kitchen"][2],
-                   describe=lambda: repr(rows()))  # fmt: skip
+        # The store's history shows first (its cpu values have °C too); then the live reporters' readings.
+        wait_until(lambda: "cpu 38.40 °C" in rows()["garage"][2] and "door Door open" in rows()["garage"][2]
+                   and "Button" in rows()["kitchen"][2], describe=lambda: repr(rows()))  # fmt: skip
         kitchen_row = wait_until(lambda: (r := rows()["kitchen"])[3].startswith("1 gap") and r,
                                  describe=lambda: repr(rows()))  # fmt: skip
         self.assertRegex(kitchen_row[3], r"^1 gap, latest: 1–\d+ \(outbox full\)$")
