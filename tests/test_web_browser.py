@@ -145,7 +145,8 @@ class PageTestCase(SynchronousTestCase):
     def bars(self, sensor: str) -> dict:
         """
         The runs of the active colour along a row of the timeline's canvas, as
-        drawn, and the active states its plot holds, read at the same moment.
+        drawn, the active states its plot holds and its readout, read at the
+        same moment (the plot follows live time: read apart, they can differ).
         """
         return self.plot(sensor, f"""(() => {{
             const b = u.bbox, row = Math.round(b.top + 5);
@@ -161,7 +162,8 @@ class PageTestCase(SynchronousTestCase):
             if (inside) widths.push(width);
             const leftmost = [...u.ctx.getImageData(b.left + 1, row, 1, 1).data].slice(0, 3);
             return {{runs, widths, leftmost, width: b.width,
-                     active: p.segments.filter(s => s.value > 0).length, segments: p.segments.length}};
+                     active: p.segments.filter(s => s.value > 0).length, segments: p.segments.length,
+                     readout: p.readout.textContent}};
         }})()""")
 
     def screenshot(self, name: str) -> None:
@@ -365,7 +367,7 @@ class PlotTests(PageTestCase):
         self.assertEqual(bars["runs"], bars["active"], bars)
         self.assertGreater(max(bars["widths"]), 0)
         self.assertLessEqual(max(bars["widths"]), 2, bars)  # a second of 600 on ~500 pixels
-        summary = self.tile_text("button", "readout")
+        summary = bars["readout"]
         said = re.fullmatch(r"(\d+)× pressed, (\d+) % of the time", summary)
         self.assertIsNotNone(said, summary)
         # Those that began in the range (one may have begun before it), and 1 s of every 4.
