@@ -40,6 +40,27 @@ class _StoppingReactor:
         self.stops += 1
 
 
+class _StartingReactor(_StoppingReactor):
+    """Not running yet: calls from a signal handler and for when it runs wait for L{run}."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.running = False
+        self._calls: list = []
+
+    def callFromThread(self, f, *args) -> None:
+        self._calls.append((f, args))
+
+    callWhenRunning = callFromThread
+
+    def run(self) -> None:
+        signal.signal(signal.SIGTERM, lambda *_: None)  # as the real one installs its own
+        self.running = True
+        while self._calls:
+            f, args = self._calls.pop(0)
+            f(*args)
+
+
 class SignalTests(SynchronousTestCase):
     def test_second_signal_while_stopping(self) -> None:
         """A second SIGTERM during the stop says it is already stopping, and raises nothing."""
@@ -56,6 +77,36 @@ class SignalTests(SynchronousTestCase):
         reactor = _StoppingReactor()
         reactor.stops = 1
         ExitCleanlyOnSignals(reactor)._stop_once("SIGINT")
+
+    def test_sigterm_while_the_role_starts_stops_it_once_running(self) -> None:
+        """
+        A SIGTERM before the reactor runs (the role's services starting) is
+        kept for the reactor, which stops once it runs: no death by the signal.
+        """
+        self.addCleanup(signal.signal, signal.SIGTERM, signal.getsignal(signal.SIGTERM))
+        elsewhere = []  # (were the handler not replaced: rather than end the tests' process)
+        signal.signal(signal.SIGTERM, lambda *_: elsewhere.append("SIGTERM"))
+        reactor = _StartingReactor()
+        ExitCleanlyOnSignals(reactor).startService()
+        os.kill(os.getpid(), signal.SIGTERM)
+        self.assertEqual((reactor.stops, elsewhere), (0, []))
+        reactor.run()
+        self.assertEqual((reactor.stops, elsewhere), (1, []))
+        # Once running, both signals have the clean handler (the reactor's own replaced it meanwhile).
+        for number in (signal.SIGTERM, signal.SIGINT):
+            self.assertEqual(getattr(signal.getsignal(number), "__func__", None), ExitCleanlyOnSignals._stop)
+
+    def test_the_handlers_start_before_the_role(self) -> None:
+        """Under twistd the handlers are the first service to start: a role's start-up is covered."""
+        from rpisensor.app.tap import makeService
+
+        self.addCleanup(signal.signal, signal.SIGTERM, signal.getsignal(signal.SIGTERM))
+        self.addCleanup(signal.signal, signal.SIGINT, signal.getsignal(signal.SIGINT))
+        options = Options()
+        options.parseOptions(["serve", "--gpio", "sim", "--listen", "tcp:0"])
+        top = makeService(options)
+        self.assertIsInstance(list(top)[0], ExitCleanlyOnSignals)
+        self.assertEqual(list(top).index(top.role), 1)
 
 
 class StartingTests(SynchronousTestCase):

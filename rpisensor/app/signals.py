@@ -38,7 +38,12 @@ def _interrupted_while_starting(number, frame) -> None:
 
 
 class ExitCleanlyOnSignals(Service):
-    """Installs the handlers once the reactor runs (after twistd installed its own)."""
+    """
+    Installs the handlers once the reactor runs (after twistd installed its
+    own). Started before the role, it also takes SIGTERM while the role's
+    services start: the program then stops cleanly once they have, as after
+    (without it that SIGTERM would end it at once, with status -15).
+    """
 
     _log = Logger()
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -48,6 +53,9 @@ class ExitCleanlyOnSignals(Service):
 
     def startService(self) -> None:
         super().startService()
+        if not self._reactor.running:
+            # The reactor's own handler replaces this one as it starts; _install, just after.
+            signal.signal(signal.SIGTERM, self._stop)
         self._reactor.callWhenRunning(self._install)
 
     def _install(self) -> None:

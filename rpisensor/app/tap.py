@@ -164,8 +164,7 @@ def makeService(options: Options) -> IService:
         ensure_file_limit(role["max-connections"])
     from rpisensor.app.systemd import SystemdNotifier
 
-    top = RoleService(_ROLES[options.subCommand].make_service(role, reactor))
-    ExitCleanlyOnSignals(reactor).setServiceParent(top)
+    top = RoleService(ExitCleanlyOnSignals(reactor), _ROLES[options.subCommand].make_service(role, reactor))
     SystemdNotifier(reactor, top).setServiceParent(top)  # last: told first that we stop
     return top
 
@@ -178,7 +177,8 @@ class RoleService(MultiService):
     @ivar role: the role's own service.
     """
 
-    def __init__(self, role: IService) -> None:
+    def __init__(self, signals: IService, role: IService) -> None:
         super().__init__()
+        signals.setServiceParent(self)  # first: it takes SIGTERM while the role starts
         self.role = role
         role.setServiceParent(self)
