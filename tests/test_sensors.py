@@ -14,6 +14,7 @@ interval and timeout happens exactly when the test says.
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 import threading
@@ -292,12 +293,24 @@ class SlowSensorTests(SynchronousTestCase):
         if self._released.is_set():
             return
         self._released.set()
-        try:  # the blocked read holds the FIFO open; without one, there is nothing to release
-            end = os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK)
-        except OSError:
-            return
-        os.write(end, good(21000).encode())
-        os.close(end)
+        end = None
+
+        def opened() -> bool:
+            # The read holds the FIFO open, once its thread got there: on a loaded machine
+            # it may not have yet, so wait for it while a read is in flight (with none, there
+            # is nothing to release).
+            nonlocal end
+            try:
+                end = os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError as e:
+                if e.errno != errno.ENXIO:  # (ENXIO: no reader yet)
+                    return True
+            return end is not None or self.reader.jobs_in_flight == 0
+
+        self.clock.pump_until(opened)
+        if end is not None:
+            os.write(end, good(21000).encode())
+            os.close(end)
 
     def stop(self) -> None:
         self.release()

@@ -24,6 +24,8 @@ from rpisensor.hw.simulated import SimulatedGPIO
 
 #: Seconds to wait for a worker thread to get somewhere; generous, never asserted.
 PATIENCE = 30.0
+#: Seconds between two checks of a condition while no call comes.
+RECHECK = 0.01
 
 
 @implementer(IReactorFromThreads)
@@ -40,7 +42,8 @@ class ThreadedClock(Clock):
     def pump_until(self, predicate: Callable[[], object], patience: float = PATIENCE) -> None:
         """
         Run the calls worker threads handed over, in order, in this thread,
-        until C{predicate()} is true.
+        until C{predicate()} is true. It is asked again at least every
+        L{RECHECK} s, so it may also wait for what a thread does without a call.
 
         @raise AssertionError: no call that made it true came within C{patience} s.
         """
@@ -50,7 +53,7 @@ class ThreadedClock(Clock):
             if remaining <= 0:
                 raise AssertionError(f"still waiting after {patience} s: {predicate}")
             try:
-                f, args, kwargs = self._calls.get(timeout=remaining)
+                f, args, kwargs = self._calls.get(timeout=min(remaining, RECHECK))
             except queue.Empty:
                 continue
             f(*args, **kwargs)
